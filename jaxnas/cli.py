@@ -1,0 +1,107 @@
+"""The ``jaxnas`` command line: ``search``, ``genotype``, ``prepare``.
+
+Bad input of any kind ends in one line on stderr and exit code 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _setup_jax(cache_dir: str) -> None:
+    """Persistent XLA compilation cache: repeated runs skip most of the compile time."""
+    import jax
+
+    cache = cache_dir or os.environ.get("JAXNAS_CACHE_DIR") or os.path.join(
+        os.path.expanduser("~"), ".cache", "jaxnas", "xla")
+    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def cmd_search(args, overrides: list[str]) -> int:
+    from jaxnas import config as config_lib
+    from jaxnas import rundir
+    from jaxnas.search import get_strategy
+
+    cfg = config_lib.apply_overrides(config_lib.load(args.config), overrides)
+    _setup_jax(cfg.run.compile_cache)
+    strategy = get_strategy(cfg.search.strategy)
+    path = rundir.create(cfg, "search")
+    print(f"run directory: {path}", flush=True)
+    result = strategy(cfg, path, log=lambda msg: print(msg, flush=True))
+    print(f"final genotype: {result['genotype']}")
+    return 0
+
+
+def cmd_genotype(args, overrides: list[str]) -> int:
+    from jaxnas import genotype as genotype_lib
+
+    if overrides:
+        raise _usage(f"unrecognized arguments: {' '.join(overrides)}")
+    g = genotype_lib.load(args.genotype)
+    print(g.to_json())
+    return 0
+
+
+def cmd_prepare(args, overrides: list[str]) -> int:
+    from jaxnas import data as data_lib
+
+    data_lib.prepare_tfds(args.dataset, args.data_dir or None)
+    print(f"prepared {args.dataset}")
+    return 0
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _usage(msg: str) -> _UsageError:
+    return _UsageError(msg)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse prints usage and exits 2; we want one line
+        raise _UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="jaxnas", description="Neural architecture search in JAX.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    s = sub.add_parser("search", help="run an architecture search (default: a short DARTS search on digits)",
+                       epilog="Override any config field with --config.<field>=<value>, "
+                              "e.g. --config.search.epochs=3 --config.space.ops=none,skip_connect,sep_conv_3x3")
+    s.add_argument("--config", default=None, help="configs/<name>.py[:arg] or a .json config (default: tiny digits)")
+    s.set_defaults(fn=cmd_search)
+    g = sub.add_parser("genotype", help="print a published or saved genotype as JSON")
+    g.add_argument("genotype", help="a published name (DARTS_V1, DARTS_V2) or a genotype .json file")
+    g.set_defaults(fn=cmd_genotype)
+    r = sub.add_parser("prepare", help="download and prepare a TFDS dataset once (needs jaxnas[prepare])")
+    r.add_argument("dataset")
+    r.add_argument("--data_dir", default="")
+    r.set_defaults(fn=cmd_prepare)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from jaxnas.errors import JaxnasError
+
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    try:
+        args, rest = parser.parse_known_args(argv)
+        bad = [a for a in rest if not a.startswith("--config.")]
+        if bad:
+            raise _UsageError(f"unrecognized arguments: {' '.join(bad)} (config overrides look like --config.a.b=value)")
+        return args.fn(args, rest)
+    except (JaxnasError, _UsageError) as e:
+        print(f"jaxnas: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("jaxnas: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

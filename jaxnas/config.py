@@ -1,0 +1,169 @@
+"""Run configurations: ml_collections ConfigDicts, command-line overrides and validation.
+
+Configs in ``configs/`` are Python files with ``get_config(arg=None)`` (big_vision
+style): they are code that ships with the project and runs like any script you
+run. Configs written into run directories, and any ``.json`` passed to
+``--config``, are data: parsed as JSON, never executed. Every config is checked
+field by field against the defaults here (unknown field or wrong type: a
+one-line error naming it).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+import ml_collections
+
+from jaxnas.errors import JaxnasError
+
+
+def search_defaults() -> ml_collections.ConfigDict:
+    """DARTS's train_search.py defaults (CIFAR-10, first order)."""
+    c = ml_collections.ConfigDict()
+    c.seed = 2
+    c.space = ml_collections.ConfigDict(dict(name="darts", C=16, layers=8, nodes=4, stem_multiplier=3, ops="darts"))
+    c.data = ml_collections.ConfigDict(dict(name="cifar10", data_dir="", train_portion=0.5, augment="auto"))
+    c.search = ml_collections.ConfigDict(dict(
+        strategy="darts", order="first", epochs=50, batch_size=64, max_steps_per_epoch=0, eval_batch_size=256))
+    c.optim = ml_collections.ConfigDict(dict(
+        lr=0.025, lr_min=0.001, momentum=0.9, weight_decay=3e-4, grad_clip=5.0,
+        arch_lr=3e-4, arch_beta1=0.5, arch_beta2=0.999, arch_weight_decay=1e-3))
+    c.run = ml_collections.ConfigDict(dict(workdir="runs", name="", devices=0, log_every=10, compile_cache=""))
+    return c
+
+
+def tiny_search() -> ml_collections.ConfigDict:
+    """The no-argument ``jaxnas search``: a small supernet on the embedded digits, minutes on 2 CPU cores."""
+    c = search_defaults()
+    c.data.name = "digits"
+    c.space.C = 8
+    c.space.layers = 5
+    c.search.epochs = 15
+    c.search.batch_size = 64
+    c.optim.arch_lr = 3e-3  # 10x DARTS's rate: 15 short epochs instead of 50 long ones
+    c.run.log_every = 5
+    return c
+
+
+def _schema() -> ml_collections.ConfigDict:
+    return search_defaults()
+
+
+def _check_against(cfg, schema, prefix: str = "") -> None:
+    for key in cfg.keys():
+        path = f"{prefix}{key}"
+        if key not in schema:
+            raise JaxnasError(f"unknown config field {path!r}; allowed: {', '.join(sorted(schema.keys()))}")
+        value, ref = cfg[key], schema[key]
+        if isinstance(ref, ml_collections.ConfigDict):
+            if not isinstance(value, (ml_collections.ConfigDict, dict)):
+                raise JaxnasError(f"config field {path!r} must be a group of fields, got {value!r}")
+            _check_against(value, ref, path + ".")
+        elif not _type_ok(value, ref):
+            raise JaxnasError(f"config field {path!r} must be {type(ref).__name__}, got {value!r} "
+                              f"({type(value).__name__})")
+
+
+def _type_ok(value, ref) -> bool:
+    if isinstance(ref, bool):
+        return isinstance(value, bool)
+    if isinstance(ref, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(ref, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(ref, str):
+        return isinstance(value, str)
+    return isinstance(value, type(ref))
+
+
+def _fill(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Fields missing from a config take the defaults; floats given as ints become floats."""
+    full = _schema()
+
+    def merge(dst, src):
+        for key in src.keys():
+            if isinstance(dst[key], ml_collections.ConfigDict):
+                merge(dst[key], src[key])
+            else:
+                dst[key] = float(src[key]) if isinstance(dst[key], float) else src[key]
+
+    merge(full, cfg)
+    return full
+
+
+def _load_py(path: str, arg: str | None) -> ml_collections.ConfigDict:
+    spec = importlib.util.spec_from_file_location("jaxnas_user_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise JaxnasError(f"config file {path!r} defines no get_config()")
+    return module.get_config(arg) if arg is not None else module.get_config()
+
+
+def load(spec: str | None) -> ml_collections.ConfigDict:
+    """``None`` (the tiny default), ``path.py[:arg]`` or ``path.json``; validated and completed."""
+    if spec is None:
+        cfg = tiny_search()
+    else:
+        path, _, arg = spec.partition(":")
+        if not os.path.exists(path):
+            raise JaxnasError(f"config file {path!r} does not exist")
+        if path.endswith(".json"):
+            try:
+                with open(path) as f:
+                    cfg = ml_collections.ConfigDict(json.load(f))
+            except json.JSONDecodeError as e:
+                raise JaxnasError(f"config file {path!r} is not valid JSON: {e}") from None
+        elif path.endswith(".py"):
+            cfg = _load_py(path, arg or None)
+        else:
+            raise JaxnasError(f"config file {path!r} must end in .py or .json")
+    _check_against(cfg, _schema())
+    return _fill(cfg)
+
+
+def _parse_value(text: str, ref, path: str):
+    if isinstance(ref, bool):
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise JaxnasError(f"config field {path!r} must be true or false, got {text!r}")
+    if isinstance(ref, int):
+        try:
+            return int(text)
+        except ValueError:
+            raise JaxnasError(f"config field {path!r} must be an integer, got {text!r}") from None
+    if isinstance(ref, float):
+        try:
+            return float(text)
+        except ValueError:
+            raise JaxnasError(f"config field {path!r} must be a number, got {text!r}") from None
+    return text
+
+
+def apply_overrides(cfg: ml_collections.ConfigDict, overrides: list[str]) -> ml_collections.ConfigDict:
+    """Apply ``--config.a.b=value`` (or ``a.b=value``) overrides, typed by the field they replace."""
+    for item in overrides:
+        text = item[len("--config."):] if item.startswith("--config.") else item
+        if "=" not in text:
+            raise JaxnasError(f"override {item!r} must look like --config.field=value")
+        path, value = text.split("=", 1)
+        node, parts = cfg, path.split(".")
+        for i, part in enumerate(parts):
+            if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+                allowed = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+                raise JaxnasError(f"unknown config field {'.'.join(parts[:i + 1])!r}; allowed: {', '.join(allowed)}")
+            if i < len(parts) - 1:
+                node = node[part]
+        if isinstance(node[parts[-1]], ml_collections.ConfigDict):
+            raise JaxnasError(f"config field {path!r} is a group; override one of its fields: "
+                              f"{', '.join(sorted(node[parts[-1]].keys()))}")
+        node[parts[-1]] = _parse_value(value, node[parts[-1]], path)
+    return cfg
+
+
+def to_json(cfg: ml_collections.ConfigDict) -> str:
+    return json.dumps(cfg.to_dict(), indent=2, sort_keys=True)

@@ -1,0 +1,232 @@
+"""Datasets held in host memory, splits, augmentation and deterministic batching.
+
+Sources: the embedded ``digits`` (scikit-learn's 1,797 real 8x8 handwritten digits,
+no network), a user's ``.npz`` (arrays ``x``, ``y`` and optionally ``x_test``,
+``y_test``), and TFDS image datasets by name (cifar10, cifar100, mnist,
+fashion_mnist, svhn_cropped, ...) read with ``tfds.data_source`` (no TensorFlow).
+Batches are a pure function of (seed, epoch, step), so runs are reproducible and
+resumable, and every process can cut its own shard of the same global batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Iterator
+
+import numpy as np
+
+from jaxnas.errors import JaxnasError
+
+TFDS_IMAGE_DATASETS = ("cifar10", "cifar100", "mnist", "fashion_mnist", "svhn_cropped")
+AUGMENTS = ("auto", "none", "crop", "crop_flip")
+DEFAULT_AUGMENT = {"cifar10": "crop_flip", "cifar100": "crop_flip", "svhn_cropped": "crop"}
+
+
+@dataclasses.dataclass
+class Dataset:
+    """Images (N, H, W, C) as uint8 (0..255) or float32 (0..1), integer labels."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])
+
+    def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel mean and std of the training images on the 0..1 scale."""
+        x = to_unit(self.x_train)
+        return x.mean(axis=(0, 1, 2)), x.std(axis=(0, 1, 2))
+
+
+def to_unit(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+
+
+def _holdout(x, y, fraction: float = 0.2, seed: int = 0):
+    """A fixed, seeded train/test split for sources that ship only one set."""
+    perm = np.random.default_rng(seed).permutation(len(x))
+    n_test = int(round(len(x) * fraction))
+    te, tr = perm[:n_test], perm[n_test:]
+    return x[tr], y[tr], x[te], y[te]
+
+
+def _check_arrays(name: str, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim != 4:
+        raise JaxnasError(f"dataset {name!r}: images must have shape (N, H, W) or (N, H, W, C), got {x.shape}")
+    y = np.asarray(y).reshape(-1)
+    if len(x) != len(y):
+        raise JaxnasError(f"dataset {name!r}: {len(x)} images but {len(y)} labels")
+    if not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
+        raise JaxnasError(f"dataset {name!r}: labels must be non-negative integers, got dtype {y.dtype}")
+    if x.dtype != np.uint8:
+        x = x.astype(np.float32)
+    return x, y.astype(np.int32)
+
+
+def load_digits() -> Dataset:
+    """scikit-learn's 8x8 digits (values 0..16), scaled to 0..1, with a fixed 20% test split."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    d = sk_digits()
+    x = (d.images / 16.0).astype(np.float32)[..., None]
+    return Dataset("digits", *_holdout(x, d.target.astype(np.int32)), num_classes=10)
+
+
+def load_npz(path: str) -> Dataset:
+    if not os.path.exists(path):
+        raise JaxnasError(f"dataset file {path!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (ValueError, OSError) as e:
+        raise JaxnasError(f"dataset file {path!r} is not a readable .npz of plain arrays: {e}") from None
+    if "x" not in arrays or "y" not in arrays:
+        raise JaxnasError(f"dataset file {path!r} must hold arrays 'x' and 'y' (found {', '.join(arrays) or 'none'})")
+    x, y = _check_arrays(path, arrays["x"], arrays["y"])
+    if "x_test" in arrays and "y_test" in arrays:
+        xt, yt = _check_arrays(path, arrays["x_test"], arrays["y_test"])
+        if xt.shape[1:] != x.shape[1:]:
+            raise JaxnasError(f"dataset {path!r}: x_test images {xt.shape[1:]} differ from x {x.shape[1:]}")
+        parts = (x, y, xt, yt)
+    else:
+        parts = _holdout(x, y)
+    num_classes = int(max(parts[1].max(initial=0), parts[3].max(initial=0))) + 1
+    return Dataset(os.path.basename(path), *parts, num_classes=num_classes)
+
+
+def _read_tfds_split(name: str, split: str, data_dir: str | None):
+    import tensorflow_datasets as tfds
+
+    try:
+        src = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
+    except Exception as e:  # tfds raises several types for a dataset that is not prepared
+        where = data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
+        raise JaxnasError(
+            f"dataset {name!r} (split {split!r}) is not prepared in {where}: prepare it once with "
+            f"pip install 'jaxnas[prepare]' && jaxnas prepare {name} --data_dir {where} "
+            f"[{type(e).__name__}]") from None
+    xs, ys = [], []
+    for start in range(0, len(src), 2048):
+        records = src.__getitems__(list(range(start, min(start + 2048, len(src)))))
+        xs.extend(np.asarray(r["image"]) for r in records)
+        ys.extend(int(r["label"]) for r in records)
+    x = np.stack(xs) if xs else np.zeros((0, 1, 1, 1), np.uint8)
+    return x, np.asarray(ys, np.int32), src
+
+
+def load_tfds(name: str, data_dir: str | None = None) -> Dataset:
+    x, y, src = _read_tfds_split(name, "train", data_dir)
+    xt, yt, _ = _read_tfds_split(name, "test", data_dir)
+    x, y = _check_arrays(name, x, y)
+    xt, yt = _check_arrays(name, xt, yt)
+    try:
+        num_classes = int(src.dataset_info.features["label"].num_classes)
+    except (AttributeError, KeyError, TypeError):
+        num_classes = int(max(y.max(initial=0), yt.max(initial=0))) + 1
+    return Dataset(name, x, y, xt, yt, num_classes)
+
+
+def load_dataset(name: str, data_dir: str = "") -> Dataset:
+    """The embedded ``digits``, a ``.npz`` path, or a TFDS image dataset by name."""
+    if name == "digits":
+        return load_digits()
+    if name.endswith(".npz"):
+        return load_npz(name)
+    if name in TFDS_IMAGE_DATASETS:
+        return load_tfds(name, data_dir)
+    raise JaxnasError(f"unknown dataset {name!r}; allowed: digits (embedded), a path ending in .npz, "
+                      f"or a TFDS image dataset: {', '.join(TFDS_IMAGE_DATASETS)}")
+
+
+def prepare_tfds(name: str, data_dir: str | None = None) -> None:
+    """Download and prepare a TFDS dataset once (needs TensorFlow: ``pip install 'jaxnas[prepare]'``)."""
+    if name not in TFDS_IMAGE_DATASETS:
+        raise JaxnasError(f"unknown TFDS dataset {name!r}; allowed: {', '.join(TFDS_IMAGE_DATASETS)}")
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError:
+        raise JaxnasError("preparing a TFDS dataset needs TensorFlow: pip install 'jaxnas[prepare]'") from None
+    import tensorflow_datasets as tfds
+
+    tfds.builder(name, data_dir=data_dir or None).download_and_prepare()
+
+
+def search_split(n: int, train_portion: float) -> tuple[np.ndarray, np.ndarray]:
+    """DARTS's split of the train set: the first ``portion`` for weights, the rest for alphas."""
+    if not 0.0 < train_portion < 1.0:
+        raise JaxnasError(f"data.train_portion must be strictly between 0 and 1, got {train_portion}")
+    split = int(np.floor(train_portion * n))
+    return np.arange(split), np.arange(split, n)
+
+
+def resolve_augment(augment: str, dataset_name: str) -> str:
+    if augment not in AUGMENTS:
+        raise JaxnasError(f"unknown augmentation {augment!r}; allowed: {', '.join(AUGMENTS)}")
+    return DEFAULT_AUGMENT.get(dataset_name, "none") if augment == "auto" else augment
+
+
+def augment_batch(x: np.ndarray, kind: str, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
+    """Random crop of the zero-padded image (torchvision RandomCrop(padding=4)) and random flip."""
+    if kind == "none":
+        return x
+    n, h, w, _ = x.shape
+    padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    dy = rng.integers(0, 2 * pad + 1, n)
+    dx = rng.integers(0, 2 * pad + 1, n)
+    rows = dy[:, None] + np.arange(h)[None, :]
+    cols = dx[:, None] + np.arange(w)[None, :]
+    out = padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    if kind == "crop_flip":
+        flip = rng.random(n) < 0.5
+        out[flip] = out[flip, :, ::-1]
+    return out
+
+
+class Batcher:
+    """Deterministic shuffled batches of a subset: batch ``i`` of epoch ``e`` depends only on (seed, e, i).
+
+    Incomplete last batches are dropped so every step has the same shape (one compile).
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, indices: np.ndarray, batch_size: int,
+                 mean: np.ndarray, std: np.ndarray, augment: str, seed: int, stream: int):
+        if batch_size > len(indices):
+            raise JaxnasError(f"batch size {batch_size} is larger than the {len(indices)} examples of the split")
+        self.x, self.y, self.indices = x, y, indices
+        self.batch_size, self.augment, self.seed, self.stream = batch_size, augment, seed, stream
+        self.mean, self.std = mean.astype(np.float32), std.astype(np.float32)
+        self.steps_per_epoch = len(indices) // batch_size
+
+    def batch(self, epoch: int, step: int) -> dict:
+        """Batch ``step`` of ``epoch``; steps past the end of an epoch wrap into later permutations."""
+        cycle, step = divmod(step, self.steps_per_epoch)
+        perm = np.random.default_rng([self.seed, self.stream, epoch, cycle]).permutation(self.indices)
+        idx = perm[step * self.batch_size:(step + 1) * self.batch_size]
+        rng = np.random.default_rng([self.seed, self.stream, epoch, cycle, step, 1])
+        x = augment_batch(self.x[idx], self.augment, rng)
+        return {"x": (to_unit(x) - self.mean) / self.std, "y": self.y[idx]}
+
+    def epoch(self, epoch: int) -> Iterator[dict]:
+        for step in range(self.steps_per_epoch):
+            yield self.batch(epoch, step)
+
+
+def eval_batches(x: np.ndarray, y: np.ndarray, batch_size: int, mean: np.ndarray, std: np.ndarray) -> Iterator[dict]:
+    """All examples in order, the last batch padded to full size with ``mask`` = 0 on the padding."""
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        n = len(xb)
+        mask = np.zeros(batch_size, np.float32)
+        mask[:n] = 1.0
+        if n < batch_size:
+            xb = np.concatenate([xb, np.zeros((batch_size - n,) + xb.shape[1:], xb.dtype)])
+            yb = np.concatenate([yb, np.zeros(batch_size - n, yb.dtype)])
+        yield {"x": (to_unit(xb) - mean.astype(np.float32)) / std.astype(np.float32), "y": yb, "mask": mask}

@@ -1,0 +1,278 @@
+"""Candidate operations and their registry (DARTS, Liu et al. 2019, Sec. 3 and code).
+
+Every op maps an NHWC tensor with C channels to one with C channels, subsampled by
+``stride``. Ops are registered once by name; a search space picks its op set by
+name (``OP_SETS``) or as an explicit list. Definitions follow the original DARTS
+code (``cnn/operations.py``): ReLU-Conv-BN ordering, convs without bias, BN with
+eps 1e-5 and PyTorch momentum 0.1 (flax momentum 0.9), PyTorch's default conv and
+linear initialisation, padding written out so strided convs pad like PyTorch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxnas.errors import unknown
+
+# PyTorch's default conv/linear weight init: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)).
+torch_default_init = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+BN_MOMENTUM = 0.9  # flax convention; PyTorch momentum 0.1
+BN_EPS = 1e-5
+
+OpFactory = Callable[..., nnx.Module]
+
+
+@dataclasses.dataclass(frozen=True)
+class OpSpec:
+    """A registered op: ``factory(C, stride, affine, rngs)`` builds the module.
+
+    ``bn_in_search``: the search network's mixed op appends a non-affine BN
+    (DARTS does this for the pooling ops).
+    """
+
+    name: str
+    factory: OpFactory
+    bn_in_search: bool = False
+
+
+OPS: dict[str, OpSpec] = {}
+
+
+def register_op(name: str, *, bn_in_search: bool = False):
+    """Decorator registering ``factory(C, stride, affine, rngs) -> nnx.Module`` as op ``name``."""
+
+    def wrap(factory: OpFactory) -> OpFactory:
+        if name in OPS:
+            raise ValueError(f"op {name!r} is already registered")
+        OPS[name] = OpSpec(name, factory, bn_in_search)
+        return factory
+
+    return wrap
+
+
+def get_op(name: str) -> OpSpec:
+    if name not in OPS:
+        raise unknown("op", name, OPS)
+    return OPS[name]
+
+
+DARTS_OPS = (
+    "none",
+    "max_pool_3x3",
+    "avg_pool_3x3",
+    "skip_connect",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+)
+
+OP_SETS: dict[str, tuple[str, ...]] = {"darts": DARTS_OPS}
+
+
+def resolve_op_set(ops: str | Sequence[str]) -> tuple[str, ...]:
+    """An op set by name (``'darts'``) or a comma-separated / explicit list of op names."""
+    if isinstance(ops, str):
+        if ops in OP_SETS:
+            return OP_SETS[ops]
+        names = tuple(n.strip() for n in ops.split(",") if n.strip())
+        if len(names) < 2 and not (len(names) == 1 and names[0] in OPS):
+            raise unknown("op set", ops, list(OP_SETS) + ["a comma-separated list of ops"])
+    else:
+        names = tuple(ops)
+    if not names:
+        raise unknown("op set", ops, list(OP_SETS))
+    for n in names:
+        get_op(n)
+    if len(set(names)) != len(names):
+        raise unknown("op set (duplicate ops)", ",".join(names), OPS)
+    return names
+
+
+# ---------------------------------------------------------------- building blocks
+
+
+def conv(c_in: int, c_out: int, k: int, stride: int = 1, padding: int = 0, dilation: int = 1,
+         groups: int = 1, *, rngs: nnx.Rngs) -> nnx.Conv:
+    """A bias-free conv padded like PyTorch (explicit symmetric padding)."""
+    return nnx.Conv(c_in, c_out, (k, k), strides=(stride, stride),
+                    padding=((padding, padding), (padding, padding)),
+                    kernel_dilation=(dilation, dilation), feature_group_count=groups,
+                    use_bias=False, kernel_init=torch_default_init, rngs=rngs)
+
+
+def batch_norm(c: int, affine: bool, *, rngs: nnx.Rngs) -> nnx.BatchNorm:
+    return nnx.BatchNorm(c, momentum=BN_MOMENTUM, epsilon=BN_EPS, use_scale=affine,
+                         use_bias=affine, rngs=rngs)
+
+
+def max_pool(x: jax.Array, k: int, stride: int, padding: int) -> jax.Array:
+    pad = ((0, 0), (padding, padding), (padding, padding), (0, 0))
+    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, k, k, 1), (1, stride, stride, 1), pad)
+
+
+def avg_pool(x: jax.Array, k: int, stride: int, padding: int) -> jax.Array:
+    """Average pooling that does not count padded zeros (PyTorch count_include_pad=False)."""
+    pad = ((0, 0), (padding, padding), (padding, padding), (0, 0))
+    window, strides = (1, k, k, 1), (1, stride, stride, 1)
+    total = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, pad)
+    ones = jnp.ones((1,) + x.shape[1:3] + (1,), x.dtype)
+    count = jax.lax.reduce_window(ones, 0.0, jax.lax.add, window, strides, pad)
+    return total / count
+
+
+class ReLUConvBN(nnx.Module):
+    """ReLU -> conv -> BN (DARTS ``ReLUConvBN``; the cell preprocessing block at k=1)."""
+
+    def __init__(self, c_in: int, c_out: int, k: int, stride: int, padding: int, affine: bool,
+                 *, rngs: nnx.Rngs):
+        self.conv = conv(c_in, c_out, k, stride, padding, rngs=rngs)
+        self.bn = batch_norm(c_out, affine, rngs=rngs)
+
+    def __call__(self, x):
+        return self.bn(self.conv(jax.nn.relu(x)))
+
+
+class DilConv(nnx.Module):
+    """ReLU -> depthwise kxk (dilated, strided) -> pointwise 1x1 -> BN."""
+
+    def __init__(self, c_in: int, c_out: int, k: int, stride: int, padding: int, dilation: int,
+                 affine: bool, *, rngs: nnx.Rngs):
+        self.depthwise = conv(c_in, c_in, k, stride, padding, dilation, groups=c_in, rngs=rngs)
+        self.pointwise = conv(c_in, c_out, 1, rngs=rngs)
+        self.bn = batch_norm(c_out, affine, rngs=rngs)
+
+    def __call__(self, x):
+        return self.bn(self.pointwise(self.depthwise(jax.nn.relu(x))))
+
+
+class SepConv(nnx.Module):
+    """Two depthwise-separable blocks; only the first depthwise conv is strided."""
+
+    def __init__(self, c_in: int, c_out: int, k: int, stride: int, padding: int, affine: bool,
+                 *, rngs: nnx.Rngs):
+        self.block1 = DilConv(c_in, c_in, k, stride, padding, 1, affine, rngs=rngs)
+        self.block2 = DilConv(c_in, c_out, k, 1, padding, 1, affine, rngs=rngs)
+
+    def __call__(self, x):
+        return self.block2(self.block1(x))
+
+
+class FactorizedReduce(nnx.Module):
+    """ReLU, two 1x1 stride-2 convs (the second on the input shifted by one pixel), concat, BN.
+
+    Deliberate difference from DARTS: the shifted input is zero-padded at the far
+    edge so odd spatial sizes work; for even sizes the result is identical.
+    """
+
+    def __init__(self, c_in: int, c_out: int, affine: bool, *, rngs: nnx.Rngs):
+        if c_out % 2:
+            raise ValueError(f"FactorizedReduce needs an even number of output channels, got {c_out}")
+        self.conv1 = conv(c_in, c_out // 2, 1, 2, rngs=rngs)
+        self.conv2 = conv(c_in, c_out // 2, 1, 2, rngs=rngs)
+        self.bn = batch_norm(c_out, affine, rngs=rngs)
+
+    def __call__(self, x):
+        x = jax.nn.relu(x)
+        shifted = jnp.pad(x[:, 1:, 1:, :], ((0, 0), (0, 1), (0, 1), (0, 0)))
+        return self.bn(jnp.concatenate([self.conv1(x), self.conv2(shifted)], axis=-1))
+
+
+class Zero(nnx.Module):
+    """The ``none`` op: zeros of the strided shape."""
+
+    def __init__(self, stride: int):
+        self.stride = stride
+
+    def __call__(self, x):
+        return jnp.zeros_like(x[:, :: self.stride, :: self.stride, :])
+
+
+class Identity(nnx.Module):
+    def __call__(self, x):
+        return x
+
+
+class Pool(nnx.Module):
+    def __init__(self, kind: str, k: int, stride: int, padding: int):
+        self.kind, self.k, self.stride, self.padding = kind, k, stride, padding
+
+    def __call__(self, x):
+        fn = max_pool if self.kind == "max" else avg_pool
+        return fn(x, self.k, self.stride, self.padding)
+
+
+# ---------------------------------------------------------------- the DARTS primitives
+
+
+@register_op("none")
+def _none(C, stride, affine, rngs):
+    return Zero(stride)
+
+
+@register_op("max_pool_3x3", bn_in_search=True)
+def _max_pool_3x3(C, stride, affine, rngs):
+    return Pool("max", 3, stride, 1)
+
+
+@register_op("avg_pool_3x3", bn_in_search=True)
+def _avg_pool_3x3(C, stride, affine, rngs):
+    return Pool("avg", 3, stride, 1)
+
+
+@register_op("skip_connect")
+def _skip_connect(C, stride, affine, rngs):
+    return Identity() if stride == 1 else FactorizedReduce(C, C, affine, rngs=rngs)
+
+
+@register_op("sep_conv_3x3")
+def _sep_conv_3x3(C, stride, affine, rngs):
+    return SepConv(C, C, 3, stride, 1, affine, rngs=rngs)
+
+
+@register_op("sep_conv_5x5")
+def _sep_conv_5x5(C, stride, affine, rngs):
+    return SepConv(C, C, 5, stride, 2, affine, rngs=rngs)
+
+
+@register_op("dil_conv_3x3")
+def _dil_conv_3x3(C, stride, affine, rngs):
+    return DilConv(C, C, 3, stride, 2, 2, affine, rngs=rngs)
+
+
+@register_op("dil_conv_5x5")
+def _dil_conv_5x5(C, stride, affine, rngs):
+    return DilConv(C, C, 5, stride, 4, 2, affine, rngs=rngs)
+
+
+class MixedOp(nnx.Module):
+    """One supernet edge: sum_i softmax(alpha)_i * op_i(x) (DARTS Eq. 1).
+
+    The caller passes the already-softmaxed weights for this edge. In the search
+    network (affine=False) ops registered with ``bn_in_search`` get a trailing
+    non-affine BN, as DARTS does for pooling.
+    """
+
+    def __init__(self, C: int, stride: int, op_names: Sequence[str], *, affine: bool = False,
+                 rngs: nnx.Rngs):
+        ops = []
+        for name in op_names:
+            spec = get_op(name)
+            op = spec.factory(C, stride, affine, rngs)
+            if spec.bn_in_search:
+                op = nnx.Sequential(op, batch_norm(C, False, rngs=rngs))
+            ops.append(op)
+        self.ops = nnx.List(ops)
+
+    def __call__(self, x: jax.Array, weights: jax.Array) -> jax.Array:
+        out = None
+        for i, op in enumerate(self.ops):
+            term = weights[i] * op(x)
+            out = term if out is None else out + term
+        return out

@@ -1,0 +1,61 @@
+"""Run directories: the resolved config, provenance (seed, versions, devices) and JSONL logs."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import sys
+from importlib import metadata
+
+import jax
+
+PACKAGES = ("jaxnas", "jax", "jaxlib", "flax", "optax", "chex", "numpy", "tensorflow-datasets", "ml_collections")
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+def create(cfg, kind: str) -> str:
+    """Make ``<workdir>/<name or timestamp-kind>`` and write config.json and meta.json into it."""
+    name = cfg.run.name or f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{kind}-{cfg.data.name.replace('/', '_')}"
+    path = os.path.join(cfg.run.workdir, name)
+    os.makedirs(path, exist_ok=True)
+    write_json(os.path.join(path, "config.json"), cfg.to_dict())
+    devices = jax.devices()
+    write_json(os.path.join(path, "meta.json"), {
+        "kind": kind,
+        "seed": cfg.seed,
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        "command": sys.argv,
+        "versions": package_versions(),
+        "backend": jax.default_backend(),
+        "device_count": jax.device_count(),
+        "devices_used": cfg.run.devices or jax.device_count(),
+        "device_kind": devices[0].device_kind,
+        "process_count": jax.process_count(),
+    })
+    return path
+
+def write_json(path: str, obj) -> None:
+    """Write JSON atomically (temp file + rename), so a killed run never leaves half a file."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+def append_jsonl(path: str, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+
+def read_jsonl(path: str) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+

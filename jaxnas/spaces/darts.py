@@ -1,0 +1,157 @@
+"""The DARTS search space (Liu et al. 2019, Sec. 2.1; cnn/model_search.py).
+
+Cells have 2 input states and ``nodes`` intermediate nodes; node i sums one mixed
+op from each of the 2+i earlier states. Edges are numbered node-major, as the
+rows of DARTS's alpha matrices. All normal cells share ``alphas_normal`` and all
+reduction cells ``alphas_reduce``.
+
+Compile time grows with the number of distinct ops in the traced graph, so edges
+that can run together are batched with ``nnx.vmap`` over stacked parameters
+(one grouped conv instead of several): the 2*nodes edges leaving the two cell
+inputs form one group, and the edges leaving each intermediate node form one.
+That gives nodes groups per cell instead of one op per edge, with identical maths.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxnas import genotype as genotype_lib
+from jaxnas.errors import JaxnasError
+from jaxnas.ops import FactorizedReduce, MixedOp, ReLUConvBN, batch_norm, conv, resolve_op_set, torch_default_init
+from jaxnas.spaces import register_space
+
+
+class ArchParam(nnx.Variable):
+    """Architecture parameters (alphas): kept apart from ``nnx.Param`` weights."""
+
+
+def edge_row(node: int, source: int) -> int:
+    """Alpha row of the edge from state ``source`` into intermediate node ``node``."""
+    return sum(2 + i for i in range(node)) + source
+
+
+def num_edges(nodes: int) -> int:
+    return sum(2 + i for i in range(nodes))
+
+
+def reduction_layers(layers: int) -> tuple[int, ...]:
+    """Cells at 1/3 and 2/3 depth reduce (DARTS: ``i in [layers//3, 2*layers//3]``)."""
+    return tuple(sorted({layers // 3, 2 * layers // 3}))
+
+
+class EdgeGroup(nnx.Module):
+    """Several mixed-op edges with stacked parameters, run as one vmapped op."""
+
+    def __init__(self, n: int, C: int, stride: int, op_names: Sequence[str], *, rngs: nnx.Rngs):
+        # Build the n edges one by one and stack their states into the first one: the
+        # same module nnx.vmap would create, without running every initializer
+        # through eager batching (several times slower to build).
+        edges = [MixedOp(C, stride, op_names, affine=False, rngs=rngs) for _ in range(n)]
+        stacked = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *[nnx.state(e) for e in edges])
+        nnx.update(edges[0], stacked)
+        self.edges = edges[0]
+
+    def __call__(self, x: jax.Array, weights: jax.Array, stacked: bool) -> jax.Array:
+        """x: (n, N, H, W, C) if stacked, else one (N, H, W, C) input fed to every edge."""
+
+        @nnx.vmap(in_axes=(0, 0 if stacked else None, 0), out_axes=0)
+        def run(edge, xi, wi):
+            return edge(xi, wi)
+
+        return run(self.edges, x, weights)
+
+
+class SearchCell(nnx.Module):
+    def __init__(self, nodes: int, C_pp: int, C_p: int, C: int, reduction: bool, reduction_prev: bool,
+                 op_names: Sequence[str], *, rngs: nnx.Rngs):
+        self.nodes, self.reduction = nodes, reduction
+        if reduction_prev:
+            self.pre0 = FactorizedReduce(C_pp, C, affine=False, rngs=rngs)
+        else:
+            self.pre0 = ReLUConvBN(C_pp, C, 1, 1, 0, affine=False, rngs=rngs)
+        self.pre1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False, rngs=rngs)
+        # Input group: edges (node j, source s) for j in range(nodes), s in (0, 1).
+        self.input_rows = tuple(edge_row(j, s) for j in range(nodes) for s in (0, 1))
+        self.input_edges = EdgeGroup(2 * nodes, C, 2 if reduction else 1, op_names, rngs=rngs)
+        # Group i: edges leaving intermediate node i towards nodes i+1 .. nodes-1.
+        self.node_rows = tuple(tuple(edge_row(j, 2 + i) for j in range(i + 1, nodes))
+                               for i in range(nodes - 1))
+        self.node_edges = nnx.List([EdgeGroup(nodes - 1 - i, C, 1, op_names, rngs=rngs)
+                                    for i in range(nodes - 1)])
+
+    def __call__(self, s0: jax.Array, s1: jax.Array, weights: jax.Array) -> jax.Array:
+        s0, s1 = self.pre0(s0), self.pre1(s1)
+        xs = jnp.stack([s0, s1] * self.nodes)
+        out = self.input_edges(xs, weights[jnp.array(self.input_rows)], stacked=True)
+        partial = [out[2 * j] + out[2 * j + 1] for j in range(self.nodes)]
+        states = []
+        for i in range(self.nodes):
+            h = partial[i]
+            states.append(h)
+            if i < self.nodes - 1:
+                outs = self.node_edges[i](h, weights[jnp.array(self.node_rows[i])], stacked=False)
+                for k, j in enumerate(range(i + 1, self.nodes)):
+                    partial[j] = partial[j] + outs[k]
+        return jnp.concatenate(states, axis=-1)
+
+
+class DartsSupernet(nnx.Module):
+    """DARTS ``Network`` (search model): stem, cells, global pooling, linear classifier."""
+
+    def __init__(self, in_channels: int, num_classes: int, *, C: int = 16, layers: int = 8, nodes: int = 4,
+                 stem_multiplier: int = 3, ops: str | Sequence[str] = "darts", rngs: nnx.Rngs):
+        self.op_names = resolve_op_set(ops)
+        self.nodes = nodes
+        c_curr = stem_multiplier * C
+        self.stem_conv = conv(in_channels, c_curr, 3, 1, 1, rngs=rngs)
+        self.stem_bn = batch_norm(c_curr, True, rngs=rngs)
+        C_pp, C_p, c_curr = c_curr, c_curr, C
+        cells, reduction_prev = [], False
+        self.reductions = reduction_layers(layers)
+        for i in range(layers):
+            reduction = i in self.reductions
+            if reduction:
+                c_curr *= 2
+            cells.append(SearchCell(nodes, C_pp, C_p, c_curr, reduction, reduction_prev, self.op_names, rngs=rngs))
+            reduction_prev = reduction
+            C_pp, C_p = C_p, nodes * c_curr
+        self.cells = nnx.List(cells)
+        bound = 1.0 / np.sqrt(C_p)
+        self.classifier = nnx.Linear(C_p, num_classes, kernel_init=torch_default_init,
+                                     bias_init=lambda k, s, d=jnp.float32: jax.random.uniform(k, s, d, -bound, bound),
+                                     rngs=rngs)
+        shape = (num_edges(nodes), len(self.op_names))
+        self.alphas_normal = ArchParam(1e-3 * jax.random.normal(rngs.params(), shape))
+        self.alphas_reduce = ArchParam(1e-3 * jax.random.normal(rngs.params(), shape))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        s0 = s1 = self.stem_bn(self.stem_conv(x))
+        w_normal = jax.nn.softmax(self.alphas_normal[...], axis=-1)
+        w_reduce = jax.nn.softmax(self.alphas_reduce[...], axis=-1)
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1, w_reduce if cell.reduction else w_normal)
+        return self.classifier(s1.mean(axis=(1, 2)))
+
+    def genotype(self) -> genotype_lib.Genotype:
+        """DARTS's discretization of the current alphas (see ``genotype.derive``)."""
+        w_n = np.asarray(jax.nn.softmax(self.alphas_normal[...], axis=-1))
+        w_r = np.asarray(jax.nn.softmax(self.alphas_reduce[...], axis=-1))
+        return genotype_lib.derive(w_n, w_r, self.op_names, self.nodes)
+
+
+@register_space("darts")
+def build(space_cfg, in_shape, num_classes: int, rngs: nnx.Rngs) -> DartsSupernet:
+    for field in ("C", "layers", "nodes", "stem_multiplier"):
+        if int(space_cfg[field]) < 1:
+            raise JaxnasError(f"space.{field} must be a positive integer, got {space_cfg[field]!r}")
+    if len(in_shape) != 3:
+        raise JaxnasError(f"the DARTS space takes images (H, W, C), got input shape {tuple(in_shape)}")
+    return DartsSupernet(in_shape[-1], num_classes, C=space_cfg.C, layers=space_cfg.layers,
+                         nodes=space_cfg.nodes, stem_multiplier=space_cfg.stem_multiplier,
+                         ops=space_cfg.ops, rngs=rngs)
