@@ -104,13 +104,10 @@ def _tree_norm(tree) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
 
 
-def make_search_step(graphdef, w_tx, a_tx, schedule: Callable, order: str, cfg) -> Callable:
-    """Build ``step(state, train_batch, val_batch) -> (state, metrics)`` (not yet jitted).
+def make_hypergradient(graphdef, order: str, cfg) -> Callable:
+    """``hypergrad(state, lr, train_batch, val_batch) -> (grad_alpha, val_loss, val_logits, bn_stats)``.
 
     ``cfg`` holds momentum and weight_decay, used by the second-order unrolled step.
-    BN running statistics follow the val pass of the architecture step and the train
-    pass of the weight step (DARTS also folds in its extra unrolled/finite-difference
-    passes; running statistics never enter a training-mode loss).
     """
     if order not in ORDERS:
         raise unknown("search order", order, ORDERS)
@@ -125,7 +122,7 @@ def make_search_step(graphdef, w_tx, a_tx, schedule: Callable, order: str, cfg) 
         buf = optax.tree_utils.tree_get(w_opt, "trace")
         return jax.tree.map(lambda w, b, gw: w - lr * (momentum * b + gw + wd * w), params, buf, g)
 
-    def arch_grad(state: SearchState, lr, train_batch, val_batch):
+    def hypergrad(state: SearchState, lr, train_batch, val_batch):
         p, a, s = state.params, state.alphas, state.batch_stats
         if order == "first":
             (loss, (logits, s)), g = grad_a(p, a, s, val_batch)
@@ -150,9 +147,22 @@ def make_search_step(graphdef, w_tx, a_tx, schedule: Callable, order: str, cfg) 
         g = jax.tree.map(lambda d, gp, gm: d - lr * (gp - gm) / (2 * eps), g_a, g_plus, g_minus)
         return g, loss, logits, s2
 
+    return hypergrad
+
+
+def make_search_step(graphdef, w_tx, a_tx, schedule: Callable, order: str, cfg) -> Callable:
+    """Build ``step(state, train_batch, val_batch) -> (state, metrics)`` (not yet jitted).
+
+    BN running statistics follow the val pass of the architecture step and the train
+    pass of the weight step (DARTS also folds in its extra unrolled/finite-difference
+    passes; running statistics never enter a training-mode loss).
+    """
+    hypergrad = make_hypergradient(graphdef, order, cfg)
+    grad_w = jax.value_and_grad(make_loss_fn(graphdef), argnums=0, has_aux=True)
+
     def step(state: SearchState, train_batch: dict, val_batch: dict):
         lr = schedule(state.step)
-        g_a, val_loss, val_logits, stats = arch_grad(state, lr, train_batch, val_batch)
+        g_a, val_loss, val_logits, stats = hypergrad(state, lr, train_batch, val_batch)
         a_updates, a_opt = a_tx.update(g_a, state.a_opt, state.alphas)
         alphas = optax.apply_updates(state.alphas, a_updates)
 

@@ -1,0 +1,142 @@
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from jaxnas.search import bilevel as B
+from jaxnas.spaces import build_supernet
+from jaxnas.spaces.darts import ArchParam
+
+from conftest import tiny_cfg
+
+
+def _setup(order="first", seed=0, n=16, lr=0.025):
+    cfg = tiny_cfg(order=order)
+    cfg.optim.lr = lr
+    model = build_supernet(cfg.space, (8, 8, 1), 10, nnx.Rngs(seed))
+    schedule = B.epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, 4, 5)
+    w_tx, a_tx = B.weight_optimizer(cfg.optim, schedule), B.alpha_optimizer(cfg.optim)
+    graphdef, state = B.init_state(model, w_tx, a_tx)
+    rng = np.random.default_rng(seed)
+    batches = [{"x": rng.normal(size=(n, 8, 8, 1)).astype(np.float32),
+                "y": rng.integers(0, 10, n).astype(np.int32)} for _ in range(4)]
+    return cfg, graphdef, state, w_tx, a_tx, schedule, batches
+
+
+def test_alphas_live_apart_from_weights():
+    cfg, graphdef, state, w_tx, a_tx, *_ = _setup()
+    assert set(state.alphas.keys()) == {"alphas_normal", "alphas_reduce"}
+    assert all(isinstance(v, ArchParam) for v in jax.tree.leaves(state.alphas, is_leaf=lambda x: isinstance(x, nnx.Variable)))
+    assert "alphas_normal" not in state.params and state.alphas["alphas_normal"][...].shape == (5, 3)
+    # the weight optimizer's state (momentum, decay) covers exactly the weights
+    trace = optax.tree_utils.tree_get(state.w_opt, "trace")
+    assert jax.tree.structure(trace) == jax.tree.structure(state.params)
+    a0 = np.asarray(state.alphas["alphas_normal"][...])
+    assert 0 < np.abs(a0).max() < 1e-2  # 1e-3 * N(0, 1)
+
+
+def _unrolled_val_loss(graphdef, state, lr, tb, vb, momentum, wd):
+    """Independent reference: L_val(w - lr*(momentum*buf + dL_train/dw + wd*w), alpha) as a function of alpha."""
+    loss_fn = B.make_loss_fn(graphdef)
+    buf = optax.tree_utils.tree_get(state.w_opt, "trace")
+
+    def f(alphas):
+        g = jax.grad(lambda w: loss_fn(w, alphas, state.batch_stats, tb)[0])(state.params)
+        w2 = jax.tree.map(lambda w, b, gw: w - lr * (momentum * b + gw + wd * w), state.params, buf, g)
+        return loss_fn(w2, alphas, state.batch_stats, vb)[0]
+
+    return f
+
+
+def test_exact_second_order_hypergradient_matches_finite_differences():
+    with jax.enable_x64(True):
+        cfg, graphdef, state, w_tx, a_tx, schedule, batches = _setup("second")
+        # take one real step so the momentum buffer is non-zero
+        state, _ = jax.jit(B.make_search_step(graphdef, w_tx, a_tx, schedule, "first", cfg.optim))(
+            state, batches[0], batches[1])
+        state = jax.tree.map(lambda x: x.astype(jnp.float64) if x.dtype == jnp.float32 else x, state)
+        tb, vb = batches[2], {"x": batches[3]["x"].astype(np.float64), "y": batches[3]["y"]}
+        tb = {"x": tb["x"].astype(np.float64), "y": tb["y"]}
+        lr = 0.1  # larger than DARTS's so the second-order term is clearly visible
+        hyper = B.make_hypergradient(graphdef, "second", cfg.optim)
+        g = jax.jit(hyper)(state, lr, tb, vb)[0]
+        f = _unrolled_val_loss(graphdef, state, lr, tb, vb, cfg.optim.momentum, cfg.optim.weight_decay)
+        direction = jax.tree.map(lambda a: jnp.asarray(np.random.default_rng(1).normal(size=a.shape)), state.alphas)
+        h = 1e-4
+        shift = lambda s: jax.tree.map(lambda a, d: a + s * h * d, state.alphas, direction)  # noqa: E731
+        numeric = (f(shift(1.0)) - f(shift(-1.0))) / (2 * h)
+        analytic = sum(jnp.vdot(a[...], d[...]) for a, d in zip(jax.tree.leaves(g), jax.tree.leaves(direction)))
+        assert float(analytic) == pytest.approx(float(numeric), rel=1e-5, abs=1e-9)
+        # and it differs from the first-order gradient, so the test sees the second-order term
+        g1 = jax.jit(B.make_hypergradient(graphdef, "first", cfg.optim))(state, lr, tb, vb)[0]
+        first = sum(jnp.vdot(a[...], d[...]) for a, d in zip(jax.tree.leaves(g1), jax.tree.leaves(direction)))
+        assert abs(float(first) - float(numeric)) > 100 * abs(float(analytic) - float(numeric))
+
+
+def test_darts_finite_difference_approximates_the_exact_hypergradient():
+    cfg, graphdef, state, w_tx, a_tx, schedule, batches = _setup("second_fd")
+    lr = 0.025
+    exact = jax.jit(B.make_hypergradient(graphdef, "second", cfg.optim))(state, lr, batches[0], batches[1])[0]
+    fd = jax.jit(B.make_hypergradient(graphdef, "second_fd", cfg.optim))(state, lr, batches[0], batches[1])[0]
+    e = np.concatenate([np.ravel(x) for x in jax.tree.leaves(exact)])
+    a = np.concatenate([np.ravel(x) for x in jax.tree.leaves(fd)])
+    # float32 central differences with eps = 0.01/||v||: a few percent, as in DARTS
+    assert np.linalg.norm(a - e) <= 5e-2 * np.linalg.norm(e)
+    assert np.dot(a, e) / (np.linalg.norm(a) * np.linalg.norm(e)) > 0.998
+
+
+def test_weight_update_matches_pytorch_sgd_rules():
+    cfg = tiny_cfg().optim
+    schedule = B.epoch_cosine_lr(0.025, 0.001, 4, 2)
+    tx = B.weight_optimizer(cfg, schedule)
+    w = {"k": jnp.array([1.0, -2.0])}
+    st = tx.init(w)
+    buf, wt = np.zeros(2), np.array([1.0, -2.0])
+    for step, g in enumerate([np.array([0.3, 0.4]), np.array([30.0, 40.0]), np.array([-1.0, 0.5])]):
+        upd, st = tx.update({"k": jnp.asarray(g, jnp.float32)}, st, w)
+        w = optax.apply_updates(w, upd)
+        # torch: clip_grad_norm_(5) on the raw gradient, then SGD(momentum 0.9, weight_decay 3e-4)
+        g = g * min(1.0, 5.0 / np.linalg.norm(g))
+        d = g + 3e-4 * wt
+        buf = 0.9 * buf + d
+        lr = 0.001 + 0.5 * (0.025 - 0.001) * (1 + np.cos(np.pi * (step // 2) / 4))
+        wt = wt - lr * buf
+        np.testing.assert_allclose(w["k"], wt, rtol=1e-6)
+
+
+def test_alpha_update_is_adam_with_coupled_l2():
+    tx = B.alpha_optimizer(tiny_cfg().optim)
+    a = {"a": jnp.array([0.5, -0.2])}
+    g = np.array([0.1, 0.3])
+    upd, _ = tx.update({"a": jnp.asarray(g, jnp.float32)}, tx.init(a), a)
+    gd = g + 1e-3 * np.array([0.5, -0.2])
+    m, v = 0.5 * gd / (1 - 0.5), 0.001 * gd ** 2 / (1 - 0.999)
+    np.testing.assert_allclose(upd["a"], -3e-3 * m / (np.sqrt(v) + 1e-8), rtol=1e-5)
+
+
+def test_schedule_steps_once_per_epoch():
+    s = B.epoch_cosine_lr(0.025, 0.001, 50, 10)
+    assert float(s(0)) == pytest.approx(0.025) and float(s(9)) == pytest.approx(0.025)
+    assert float(s(250)) == pytest.approx(0.013)
+    assert float(s(499)) == pytest.approx(0.001 + 0.012 * (1 + np.cos(np.pi * 49 / 50)))
+
+
+def test_step_compiles_once_and_lowers_the_loss():
+    cfg, graphdef, state, w_tx, a_tx, schedule, batches = _setup(lr=0.2)
+    step = jax.jit(chex.assert_max_traces(B.make_search_step(graphdef, w_tx, a_tx, schedule, "first", cfg.optim), n=1))
+    first = None
+    for i in range(20):  # one fixed train batch: the loss on it must fall
+        state, m = step(state, batches[0], batches[1 + i % 3])
+        first = first if first is not None else float(m["train_loss"])
+    assert float(m["train_loss"]) < 0.5 * first
+    assert int(state.step) == 20
+
+
+def test_unknown_order():
+    from jaxnas.errors import JaxnasError
+
+    with pytest.raises(JaxnasError, match="unknown search order 'third'.*first, second, second_fd"):
+        B.make_hypergradient(None, "third", tiny_cfg().optim)

@@ -1,0 +1,93 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxnas import ops
+from jaxnas.errors import JaxnasError
+
+
+@pytest.mark.parametrize("name", ops.DARTS_OPS)
+@pytest.mark.parametrize("stride", [1, 2])
+def test_every_darts_op_shape_and_stride(name, stride):
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4))
+    op = ops.get_op(name).factory(4, stride, False, nnx.Rngs(0))
+    y = op(x)
+    assert y.shape == (2, 8 // stride, 8 // stride, 4)
+    if name == "none":
+        assert not np.any(np.asarray(y))
+    if name == "skip_connect" and stride == 1:
+        np.testing.assert_array_equal(y, x)
+
+
+def test_op_structure_matches_darts():
+    r = nnx.Rngs(0)
+    sep = ops.get_op("sep_conv_5x5").factory(4, 2, False, r)
+    # two depthwise-separable blocks, only the first strided; BN without affine parameters
+    assert sep.block1.depthwise.strides == (2, 2) and sep.block2.depthwise.strides == (1, 1)
+    assert sep.block1.depthwise.kernel_size == (5, 5) and sep.block1.depthwise.feature_group_count == 4
+    assert sep.block1.bn.scale is None and sep.block1.bn.bias is None
+    dil = ops.get_op("dil_conv_3x3").factory(4, 1, True, r)
+    assert dil.depthwise.kernel_dilation == (2, 2) and dil.depthwise.padding == ((2, 2), (2, 2))
+    assert dil.bn.scale is not None  # affine=True (evaluation network)
+    assert isinstance(ops.get_op("skip_connect").factory(4, 2, False, r), ops.FactorizedReduce)
+    assert ops.get_op("max_pool_3x3").bn_in_search and not ops.get_op("sep_conv_3x3").bn_in_search
+
+
+def test_avg_pool_does_not_count_padding():
+    x = jnp.arange(16.0).reshape(1, 4, 4, 1)
+    y = ops.avg_pool(x, 3, 1, 1)
+    # corner (0,0): mean of x[0:2, 0:2] = (0 + 1 + 4 + 5) / 4
+    assert float(y[0, 0, 0, 0]) == pytest.approx(2.5)
+    assert float(y[0, 1, 1, 0]) == pytest.approx(np.mean([0, 1, 2, 4, 5, 6, 8, 9, 10]))
+
+
+def test_max_pool_pads_with_minus_infinity():
+    x = -jnp.ones((1, 4, 4, 1))
+    assert float(ops.max_pool(x, 3, 2, 1)[0, 0, 0, 0]) == -1.0
+
+
+def test_factorized_reduce_uses_shifted_input():
+    fr = ops.FactorizedReduce(2, 4, affine=False, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (3, 6, 6, 2))
+    relu = jax.nn.relu(x)
+    a = jnp.einsum("nhwc,cd->nhwd", relu[:, ::2, ::2], fr.conv1.kernel[0, 0])
+    b = jnp.einsum("nhwc,cd->nhwd", relu[:, 1::2, 1::2], fr.conv2.kernel[0, 0])
+    cat = jnp.concatenate([a, b], -1)
+    ref = (cat - cat.mean((0, 1, 2))) / jnp.sqrt(cat.var((0, 1, 2)) + 1e-5)
+    np.testing.assert_allclose(fr(x), ref, atol=1e-4)
+
+
+def test_mixed_op_is_the_hand_weighted_sum():
+    names = ("none", "avg_pool_3x3", "skip_connect", "sep_conv_3x3")
+    m = ops.MixedOp(4, 1, names, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(2), (2, 6, 6, 4))
+    w = jax.nn.softmax(jnp.array([0.3, -1.0, 0.5, 2.0]))
+    out = m(x, w)
+    pool_bn = m.ops[1](x)  # avg pool followed by its non-affine BN in the search network
+    expected = w[0] * 0 + w[1] * pool_bn + w[2] * x + w[3] * m.ops[3](x)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    p = ops.avg_pool(x, 3, 1, 1)
+    np.testing.assert_allclose(pool_bn, (p - p.mean((0, 1, 2))) / jnp.sqrt(p.var((0, 1, 2)) + 1e-5), atol=1e-4)
+
+
+def test_register_a_new_op_and_pick_op_sets():
+    @ops.register_op("test_conv_1x1")
+    def _conv1x1(C, stride, affine, rngs):
+        return ops.ReLUConvBN(C, C, 1, stride, 0, affine, rngs=rngs)
+
+    try:
+        assert ops.resolve_op_set("none,test_conv_1x1") == ("none", "test_conv_1x1")
+        m = ops.MixedOp(4, 2, ("none", "test_conv_1x1"), rngs=nnx.Rngs(0))
+        assert m(jnp.ones((1, 8, 8, 4)), jnp.array([0.5, 0.5])).shape == (1, 4, 4, 4)
+    finally:
+        del ops.OPS["test_conv_1x1"]
+    assert ops.resolve_op_set("darts") == ops.DARTS_OPS
+
+
+def test_unknown_op_names_the_value_and_lists_allowed():
+    with pytest.raises(JaxnasError, match=r"unknown op 'sep_conv_7x7'.*sep_conv_3x3"):
+        ops.resolve_op_set("none,sep_conv_7x7")
+    with pytest.raises(JaxnasError, match="unknown op set 'nope'"):
+        ops.resolve_op_set("nope")
