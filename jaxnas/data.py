@@ -114,10 +114,10 @@ def _read_tfds_split(name: str, split: str, data_dir: str | None):
             f"pip install 'jaxnas[prepare]' && jaxnas prepare {name} --data_dir {where} "
             f"[{type(e).__name__}]") from None
     xs, ys = [], []
-    for start in range(0, len(src), 2048):
-        records = src.__getitems__(list(range(start, min(start + 2048, len(src)))))
-        xs.extend(np.asarray(r["image"]) for r in records)
-        ys.extend(int(r["label"]) for r in records)
+    for i in range(len(src)):
+        record = src[i]
+        xs.append(np.asarray(record["image"]))
+        ys.append(int(record["label"]))
     x = np.stack(xs) if xs else np.zeros((0, 1, 1, 1), np.uint8)
     return x, np.asarray(ys, np.int32), src
 

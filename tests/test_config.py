@@ -1,0 +1,40 @@
+import json
+
+import pytest
+
+from jaxnas import config as C
+from jaxnas.errors import JaxnasError
+
+
+def test_overrides_are_typed_by_the_field():
+    cfg = C.apply_overrides(C.load(None), ["--config.search.epochs=3", "--config.optim.lr=0.1",
+                                           "--config.space.ops=none,skip_connect", "--config.search.order=second"])
+    assert cfg.search.epochs == 3 and cfg.optim.lr == 0.1 and cfg.space.ops == "none,skip_connect"
+    with pytest.raises(JaxnasError, match="unknown config field 'search.epoch'; allowed: .*epochs"):
+        C.apply_overrides(cfg, ["--config.search.epoch=3"])
+    with pytest.raises(JaxnasError, match="'search.epochs' must be an integer, got 'three'"):
+        C.apply_overrides(cfg, ["--config.search.epochs=three"])
+
+
+def test_shipped_configs_load_with_darts_settings():
+    first = C.load("configs/darts_cifar10.py")
+    second = C.load("configs/darts_cifar10.py:second")
+    assert first.search.order == "first" and second.search.order == "second"
+    for cfg in (first, second):
+        assert (cfg.space.C, cfg.space.layers, cfg.search.epochs, cfg.search.batch_size) == (16, 8, 50, 64)
+        assert (cfg.optim.lr, cfg.optim.lr_min, cfg.optim.weight_decay, cfg.optim.arch_lr) == (0.025, 0.001, 3e-4, 3e-4)
+    assert C.load("configs/darts_digits_tiny.py").data.name == "digits"
+
+
+def test_json_configs_are_data_and_checked(tmp_path):
+    good = tmp_path / "c.json"
+    good.write_text(json.dumps({"search": {"epochs": 2}, "optim": {"lr": 1}}))
+    cfg = C.load(str(good))
+    assert cfg.search.epochs == 2 and isinstance(cfg.optim.lr, float) and cfg.space.C == 16
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"search": {"epochs": "many"}}))
+    with pytest.raises(JaxnasError, match="'search.epochs' must be int, got 'many'"):
+        C.load(str(bad))
+    bad.write_text(json.dumps({"serach": {}}))
+    with pytest.raises(JaxnasError, match="unknown config field 'serach'"):
+        C.load(str(bad))

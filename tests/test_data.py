@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from jaxnas import data
+from jaxnas.errors import JaxnasError
+
+
+def test_embedded_digits_needs_no_network():
+    ds = data.load_digits()
+    assert ds.x_train.shape[1:] == (8, 8, 1) and len(ds.x_train) + len(ds.x_test) == 1797
+    assert ds.num_classes == 10 and 0.0 <= ds.x_train.min() and ds.x_train.max() <= 1.0
+    # the fixed split never moves an image between train and test
+    assert len(ds.x_test) == 359 and np.array_equal(data.load_digits().y_test, ds.y_test)
+
+
+def test_tfds_by_name_with_mock_data():
+    with tfds.testing.mock_data(num_examples=12):
+        ds = data.load_dataset("cifar10")
+    assert ds.x_train.shape == (12, 32, 32, 3) and ds.x_train.dtype == np.uint8
+    assert ds.num_classes == 10 and data.resolve_augment("auto", "cifar10") == "crop_flip"
+
+
+def test_missing_tfds_dataset_says_how_to_prepare(tmp_path):
+    with pytest.raises(JaxnasError, match=r"dataset 'svhn_cropped' .* not prepared in .*jaxnas prepare svhn_cropped"):
+        data.load_dataset("svhn_cropped", data_dir=str(tmp_path))
+    with pytest.raises(JaxnasError, match="unknown dataset 'imagenet9'; allowed: digits"):
+        data.load_dataset("imagenet9")
+
+
+def test_user_npz(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "mine.npz"
+    np.savez(path, x=rng.integers(0, 255, (50, 6, 6, 3), dtype=np.uint8), y=rng.integers(0, 4, 50))
+    ds = data.load_dataset(str(path))
+    assert ds.x_train.shape == (40, 6, 6, 3) and len(ds.x_test) == 10 and ds.num_classes <= 4
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros((5, 6, 6)), y=np.zeros(4, np.int64))
+    with pytest.raises(JaxnasError, match="5 images but 4 labels"):
+        data.load_dataset(str(bad))
+    with pytest.raises(JaxnasError, match="must hold arrays 'x' and 'y'"):
+        np.savez(bad, images=np.zeros((5, 6, 6)))
+        data.load_dataset(str(bad))
+
+
+def test_crop_flip_augmentation():
+    x = np.arange(2 * 4 * 4, dtype=np.float32).reshape(2, 4, 4, 1) + 1
+    out = data.augment_batch(x, "crop", np.random.default_rng(0), pad=2)
+    assert out.shape == x.shape
+    for img, src in zip(out, x):
+        # every crop is a window of the zero-padded source
+        padded = np.pad(src, ((2, 2), (2, 2), (0, 0)))
+        assert any(np.array_equal(img, padded[i:i + 4, j:j + 4]) for i in range(5) for j in range(5))
+    flipped = data.augment_batch(np.repeat(x[:1], 64, 0), "crop_flip", np.random.default_rng(1), pad=0)
+    n_flipped = sum(np.array_equal(f, x[0, :, ::-1]) for f in flipped)
+    assert 10 < n_flipped < 54
+
+
+def test_batches_are_a_pure_function_of_seed_epoch_step():
+    ds = data.load_digits()
+    mean, std = ds.mean_std()
+    tr, va = data.search_split(len(ds.x_train), 0.5)
+    assert len(tr) == len(ds.x_train) // 2 and tr[-1] + 1 == va[0]
+    b1 = data.Batcher(ds.x_train, ds.y_train, tr, 32, mean, std, "none", seed=3, stream=0)
+    b2 = data.Batcher(ds.x_train, ds.y_train, tr, 32, mean, std, "none", seed=3, stream=0)
+    np.testing.assert_array_equal(b1.batch(2, 5)["x"], b2.batch(2, 5)["x"])
+    assert not np.array_equal(b1.batch(2, 5)["y"], b1.batch(3, 5)["y"])
+    epoch = np.concatenate([b["y"] for b in b1.epoch(0)])
+    assert len(epoch) == b1.steps_per_epoch * 32
+    with pytest.raises(JaxnasError, match="train_portion"):
+        data.search_split(10, 1.0)

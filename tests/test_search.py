@@ -1,0 +1,32 @@
+import json
+import os
+
+import numpy as np
+
+from jaxnas import genotype as G
+from jaxnas import rundir
+from jaxnas.search import get_strategy
+
+from conftest import tiny_cfg
+
+
+def test_tiny_search_end_to_end(tmp_path):
+    cfg = tiny_cfg(epochs=4, batch_size=32)
+    cfg.run.log_every = 2
+    cfg.run.workdir, cfg.run.name = str(tmp_path), "run"
+    path = rundir.create(cfg, "search")
+    result = get_strategy("darts")(cfg, path, log=lambda *_: None)
+    g = G.validate(result["genotype"])
+    assert g.nodes == 2 and all(op in ("skip_connect", "sep_conv_3x3") for op, _ in g.normal + g.reduce)
+    hist = result["history"]
+    assert hist[-1]["mean_train_loss"] < 0.8 * hist[0]["mean_train_loss"]
+    assert hist[-1]["search_val_acc"] > 0.3  # 10 classes: chance is 0.1
+    # the run directory holds everything needed to reproduce and inspect the run
+    assert G.load(os.path.join(path, "genotype.json")) == g
+    meta = json.load(open(os.path.join(path, "meta.json")))
+    assert meta["seed"] == 2 and meta["device_count"] >= 1 and "jax" in meta["versions"]
+    assert json.load(open(os.path.join(path, "config.json")))["search"]["epochs"] == 4
+    alphas = rundir.read_jsonl(os.path.join(path, "alphas.jsonl"))
+    assert len(alphas) == 4 and np.asarray(alphas[-1]["alphas_normal_softmax"]).shape == (5, 3)
+    np.testing.assert_allclose(np.asarray(alphas[-1]["alphas_normal_softmax"]).sum(-1), 1.0, rtol=1e-5)
+    assert len(rundir.read_jsonl(os.path.join(path, "metrics.jsonl"))) == 4
