@@ -39,7 +39,7 @@ def cmd_genotype(args, overrides: list[str]) -> int:
     from jaxnas import genotype as genotype_lib
 
     if overrides:
-        raise _usage(f"unrecognized arguments: {' '.join(overrides)}")
+        raise _UsageError(f"unrecognized arguments: {' '.join(overrides)}")
     g = genotype_lib.load(args.genotype)
     print(g.to_json())
     return 0
@@ -55,10 +55,6 @@ def cmd_prepare(args, overrides: list[str]) -> int:
 
 class _UsageError(Exception):
     pass
-
-
-def _usage(msg: str) -> _UsageError:
-    return _UsageError(msg)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -30,3 +30,14 @@ def test_tiny_search_end_to_end(tmp_path):
     assert len(alphas) == 4 and np.asarray(alphas[-1]["alphas_normal_softmax"]).shape == (5, 3)
     np.testing.assert_allclose(np.asarray(alphas[-1]["alphas_normal_softmax"]).sum(-1), 1.0, rtol=1e-5)
     assert len(rundir.read_jsonl(os.path.join(path, "metrics.jsonl"))) == 4
+
+
+def test_non_finite_loss_stops_with_the_step_and_quantity():
+    import pytest
+
+    from jaxnas.errors import JaxnasError
+    from jaxnas.search.darts import _finite_or_die
+
+    _finite_or_die({"train_loss": 1.0, "val_loss": 2.0}, 3)
+    with pytest.raises(JaxnasError, match=r"non-finite val_loss \(nan\) at step 7"):
+        _finite_or_die({"train_loss": 1.0, "val_loss": float("nan")}, 7)
