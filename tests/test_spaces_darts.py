@@ -67,3 +67,24 @@ def test_reduction_cell_halves_and_next_cell_factorizes():
     assert type(net.cells[2].pre0).__name__ == "FactorizedReduce"
     y = net(jnp.ones((2, 8, 8, 1)))
     assert y.shape == (2, 10)
+
+
+def test_evaluation_network_parameter_count_matches_darts():
+    from jaxnas.spaces.darts import DartsNetwork, count_params
+
+    v2 = nnx.eval_shape(lambda: DartsNetwork(G.DARTS_V2, 3, 10, C=36, layers=20, rngs=nnx.Rngs(0)))
+    # DARTS train.py logs "param size = 3.349342MB" for DARTS_V2 (auxiliary head excluded)
+    assert count_params(v2) == 3_349_342
+    assert count_params(v2, exclude_auxiliary=False) > count_params(v2)
+    small = DartsNetwork(G.DARTS_V1, 1, 10, C=4, layers=3, rngs=nnx.Rngs(0))
+    logits, aux = small(jnp.ones((2, 32, 32, 1)), drop_prob=0.2, key=jax.random.key(0))
+    assert logits.shape == (2, 10) and aux.shape == (2, 10)
+
+
+def test_drop_path_keeps_the_expectation():
+    from jaxnas.spaces.darts import drop_path
+
+    x = jnp.ones((20000, 1, 1, 1)) * 3.0
+    y = drop_path(x, 0.3, jax.random.key(0))
+    np.testing.assert_allclose(np.unique(np.asarray(y)), [0.0, 3.0 / 0.7], rtol=1e-6)
+    np.testing.assert_allclose(float(y.mean()), 3.0, rtol=0.02)

@@ -155,3 +155,127 @@ def build(space_cfg, in_shape, num_classes: int, rngs: nnx.Rngs) -> DartsSuperne
     return DartsSupernet(in_shape[-1], num_classes, C=space_cfg.C, layers=space_cfg.layers,
                          nodes=space_cfg.nodes, stem_multiplier=space_cfg.stem_multiplier,
                          ops=space_cfg.ops, rngs=rngs)
+
+
+# ---------------------------------------------------------------- the discrete (evaluation) network
+
+
+def drop_path(x: jax.Array, drop_prob, key: jax.Array) -> jax.Array:
+    """Per-sample drop of a whole path, kept samples scaled by 1/keep (DARTS utils.drop_path)."""
+    keep = 1.0 - drop_prob
+    mask = jax.random.bernoulli(key, keep, (x.shape[0], 1, 1, 1))
+    return jnp.where(mask, x / keep, 0.0)
+
+
+class EvalCell(nnx.Module):
+    """A DARTS cell built only from a genotype's ops (cnn/model.py ``Cell``), affine BN."""
+
+    def __init__(self, genotype: genotype_lib.Genotype, C_pp: int, C_p: int, C: int, reduction: bool,
+                 reduction_prev: bool, *, rngs: nnx.Rngs):
+        from jaxnas.ops import Identity, get_op
+
+        self.reduction = reduction
+        if reduction_prev:
+            self.pre0 = FactorizedReduce(C_pp, C, affine=True, rngs=rngs)
+        else:
+            self.pre0 = ReLUConvBN(C_pp, C, 1, 1, 0, affine=True, rngs=rngs)
+        self.pre1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=True, rngs=rngs)
+        edges = genotype.reduce if reduction else genotype.normal
+        self.concat = tuple(genotype.reduce_concat if reduction else genotype.normal_concat)
+        self.sources = tuple(src for _, src in edges)
+        ops = [get_op(name).factory(C, 2 if reduction and src < 2 else 1, True, rngs) for name, src in edges]
+        self.is_identity = tuple(isinstance(op, Identity) for op in ops)
+        self.ops = nnx.List(ops)
+        self.multiplier = len(self.concat)
+
+    def __call__(self, s0, s1, drop_prob=0.0, key=None):
+        states = [self.pre0(s0), self.pre1(s1)]
+        for node in range(len(self.sources) // 2):
+            total = 0.0
+            for k in (2 * node, 2 * node + 1):
+                h = self.ops[k](states[self.sources[k]])
+                if key is not None and not self.is_identity[k]:
+                    key, sub = jax.random.split(key)
+                    h = drop_path(h, drop_prob, sub)
+                total = total + h
+            states.append(total)
+        return jnp.concatenate([states[i] for i in self.concat], axis=-1)
+
+
+class AuxiliaryHead(nnx.Module):
+    """DARTS ``AuxiliaryHeadCIFAR``: ReLU, avg-pool 5x5/3 (padding not counted), 1x1 conv 128, BN, ReLU,
+    2x2 conv 768, BN, ReLU, linear. Input is 8x8 for 32x32 images."""
+
+    def __init__(self, C: int, num_classes: int, *, rngs: nnx.Rngs):
+        self.conv1 = conv(C, 128, 1, rngs=rngs)
+        self.bn1 = batch_norm(128, True, rngs=rngs)
+        self.conv2 = conv(128, 768, 2, rngs=rngs)
+        self.bn2 = batch_norm(768, True, rngs=rngs)
+        self.classifier = _torch_linear(768, num_classes, rngs)
+
+    def __call__(self, x):
+        from jaxnas.ops import avg_pool
+
+        x = avg_pool(jax.nn.relu(x), 5, 3, 0)
+        x = jax.nn.relu(self.bn1(self.conv1(x)))
+        x = jax.nn.relu(self.bn2(self.conv2(x)))
+        return self.classifier(x.reshape(x.shape[0], -1))
+
+
+def _torch_linear(c_in: int, c_out: int, rngs: nnx.Rngs) -> nnx.Linear:
+    bound = 1.0 / np.sqrt(c_in)
+    return nnx.Linear(c_in, c_out, kernel_init=torch_default_init,
+                      bias_init=lambda k, s, d=jnp.float32: jax.random.uniform(k, s, d, -bound, bound), rngs=rngs)
+
+
+class DartsNetwork(nnx.Module):
+    """DARTS ``NetworkCIFAR``: the evaluation network of a genotype (C=36, 20 layers in the paper)."""
+
+    def __init__(self, genotype: genotype_lib.Genotype, in_channels: int, num_classes: int, *, C: int = 36,
+                 layers: int = 20, auxiliary: bool = True, stem_multiplier: int = 3, rngs: nnx.Rngs):
+        genotype_lib.validate(genotype)
+        c_curr = stem_multiplier * C
+        self.stem_conv = conv(in_channels, c_curr, 3, 1, 1, rngs=rngs)
+        self.stem_bn = batch_norm(c_curr, True, rngs=rngs)
+        C_pp, C_p, c_curr = c_curr, c_curr, C
+        cells, reduction_prev = [], False
+        self.reductions = reduction_layers(layers)
+        self.aux_after = 2 * layers // 3
+        c_aux = None
+        for i in range(layers):
+            reduction = i in self.reductions
+            if reduction:
+                c_curr *= 2
+            cell = EvalCell(genotype, C_pp, C_p, c_curr, reduction, reduction_prev, rngs=rngs)
+            cells.append(cell)
+            reduction_prev = reduction
+            C_pp, C_p = C_p, cell.multiplier * c_curr
+            if i == self.aux_after:
+                c_aux = C_p
+        self.cells = nnx.List(cells)
+        self.auxiliary = AuxiliaryHead(c_aux, num_classes, rngs=rngs) if auxiliary else None
+        self.classifier = _torch_linear(C_p, num_classes, rngs)
+
+    def __call__(self, x, drop_prob=0.0, key=None):
+        """Logits and auxiliary logits (None without the head); drop-path only when ``key`` is given."""
+        s0 = s1 = self.stem_bn(self.stem_conv(x))
+        aux = None
+        for i, cell in enumerate(self.cells):
+            sub = None
+            if key is not None:
+                key, sub = jax.random.split(key)
+            s0, s1 = s1, cell(s0, s1, drop_prob, sub)
+            if i == self.aux_after and self.auxiliary is not None:
+                aux = self.auxiliary(s1)
+        return self.classifier(s1.mean(axis=(1, 2))), aux
+
+
+def count_params(model: nnx.Module, exclude_auxiliary: bool = True) -> int:
+    """Weights counted as DARTS's utils.count_parameters_in_MB does: the auxiliary head excluded."""
+    state = nnx.state(model, nnx.Param)
+    total = 0
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+        if exclude_auxiliary and any(getattr(p, "key", None) == "auxiliary" for p in path):
+            continue
+        total += leaf.size
+    return total
