@@ -1,4 +1,4 @@
-"""The ``jaxnas`` command line: ``search``, ``genotype``, ``prepare``.
+"""The ``jaxnas`` command line: ``search``, ``train``, ``eval``, ``genotype``, ``prepare``.
 
 Bad input of any kind ends in one line on stderr and exit code 2, no traceback.
 """
@@ -32,6 +32,31 @@ def cmd_search(args, overrides: list[str]) -> int:
     print(f"run directory: {path}", flush=True)
     result = strategy(cfg, path, log=lambda msg: print(msg, flush=True))
     print(f"final genotype: {result['genotype']}")
+    return 0
+
+
+def cmd_train(args, overrides: list[str]) -> int:
+    from jaxnas import config as config_lib
+    from jaxnas import rundir
+    from jaxnas import train as train_lib
+
+    cfg = config_lib.apply_overrides(config_lib.load(args.config, "train"), overrides)
+    if args.genotype:
+        cfg.genotype = args.genotype
+    _setup_jax(cfg.run.compile_cache)
+    path = rundir.create(cfg, "train")
+    print(f"run directory: {path}", flush=True)
+    train_lib.run(cfg, path, log=lambda msg: print(msg, flush=True))
+    return 0
+
+
+def cmd_eval(args, overrides: list[str]) -> int:
+    from jaxnas import train as train_lib
+
+    if overrides:
+        raise _UsageError(f"unrecognized arguments: {' '.join(overrides)}")
+    _setup_jax("")
+    train_lib.evaluate_run(args.run_dir)
     return 0
 
 
@@ -70,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
                               "e.g. --config.search.epochs=3 --config.space.ops=none,skip_connect,sep_conv_3x3")
     s.add_argument("--config", default=None, help="configs/<name>.py[:arg] or a .json config (default: tiny digits)")
     s.set_defaults(fn=cmd_search)
+    t = sub.add_parser("train", help="retrain a genotype from scratch and test it (default: DARTS_V2, tiny, digits)")
+    t.add_argument("--config", default=None, help="configs/<name>.py[:arg] or a .json config (default: tiny digits)")
+    t.add_argument("--genotype", default="", help="a published name (DARTS_V2) or runs/<search run>/genotype.json")
+    t.set_defaults(fn=cmd_train)
+    e = sub.add_parser("eval", help="reload a train run's weights and recompute its test metrics")
+    e.add_argument("run_dir")
+    e.set_defaults(fn=cmd_eval)
     g = sub.add_parser("genotype", help="print a published or saved genotype as JSON")
     g.add_argument("genotype", help="a published name (DARTS_V1, DARTS_V2) or a genotype .json file")
     g.set_defaults(fn=cmd_genotype)

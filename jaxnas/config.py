@@ -47,8 +47,34 @@ def tiny_search() -> ml_collections.ConfigDict:
     return c
 
 
-def _schema() -> ml_collections.ConfigDict:
-    return search_defaults()
+def train_defaults() -> ml_collections.ConfigDict:
+    """DARTS's train.py defaults: retrain a genotype from scratch (CIFAR-10, 600 epochs)."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.genotype = "DARTS_V2"
+    c.model = ml_collections.ConfigDict(dict(C=36, layers=20, auxiliary=True, auxiliary_weight=0.4,
+                                             drop_path_prob=0.2, stem_multiplier=3))
+    c.data = ml_collections.ConfigDict(dict(name="cifar10", data_dir="", augment="auto", cutout=16))
+    c.train = ml_collections.ConfigDict(dict(epochs=600, batch_size=96, eval_batch_size=256,
+                                             max_steps_per_epoch=0, dtype="float32"))
+    c.optim = ml_collections.ConfigDict(dict(lr=0.025, lr_min=0.0, momentum=0.9, weight_decay=3e-4, grad_clip=5.0))
+    c.run = ml_collections.ConfigDict(dict(workdir="runs", name="", devices=0, log_every=50, compile_cache=""))
+    return c
+
+
+def tiny_train() -> ml_collections.ConfigDict:
+    """The no-argument ``jaxnas train``: DARTS_V2 at C=8, 3 cells on the embedded digits."""
+    c = train_defaults()
+    c.data.name = "digits"
+    c.data.cutout = 0
+    c.model.C, c.model.layers, c.model.auxiliary = 8, 3, False
+    c.train.epochs, c.train.batch_size = 10, 64
+    c.run.log_every = 10
+    return c
+
+
+DEFAULTS = {"search": search_defaults, "train": train_defaults}
+TINY = {"search": tiny_search, "train": tiny_train}
 
 
 def _check_against(cfg, schema, prefix: str = "") -> None:
@@ -78,9 +104,9 @@ def _type_ok(value, ref) -> bool:
     return isinstance(value, type(ref))
 
 
-def _fill(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def _fill(cfg: ml_collections.ConfigDict, kind: str) -> ml_collections.ConfigDict:
     """Fields missing from a config take the defaults; floats given as ints become floats."""
-    full = _schema()
+    full = DEFAULTS[kind]()
 
     def merge(dst, src):
         for key in src.keys():
@@ -102,10 +128,10 @@ def _load_py(path: str, arg: str | None) -> ml_collections.ConfigDict:
     return module.get_config(arg) if arg is not None else module.get_config()
 
 
-def load(spec: str | None) -> ml_collections.ConfigDict:
+def load(spec: str | None, kind: str = "search") -> ml_collections.ConfigDict:
     """``None`` (the tiny default), ``path.py[:arg]`` or ``path.json``; validated and completed."""
     if spec is None:
-        cfg = tiny_search()
+        cfg = TINY[kind]()
     else:
         path, _, arg = spec.partition(":")
         if not os.path.exists(path):
@@ -120,8 +146,8 @@ def load(spec: str | None) -> ml_collections.ConfigDict:
             cfg = _load_py(path, arg or None)
         else:
             raise JaxnasError(f"config file {path!r} must end in .py or .json")
-    _check_against(cfg, _schema())
-    return _fill(cfg)
+    _check_against(cfg, DEFAULTS[kind]())
+    return _fill(cfg, kind)
 
 
 def _parse_value(text: str, ref, path: str):

@@ -190,6 +190,19 @@ def augment_batch(x: np.ndarray, kind: str, rng: np.random.Generator, pad: int =
     return out
 
 
+def cutout(x: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
+    """DARTS Cutout: zero one length x length square per image, centred uniformly, clipped at the borders."""
+    if length <= 0:
+        return x
+    n, h, w, _ = x.shape
+    cy, cx = rng.integers(0, h, n), rng.integers(0, w, n)
+    rows, cols = np.arange(h)[None, :], np.arange(w)[None, :]
+    in_y = (rows >= (cy - length // 2)[:, None]) & (rows < (cy + length // 2)[:, None])
+    in_x = (cols >= (cx - length // 2)[:, None]) & (cols < (cx + length // 2)[:, None])
+    mask = ~(in_y[:, :, None] & in_x[:, None, :])
+    return x * mask[..., None].astype(x.dtype)
+
+
 class Batcher:
     """Deterministic shuffled batches of a subset: batch ``i`` of epoch ``e`` depends only on (seed, e, i).
 
@@ -197,11 +210,12 @@ class Batcher:
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, indices: np.ndarray, batch_size: int,
-                 mean: np.ndarray, std: np.ndarray, augment: str, seed: int, stream: int):
+                 mean: np.ndarray, std: np.ndarray, augment: str, seed: int, stream: int, cutout: int = 0):
         if batch_size > len(indices):
             raise JaxnasError(f"batch size {batch_size} is larger than the {len(indices)} examples of the split")
         self.x, self.y, self.indices = x, y, indices
         self.batch_size, self.augment, self.seed, self.stream = batch_size, augment, seed, stream
+        self.cutout = cutout
         self.mean, self.std = mean.astype(np.float32), std.astype(np.float32)
         self.steps_per_epoch = len(indices) // batch_size
 
@@ -212,7 +226,8 @@ class Batcher:
         idx = perm[step * self.batch_size:(step + 1) * self.batch_size]
         rng = np.random.default_rng([self.seed, self.stream, epoch, cycle, step, 1])
         x = augment_batch(self.x[idx], self.augment, rng)
-        return {"x": (to_unit(x) - self.mean) / self.std, "y": self.y[idx]}
+        x = cutout((to_unit(x) - self.mean) / self.std, self.cutout, rng)
+        return {"x": x, "y": self.y[idx]}
 
     def epoch(self, epoch: int) -> Iterator[dict]:
         for step in range(self.steps_per_epoch):

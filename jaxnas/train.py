@@ -1,0 +1,189 @@
+"""Retrain a genotype from scratch and test it (DARTS cnn/train.py), and re-evaluate a saved run.
+
+The loop: build the evaluation network, jit one train step over the device mesh,
+run epochs (cosine lr and linearly growing drop-path, both per epoch), then test
+once on the held-out test split, which is never used for any choice.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from jaxnas import checkpoint, data as data_lib, genotype as genotype_lib, metrics as metrics_lib, parallel, rundir
+from jaxnas.errors import JaxnasError
+from jaxnas.search.bilevel import epoch_cosine_lr
+from jaxnas.spaces.darts import DartsNetwork, count_params
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def build_network(cfg, genotype, image_shape, num_classes: int) -> DartsNetwork:
+    m = cfg.model
+    if m.auxiliary:
+        size = image_shape[0] // 4  # after the two reduction cells
+        if size < 5:
+            raise JaxnasError(f"the auxiliary head needs at least 5x5 features after the second reduction, "
+                              f"images of {image_shape[0]}x{image_shape[1]} give {size}x{size}: "
+                              f"set --config.model.auxiliary=false")
+    return DartsNetwork(genotype, image_shape[-1], num_classes, C=m.C, layers=m.layers, auxiliary=m.auxiliary,
+                        stem_multiplier=m.stem_multiplier, rngs=nnx.Rngs(cfg.seed))
+
+
+def make_train_step(graphdef, tx, aux_weight: float, dtype) -> callable:
+    """``step(params, stats, opt, batch, key, drop_prob) -> (params, stats, opt, metrics)``: CE + aux_weight * CE_aux."""
+
+    def loss_fn(params, stats, batch, key, drop_prob):
+        p = jax.tree.map(lambda v: v.astype(dtype), params)
+        model = nnx.merge(graphdef, p, stats, copy=True)
+        logits, aux = model(batch["x"].astype(dtype), drop_prob, key)
+        logits = logits.astype(jnp.float32)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
+        total = loss
+        if aux is not None:
+            total = loss + aux_weight * optax.softmax_cross_entropy_with_integer_labels(
+                aux.astype(jnp.float32), batch["y"]).mean()
+        new_stats = jax.tree.map(lambda v: v.astype(jnp.float32), nnx.state(model, nnx.BatchStat))
+        return total, (loss, logits, new_stats)
+
+    def step(params, stats, opt, batch, key, drop_prob):
+        (total, (loss, logits, stats)), g = jax.value_and_grad(loss_fn, has_aux=True)(params, stats, batch, key,
+                                                                                     drop_prob)
+        updates, opt = tx.update(g, opt, params)
+        params = optax.apply_updates(params, updates)
+        acc = (jnp.argmax(logits, -1) == batch["y"]).mean()
+        return params, stats, opt, {"loss": loss, "total_loss": total, "acc": acc}
+
+    return step
+
+
+def make_predict(graphdef_eval):
+    def predict(params, stats, batch):
+        logits, _ = nnx.merge(graphdef_eval, params, stats)(batch["x"])
+        return logits
+
+    return predict
+
+
+def test_metrics(predict, params, stats, x, y, num_classes, batch_size, mean, std, mesh) -> dict:
+    """Top-1/top-5, macro-F1, per-class precision/recall and the confusion matrix on (x, y)."""
+    preds, top5 = [], 0
+    for batch in data_lib.eval_batches(x, y, batch_size, mean, std):
+        logits = np.asarray(predict(params, stats, parallel.put_batch(batch, mesh)))
+        n = int(batch["mask"].sum())
+        logits, labels = logits[:n], batch["y"][:n]
+        preds.append(logits.argmax(-1))
+        k = min(5, num_classes)
+        top5 += int((np.argsort(-logits, -1)[:, :k] == labels[:, None]).any(-1).sum())
+    m = metrics_lib.from_confusion(metrics_lib.confusion_matrix(y, np.concatenate(preds), num_classes))
+    m["top5"] = top5 / len(y)
+    m["num_examples"] = int(len(y))
+    return m
+
+
+def _prepare(cfg, genotype):
+    ds = data_lib.load_dataset(cfg.data.name, cfg.data.data_dir)
+    model = build_network(cfg, genotype, ds.image_shape, ds.num_classes)
+    mesh = parallel.make_mesh(cfg.run.devices)
+    parallel.check_batch(cfg.train.eval_batch_size, mesh)
+    model.eval()
+    graphdef_eval, params, stats, rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
+    if jax.tree.leaves(rest):
+        raise ValueError(f"network holds state that is neither weights nor BN statistics: {rest}")
+    model.train()
+    predict = jax.jit(make_predict(graphdef_eval),
+                      in_shardings=(parallel.replicated(mesh),) * 2 + (parallel.batch_sharded(mesh),),
+                      out_shardings=parallel.replicated(mesh))
+    return ds, model, mesh, params, stats, predict
+
+
+def run(cfg, run_dir: str | None = None, log=print) -> dict:
+    """Retrain ``cfg.genotype`` as configured, then test; writes weights and test metrics into ``run_dir``."""
+    if cfg.train.dtype not in DTYPES:
+        raise JaxnasError(f"unknown train.dtype {cfg.train.dtype!r}; allowed: {', '.join(DTYPES)}")
+    genotype = genotype_lib.load(cfg.genotype)
+    ds, model, mesh, params, stats, predict = _prepare(cfg, genotype)
+    t = cfg.train
+    parallel.check_batch(t.batch_size, mesh)
+    mean, std = ds.mean_std()
+    augment = data_lib.resolve_augment(cfg.data.augment, ds.name)
+    batches = data_lib.Batcher(ds.x_train, ds.y_train, np.arange(len(ds.x_train)), t.batch_size, mean, std,
+                               augment, cfg.seed, 0, cutout=cfg.data.cutout)
+    steps = min(batches.steps_per_epoch, t.max_steps_per_epoch or batches.steps_per_epoch)
+    schedule = epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, t.epochs, steps)
+    tx = optax.chain(optax.clip_by_global_norm(cfg.optim.grad_clip), optax.add_decayed_weights(cfg.optim.weight_decay),
+                     optax.sgd(schedule, momentum=cfg.optim.momentum))
+    graphdef = nnx.split(model, nnx.Param, nnx.BatchStat, ...)[0]
+    repl, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+    step = jax.jit(make_train_step(graphdef, tx, cfg.model.auxiliary_weight, DTYPES[t.dtype]),
+                   in_shardings=(repl, repl, repl, data, repl, repl), out_shardings=repl, donate_argnums=(0, 1, 2))
+    params, stats = parallel.put_replicated((params, stats), mesh)
+    opt = parallel.put_replicated(tx.init(params), mesh)
+    key = jax.random.key(cfg.seed)
+    log(f"train: genotype {genotype} | {count_params(model) / 1e6:.3f}M params (auxiliary head excluded) | "
+        f"C={cfg.model.C} layers={cfg.model.layers} | data={ds.name} train/test {len(ds.x_train)}/{len(ds.x_test)} "
+        f"| {mesh.devices.size} x {jax.devices()[0].device_kind} | {steps} steps/epoch")
+    history, t0 = [], time.time()
+    for epoch in range(t.epochs):
+        drop_prob = cfg.model.drop_path_prob * epoch / t.epochs
+        sums, t_epoch = {"loss": 0.0, "acc": 0.0}, time.time()
+        for i in range(steps):
+            key, sub = jax.random.split(key)
+            batch = parallel.put_batch(batches.batch(epoch, i), mesh)
+            params, stats, opt, m = step(params, stats, opt, batch, sub, jnp.float32(drop_prob))
+            if (i + 1) % cfg.run.log_every == 0 or i + 1 == steps:
+                loss = float(m["loss"])
+                if not math.isfinite(loss):
+                    raise JaxnasError(f"non-finite train loss ({loss}) at epoch {epoch + 1} step {i + 1}; stopping")
+                log(f"epoch {epoch + 1}/{t.epochs} step {i + 1}/{steps} | loss {loss:.4f} acc {float(m['acc']):.3f}"
+                    f" | drop-path {drop_prob:.3f}")
+            sums = {k: sums[k] + m[k] for k in sums}
+        record = {"epoch": epoch + 1, "train_loss": float(sums["loss"]) / steps,
+                  "train_acc": float(sums["acc"]) / steps, "drop_prob": drop_prob,
+                  "time_s": round(time.time() - t0, 2)}
+        history.append(record)
+        log(f"epoch {epoch + 1}/{t.epochs} done in {time.time() - t_epoch:.1f}s | train loss {record['train_loss']:.4f}"
+            f" acc {record['train_acc']:.4f}")
+        if run_dir:
+            rundir.append_jsonl(os.path.join(run_dir, "metrics.jsonl"), record)
+    result = test_metrics(predict, params, stats, ds.x_test, ds.y_test, ds.num_classes, t.eval_batch_size,
+                          mean, std, mesh)
+    result["params"] = count_params(model)
+    log("test metrics (held-out test split, used for nothing else):\n" + metrics_lib.table(result))
+    if run_dir:
+        genotype_lib.save(genotype, os.path.join(run_dir, "genotype.json"))
+        checkpoint.save(os.path.join(run_dir, "weights.npz"), params=params, batch_stats=stats)
+        rundir.write_json(os.path.join(run_dir, "test_metrics.json"), result)
+    return {"test": result, "history": history}
+
+
+def evaluate_run(run_dir: str, log=print) -> dict:
+    """Reload a finished ``jaxnas train`` run's weights and recompute its test metrics."""
+    from jaxnas import config as config_lib
+
+    for name in ("config.json", "genotype.json", "weights.npz"):
+        if not os.path.exists(os.path.join(run_dir, name)):
+            raise JaxnasError(f"{run_dir!r} is not a finished train run: {name} is missing")
+    with open(os.path.join(run_dir, "config.json")) as f:
+        raw = json.load(f)
+    config_lib._check_against(ml_collections.ConfigDict(raw), config_lib.train_defaults())
+    cfg = config_lib._fill(ml_collections.ConfigDict(raw), "train")
+    genotype = genotype_lib.load(os.path.join(run_dir, "genotype.json"))
+    ds, model, mesh, params, stats, predict = _prepare(cfg, genotype)
+    params, stats = checkpoint.load(os.path.join(run_dir, "weights.npz"), params=params, batch_stats=stats)
+    params, stats = parallel.put_replicated((params, stats), mesh)
+    mean, std = ds.mean_std()
+    result = test_metrics(predict, params, stats, ds.x_test, ds.y_test, ds.num_classes, cfg.train.eval_batch_size,
+                          mean, std, mesh)
+    result["params"] = count_params(model)
+    log(metrics_lib.table(result))
+    return result
