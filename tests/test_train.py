@@ -1,0 +1,66 @@
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from jaxnas import config as C
+from jaxnas import data, rundir
+from jaxnas import genotype as G
+from jaxnas import train as T
+from jaxnas.cli import main
+from jaxnas.spaces.darts import DartsNetwork
+
+
+def test_cutout_zeroes_one_clipped_square():
+    x = np.ones((50, 32, 32, 1), np.float32)
+    out = data.cutout(x, 16, np.random.default_rng(0))
+    zeros = (out == 0).sum(axis=(1, 2, 3))
+    assert zeros.max() == 256 and zeros.min() >= 64  # 16x16 inside, at least 8x8 at a corner
+    for img in out:
+        ys, xs = np.nonzero(img[..., 0] == 0)
+        assert ys.max() - ys.min() + 1 <= 16 and xs.max() - xs.min() + 1 <= 16
+        assert (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1) == len(ys)  # one rectangle
+
+
+def test_auxiliary_loss_weighting():
+    net = DartsNetwork(G.DARTS_V2, 1, 10, C=4, layers=3, auxiliary=True, rngs=nnx.Rngs(0))
+    graphdef, params, stats = nnx.split(net, nnx.Param, nnx.BatchStat)
+    tx = optax.sgd(0.0)
+    step = jax.jit(T.make_train_step(graphdef, tx, 0.4, jnp.float32))
+    rng = np.random.default_rng(0)
+    batch = {"x": rng.normal(size=(4, 32, 32, 1)).astype(np.float32), "y": np.arange(4, dtype=np.int32)}
+    _, _, _, m = step(params, stats, tx.init(params), batch, jax.random.key(0), jnp.float32(0.0))
+    logits, aux = nnx.merge(graphdef, params, stats)(jnp.asarray(batch["x"]))
+    ce = lambda z: optax.softmax_cross_entropy_with_integer_labels(z, batch["y"]).mean()  # noqa: E731
+    assert float(m["loss"]) == pytest.approx(float(ce(logits)), rel=1e-5)
+    assert float(m["total_loss"]) == pytest.approx(float(ce(logits) + 0.4 * ce(aux)), rel=1e-5)
+
+
+def test_tiny_retrain_beats_chance_and_eval_reproduces(tmp_path, capsys):
+    cfg = C.load(None, "train")
+    cfg.model.C, cfg.model.layers, cfg.train.epochs = 4, 3, 3
+    cfg.run.workdir, cfg.run.name = str(tmp_path), "t"
+    path = rundir.create(cfg, "train")
+    result = T.run(cfg, path, log=lambda *_: None)["test"]
+    assert result["accuracy"] > 0.5 and result["num_examples"] == 359  # chance is 0.1
+    saved = json.load(open(os.path.join(path, "test_metrics.json")))
+    assert main(["eval", path]) == 0
+    again = T.evaluate_run(path, log=lambda *_: None)
+    assert again["confusion_matrix"] == saved["confusion_matrix"]
+    assert again["macro_f1"] == pytest.approx(saved["macro_f1"])
+
+
+def test_train_bad_input(tmp_path, capsys):
+    bad = tmp_path / "g.json"
+    bad.write_text(json.dumps({**G.DARTS_V2.to_dict(), "normal": [["sep_conv_3x3", 7]] * 8}))
+    assert main(["train", "--genotype", str(bad), f"--config.run.workdir={tmp_path}"]) == 2
+    assert "takes input 7, which does not exist" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path)]) == 2
+    assert "not a finished train run" in capsys.readouterr().err
+    assert main(["train", "--config.model.auxiliary=true", f"--config.run.workdir={tmp_path}"]) == 2
+    assert "auxiliary head needs at least 5x5" in capsys.readouterr().err
