@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 
+JAXNAS = [sys.executable, "-m", "jaxnas"]
 PUBLISHED = {"first": "3.00 +/- 0.14 % test error, 3.3M params", "second": "2.76 +/- 0.09 % test error, 3.3M params"}
 
 
@@ -37,11 +38,11 @@ def main() -> None:
     configs = os.path.join(here, "..", "configs")
     common = [f"--config.run.workdir={args.workdir}"] + extra
     if args.tiny:
-        search = ["jaxnas", "search", f"--config.search.order={args.order}", "--config.search.epochs=2"]
-        train = ["jaxnas", "train", "--config.train.epochs=3"]
+        search = JAXNAS + ["search", f"--config.search.order={args.order}", "--config.search.epochs=2"]
+        train = JAXNAS + ["train", "--config.train.epochs=3"]
     else:
-        search = ["jaxnas", "search", "--config", os.path.join(configs, f"darts_cifar10.py:{args.order}")]
-        train = ["jaxnas", "train", "--config", os.path.join(configs, "darts_cifar10_train.py")]
+        search = JAXNAS + ["search", "--config", os.path.join(configs, f"darts_cifar10.py:{args.order}")]
+        train = JAXNAS + ["train", "--config", os.path.join(configs, "darts_cifar10_train.py")]
     subprocess.run(search + common, check=True)
     search_dir = newest(args.workdir, "search")
     subprocess.run(train + ["--genotype", os.path.join(search_dir, "genotype.json")] + common, check=True)
