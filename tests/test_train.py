@@ -64,3 +64,26 @@ def test_train_bad_input(tmp_path, capsys):
     assert "not a finished train run" in capsys.readouterr().err
     assert main(["train", "--config.model.auxiliary=true", f"--config.run.workdir={tmp_path}"]) == 2
     assert "auxiliary head needs at least 5x5" in capsys.readouterr().err
+
+
+def test_retraining_is_the_same_on_one_and_two_devices(tmp_path):
+    results = []
+    for n in (1, 2):
+        cfg = C.load(None, "train")
+        cfg.model.C, cfg.model.layers, cfg.train.epochs, cfg.train.max_steps_per_epoch = 4, 2, 1, 4
+        cfg.run.devices = n
+        out = T.run(cfg, None, log=lambda *_: None)
+        results.append((out["history"][-1]["train_loss"], out["test"]["confusion_matrix"]))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-4)
+    assert results[0][1] == results[1][1]
+
+
+def test_bf16_compute_keeps_f32_weights():
+    net = DartsNetwork(G.DARTS_V2, 1, 10, C=4, layers=2, auxiliary=False, rngs=nnx.Rngs(0))
+    graphdef, params, stats = nnx.split(net, nnx.Param, nnx.BatchStat)
+    tx = optax.sgd(0.1)
+    step = jax.jit(T.make_train_step(graphdef, tx, 0.4, jnp.bfloat16))
+    batch = {"x": np.ones((4, 8, 8, 1), np.float32), "y": np.arange(4, dtype=np.int32)}
+    p2, s2, _, m = step(params, stats, tx.init(params), batch, jax.random.key(0), jnp.float32(0.0))
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(p2))
+    assert np.isfinite(float(m["loss"]))
