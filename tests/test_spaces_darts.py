@@ -90,3 +90,16 @@ def test_drop_path_keeps_the_expectation():
     y = drop_path(x, 0.3, jax.random.key(0))
     np.testing.assert_allclose(np.unique(np.asarray(y)), [0.0, 3.0 / 0.7], rtol=1e-6)
     np.testing.assert_allclose(float(y.mean()), 3.0, rtol=0.02)
+
+
+def test_evaluation_network_takes_genotypes_with_other_node_counts():
+    from jaxnas.spaces.darts import DartsNetwork
+
+    g = G.from_dict({"normal": [["sep_conv_3x3", 0], ["skip_connect", 1], ["dil_conv_3x3", 2], ["avg_pool_3x3", 0]],
+                     "normal_concat": [2, 3],
+                     "reduce": [["max_pool_3x3", 0], ["sep_conv_5x5", 1], ["skip_connect", 2], ["max_pool_3x3", 1]],
+                     "reduce_concat": [3]})
+    net = DartsNetwork(g, 1, 10, C=4, layers=3, auxiliary=False, rngs=nnx.Rngs(0))
+    assert [c.multiplier for c in net.cells] == [2, 1, 1]
+    logits, aux = net(jnp.ones((2, 8, 8, 1)))
+    assert logits.shape == (2, 10) and aux is None
