@@ -122,10 +122,7 @@ class DartsSupernet(nnx.Module):
             reduction_prev = reduction
             C_pp, C_p = C_p, nodes * c_curr
         self.cells = nnx.List(cells)
-        bound = 1.0 / np.sqrt(C_p)
-        self.classifier = nnx.Linear(C_p, num_classes, kernel_init=torch_default_init,
-                                     bias_init=lambda k, s, d=jnp.float32: jax.random.uniform(k, s, d, -bound, bound),
-                                     rngs=rngs)
+        self.classifier = _torch_linear(C_p, num_classes, rngs)
         shape = (num_edges(nodes), len(self.op_names))
         self.alphas_normal = ArchParam(1e-3 * jax.random.normal(rngs.params(), shape))
         self.alphas_reduce = ArchParam(1e-3 * jax.random.normal(rngs.params(), shape))
