@@ -128,6 +128,13 @@ def _load_py(path: str, arg: str | None) -> ml_collections.ConfigDict:
     return module.get_config(arg) if arg is not None else module.get_config()
 
 
+def from_dict(raw: dict, kind: str) -> ml_collections.ConfigDict:
+    """A config read as data (a run directory's config.json): checked field by field, then completed."""
+    cfg = ml_collections.ConfigDict(raw)
+    _check_against(cfg, DEFAULTS[kind]())
+    return _fill(cfg, kind)
+
+
 def load(spec: str | None, kind: str = "search") -> ml_collections.ConfigDict:
     """``None`` (the tiny default), ``path.py[:arg]`` or ``path.json``; validated and completed."""
     if spec is None:

@@ -14,7 +14,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from flax import nnx
@@ -175,8 +174,7 @@ def evaluate_run(run_dir: str, log=print) -> dict:
             raise JaxnasError(f"{run_dir!r} is not a finished train run: {name} is missing")
     with open(os.path.join(run_dir, "config.json")) as f:
         raw = json.load(f)
-    config_lib._check_against(ml_collections.ConfigDict(raw), config_lib.train_defaults())
-    cfg = config_lib._fill(ml_collections.ConfigDict(raw), "train")
+    cfg = config_lib.from_dict(raw, "train")
     genotype = genotype_lib.load(os.path.join(run_dir, "genotype.json"))
     ds, model, mesh, params, stats, predict = _prepare(cfg, genotype)
     params, stats = checkpoint.load(os.path.join(run_dir, "weights.npz"), params=params, batch_stats=stats)
