@@ -54,12 +54,12 @@ def _unrolled_val_loss(graphdef, state, lr, tb, vb, momentum, wd):
 def test_exact_second_order_hypergradient_matches_finite_differences():
     with jax.enable_x64(True):
         cfg, graphdef, state, w_tx, a_tx, schedule, batches = _setup("second")
+        state = jax.tree.map(lambda x: x.astype(jnp.float64) if x.dtype == jnp.float32 else x, state)
+        batches = [{"x": b["x"].astype(np.float64), "y": b["y"]} for b in batches]
         # take one real step so the momentum buffer is non-zero
         state, _ = jax.jit(B.make_search_step(graphdef, w_tx, a_tx, schedule, "first", cfg.optim))(
             state, batches[0], batches[1])
-        state = jax.tree.map(lambda x: x.astype(jnp.float64) if x.dtype == jnp.float32 else x, state)
-        tb, vb = batches[2], {"x": batches[3]["x"].astype(np.float64), "y": batches[3]["y"]}
-        tb = {"x": tb["x"].astype(np.float64), "y": tb["y"]}
+        tb, vb = batches[2], batches[3]
         lr = 0.1  # larger than DARTS's so the second-order term is clearly visible
         hyper = B.make_hypergradient(graphdef, "second", cfg.optim)
         g = jax.jit(hyper)(state, lr, tb, vb)[0]
