@@ -26,6 +26,7 @@ def cmd_search(args, overrides: list[str]) -> int:
     from jaxnas.search import get_strategy
 
     cfg = config_lib.apply_overrides(config_lib.load(args.config), overrides)
+    config_lib.import_extensions(cfg.run.imports)
     _setup_jax(cfg.run.compile_cache)
     strategy = get_strategy(cfg.search.strategy)
     path = rundir.create(cfg, "search")
@@ -41,6 +42,7 @@ def cmd_train(args, overrides: list[str]) -> int:
     from jaxnas import train as train_lib
 
     cfg = config_lib.apply_overrides(config_lib.load(args.config, "train"), overrides)
+    config_lib.import_extensions(cfg.run.imports)
     if args.genotype:
         cfg.genotype = args.genotype
     _setup_jax(cfg.run.compile_cache)

@@ -30,7 +30,8 @@ def search_defaults() -> ml_collections.ConfigDict:
     c.optim = ml_collections.ConfigDict(dict(
         lr=0.025, lr_min=0.001, momentum=0.9, weight_decay=3e-4, grad_clip=5.0,
         arch_lr=3e-4, arch_beta1=0.5, arch_beta2=0.999, arch_weight_decay=1e-3))
-    c.run = ml_collections.ConfigDict(dict(workdir="runs", name="", devices=0, log_every=10, compile_cache=""))
+    c.run = ml_collections.ConfigDict(dict(workdir="runs", name="", devices=0, log_every=10, compile_cache="",
+                                           imports=""))
     return c
 
 
@@ -58,7 +59,8 @@ def train_defaults() -> ml_collections.ConfigDict:
     c.train = ml_collections.ConfigDict(dict(epochs=600, batch_size=96, eval_batch_size=256,
                                              max_steps_per_epoch=0, dtype="float32"))
     c.optim = ml_collections.ConfigDict(dict(lr=0.025, lr_min=0.0, momentum=0.9, weight_decay=3e-4, grad_clip=5.0))
-    c.run = ml_collections.ConfigDict(dict(workdir="runs", name="", devices=0, log_every=50, compile_cache=""))
+    c.run = ml_collections.ConfigDict(dict(workdir="runs", name="", devices=0, log_every=50, compile_cache="",
+                                           imports=""))
     return c
 
 
@@ -196,6 +198,18 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides: list[str]) -> ml_
                               f"{', '.join(sorted(node[parts[-1]].keys()))}")
         node[parts[-1]] = _parse_value(value, node[parts[-1]], path)
     return cfg
+
+
+def import_extensions(modules: str) -> None:
+    """Import the comma-separated modules of ``run.imports`` (your own ops, spaces, strategies) so that
+    their registrations are visible to the CLI. Like a .py config, this runs code you name."""
+    import importlib
+
+    for name in (m.strip() for m in modules.split(",") if m.strip()):
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise JaxnasError(f"run.imports: cannot import {name!r} ({e}); is it on PYTHONPATH?") from None
 
 
 def to_json(cfg: ml_collections.ConfigDict) -> str:

@@ -175,6 +175,7 @@ def evaluate_run(run_dir: str, log=print) -> dict:
     with open(os.path.join(run_dir, "config.json")) as f:
         raw = json.load(f)
     cfg = config_lib.from_dict(raw, "train")
+    config_lib.import_extensions(cfg.run.imports)
     genotype = genotype_lib.load(os.path.join(run_dir, "genotype.json"))
     ds, model, mesh, params, stats, predict = _prepare(cfg, genotype)
     params, stats = checkpoint.load(os.path.join(run_dir, "weights.npz"), params=params, batch_stats=stats)

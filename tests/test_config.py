@@ -38,3 +38,21 @@ def test_json_configs_are_data_and_checked(tmp_path):
     bad.write_text(json.dumps({"serach": {}}))
     with pytest.raises(JaxnasError, match="unknown config field 'serach'"):
         C.load(str(bad))
+
+
+def test_run_imports_registers_user_ops(tmp_path, monkeypatch):
+    from jaxnas import ops
+
+    (tmp_path / "my_test_ops.py").write_text(
+        "from jaxnas import ops\n\n"
+        "@ops.register_op('my_conv_1x1')\n"
+        "def my_conv_1x1(C, stride, affine, rngs):\n"
+        "    return ops.ReLUConvBN(C, C, 1, stride, 0, affine, rngs=rngs)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        C.import_extensions("my_test_ops")
+        assert ops.resolve_op_set("none,my_conv_1x1") == ("none", "my_conv_1x1")
+    finally:
+        ops.OPS.pop("my_conv_1x1", None)
+    with pytest.raises(JaxnasError, match="cannot import 'no_such_module_xyz'"):
+        C.import_extensions("no_such_module_xyz")
