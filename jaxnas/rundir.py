@@ -13,6 +13,7 @@ import jax
 
 PACKAGES = ("jaxnas", "jax", "jaxlib", "flax", "optax", "chex", "numpy", "tensorflow-datasets", "ml_collections")
 
+
 def package_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for name in PACKAGES:

@@ -20,7 +20,7 @@ from flax import nnx
 
 from jaxnas import checkpoint, data as data_lib, genotype as genotype_lib, metrics as metrics_lib, parallel, rundir
 from jaxnas.errors import JaxnasError
-from jaxnas.search.bilevel import epoch_cosine_lr
+from jaxnas.search.bilevel import epoch_cosine_lr, weight_optimizer
 from jaxnas.spaces.darts import DartsNetwork, count_params
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -119,8 +119,7 @@ def run(cfg, run_dir: str | None = None, log=print) -> dict:
                                augment, cfg.seed, 0, cutout=cfg.data.cutout)
     steps = min(batches.steps_per_epoch, t.max_steps_per_epoch or batches.steps_per_epoch)
     schedule = epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, t.epochs, steps)
-    tx = optax.chain(optax.clip_by_global_norm(cfg.optim.grad_clip), optax.add_decayed_weights(cfg.optim.weight_decay),
-                     optax.sgd(schedule, momentum=cfg.optim.momentum))
+    tx = weight_optimizer(cfg.optim, schedule)
     graphdef = nnx.split(model, nnx.Param, nnx.BatchStat, ...)[0]
     repl, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
     step = jax.jit(make_train_step(graphdef, tx, cfg.model.auxiliary_weight, DTYPES[t.dtype]),
