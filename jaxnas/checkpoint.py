@@ -44,3 +44,73 @@ def load(path: str, **templates):
             values.append(arrays[full])
         out.append(jax.tree_util.tree_unflatten(treedef, values))
     return out
+
+
+class Checkpointer:
+    """Periodic, atomic checkpoints of a run's full state with orbax, keeping the last ``keep``.
+
+    A checkpoint is a flat dict of named numpy arrays (the template pytree's key paths)
+    plus a JSON ``meta`` dict (position in the data order, running sums, ...). Orbax
+    writes into a temporary directory and renames it when complete, so a write cut
+    short by SIGKILL is never listed; a finished checkpoint that fails to load is
+    skipped with a warning and the one before it is used. Saving copies the arrays
+    to host memory first, so the caller may donate or overwrite its buffers at once.
+    """
+
+    def __init__(self, directory: str, keep: int = 3, log=print):
+        import orbax.checkpoint as ocp
+
+        if keep < 1:
+            raise JaxnasError(f"run.keep_checkpoints must be at least 1, got {keep}")
+        self._ocp = ocp
+        self.directory = os.path.abspath(directory)
+        self.log = log
+        self._mngr = ocp.CheckpointManager(
+            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                                                 enable_async_checkpointing=True))
+
+    def steps(self) -> list[int]:
+        return sorted(self._mngr.all_steps())
+
+    def save(self, step: int, tree, meta: dict) -> None:
+        """Start writing checkpoint ``step`` (asynchronously, after a synchronous copy to host)."""
+        ocp = self._ocp
+        arrays = {k: np.array(v, copy=True) for k, v in _flat(tree).items()}
+        self._mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(arrays),
+                                                      meta=ocp.args.JsonSave(meta)), force=True)
+
+    def restore(self, template):
+        """``(tree, meta, step)`` from the newest loadable checkpoint, or None when there is none."""
+        ocp = self._ocp
+        for step in reversed(self.steps()):
+            try:
+                out = self._mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
+                                                                       meta=ocp.args.JsonRestore()))
+                tree = _unflat(template, out["state"], f"checkpoint {step}")
+            except Exception as e:  # a damaged checkpoint: say so and fall back to the previous one
+                self.log(f"warning: checkpoint {step} in {self.directory} cannot be loaded ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}); trying an older one")
+                continue
+            return tree, out["meta"], step
+        return None
+
+    def wait(self) -> None:
+        self._mngr.wait_until_finished()
+
+    def close(self) -> None:
+        self._mngr.wait_until_finished()
+        self._mngr.close()
+
+
+def _unflat(template, arrays: dict, where: str):
+    leaves, treedef = jax.tree_util.tree_flatten(template)
+    values = []
+    for (key, ref), leaf in zip(_flat(template).items(), leaves):
+        if key not in arrays:
+            raise JaxnasError(f"{where} has no array {key!r}")
+        value = np.asarray(arrays[key])
+        if value.shape != ref.shape or value.dtype != ref.dtype:
+            raise JaxnasError(f"{where}: {key!r} is {value.dtype}{list(value.shape)}, "
+                              f"the model expects {ref.dtype}{list(ref.shape)}")
+        values.append(value)
+    return jax.tree_util.tree_unflatten(treedef, values)

@@ -20,35 +20,50 @@ def _setup_jax(cache_dir: str) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
-def cmd_search(args, overrides: list[str]) -> int:
+def _resolve(args, overrides: list[str], kind: str):
+    """The run's config and directory: a new run, or ``--resume`` of an existing one."""
     from jaxnas import config as config_lib
-    from jaxnas import rundir
-    from jaxnas.search import get_strategy
+    from jaxnas import distributed, rundir
 
-    cfg = config_lib.apply_overrides(config_lib.load(args.config), overrides)
+    extra = [f"--config.genotype={args.genotype}"] if getattr(args, "genotype", "") else []
+    if args.resume:
+        cfg = config_lib.for_resume(args.resume, args.config, overrides + extra, kind)
+    else:
+        cfg = config_lib.apply_overrides(config_lib.load(args.config, kind), overrides + extra)
     config_lib.import_extensions(cfg.run.imports)
     _setup_jax(cfg.run.compile_cache)
-    strategy = get_strategy(cfg.search.strategy)
-    path = rundir.create(cfg, "search")
+    distributed.initialize(cfg.run, log=lambda msg: print(msg, flush=True))
+    if args.resume:
+        path = args.resume
+        rundir.record_resume(path)
+    else:
+        path = rundir.create(cfg, kind)
     print(f"run directory: {path}", flush=True)
-    result = strategy(cfg, path, log=lambda msg: print(msg, flush=True))
-    print(f"final genotype: {result['genotype']}")
+    return cfg, path
+
+
+def _log(msg: str) -> None:
+    import jax
+
+    if jax.process_index() == 0:
+        print(msg, flush=True)
+
+
+def cmd_search(args, overrides: list[str]) -> int:
+    from jaxnas.search import get_strategy
+
+    cfg, path = _resolve(args, overrides, "search")
+    strategy = get_strategy(cfg.search.strategy)
+    result = strategy(cfg, path, log=_log, resume=bool(args.resume))
+    _log(f"final genotype: {result['genotype']}")
     return 0
 
 
 def cmd_train(args, overrides: list[str]) -> int:
-    from jaxnas import config as config_lib
-    from jaxnas import rundir
     from jaxnas import train as train_lib
 
-    cfg = config_lib.apply_overrides(config_lib.load(args.config, "train"), overrides)
-    config_lib.import_extensions(cfg.run.imports)
-    if args.genotype:
-        cfg.genotype = args.genotype
-    _setup_jax(cfg.run.compile_cache)
-    path = rundir.create(cfg, "train")
-    print(f"run directory: {path}", flush=True)
-    train_lib.run(cfg, path, log=lambda msg: print(msg, flush=True))
+    cfg, path = _resolve(args, overrides, "train")
+    train_lib.run(cfg, path, log=_log, resume=bool(args.resume))
     return 0
 
 
@@ -96,10 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="Override any config field with --config.<field>=<value>, "
                               "e.g. --config.search.epochs=3 --config.space.ops=none,skip_connect,sep_conv_3x3")
     s.add_argument("--config", default=None, help="configs/<name>.py[:arg] or a .json config (default: tiny digits)")
+    s.add_argument("--resume", default="", metavar="RUN_DIR", help="continue a stopped search from its last checkpoint")
     s.set_defaults(fn=cmd_search)
     t = sub.add_parser("train", help="retrain a genotype from scratch and test it (default: DARTS_V2, tiny, digits)")
     t.add_argument("--config", default=None, help="configs/<name>.py[:arg] or a .json config (default: tiny digits)")
     t.add_argument("--genotype", default="", help="a published name (DARTS_V2) or runs/<search run>/genotype.json")
+    t.add_argument("--resume", default="", metavar="RUN_DIR", help="continue a stopped training from its last checkpoint")
     t.set_defaults(fn=cmd_train)
     e = sub.add_parser("eval", help="reload a train run's weights and recompute its test metrics")
     e.add_argument("run_dir")
@@ -116,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from jaxnas.errors import JaxnasError
+    from jaxnas.loop import Preempted
 
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
@@ -128,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     except (JaxnasError, _UsageError) as e:
         print(f"jaxnas: error: {e}", file=sys.stderr)
         return 2
+    except Preempted as e:
+        print(f"jaxnas: stopped by {e}", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("jaxnas: interrupted", file=sys.stderr)
         return 130

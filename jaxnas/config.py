@@ -19,6 +19,15 @@ import ml_collections
 from jaxnas.errors import JaxnasError
 
 
+def run_defaults(log_every: int, checkpoint_every: int) -> ml_collections.ConfigDict:
+    """Where a run writes, how it logs and checkpoints, and how it joins other processes."""
+    return ml_collections.ConfigDict(dict(
+        workdir="runs", name="", devices=0, log_every=log_every, compile_cache="", imports="",
+        checkpoint_every=checkpoint_every,  # steps between checkpoints (0: epoch ends only); always at epoch ends
+        keep_checkpoints=3, tensorboard=True, progress=True,
+        coordinator="", num_processes=0, process_id=-1, init_timeout=120))  # see jaxnas/distributed.py
+
+
 def search_defaults() -> ml_collections.ConfigDict:
     """DARTS's train_search.py defaults (CIFAR-10, first order)."""
     c = ml_collections.ConfigDict()
@@ -30,8 +39,7 @@ def search_defaults() -> ml_collections.ConfigDict:
     c.optim = ml_collections.ConfigDict(dict(
         lr=0.025, lr_min=0.001, momentum=0.9, weight_decay=3e-4, grad_clip=5.0,
         arch_lr=3e-4, arch_beta1=0.5, arch_beta2=0.999, arch_weight_decay=1e-3))
-    c.run = ml_collections.ConfigDict(dict(workdir="runs", name="", devices=0, log_every=10, compile_cache="",
-                                           imports=""))
+    c.run = run_defaults(log_every=10, checkpoint_every=100)
     return c
 
 
@@ -59,8 +67,7 @@ def train_defaults() -> ml_collections.ConfigDict:
     c.train = ml_collections.ConfigDict(dict(epochs=600, batch_size=96, eval_batch_size=256,
                                              max_steps_per_epoch=0, dtype="float32"))
     c.optim = ml_collections.ConfigDict(dict(lr=0.025, lr_min=0.0, momentum=0.9, weight_decay=3e-4, grad_clip=5.0))
-    c.run = ml_collections.ConfigDict(dict(workdir="runs", name="", devices=0, log_every=50, compile_cache="",
-                                           imports=""))
+    c.run = run_defaults(log_every=50, checkpoint_every=500)
     return c
 
 
@@ -214,3 +221,42 @@ def import_extensions(modules: str) -> None:
 
 def to_json(cfg: ml_collections.ConfigDict) -> str:
     return json.dumps(cfg.to_dict(), indent=2, sort_keys=True)
+
+
+# Fields that may change when a run resumes: they affect logging, checkpointing and
+# process placement, never the numbers computed.
+RESUME_FREE = ("run.workdir", "run.name", "run.log_every", "run.compile_cache", "run.checkpoint_every",
+               "run.keep_checkpoints", "run.tensorboard", "run.progress", "run.coordinator",
+               "run.num_processes", "run.process_id", "run.init_timeout")
+
+
+def flatten(cfg, prefix: str = "") -> dict:
+    out = {}
+    for k, v in cfg.items():
+        if isinstance(v, (ml_collections.ConfigDict, dict)):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def for_resume(run_dir: str, spec: str | None, overrides: list[str], kind: str) -> ml_collections.ConfigDict:
+    """The config of the run in ``run_dir``; ``spec``/``overrides`` may only restate it (or change RESUME_FREE)."""
+    path = os.path.join(run_dir, "config.json")
+    meta = os.path.join(run_dir, "meta.json")
+    if not os.path.isdir(run_dir) or not os.path.exists(path) or not os.path.exists(meta):
+        raise JaxnasError(f"--resume {run_dir!r}: not a jaxnas run directory (config.json and meta.json expected)")
+    with open(meta) as f:
+        saved_kind = json.load(f).get("kind")
+    if saved_kind != kind:
+        raise JaxnasError(f"--resume {run_dir!r} is a {saved_kind} run, not a {kind} run")
+    with open(path) as f:
+        saved = from_dict(json.load(f), kind)
+    cfg = apply_overrides(load(spec, kind) if spec else from_dict(saved.to_dict(), kind), overrides)
+    a, b = flatten(saved), flatten(cfg)
+    diff = [k for k in sorted(set(a) | set(b)) if k not in RESUME_FREE and a.get(k) != b.get(k)]
+    if diff:
+        shown = "; ".join(f"{k}: run has {a.get(k)!r}, command line gives {b.get(k)!r}" for k in diff[:4])
+        raise JaxnasError(f"--resume {run_dir!r}: the config disagrees with the run's ({shown}"
+                          f"{'; ...' if len(diff) > 4 else ''}); only {', '.join(RESUME_FREE)} may change")
+    return cfg

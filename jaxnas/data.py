@@ -173,29 +173,37 @@ def resolve_augment(augment: str, dataset_name: str) -> str:
     return DEFAULT_AUGMENT.get(dataset_name, "none") if augment == "auto" else augment
 
 
-def augment_batch(x: np.ndarray, kind: str, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
-    """Random crop of the zero-padded image (torchvision RandomCrop(padding=4)) and random flip."""
+def augment_batch(x: np.ndarray, kind: str, rng: np.random.Generator, pad: int = 4,
+                  total: int | None = None, part: slice = slice(None)) -> np.ndarray:
+    """Random crop of the zero-padded image (torchvision RandomCrop(padding=4)) and random flip.
+
+    ``x`` may be the rows ``part`` of a batch of ``total`` images: the draws are made for the
+    whole batch, so every process of a multi-host run augments its rows as one process would.
+    """
     if kind == "none":
         return x
     n, h, w, _ = x.shape
+    total = total or n
     padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    dy = rng.integers(0, 2 * pad + 1, n)
-    dx = rng.integers(0, 2 * pad + 1, n)
+    dy = rng.integers(0, 2 * pad + 1, total)[part]
+    dx = rng.integers(0, 2 * pad + 1, total)[part]
     rows = dy[:, None] + np.arange(h)[None, :]
     cols = dx[:, None] + np.arange(w)[None, :]
     out = padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
     if kind == "crop_flip":
-        flip = rng.random(n) < 0.5
+        flip = rng.random(total)[part] < 0.5
         out[flip] = out[flip, :, ::-1]
     return out
 
 
-def cutout(x: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray:
+def cutout(x: np.ndarray, length: int, rng: np.random.Generator, total: int | None = None,
+           part: slice = slice(None)) -> np.ndarray:
     """DARTS Cutout: zero one length x length square per image, centred uniformly, clipped at the borders."""
     if length <= 0:
         return x
     n, h, w, _ = x.shape
-    cy, cx = rng.integers(0, h, n), rng.integers(0, w, n)
+    total = total or n
+    cy, cx = rng.integers(0, h, total)[part], rng.integers(0, w, total)[part]
     rows, cols = np.arange(h)[None, :], np.arange(w)[None, :]
     in_y = (rows >= (cy - length // 2)[:, None]) & (rows < (cy + length // 2)[:, None])
     in_x = (cols >= (cx - length // 2)[:, None]) & (cols < (cx + length // 2)[:, None])
@@ -219,14 +227,23 @@ class Batcher:
         self.mean, self.std = mean.astype(np.float32), std.astype(np.float32)
         self.steps_per_epoch = len(indices) // batch_size
 
-    def batch(self, epoch: int, step: int) -> dict:
-        """Batch ``step`` of ``epoch``; steps past the end of an epoch wrap into later permutations."""
+    def batch(self, epoch: int, step: int, part: tuple[int, int] = (0, 1)) -> dict:
+        """Batch ``step`` of ``epoch``; steps past the end of an epoch wrap into later permutations.
+
+        ``part = (i, n)`` loads only the i-th of n equal row blocks (one process's share);
+        the blocks of all parts together equal the whole batch.
+        """
+        index, count = part
+        if self.batch_size % count:
+            raise JaxnasError(f"batch size {self.batch_size} is not divisible by the process count {count}")
         cycle, step = divmod(step, self.steps_per_epoch)
         perm = np.random.default_rng([self.seed, self.stream, epoch, cycle]).permutation(self.indices)
-        idx = perm[step * self.batch_size:(step + 1) * self.batch_size]
+        n = self.batch_size // count
+        rows = slice(index * n, (index + 1) * n)
+        idx = perm[step * self.batch_size:(step + 1) * self.batch_size][rows]
         rng = np.random.default_rng([self.seed, self.stream, epoch, cycle, step, 1])
-        x = augment_batch(self.x[idx], self.augment, rng)
-        x = cutout((to_unit(x) - self.mean) / self.std, self.cutout, rng)
+        x = augment_batch(self.x[idx], self.augment, rng, total=self.batch_size, part=rows)
+        x = cutout((to_unit(x) - self.mean) / self.std, self.cutout, rng, total=self.batch_size, part=rows)
         return {"x": x, "y": self.y[idx]}
 
     def epoch(self, epoch: int) -> Iterator[dict]:

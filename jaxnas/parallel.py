@@ -41,13 +41,32 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 
 def check_batch(batch_size: int, mesh: Mesh) -> None:
     n = mesh.devices.size
+    if batch_size % jax.process_count():
+        raise JaxnasError(f"batch size {batch_size} is not divisible by the process count {jax.process_count()}")
     if batch_size % n:
         raise JaxnasError(f"batch size {batch_size} is not divisible by the device count {n}")
 
 
-def put_batch(batch: dict, mesh: Mesh) -> dict:
-    """Place a host batch (numpy arrays, leading axis = global batch) split over the mesh."""
-    return jax.device_put(batch, batch_sharded(mesh))
+def local_part() -> tuple[int, int]:
+    """``(process index, process count)``: which rows of each global batch this process feeds."""
+    return jax.process_index(), jax.process_count()
+
+
+def put_batch(batch: dict, mesh: Mesh, local: bool = False) -> dict:
+    """Place a batch split over the mesh: ``batch`` holds the global batch, or with ``local``
+    only this process's contiguous rows of it (what ``Batcher.batch(..., part=local_part())`` gives)."""
+    sharding = batch_sharded(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put(batch, sharding)
+    index, count = local_part()
+
+    def put(x):
+        if not local:
+            n = x.shape[0] // count
+            x = x[index * n:(index + 1) * n]
+        return jax.make_array_from_process_local_data(sharding, x, (x.shape[0] * count,) + x.shape[1:])
+
+    return {k: put(v) for k, v in batch.items()}
 
 
 def put_replicated(tree, mesh: Mesh):

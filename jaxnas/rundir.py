@@ -11,7 +11,10 @@ from importlib import metadata
 
 import jax
 
-PACKAGES = ("jaxnas", "jax", "jaxlib", "flax", "optax", "chex", "numpy", "tensorflow-datasets", "ml_collections")
+from jaxnas.errors import JaxnasError
+
+PACKAGES = ("jaxnas", "jax", "jaxlib", "flax", "optax", "chex", "numpy", "tensorflow-datasets", "ml_collections",
+            "orbax-checkpoint", "tensorboardX")
 
 
 def package_versions() -> dict[str, str]:
@@ -24,10 +27,17 @@ def package_versions() -> dict[str, str]:
     return out
 
 def create(cfg, kind: str) -> str:
-    """Make ``<workdir>/<name or timestamp-kind>`` and write config.json and meta.json into it."""
+    """Make ``<workdir>/<name or timestamp-kind>`` and write config.json and meta.json into it (process 0)."""
+    if jax.process_count() > 1 and not cfg.run.name:
+        raise JaxnasError("a multi-process run needs --config.run.name so that all processes share one run directory")
     name = cfg.run.name or f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{kind}-{cfg.data.name.replace('/', '_')}"
     path = os.path.join(cfg.run.workdir, name)
     os.makedirs(path, exist_ok=True)
+    if jax.process_index() != 0:
+        return path
+    if os.path.exists(os.path.join(path, "checkpoints")):
+        raise JaxnasError(f"run directory {path!r} already holds a run; continue it with --resume {path} "
+                          f"or choose another run.name")
     write_json(os.path.join(path, "config.json"), cfg.to_dict())
     devices = jax.devices()
     write_json(os.path.join(path, "meta.json"), {
@@ -43,6 +53,15 @@ def create(cfg, kind: str) -> str:
         "process_count": jax.process_count(),
     })
     return path
+
+def record_resume(path: str) -> None:
+    """Append when, with how many devices and what command a run was resumed (resumes.jsonl)."""
+    if jax.process_index() == 0:
+        append_jsonl(os.path.join(path, "resumes.jsonl"), {
+            "time": datetime.datetime.now().isoformat(timespec="seconds"), "command": sys.argv,
+            "device_count": jax.device_count(), "device_kind": jax.devices()[0].device_kind,
+            "process_count": jax.process_count(), "versions": package_versions()})
+
 
 def write_json(path: str, obj) -> None:
     """Write JSON atomically (temp file + rename), so a killed run never leaves half a file."""

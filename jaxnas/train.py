@@ -8,7 +8,6 @@ once on the held-out test split, which is never used for any choice.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 
@@ -18,7 +17,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxnas import checkpoint, data as data_lib, genotype as genotype_lib, metrics as metrics_lib, parallel, rundir
+from jaxnas import checkpoint, loop, parallel, rundir, writers
+from jaxnas import data as data_lib, genotype as genotype_lib, metrics as metrics_lib
 from jaxnas.errors import JaxnasError
 from jaxnas.search.bilevel import epoch_cosine_lr, weight_optimizer
 from jaxnas.spaces.darts import DartsNetwork, count_params
@@ -60,7 +60,7 @@ def make_train_step(graphdef, tx, aux_weight: float, dtype) -> callable:
         updates, opt = tx.update(g, opt, params)
         params = optax.apply_updates(params, updates)
         acc = (jnp.argmax(logits, -1) == batch["y"]).mean()
-        return params, stats, opt, {"loss": loss, "total_loss": total, "acc": acc}
+        return params, stats, opt, {"loss": loss, "total_loss": total, "acc": acc, "grad_norm": optax.tree.norm(g)}
 
     return step
 
@@ -105,13 +105,19 @@ def _prepare(cfg, genotype):
     return ds, model, mesh, params, stats, predict
 
 
-def run(cfg, run_dir: str | None = None, log=print) -> dict:
-    """Retrain ``cfg.genotype`` as configured, then test; writes weights and test metrics into ``run_dir``."""
+def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dict:
+    """Retrain ``cfg.genotype`` as configured, then test; writes weights and test metrics into ``run_dir``.
+
+    Checkpoints (weights, BN statistics, optimizer, PRNG key, position) every
+    ``run.checkpoint_every`` steps and at each epoch end; ``resume`` continues bit for bit.
+    """
     if cfg.train.dtype not in DTYPES:
         raise JaxnasError(f"unknown train.dtype {cfg.train.dtype!r}; allowed: {', '.join(DTYPES)}")
     genotype = genotype_lib.load(cfg.genotype)
     ds, model, mesh, params, stats, predict = _prepare(cfg, genotype)
     t = cfg.train
+    if t.epochs < 1:
+        raise JaxnasError(f"train.epochs must be positive, got {t.epochs}")
     parallel.check_batch(t.batch_size, mesh)
     mean, std = ds.mean_std()
     augment = data_lib.resolve_augment(cfg.data.augment, ds.name)
@@ -124,40 +130,104 @@ def run(cfg, run_dir: str | None = None, log=print) -> dict:
     repl, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
     step = jax.jit(make_train_step(graphdef, tx, cfg.model.auxiliary_weight, DTYPES[t.dtype]),
                    in_shardings=(repl, repl, repl, data, repl, repl), out_shardings=repl, donate_argnums=(0, 1, 2))
-    params, stats = parallel.put_replicated((params, stats), mesh)
-    opt = parallel.put_replicated(tx.init(params), mesh)
+    opt = tx.init(params)
     key = jax.random.key(cfg.seed)
+    part = parallel.local_part()
+
+    ckpt = checkpoint.Checkpointer(os.path.join(run_dir, "checkpoints"), cfg.run.keep_checkpoints, log) \
+        if run_dir else None
+    start, sums, history = 0, {"loss": 0.0, "acc": 0.0}, []
+    if resume:
+        if ckpt is None:
+            raise JaxnasError("resume needs a run directory")
+        template = {"params": params, "stats": stats, "opt": opt, "key": jax.random.key_data(key)}
+        restored = ckpt.restore(jax.device_get(template))
+        if restored is None:
+            log(f"no checkpoint in {ckpt.directory}; starting from step 0")
+        else:
+            tree, meta, start = restored
+            if meta["steps_per_epoch"] != steps:
+                raise JaxnasError(f"checkpoint {start} was written with {meta['steps_per_epoch']} steps per epoch, "
+                                  f"this run has {steps}; was the dataset changed?")
+            params, stats, opt = tree["params"], tree["stats"], tree["opt"]
+            key = jax.random.wrap_key_data(tree["key"])
+            sums = meta["sums"]
+            if jax.process_index() == 0:
+                writers.truncate_jsonl(os.path.join(run_dir, "steps.jsonl"), lambda r: r["step"] <= start)
+                writers.truncate_jsonl(os.path.join(run_dir, "metrics.jsonl"), lambda r: r["epoch"] <= start // steps)
+            history = [r for r in rundir.read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
+                       if r["epoch"] <= start // steps] if os.path.exists(os.path.join(run_dir, "metrics.jsonl")) else []
+            log(f"resumed from the checkpoint at step {start} (epoch {start // steps + 1}, step {start % steps + 1} next)")
+    params, stats, opt = parallel.put_replicated((params, stats, opt), mesh)
+    writer = writers.MetricWriter(run_dir, start, cfg.run.tensorboard)
+
+    def save(gstep: int) -> None:
+        if ckpt is not None:
+            ckpt.save(gstep, {"params": params, "stats": stats, "opt": opt, "key": jax.random.key_data(key)},
+                      {"step": gstep, "steps_per_epoch": steps, "sums": {k: float(v) for k, v in sums.items()},
+                       "devices": int(mesh.devices.size), "processes": jax.process_count()})
+
     log(f"train: genotype {genotype} | {count_params(model) / 1e6:.3f}M params (auxiliary head excluded) | "
         f"C={cfg.model.C} layers={cfg.model.layers} | data={ds.name} train/test {len(ds.x_train)}/{len(ds.x_test)} "
-        f"| {mesh.devices.size} x {jax.devices()[0].device_kind} | {steps} steps/epoch")
-    history, t0 = [], time.time()
-    for epoch in range(t.epochs):
-        drop_prob = cfg.model.drop_path_prob * epoch / t.epochs
-        sums, t_epoch = {"loss": 0.0, "acc": 0.0}, time.time()
-        for i in range(steps):
-            key, sub = jax.random.split(key)
-            batch = parallel.put_batch(batches.batch(epoch, i), mesh)
-            params, stats, opt, m = step(params, stats, opt, batch, sub, jnp.float32(drop_prob))
-            if (i + 1) % cfg.run.log_every == 0 or i + 1 == steps:
-                loss = float(m["loss"])
-                if not math.isfinite(loss):
-                    raise JaxnasError(f"non-finite train loss ({loss}) at epoch {epoch + 1} step {i + 1}; stopping")
-                log(f"epoch {epoch + 1}/{t.epochs} step {i + 1}/{steps} | loss {loss:.4f} acc {float(m['acc']):.3f}"
-                    f" | drop-path {drop_prob:.3f}")
-            sums = {k: sums[k] + m[k] for k in sums}
-        record = {"epoch": epoch + 1, "train_loss": float(sums["loss"]) / steps,
-                  "train_acc": float(sums["acc"]) / steps, "drop_prob": drop_prob,
-                  "time_s": round(time.time() - t0, 2)}
-        history.append(record)
-        log(f"epoch {epoch + 1}/{t.epochs} done in {time.time() - t_epoch:.1f}s | train loss {record['train_loss']:.4f}"
-            f" acc {record['train_acc']:.4f}")
-        if run_dir:
-            rundir.append_jsonl(os.path.join(run_dir, "metrics.jsonl"), record)
+        f"| {mesh.devices.size} x {jax.devices()[0].device_kind} in {jax.process_count()} process(es) | "
+        f"{steps} steps/epoch")
+    progress = loop.Progress(t.epochs * steps, start, "train", cfg.run.progress and jax.process_index() == 0)
+    guard, t0 = loop.FiniteGuard(), time.time()
+    try:
+        with loop.StopOnSignal() as stop:
+            for epoch in range(start // steps, t.epochs):
+                drop_prob = cfg.model.drop_path_prob * epoch / t.epochs
+                first = start - epoch * steps if epoch == start // steps else 0
+                if first == 0:
+                    sums = {"loss": 0.0, "acc": 0.0}
+                t_epoch = time.time()
+                for i in range(first, steps):
+                    gstep = epoch * steps + i + 1
+                    key, sub = jax.random.split(key)
+                    batch = parallel.put_batch(batches.batch(epoch, i, part), mesh, local=True)
+                    params, stats, opt, m = step(params, stats, opt, batch, sub, jnp.float32(drop_prob))
+                    guard.push(gstep, {"train loss": m["total_loss"], "gradient norm": m["grad_norm"]})
+                    progress.update()
+                    if (i + 1) % cfg.run.log_every == 0 or i + 1 == steps:
+                        guard.flush()
+                        loss, acc = float(m["loss"]), float(m["acc"])
+                        progress.write(f"epoch {epoch + 1}/{t.epochs} step {i + 1}/{steps} | loss {loss:.4f} "
+                                       f"acc {acc:.3f} | drop-path {drop_prob:.3f} | "
+                                       f"{progress.rate() * t.batch_size:.1f} img/s | ETA {progress.eta()}", log)
+                        writer.write("steps", gstep, {"epoch": epoch + 1, "step": gstep, "loss": loss, "acc": acc,
+                                                      "lr": float(schedule(gstep - 1))})
+                    sums = {k: sums[k] + m[k] for k in sums}
+                    if i + 1 < steps and (stop.signum or (cfg.run.checkpoint_every
+                                                          and gstep % cfg.run.checkpoint_every == 0)):
+                        guard.flush()
+                        save(gstep)
+                        if stop.signum:
+                            ckpt and ckpt.wait()
+                            raise loop.Preempted(stop.signum, gstep, run_dir)
+                guard.flush()
+                gstep = (epoch + 1) * steps
+                record = {"epoch": epoch + 1, "step": gstep, "train_loss": float(sums["loss"]) / steps,
+                          "train_acc": float(sums["acc"]) / steps, "drop_prob": drop_prob,
+                          "time_s": round(time.time() - t0, 2)}
+                history.append(record)
+                progress.write(f"epoch {epoch + 1}/{t.epochs} done in {time.time() - t_epoch:.1f}s | train loss "
+                               f"{record['train_loss']:.4f} acc {record['train_acc']:.4f} | ETA {progress.eta()}", log)
+                writer.write("metrics", gstep, record)
+                writer.flush()
+                save(gstep)
+                if stop.signum:
+                    ckpt and ckpt.wait()
+                    raise loop.Preempted(stop.signum, gstep, run_dir)
+    finally:  # pending checkpoint writes finish even when the run stops with an error
+        progress.close()
+        writer.close()
+        if ckpt is not None:
+            ckpt.close()
     result = test_metrics(predict, params, stats, ds.x_test, ds.y_test, ds.num_classes, t.eval_batch_size,
                           mean, std, mesh)
     result["params"] = count_params(model)
     log("test metrics (held-out test split, used for nothing else):\n" + metrics_lib.table(result))
-    if run_dir:
+    if run_dir and jax.process_index() == 0:
         genotype_lib.save(genotype, os.path.join(run_dir, "genotype.json"))
         checkpoint.save(os.path.join(run_dir, "weights.npz"), params=params, batch_stats=stats)
         rundir.write_json(os.path.join(run_dir, "test_metrics.json"), result)

@@ -69,3 +69,16 @@ def test_batches_are_a_pure_function_of_seed_epoch_step():
     assert len(epoch) == b1.steps_per_epoch * 32
     with pytest.raises(JaxnasError, match="train_portion"):
         data.search_split(10, 1.0)
+
+
+def test_process_parts_of_a_batch_make_the_whole_batch():
+    ds = data.load_digits()
+    mean, std = ds.mean_std()
+    b = data.Batcher(ds.x_train, ds.y_train, np.arange(len(ds.x_train)), 32, mean, std, "crop_flip", seed=1,
+                     stream=0, cutout=3)
+    whole = b.batch(1, 4)
+    parts = [b.batch(1, 4, part=(i, 4)) for i in range(4)]
+    for k in ("x", "y"):
+        np.testing.assert_array_equal(np.concatenate([p[k] for p in parts]), whole[k])
+    with pytest.raises(JaxnasError, match="not divisible by the process count 3"):
+        b.batch(0, 0, part=(0, 3))

@@ -32,12 +32,15 @@ def test_tiny_search_end_to_end(tmp_path):
     assert len(rundir.read_jsonl(os.path.join(path, "metrics.jsonl"))) == 4
 
 
-def test_non_finite_loss_stops_with_the_step_and_quantity():
+def test_finite_guard_checks_one_step_late_and_names_step_and_quantity():
     import pytest
 
     from jaxnas.errors import JaxnasError
-    from jaxnas.search.darts import _finite_or_die
+    from jaxnas.loop import FiniteGuard
 
-    _finite_or_die({"train_loss": 1.0, "val_loss": 2.0}, 3)
-    with pytest.raises(JaxnasError, match=r"non-finite val_loss \(nan\) at step 7"):
-        _finite_or_die({"train_loss": 1.0, "val_loss": float("nan")}, 7)
+    guard = FiniteGuard()
+    guard.push(6, {"train_loss": 1.0, "alpha_grad_norm": 2.0})
+    guard.push(7, {"train_loss": 1.0, "alpha_grad_norm": float("inf")})  # checks step 6 only
+    with pytest.raises(JaxnasError, match=r"non-finite alpha_grad_norm=inf at step 7"):
+        guard.flush()
+    assert guard.flush() is None

@@ -6,7 +6,6 @@ run epochs, evaluate the search-val split and derive the genotype after each epo
 
 from __future__ import annotations
 
-import math
 import os
 import time
 
@@ -16,7 +15,7 @@ from flax import nnx
 
 from jaxnas import data as data_lib
 from jaxnas import genotype as genotype_lib
-from jaxnas import parallel, rundir
+from jaxnas import checkpoint, loop, parallel, rundir, writers
 from jaxnas.errors import JaxnasError
 from jaxnas.search import register_strategy
 from jaxnas.search.bilevel import (alpha_optimizer, epoch_cosine_lr, init_state, make_eval_step,
@@ -34,12 +33,6 @@ def alphas_record(alphas) -> dict:
     return out
 
 
-def _finite_or_die(metrics: dict, step: int) -> None:
-    for name, value in metrics.items():
-        if not math.isfinite(value):
-            raise JaxnasError(f"non-finite {name} ({value}) at step {step}; stopping (lower the learning rate?)")
-
-
 def evaluate(eval_fn, state, x, y, batch_size, mean, std, mesh) -> tuple[float, float]:
     """Loss and accuracy over all of (x, y) with BN running statistics."""
     loss_sum, correct = 0.0, 0.0
@@ -50,9 +43,49 @@ def evaluate(eval_fn, state, x, y, batch_size, mean, std, mesh) -> tuple[float, 
     return loss_sum / len(x), correct / len(x)
 
 
+def _alpha_scalars(alphas, op_names) -> dict:
+    """softmax(alpha) of every edge and op as flat scalars for TensorBoard (``normal/e3/sep_conv_3x3``)."""
+    out = {}
+    for key, var in alphas.items():
+        w = np.asarray(jax.nn.softmax(np.asarray(var[...]), axis=-1))
+        for e, row in enumerate(w):
+            for op, v in zip(op_names, row):
+                out[f"{key}/e{e}/{op}"] = float(v)
+    return out
+
+
+def _restore(ckpt, state, steps: int, run_dir: str, mesh, log):
+    """Load the newest good checkpoint into ``state``; trim the logs written after it."""
+    restored = ckpt.restore(jax.device_get(state))
+    if restored is None:
+        log(f"no checkpoint in {ckpt.directory}; starting from step 0")
+        return state, 0, {}, 0, []
+    host_state, meta, start = restored
+    if meta["steps_per_epoch"] != steps:
+        raise JaxnasError(f"checkpoint {start} was written with {meta['steps_per_epoch']} steps per epoch, "
+                          f"this run has {steps}; was the dataset changed?")
+    if meta.get("devices") != mesh.devices.size:
+        log(f"warning: the run used {meta.get('devices')} devices, resuming on {mesh.devices.size}: the result "
+            f"will not be bit-identical to an uninterrupted run (see docs/determinism.md)")
+    epochs_done = start // steps
+    if jax.process_index() == 0:
+        writers.truncate_jsonl(os.path.join(run_dir, "steps.jsonl"), lambda r: r["step"] <= start)
+        for name in ("metrics.jsonl", "alphas.jsonl"):
+            writers.truncate_jsonl(os.path.join(run_dir, name), lambda r: r["epoch"] <= epochs_done)
+    path = os.path.join(run_dir, "metrics.jsonl")
+    history = rundir.read_jsonl(path) if os.path.exists(path) else []
+    history = [r for r in history if r["epoch"] <= epochs_done]
+    log(f"resumed from the checkpoint at step {start} (epoch {epochs_done + 1}, step {start % steps + 1} next)")
+    return parallel.put_replicated(host_state, mesh), start, meta["sums"], meta["count"], history
+
+
 @register_strategy("darts")
-def run(cfg, run_dir: str | None = None, log=print) -> dict:
-    """Run a DARTS search as configured; returns the final genotype and last epoch's metrics."""
+def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dict:
+    """Run a DARTS search as configured; returns the final genotype and the per-epoch history.
+
+    With ``run_dir`` it checkpoints every ``run.checkpoint_every`` steps and at each
+    epoch end; ``resume`` continues from the newest good checkpoint there, bit for bit.
+    """
     ds = data_lib.load_dataset(cfg.data.name, cfg.data.data_dir)
     mean, std = ds.mean_std()
     train_idx, val_idx = data_lib.search_split(len(ds.x_train), cfg.data.train_portion)
@@ -63,6 +96,7 @@ def run(cfg, run_dir: str | None = None, log=print) -> dict:
     mesh = parallel.make_mesh(cfg.run.devices)
     parallel.check_batch(s.batch_size, mesh)
     parallel.check_batch(s.eval_batch_size, mesh)
+    part = parallel.local_part()
     train_b = data_lib.Batcher(ds.x_train, ds.y_train, train_idx, s.batch_size, mean, std, augment, cfg.seed, 0)
     val_b = data_lib.Batcher(ds.x_train, ds.y_train, val_idx, s.batch_size, mean, std, augment, cfg.seed, 1)
     steps = train_b.steps_per_epoch
@@ -82,47 +116,87 @@ def run(cfg, run_dir: str | None = None, log=print) -> dict:
                       out_shardings=parallel.replicated(mesh))
     state = parallel.put_replicated(state, mesh)
 
+    ckpt = checkpoint.Checkpointer(os.path.join(run_dir, "checkpoints"), cfg.run.keep_checkpoints, log) \
+        if run_dir else None
+    start, sums, count, history = 0, {}, 0, []
+    if resume:
+        if ckpt is None:
+            raise JaxnasError("resume needs a run directory")
+        state, start, sums, count, history = _restore(ckpt, state, steps, run_dir, mesh, log)
+    writer = writers.MetricWriter(run_dir, start, cfg.run.tensorboard)
+    main = jax.process_index() == 0
+
+    def save(gstep: int) -> None:
+        if ckpt is not None:
+            ckpt.save(gstep, state, {"step": gstep, "steps_per_epoch": steps, "sums": sums, "count": count,
+                                     "devices": int(mesh.devices.size), "processes": jax.process_count()})
+
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
     log(f"search: space={cfg.space.name} ops={','.join(model.op_names)} C={cfg.space.C} layers={cfg.space.layers} "
         f"nodes={cfg.space.nodes} order={s.order} | {n_params / 1e6:.3f}M weights | data={ds.name} "
         f"{ds.image_shape} train/val {len(train_idx)}/{len(val_idx)} | {mesh.devices.size} x "
-        f"{jax.devices()[0].device_kind} | {steps} steps/epoch")
-    history, t0 = [], time.time()
-    genotype = None
-    for epoch in range(s.epochs):
-        sums, count, t_epoch = {}, 0, time.time()
-        for i in range(steps):
-            tb = parallel.put_batch(train_b.batch(epoch, i), mesh)
-            vb = parallel.put_batch(val_b.batch(epoch, i), mesh)
-            state, metrics = step_fn(state, tb, vb)
-            if (i + 1) % cfg.run.log_every == 0 or i + 1 == steps:
-                m = {k: float(v) for k, v in metrics.items()}
-                _finite_or_die(m, epoch * steps + i + 1)
-                for k, v in m.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                count += 1
-                rate = (i + 1) * s.batch_size / (time.time() - t_epoch)
-                log(f"epoch {epoch + 1}/{s.epochs} step {i + 1}/{steps} | train loss {m['train_loss']:.4f} "
-                    f"acc {m['train_acc']:.3f} | val loss {m['val_loss']:.4f} acc {m['val_acc']:.3f} | "
-                    f"lr {m['lr']:.5f} | {rate:.1f} img/s")
-                if run_dir:
-                    rundir.append_jsonl(os.path.join(run_dir, "steps.jsonl"),
-                                        {"epoch": epoch + 1, "step": epoch * steps + i + 1, **m})
-        val_loss, val_acc = evaluate(eval_fn, state, ds.x_train[val_idx], ds.y_train[val_idx],
-                                     s.eval_batch_size, mean, std, mesh)
-        merged = nnx.merge(graphdef, state.params, state.alphas, state.batch_stats)
-        genotype = merged.genotype()
-        record = {"epoch": epoch + 1, "step": (epoch + 1) * steps, "time_s": round(time.time() - t0, 2),
-                  **{f"mean_{k}": v / max(count, 1) for k, v in sums.items()},
-                  "search_val_loss": val_loss, "search_val_acc": val_acc, "genotype": genotype.to_dict()}
-        history.append(record)
-        log(f"epoch {epoch + 1}/{s.epochs} done in {time.time() - t_epoch:.1f}s | search-val loss {val_loss:.4f} "
-            f"acc {val_acc:.4f} | genotype {genotype}")
-        if run_dir:
-            rundir.append_jsonl(os.path.join(run_dir, "metrics.jsonl"), record)
-            rundir.append_jsonl(os.path.join(run_dir, "alphas.jsonl"),
-                                {"epoch": epoch + 1, **alphas_record(state.alphas)})
-    if run_dir:
+        f"{jax.devices()[0].device_kind} in {jax.process_count()} process(es) | {steps} steps/epoch")
+    genotype = genotype_lib.from_dict(history[-1]["genotype"]) if history else None
+    progress = loop.Progress(s.epochs * steps, start, "search", cfg.run.progress and main)
+    guard, t0 = loop.FiniteGuard(), time.time()
+    try:
+        with loop.StopOnSignal() as stop:
+            for epoch in range(start // steps, s.epochs):
+                first = start - epoch * steps if epoch == start // steps else 0
+                if first == 0:
+                    sums, count = {}, 0
+                t_epoch = time.time()
+                for i in range(first, steps):
+                    gstep = epoch * steps + i + 1
+                    tb = parallel.put_batch(train_b.batch(epoch, i, part), mesh, local=True)
+                    vb = parallel.put_batch(val_b.batch(epoch, i, part), mesh, local=True)
+                    state, metrics = step_fn(state, tb, vb)
+                    guard.push(gstep, metrics)
+                    progress.update()
+                    if (i + 1) % cfg.run.log_every == 0 or i + 1 == steps:
+                        m = guard.flush()
+                        for k, v in m.items():
+                            sums[k] = sums.get(k, 0.0) + v
+                        count += 1
+                        progress.write(
+                            f"epoch {epoch + 1}/{s.epochs} step {i + 1}/{steps} | train loss {m['train_loss']:.4f} "
+                            f"acc {m['train_acc']:.3f} | val loss {m['val_loss']:.4f} acc {m['val_acc']:.3f} | "
+                            f"lr {m['lr']:.5f} | {progress.rate() * s.batch_size:.1f} img/s | ETA {progress.eta()}", log)
+                        writer.write("steps", gstep, {"epoch": epoch + 1, "step": gstep, **m})
+                    if i + 1 < steps and (stop.signum or (cfg.run.checkpoint_every
+                                                          and gstep % cfg.run.checkpoint_every == 0)):
+                        guard.flush()
+                        save(gstep)
+                        if stop.signum:
+                            ckpt and ckpt.wait()
+                            raise loop.Preempted(stop.signum, gstep, run_dir)
+                guard.flush()
+                gstep = (epoch + 1) * steps
+                val_loss, val_acc = evaluate(eval_fn, state, ds.x_train[val_idx], ds.y_train[val_idx],
+                                             s.eval_batch_size, mean, std, mesh)
+                merged = nnx.merge(graphdef, state.params, state.alphas, state.batch_stats)
+                genotype = merged.genotype()
+                record = {"epoch": epoch + 1, "step": gstep, "time_s": round(time.time() - t0, 2),
+                          **{f"mean_{k}": v / max(count, 1) for k, v in sums.items()},
+                          "search_val_loss": val_loss, "search_val_acc": val_acc, "genotype": genotype.to_dict()}
+                history.append(record)
+                progress.write(f"epoch {epoch + 1}/{s.epochs} done in {time.time() - t_epoch:.1f}s | search-val loss "
+                               f"{val_loss:.4f} acc {val_acc:.4f} | ETA {progress.eta()} | genotype {genotype}", log)
+                writer.write("metrics", gstep, record)
+                writer.write("alphas", gstep, {"epoch": epoch + 1, **alphas_record(state.alphas)})
+                writer.tb_scalars("alpha_softmax", gstep, _alpha_scalars(state.alphas, model.op_names))
+                writer.text("genotype", gstep, str(genotype))
+                writer.flush()
+                save(gstep)
+                if stop.signum:
+                    ckpt and ckpt.wait()
+                    raise loop.Preempted(stop.signum, gstep, run_dir)
+    finally:  # pending checkpoint writes finish even when the run stops with an error
+        progress.close()
+        writer.close()
+        if ckpt is not None:
+            ckpt.close()
+    if run_dir and main:
         genotype_lib.save(genotype, os.path.join(run_dir, "genotype.json"))
         log(f"genotype written to {os.path.join(run_dir, 'genotype.json')}")
     return {"genotype": genotype, "history": history, "state": state, "graphdef": graphdef}

@@ -1,0 +1,124 @@
+"""What every long training loop needs: stop cleanly on SIGTERM/Ctrl-C, catch non-finite
+numbers without stalling the device, and show progress with rate and ETA."""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+
+from jaxnas.errors import JaxnasError
+
+
+class Preempted(Exception):
+    """Raised after a signal asked the run to stop and its checkpoint has been written."""
+
+    def __init__(self, signum: int, step: int, run_dir: str | None):
+        self.signum, self.step, self.run_dir = signum, step, run_dir
+        name = signal.Signals(signum).name
+        super().__init__(f"{name}: checkpoint written at step {step}" +
+                         (f"; continue with --resume {run_dir}" if run_dir else ""))
+
+
+class StopOnSignal:
+    """Context manager: SIGTERM and SIGINT set ``self.signum`` instead of killing the process.
+
+    The loop checks ``signum`` after each step, writes a checkpoint and raises
+    ``Preempted``. A second signal of the same kind is not caught (so a second Ctrl-C kills).
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old = {}
+
+    def _handler(self, signum, frame):
+        self.signum = signum
+        signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
+
+    def __enter__(self):
+        try:
+            for s in self.SIGNALS:
+                self._old[s] = signal.signal(s, self._handler)
+        except ValueError:  # not the main thread: leave signals alone
+            self._old = {}
+        return self
+
+    def __exit__(self, *exc):
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        return False
+
+
+class FiniteGuard:
+    """Checks each step's metrics one step late, so the host never waits on the step just dispatched.
+
+    ``push(step, metrics)`` checks the previous step's metrics and keeps these;
+    ``flush()`` checks the pending ones now (call it before writing a checkpoint).
+    A NaN or Inf raises a JaxnasError naming the step and the quantity.
+    """
+
+    def __init__(self):
+        self._pending = None
+
+    def push(self, step: int, metrics: dict) -> None:
+        self.flush()
+        self._pending = (step, metrics)
+
+    def flush(self) -> dict | None:
+        if self._pending is None:
+            return None
+        step, metrics = self._pending
+        self._pending = None
+        values = {k: float(v) for k, v in metrics.items()}
+        bad = [f"{k}={v}" for k, v in values.items() if not math.isfinite(v)]
+        if bad:
+            raise JaxnasError(f"non-finite {', '.join(bad)} at step {step}; stopping. The last good checkpoint is "
+                              f"kept (lower the learning rate, or check the data)")
+        return values
+
+
+def eta(done: int, total: int, elapsed: float) -> str:
+    """``h:mm:ss`` left at the current rate."""
+    if done <= 0 or total <= done:
+        return "0:00:00"
+    s = int(elapsed / done * (total - done))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+class Progress:
+    """A tqdm bar over all steps of a run (on a terminal), plus rate and ETA for the log lines."""
+
+    def __init__(self, total: int, initial: int, desc: str, enabled: bool = True):
+        self.total, self.start, self.t0 = total, initial, time.time()
+        self.done = initial
+        self._bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True, leave=False)
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def rate(self) -> float:
+        """Steps per second since this process started (or resumed)."""
+        return (self.done - self.start) / max(time.time() - self.t0, 1e-9)
+
+    def eta(self) -> str:
+        return eta(self.done - self.start, self.total - self.start, time.time() - self.t0)
+
+    def write(self, msg: str, log) -> None:
+        if self._bar is not None:
+            self._bar.clear()
+        log(msg)
+        if self._bar is not None:
+            self._bar.refresh()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

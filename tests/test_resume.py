@@ -1,0 +1,127 @@
+"""Exact resume: a search killed with SIGKILL, then stopped with SIGTERM, then resumed, ends
+bit for bit where an uninterrupted run ends; a non-finite loss keeps the last good checkpoint."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from jaxnas import checkpoint, rundir
+from jaxnas import config as config_lib
+from jaxnas.errors import JaxnasError
+from jaxnas.search import get_strategy
+
+CACHE = jax.config.jax_compilation_cache_dir
+TINY = ["--config.space.C=4", "--config.space.layers=1", "--config.space.nodes=2",
+        "--config.space.ops=none,skip_connect,sep_conv_3x3", "--config.search.epochs=2",
+        "--config.search.batch_size=16", "--config.search.eval_batch_size=64",
+        "--config.search.max_steps_per_epoch=8", "--config.run.log_every=1", "--config.run.checkpoint_every=1",
+        "--config.optim.arch_lr=3e-3", "--config.run.progress=false"]
+
+
+def _launch(args, cwd):
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(__file__)))
+    return subprocess.Popen([sys.executable, "-m", "jaxnas", "search", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_step(path, step, proc, timeout=240):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if os.path.exists(path) and len(rundir.read_jsonl(path)) >= step:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended early: {proc.communicate()}")
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for the run")
+
+
+def _logs(path):
+    strip = lambda r: {k: v for k, v in r.items() if k != "time_s"}  # noqa: E731
+    return {name: [strip(r) for r in rundir.read_jsonl(os.path.join(path, name))]
+            for name in ("steps.jsonl", "metrics.jsonl", "alphas.jsonl")}
+
+
+def test_sigkill_then_sigterm_then_resume_is_bit_identical(tmp_path):
+    # the uninterrupted reference, in this process
+    cfg = config_lib.apply_overrides(config_lib.load(None), TINY + [f"--config.run.workdir={tmp_path}",
+                                                                    "--config.run.name=ref"])
+    ref_dir = rundir.create(cfg, "search")
+    ref = get_strategy("darts")(cfg, ref_dir, log=lambda *_: None)
+
+    args = TINY + [f"--config.run.workdir={tmp_path}", "--config.run.name=cut", f"--config.run.compile_cache={CACHE}"]
+    run_dir = str(tmp_path / "cut")
+    steps = os.path.join(run_dir, "steps.jsonl")
+    p = _launch(args, tmp_path)
+    _wait_for_step(steps, 3, p)
+    p.send_signal(signal.SIGKILL)  # no chance to clean up: a checkpoint may be half written
+    p.wait()
+
+    p = _launch(["--resume", run_dir, f"--config.run.compile_cache={CACHE}"], tmp_path)
+    _wait_for_step(steps, 11, p)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 128 + signal.SIGTERM, err
+    assert "resumed from the checkpoint at step" in out
+    assert "stopped by SIGTERM: checkpoint written at step" in err and f"--resume {run_dir}" in err
+
+    p = _launch(["--resume", run_dir, f"--config.run.compile_cache={CACHE}"], tmp_path)
+    out, err = p.communicate(timeout=240)
+    assert p.returncode == 0, err
+    assert json.load(open(os.path.join(run_dir, "genotype.json"))) == ref["genotype"].to_dict()
+    got, want = _logs(run_dir), _logs(ref_dir)
+    assert got == want  # every logged loss, accuracy and alpha, bit for bit
+    assert len(rundir.read_jsonl(os.path.join(run_dir, "resumes.jsonl"))) == 2
+    # the final checkpoint holds exactly the reference's final state
+    tree, meta, step = checkpoint.Checkpointer(os.path.join(run_dir, "checkpoints")).restore(
+        jax.device_get(ref["state"]))
+    assert step == 16
+    for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(jax.device_get(ref["state"]))):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    cfg = config_lib.apply_overrides(config_lib.load(None), TINY + [
+        f"--config.run.workdir={tmp_path}", "--config.run.name=nan", "--config.optim.lr=1e12",
+        "--config.optim.grad_clip=1e30"])
+    path = rundir.create(cfg, "search")
+    with pytest.raises(JaxnasError, match=r"non-finite .*train_loss=(nan|inf).* at step (\d+)") as info:
+        get_strategy("darts")(cfg, path, log=lambda *_: None)
+    bad_step = int(str(info.value).split(" at step ")[1].split(";")[0])
+    ck = checkpoint.Checkpointer(os.path.join(path, "checkpoints"), log=lambda *_: None)
+    assert ck.steps() and max(ck.steps()) < bad_step
+    tree, _, _ = ck.restore(ck_template(cfg))
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(tree))
+
+
+def ck_template(cfg):
+    from flax import nnx
+
+    from jaxnas import data as data_lib
+    from jaxnas.search.bilevel import alpha_optimizer, epoch_cosine_lr, init_state, weight_optimizer
+    from jaxnas.spaces import build_supernet
+
+    ds = data_lib.load_dataset(cfg.data.name)
+    model = build_supernet(cfg.space, ds.image_shape, ds.num_classes, nnx.Rngs(0))
+    sched = epoch_cosine_lr(0.1, 0.0, 1, 1)
+    return jax.device_get(init_state(model, weight_optimizer(cfg.optim, sched), alpha_optimizer(cfg.optim))[1])
+
+
+def test_resume_refuses_a_changed_config_or_a_non_run(tmp_path):
+    from jaxnas.cli import main
+
+    cfg = config_lib.apply_overrides(config_lib.load(None), [f"--config.run.workdir={tmp_path}",
+                                                             "--config.run.name=r"])
+    rundir.create(cfg, "search")
+    with pytest.raises(JaxnasError, match=r"search.epochs: run has 6, command line gives 9"):
+        config_lib.for_resume(str(tmp_path / "r"), None, ["--config.search.epochs=9"], "search")
+    assert config_lib.for_resume(str(tmp_path / "r"), None, ["--config.run.log_every=1"], "search").run.log_every == 1
+    with pytest.raises(JaxnasError, match="is a search run, not a train run"):
+        config_lib.for_resume(str(tmp_path / "r"), None, [], "train")
+    assert main(["search", "--resume", str(tmp_path / "nothing")]) == 2
