@@ -17,6 +17,8 @@ With none of these, the run is a single process and nothing is initialised.
 from __future__ import annotations
 
 import os
+import socket
+import time
 
 import jax
 
@@ -59,6 +61,8 @@ def initialize(run_cfg, log=print) -> None:
     if kwargs is None or _initialized:
         return
     where = kwargs.get("coordinator_address", "SLURM")
+    if kwargs.get("process_id", 0) != 0:
+        _wait_for_coordinator(where, kwargs["initialization_timeout"], kwargs)
     try:
         jax.distributed.initialize(**kwargs)
     except Exception as e:  # unreachable coordinator, port in use, bad SLURM environment
@@ -69,6 +73,23 @@ def initialize(run_cfg, log=print) -> None:
     _initialized = True
     log(f"process {jax.process_index()} of {jax.process_count()} joined {where}: "
         f"{jax.local_device_count()} local / {jax.device_count()} global devices")
+
+
+def _wait_for_coordinator(address: str, timeout: float, kwargs: dict) -> None:
+    """Probe the coordinator's port first: XLA's client aborts the whole process (no Python error)
+    when it cannot connect, so an unreachable coordinator is caught here with a clear message."""
+    host, port = address.rsplit(":", 1)
+    deadline = time.time() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, int(port)), timeout=2):
+                return
+        except OSError as e:
+            if time.time() > deadline:
+                raise JaxnasError(f"cannot join the process group at {address} (process {kwargs['process_id']} of "
+                                  f"{kwargs['num_processes']}): coordinator unreachable after {timeout} s ({e}); "
+                                  f"is process 0 running, and is the address right?") from None
+            time.sleep(0.5)
 
 
 def is_main() -> bool:

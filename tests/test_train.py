@@ -87,3 +87,40 @@ def test_bf16_compute_keeps_f32_weights():
     p2, s2, _, m = step(params, stats, tx.init(params), batch, jax.random.key(0), jnp.float32(0.0))
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(p2))
     assert np.isfinite(float(m["loss"]))
+
+
+def test_sigterm_then_resume_gives_the_uninterrupted_weights(tmp_path):
+    import signal
+
+    from jaxnas import checkpoint
+    from jaxnas.loop import Preempted
+
+    def cfg_named(name):
+        cfg = C.load(None, "train")
+        cfg.model.C, cfg.model.layers, cfg.train.epochs, cfg.train.max_steps_per_epoch = 4, 2, 2, 4
+        cfg.run.log_every, cfg.run.checkpoint_every = 1, 0  # epoch ends only, plus the one SIGTERM writes
+        cfg.run.workdir, cfg.run.name = str(tmp_path), name
+        return cfg
+
+    ref_cfg = cfg_named("ref")
+    ref_dir = rundir.create(ref_cfg, "train")
+    ref = T.run(ref_cfg, ref_dir, log=lambda *_: None)
+
+    def stop_at_step_6(msg):  # drop-path draws from the PRNG key, so the key must be restored too
+        if msg.startswith("epoch 2/2 step 2/4"):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    cfg = cfg_named("cut")
+    path = rundir.create(cfg, "train")
+    with pytest.raises(Preempted, match="SIGTERM: checkpoint written at step 6"):
+        T.run(cfg, path, log=stop_at_step_6)
+    assert not os.path.exists(os.path.join(path, "weights.npz"))
+    out = T.run(C.for_resume(path, None, [], "train"), path, log=lambda *_: None, resume=True)
+    assert out["test"]["confusion_matrix"] == ref["test"]["confusion_matrix"]
+    assert rundir.read_jsonl(os.path.join(path, "metrics.jsonl"))[-1]["train_loss"] == ref["history"][-1]["train_loss"]
+    a = np.load(os.path.join(path, "weights.npz"))
+    b = np.load(os.path.join(ref_dir, "weights.npz"))
+    assert sorted(a.files) == sorted(b.files)
+    for k in a.files:
+        np.testing.assert_array_equal(a[k], b[k])
+    assert checkpoint.Checkpointer(os.path.join(path, "checkpoints")).steps() == [4, 6, 8]
