@@ -87,6 +87,16 @@ def cmd_genotype(args, overrides: list[str]) -> int:
     return 0
 
 
+def cmd_plot(args, overrides: list[str]) -> int:
+    from jaxnas import plot
+
+    if overrides:
+        raise _UsageError(f"unrecognized arguments: {' '.join(overrides)}")
+    for path in plot.plot_run(args.run_dir, args.out or None):
+        print(path)
+    return 0
+
+
 def cmd_prepare(args, overrides: list[str]) -> int:
     from jaxnas import data as data_lib
 
@@ -124,6 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("genotype", help="print a published or saved genotype as JSON")
     g.add_argument("genotype", help="a published name (DARTS_V1, DARTS_V2) or a genotype .json file")
     g.set_defaults(fn=cmd_genotype)
+    pl = sub.add_parser("plot", help="draw a run's cells, alphas over epochs and curves (PNG and SVG)")
+    pl.add_argument("run_dir")
+    pl.add_argument("--out", default="", help="output folder (default: <run_dir>/plots)")
+    pl.set_defaults(fn=cmd_plot)
     r = sub.add_parser("prepare", help="download and prepare a TFDS dataset once (needs jaxnas[prepare])")
     r.add_argument("dataset")
     r.add_argument("--data_dir", default="")

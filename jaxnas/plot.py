@@ -1,0 +1,214 @@
+"""Figures of a run (``jaxnas plot <run dir>``): the final cells as DAGs with op names on the
+edges (as in the DARTS paper's figures), every edge's softmax(alpha) over the epochs, and the
+loss/accuracy curves, each as PNG and SVG (SVG text kept as text, so it can be searched)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from jaxnas import genotype as genotype_lib
+from jaxnas.errors import JaxnasError
+
+FORMATS = ("png", "svg")
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    matplotlib.rcParams["svg.fonttype"] = "none"
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, base: str) -> list[str]:
+    out = []
+    for fmt in FORMATS:
+        path = f"{base}.{fmt}"
+        fig.savefig(path, dpi=150, bbox_inches="tight")
+        out.append(path)
+    _plt().close(fig)
+    return out
+
+
+def darts_cell_edges(edges, concat, nodes: int) -> list[tuple[str, str, str]]:
+    """A DARTS cell as ``(source, target, op)`` triples over named states c_{k-2}, c_{k-1}, 0.., c_{k}."""
+    names = ["c_{k-2}", "c_{k-1}"] + [str(i) for i in range(nodes)]
+    out = [(names[src], str(i // 2), op) for i, (op, src) in enumerate(edges)]
+    out += [(names[j], "c_{k}", "") for j in concat]
+    return out
+
+
+def _layout(triples) -> dict[str, tuple[float, float]]:
+    """Sources stacked on the left, then every other state in its own column (in order of
+    appearance, a topological order for cells), zig-zagging up and down, the sink last."""
+    states = list(dict.fromkeys([s for s, _, _ in triples] + [t for _, t, _ in triples]))
+    targets = {t for _, t, _ in triples}
+    sources = [s for s in states if s not in targets]
+    pos = {s: (0.0, (len(sources) - 1) / 2 * 1.6 - j * 1.6) for j, s in enumerate(sources)}
+    rest = [s for s in states if s in targets]
+    for j, s in enumerate(rest):
+        last = j == len(rest) - 1
+        pos[s] = (1.9 * (j + 1), 0.0 if last or len(rest) < 3 else (0.9 if j % 2 == 0 else -0.9))
+    return pos
+
+
+def cell_figure(triples, title: str):
+    """Draw a cell DAG: boxes for states, arrows for edges, the op name on each edge."""
+    from matplotlib.patches import FancyArrowPatch
+
+    plt = _plt()
+    pos = _layout(triples)
+    xs, ys = zip(*pos.values())
+    fig, ax = plt.subplots(figsize=(2.0 + 1.6 * (max(xs) - min(xs)) / 2.2, 1.6 + 1.1 * (max(ys) - min(ys))))
+    colors = {"c_{k-2}": "#a6d5a6", "c_{k-1}": "#a6d5a6", "c_{k}": "#f2d589"}
+    seen = {}
+    for s, t, op in triples:
+        k = seen[(s, t)] = seen.get((s, t), -1) + 1
+        rad = 0.25 * (k + 1) * (-1) ** k if k or sum(1 for a, b, _ in triples if (a, b) == (s, t)) > 1 else 0.12
+        (x0, y0), (x1, y1) = pos[s], pos[t]
+        arrow = FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=12, shrinkA=16, shrinkB=16,
+                                connectionstyle=f"arc3,rad={rad}", color="0.35" if op else "0.6", lw=1.0)
+        ax.add_patch(arrow)
+        if op:  # on the arc, 60% of the way to the target, where edges into one state fan in
+            t = 0.6
+            dx, dy = x1 - x0, y1 - y0
+            bulge = 2 * t * (1 - t) * rad  # matplotlib's arc3: control point = midpoint + rad * (dy, -dx)
+            mx, my = x0 + t * dx + bulge * dy, y0 + t * dy - bulge * dx
+            ax.text(mx, my, op, ha="center", va="center", fontsize=7, color="#8b1a1a",
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85})
+    for s, (x, y) in pos.items():
+        ax.text(x, y, f"${s}$" if "_" in s else s, ha="center", va="center", fontsize=9,
+                bbox={"boxstyle": "round,pad=0.35", "fc": colors.get(s, "#a9c7e8"), "ec": "0.3"})
+    ax.set_xlim(min(xs) - 0.8, max(xs) + 0.8)
+    ax.set_ylim(min(ys) - 0.9, max(ys) + 0.9)
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize=10)
+    ax.axis("off")
+    return fig
+
+
+def _edge_name(e: int) -> str:
+    """DARTS edge order: node 0's inputs (states 0, 1), then node 1's (0, 1, 2), and so on."""
+    names = ["c{k-2}", "c{k-1}"]
+    node = 0
+    while e >= node + 2:
+        e -= node + 2
+        node += 1
+    return f"{names[e] if e < 2 else e - 2} -> {node}"
+
+
+def alphas_figure(records: list[dict], key: str, op_names, title: str):
+    """One panel per edge: softmax(alpha) of each op against the epoch."""
+    plt = _plt()
+    w = np.asarray([r[f"{key}_softmax"] for r in records])  # epochs x edges x ops
+    epochs = [r["epoch"] for r in records]
+    n_edges = w.shape[1]
+    cols = min(n_edges, 5)
+    rows = -(-n_edges // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.0 * rows), sharex=True, sharey=True, squeeze=False)
+    for e in range(rows * cols):
+        ax = axes[e // cols][e % cols]
+        if e >= n_edges:
+            ax.axis("off")
+            continue
+        for o, name in enumerate(op_names):
+            ax.plot(epochs, w[:, e, o], label=name, lw=1.2)
+        ax.set_title(f"edge {e}: {_edge_name(e)}", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.ticklabel_format(axis="y", useOffset=False)
+        if e // cols == rows - 1 or e + cols >= n_edges:
+            ax.set_xlabel("epoch", fontsize=8)
+    axes[0][0].set_ylabel("softmax(alpha)", fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(op_names), 4), fontsize=7, frameon=False,
+               bbox_to_anchor=(0.5, -0.02 - 0.03 * (len(op_names) > 4)))
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
+
+
+def curves_figure(steps: list[dict], epochs: list[dict]):
+    """Loss and accuracy against the step (train/val per logged step, and per-epoch evaluations)."""
+    plt = _plt()
+    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for prefix in ("train", "val", ""):
+        lk, ak = (f"{prefix}_loss", f"{prefix}_acc") if prefix else ("loss", "acc")
+        pts = [r for r in steps if lk in r]
+        if pts:
+            x = [r["step"] for r in pts]
+            ax_l.plot(x, [r[lk] for r in pts], lw=1, label=f"{prefix or 'train'} (batch)")
+            ax_a.plot(x, [r[ak] for r in pts], lw=1, label=f"{prefix or 'train'} (batch)")
+    for lk, ak, label in (("search_val_loss", "search_val_acc", "search-val (epoch)"),
+                          ("train_loss", "train_acc", "train (epoch mean)")):
+        pts = [r for r in epochs if lk in r and "step" in r]
+        if pts:
+            ax_l.plot([r["step"] for r in pts], [r[lk] for r in pts], "o-", ms=3, label=label)
+            ax_a.plot([r["step"] for r in pts], [r[ak] for r in pts], "o-", ms=3, label=label)
+    for ax, name in ((ax_l, "loss"), (ax_a, "accuracy")):
+        ax.set_xlabel("step")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _read_jsonl(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    out = []
+    with open(path) as f:
+        for line in f:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return out
+
+
+def plot_run(run_dir: str, out_dir: str | None = None) -> list[str]:
+    """Write every figure the run's files allow into ``<run_dir>/plots``; returns the paths."""
+    from jaxnas import config as config_lib
+
+    cfg_path, meta_path = os.path.join(run_dir, "config.json"), os.path.join(run_dir, "meta.json")
+    if not (os.path.exists(cfg_path) and os.path.exists(meta_path)):
+        raise JaxnasError(f"{run_dir!r} is not a jaxnas run directory (config.json and meta.json expected)")
+    with open(meta_path) as f:
+        kind = json.load(f).get("kind", "search")
+    out_dir = out_dir or os.path.join(run_dir, "plots")
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    metrics = _read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
+    g_path = os.path.join(run_dir, "genotype.json")
+    genotype = None
+    if os.path.exists(g_path):
+        genotype = genotype_lib.load(g_path)
+    elif metrics and "genotype" in metrics[-1]:
+        genotype = genotype_lib.from_dict(metrics[-1]["genotype"])
+    if genotype is not None:
+        for name, edges, concat in (("normal", genotype.normal, genotype.normal_concat),
+                                    ("reduce", genotype.reduce, genotype.reduce_concat)):
+            fig = cell_figure(darts_cell_edges(edges, concat, genotype.nodes), f"{name} cell")
+            written += _save(fig, os.path.join(out_dir, f"cell_{name}"))
+    alphas = _read_jsonl(os.path.join(run_dir, "alphas.jsonl"))
+    if alphas and kind == "search":
+        with open(cfg_path) as f:
+            cfg = config_lib.from_dict(json.load(f), "search")
+        config_lib.import_extensions(cfg.run.imports)
+        from jaxnas.ops import resolve_op_set
+
+        op_names = resolve_op_set(cfg.space.ops)
+        for key in (k for k in alphas[-1] if k.startswith("alphas_") and not k.endswith("_softmax")):
+            fig = alphas_figure(alphas, key, op_names, f"{key}: softmax weights per edge")
+            written += _save(fig, os.path.join(out_dir, key))
+    steps = _read_jsonl(os.path.join(run_dir, "steps.jsonl"))
+    if steps or metrics:
+        written += _save(curves_figure(steps, metrics), os.path.join(out_dir, "curves"))
+    if not written:
+        raise JaxnasError(f"{run_dir!r} has nothing to plot yet (no genotype, alphas or metrics)")
+    return written
