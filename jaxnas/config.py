@@ -32,13 +32,29 @@ def search_defaults() -> ml_collections.ConfigDict:
     """DARTS's train_search.py defaults (CIFAR-10, first order)."""
     c = ml_collections.ConfigDict()
     c.seed = 2
-    c.space = ml_collections.ConfigDict(dict(name="darts", C=16, layers=8, nodes=4, stem_multiplier=3, ops="darts"))
+    # ops "auto": the space's own op set (DARTS's 8 ops, NAS-Bench-201's 5). The chain space's fields:
+    # comma-separated choice lists and the maximum number of blocks.
+    c.space = ml_collections.ConfigDict(dict(
+        name="darts", C=16, layers=8, nodes=4, stem_multiplier=3, ops="auto", cells_per_stage=5,
+        max_depth=6, filters="16,32", kernels="1,3,5", units="64,128", pools="max,avg", merges="sum,concat",
+        branches=2))
     c.data = ml_collections.ConfigDict(dict(name="cifar10", data_dir="", train_portion=0.5, augment="auto"))
     c.search = ml_collections.ConfigDict(dict(
         strategy="darts", order="first", epochs=50, batch_size=64, max_steps_per_epoch=0, eval_batch_size=256))
     c.optim = ml_collections.ConfigDict(dict(
         lr=0.025, lr_min=0.001, momentum=0.9, weight_decay=3e-4, grad_clip=5.0,
         arch_lr=3e-4, arch_beta1=0.5, arch_beta2=0.999, arch_weight_decay=1e-3))
+    # Discrete strategies (random, greedy, evolution, rsws): budget, strategy settings and evaluator.
+    c.discrete = ml_collections.ConfigDict(dict(
+        budget_evals=100, budget_seconds=0.0,  # stop at whichever comes first; 0 = no limit of that kind
+        population=50, tournament=10,          # regularized evolution (Real et al. 2019)
+        greedy_sweeps=1,                       # passes over all decisions
+        ws_epochs=10, ws_eval_batches=4,       # random search with weight sharing (Li & Talwalkar 2019)
+        final_test=True))                      # evaluate the best architecture on the test split
+    c.evaluator = ml_collections.ConfigDict(dict(
+        kind="train",  # train: from scratch on search-train, scored on search-val; table: a CSV; supernet
+        table="", arch_column="arch", score_column="val_acc", test_column="test_acc", f1_column="",
+        cost_column="", epochs=2, batch_size=64, lr=0.05, weight_decay=5e-4, final_epochs=0))
     c.run = run_defaults(log_every=10, checkpoint_every=100)
     return c
 

@@ -73,7 +73,8 @@ DARTS_OPS = (
     "dil_conv_5x5",
 )
 
-OP_SETS: dict[str, tuple[str, ...]] = {"darts": DARTS_OPS}
+NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")  # the benchmark's order
+OP_SETS: dict[str, tuple[str, ...]] = {"darts": DARTS_OPS, "nb201": NB201_OPS}
 
 
 def resolve_op_set(ops: str | Sequence[str]) -> tuple[str, ...]:
@@ -251,21 +252,33 @@ def _dil_conv_5x5(C, stride, affine, rngs):
     return DilConv(C, C, 5, stride, 4, 2, affine, rngs=rngs)
 
 
+@register_op("nor_conv_1x1")
+def _nor_conv_1x1(C, stride, affine, rngs):
+    """NAS-Bench-201's ReLU -> conv 1x1 -> BN."""
+    return ReLUConvBN(C, C, 1, stride, 0, affine, rngs=rngs)
+
+
+@register_op("nor_conv_3x3")
+def _nor_conv_3x3(C, stride, affine, rngs):
+    """NAS-Bench-201's ReLU -> conv 3x3 (padding 1) -> BN."""
+    return ReLUConvBN(C, C, 3, stride, 1, affine, rngs=rngs)
+
+
 class MixedOp(nnx.Module):
     """One supernet edge: sum_i softmax(alpha)_i * op_i(x) (DARTS Eq. 1).
 
     The caller passes the already-softmaxed weights for this edge. In the search
     network (affine=False) ops registered with ``bn_in_search`` get a trailing
-    non-affine BN, as DARTS does for pooling.
+    non-affine BN, as DARTS does for pooling (``search_bn=False``: not, as NAS-Bench-201).
     """
 
     def __init__(self, C: int, stride: int, op_names: Sequence[str], *, affine: bool = False,
-                 rngs: nnx.Rngs):
+                 search_bn: bool = True, rngs: nnx.Rngs):
         ops = []
         for name in op_names:
             spec = get_op(name)
             op = spec.factory(C, stride, affine, rngs)
-            if spec.bn_in_search:
+            if spec.bn_in_search and search_bn:
                 op = nnx.Sequential(op, batch_norm(C, False, rngs=rngs))
             ops.append(op)
         self.ops = nnx.List(ops)

@@ -14,6 +14,9 @@ That gives nodes groups per cell instead of one op per edge, with identical math
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 from typing import Sequence
 
 import jax
@@ -24,7 +27,8 @@ from flax import nnx
 from jaxnas import genotype as genotype_lib
 from jaxnas.errors import JaxnasError
 from jaxnas.ops import FactorizedReduce, MixedOp, ReLUConvBN, batch_norm, conv, resolve_op_set, torch_default_init
-from jaxnas.spaces import register_space
+from jaxnas.spaces import register_discrete_space, register_space
+from jaxnas.spaces.base import DiscreteSpace
 
 
 class ArchParam(nnx.Variable):
@@ -151,7 +155,7 @@ def build(space_cfg, in_shape, num_classes: int, rngs: nnx.Rngs) -> DartsSuperne
         raise JaxnasError(f"the DARTS space takes images (H, W, C), got input shape {tuple(in_shape)}")
     return DartsSupernet(in_shape[-1], num_classes, C=space_cfg.C, layers=space_cfg.layers,
                          nodes=space_cfg.nodes, stem_multiplier=space_cfg.stem_multiplier,
-                         ops=space_cfg.ops, rngs=rngs)
+                         ops="darts" if space_cfg.ops == "auto" else space_cfg.ops, rngs=rngs)
 
 
 # ---------------------------------------------------------------- the discrete (evaluation) network
@@ -276,3 +280,75 @@ def count_params(model: nnx.Module, exclude_auxiliary: bool = True) -> int:
             continue
         total += leaf.size
     return total
+
+
+# ---------------------------------------------------------------- the discrete form (random search, evolution)
+
+
+@register_discrete_space("darts")
+class DartsSpace(DiscreteSpace):
+    """A genotype as 4 * nodes decisions: (op, source) of each of the two inputs of every node of
+    the normal cell, then of the reduction cell. The two inputs of a node have distinct sources,
+    as in DARTS's genotypes; ``none`` is never chosen."""
+
+    name = "darts"
+
+    def __init__(self, space_cfg, in_shape=None):
+        self.cfg = space_cfg
+        ops = "darts" if space_cfg.ops == "auto" else space_cfg.ops
+        self.op_names = resolve_op_set(ops)
+        self.ops = tuple(o for o in self.op_names if o != "none")
+        self.nodes = space_cfg.nodes
+        if not self.ops:
+            raise JaxnasError(f"space.ops {space_cfg.ops!r} has no op other than none")
+
+    def _slot(self, i: int) -> tuple[str, int]:
+        cell, k = divmod(i, 2 * self.nodes)
+        return ("normal", "reduce")[cell], k
+
+    def num_decisions(self, arch):
+        return 4 * self.nodes
+
+    def choice(self, arch, i):
+        cell, k = self._slot(i)
+        return tuple(getattr(arch, cell)[k])
+
+    def choices(self, arch, i):
+        cell, k = self._slot(i)
+        partner = getattr(arch, cell)[k ^ 1][1]
+        return [(op, src) for src in range(k // 2 + 2) if src != partner for op in self.ops]
+
+    def with_choice(self, arch, i, value):
+        cell, k = self._slot(i)
+        edges = list(getattr(arch, cell))
+        edges[k] = (str(value[0]), int(value[1]))
+        return dataclasses.replace(arch, **{cell: tuple(edges)})
+
+    def initial(self):
+        edges = tuple((self.ops[0], s) for _ in range(self.nodes) for s in (0, 1))
+        concat = tuple(range(2, 2 + self.nodes))
+        return genotype_lib.Genotype(edges, concat, edges, concat)
+
+    def encode(self, arch):
+        return json.dumps(arch.to_dict(), separators=(",", ":"))
+
+    def decode(self, text):
+        return genotype_lib.validate(genotype_lib.from_dict(json.loads(text)))
+
+    def build(self, arch, in_shape, num_classes, rngs):
+        return DartsNetwork(arch, in_shape[-1], num_classes, C=self.cfg.C, layers=self.cfg.layers,
+                            auxiliary=False, stem_multiplier=self.cfg.stem_multiplier, rngs=rngs)
+
+    def onehot_alphas(self, arch, op_names):
+        if "none" not in op_names:
+            raise JaxnasError("weight sharing in the DARTS space needs 'none' in space.ops "
+                              "(edges left out of the genotype are set to it)")
+        out = {}
+        for cell in ("normal", "reduce"):
+            rows = [op_names.index("none")] * num_edges(self.nodes)
+            for k, (op, src) in enumerate(getattr(arch, cell)):
+                rows[edge_row(k // 2, src)] = op_names.index(op)
+            a = np.full((len(rows), len(op_names)), -1e9, np.float32)
+            a[np.arange(len(rows)), rows] = 0.0
+            out[f"alphas_{cell}"] = a
+        return out

@@ -1,0 +1,235 @@
+"""A chain-structured layer space: an architecture is a sequence of blocks, each one layer
+(convolution, max/avg pooling, fully connected) or a parallel block of convolutions merged
+by sum or concatenation. Shapes are inferred; invalid sequences (a convolution or pooling
+after flattening, pooling below 1x1) are never proposed.
+
+Block tokens (also the architecture's string form, joined by ``" > "``):
+``conv3x3-32``, ``maxpool``, ``avgpool`` (2x2, stride 2), ``fc-128``,
+``sum(conv1x1-32,conv3x3-32)``, ``concat(conv3x3-16,conv5x5-16)``.
+A classifier (flatten, linear) always follows the last block.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxnas.errors import JaxnasError
+from jaxnas.ops import batch_norm, conv
+from jaxnas.spaces import register_discrete_space
+from jaxnas.spaces.base import DiscreteSpace
+from jaxnas.spaces.darts import _torch_linear
+
+END = "end"
+_CONV = re.compile(r"^conv(\d+)x(\d+)-(\d+)$")
+_FC = re.compile(r"^fc-(\d+)$")
+_PAR = re.compile(r"^(sum|concat)\((.+)\)$")
+
+
+def _ints(text, field: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in str(text).split(",") if v.strip())
+    except ValueError:
+        raise JaxnasError(f"space.{field} must be comma-separated integers, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise JaxnasError(f"space.{field} must be positive, got {text!r}")
+    return values
+
+
+def parse_block(token: str) -> tuple:
+    """``('conv', k, f)``, ``('pool', kind)``, ``('fc', units)`` or ``('par', merge, [(k, f), ...])``."""
+    if token in ("maxpool", "avgpool"):
+        return ("pool", token[:3])
+    if m := _CONV.match(token):
+        if m.group(1) != m.group(2):
+            raise JaxnasError(f"chain block {token!r}: only square kernels")
+        return ("conv", int(m.group(1)), int(m.group(3)))
+    if m := _FC.match(token):
+        return ("fc", int(m.group(1)))
+    if m := _PAR.match(token):
+        branches = [parse_block(b) for b in m.group(2).split(",")]
+        if len(branches) < 2 or any(b[0] != "conv" for b in branches):
+            raise JaxnasError(f"chain block {token!r}: a parallel block holds 2 or more convolutions")
+        if m.group(1) == "sum" and len({b[2] for b in branches}) != 1:
+            raise JaxnasError(f"chain block {token!r}: branches merged by sum need equal filters")
+        return ("par", m.group(1), [(b[1], b[2]) for b in branches])
+    raise JaxnasError(f"unknown chain block {token!r}; blocks look like conv3x3-32, maxpool, avgpool, fc-128, "
+                      f"sum(conv1x1-32,conv3x3-32), concat(conv3x3-16,conv5x5-16)")
+
+
+def output_shape(shape: tuple, token: str) -> tuple | None:
+    """Shape after the block ((h, w, c) or (features,)), or None if the block cannot follow."""
+    kind = parse_block(token)
+    flat = len(shape) == 1
+    if kind[0] == "fc":
+        return (kind[1],)
+    if flat:
+        return None
+    h, w, c = shape
+    if kind[0] == "pool":
+        return None if min(h, w) < 2 else (h // 2, w // 2, c)
+    if kind[0] == "conv":
+        return (h, w, kind[2])
+    merge, branches = kind[1], kind[2]
+    return (h, w, branches[0][1] if merge == "sum" else sum(f for _, f in branches))
+
+
+@register_discrete_space("chain")
+class ChainSpace(DiscreteSpace):
+    name = "chain"
+
+    def __init__(self, space_cfg, in_shape=None):
+        if in_shape is None or len(in_shape) != 3:
+            raise JaxnasError(f"the chain space needs image inputs (H, W, C), got {in_shape}")
+        self.cfg, self.in_shape = space_cfg, tuple(in_shape)
+        self.max_depth = int(space_cfg.max_depth)
+        filters, kernels = _ints(space_cfg.filters, "filters"), _ints(space_cfg.kernels, "kernels")
+        units = _ints(space_cfg.units, "units")
+        pools = [p.strip() for p in str(space_cfg.pools).split(",") if p.strip()]
+        merges = [m.strip() for m in str(space_cfg.merges).split(",") if m.strip()]
+        for p in pools:
+            if p not in ("max", "avg"):
+                raise JaxnasError(f"space.pools: unknown pooling {p!r}; allowed: max, avg")
+        for m in merges:
+            if m not in ("sum", "concat"):
+                raise JaxnasError(f"space.merges: unknown merge {m!r}; allowed: sum, concat")
+        blocks = [f"conv{k}x{k}-{f}" for k in kernels for f in filters]
+        blocks += [f"{p}pool" for p in pools]
+        blocks += [f"fc-{u}" for u in units]
+        n = int(space_cfg.branches)
+        if n >= 2:
+            for merge in merges:
+                for ks in itertools.combinations(kernels, n):
+                    blocks += [f"{merge}({','.join(f'conv{k}x{k}-{f}' for k in ks)})" for f in filters]
+        self.blocks = tuple(blocks)
+        if self.max_depth < 1 or not any(output_shape(self.in_shape, b) for b in self.blocks):
+            raise JaxnasError(f"the chain space admits no valid architecture (max_depth={self.max_depth}, "
+                              f"blocks: {', '.join(self.blocks) or 'none'}, input {self.in_shape})")
+
+    def shapes(self, arch) -> list[tuple]:
+        """Input shape and the shape after every block; an invalid architecture is an error."""
+        shapes = [self.in_shape]
+        for token in arch:
+            out = output_shape(shapes[-1], token)
+            if out is None:
+                raise JaxnasError(f"chain architecture {self.encode(arch)!r}: {token!r} cannot follow shape "
+                                  f"{shapes[-1]}")
+            shapes.append(out)
+        return shapes
+
+    def _valid_after(self, prefix) -> list[str]:
+        shape = self.shapes(prefix)[-1]
+        return [b for b in self.blocks if output_shape(shape, b) is not None]
+
+    def num_decisions(self, arch):
+        return min(len(arch) + 1, self.max_depth)
+
+    def choice(self, arch, i):
+        return arch[i] if i < len(arch) else END
+
+    def choices(self, arch, i):
+        return ([END] if i >= 1 else []) + self._valid_after(arch[:i])
+
+    def with_choice(self, arch, i, value):
+        if value == END:
+            return tuple(arch[:i])
+        out, shape = list(arch[:i]) + [value], self.shapes(arch[:i])[-1]
+        shape = output_shape(shape, value)
+        if shape is None:
+            raise JaxnasError(f"chain block {value!r} cannot follow {self.encode(arch[:i])!r}")
+        for token in arch[i + 1:]:  # keep the rest while it stays valid
+            shape = output_shape(shape, token)
+            if shape is None:
+                break
+            out.append(token)
+        return tuple(out)
+
+    def initial(self):
+        return ()
+
+    def encode(self, arch):
+        return " > ".join(arch)
+
+    def decode(self, text):
+        arch = tuple(t.strip() for t in text.split(">") if t.strip())
+        if not 1 <= len(arch) <= self.max_depth:
+            raise JaxnasError(f"chain architecture {text!r} must have 1 to {self.max_depth} blocks")
+        self.shapes(arch)
+        return arch
+
+    def build(self, arch, in_shape, num_classes, rngs):
+        return ChainNet(arch, tuple(in_shape), num_classes, rngs=rngs)
+
+
+class _ConvBNReLU(nnx.Module):
+    def __init__(self, c_in, c_out, k, *, rngs):
+        self.conv = conv(c_in, c_out, k, 1, (k - 1) // 2, rngs=rngs) if k % 2 else \
+            nnx.Conv(c_in, c_out, (k, k), padding="SAME", use_bias=False, rngs=rngs)
+        self.bn = batch_norm(c_out, True, rngs=rngs)
+
+    def __call__(self, x):
+        return jax.nn.relu(self.bn(self.conv(x)))
+
+
+class _Pool(nnx.Module):
+    def __init__(self, kind):
+        self.kind = kind
+
+    def __call__(self, x):
+        n, h, w, c = x.shape
+        x = x[:, :h // 2 * 2, :w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c)
+        return x.max(axis=(2, 4)) if self.kind == "max" else x.mean(axis=(2, 4))
+
+
+class _FC(nnx.Module):
+    def __init__(self, d_in, d_out, *, rngs):
+        self.linear = _torch_linear(d_in, d_out, rngs)
+
+    def __call__(self, x):
+        return jax.nn.relu(self.linear(x.reshape(x.shape[0], -1)))
+
+
+class _Parallel(nnx.Module):
+    def __init__(self, c_in, merge, branches, *, rngs):
+        self.merge = merge
+        self.branches = nnx.List([_ConvBNReLU(c_in, f, k, rngs=rngs) for k, f in branches])
+
+    def __call__(self, x):
+        outs = [b(x) for b in self.branches]
+        return sum(outs[1:], outs[0]) if self.merge == "sum" else jnp.concatenate(outs, axis=-1)
+
+
+class ChainNet(nnx.Module):
+    """The network of a chain architecture: its blocks, then flatten and a linear classifier."""
+
+    def __init__(self, arch, in_shape, num_classes: int, *, rngs: nnx.Rngs):
+        layers, shape = [], tuple(in_shape)
+        for token in arch:
+            kind = parse_block(token)
+            out = output_shape(shape, token)
+            if out is None:
+                raise JaxnasError(f"chain block {token!r} cannot follow shape {shape}")
+            if kind[0] == "conv":
+                layers.append(_ConvBNReLU(shape[-1], kind[2], kind[1], rngs=rngs))
+            elif kind[0] == "pool":
+                layers.append(_Pool(kind[1]))
+            elif kind[0] == "fc":
+                layers.append(_FC(int(jnp.prod(jnp.array(shape))), kind[1], rngs=rngs))
+            else:
+                layers.append(_Parallel(shape[-1], kind[1], kind[2], rngs=rngs))
+            shape = out
+        self.layers = nnx.List(layers)
+        self.out_shape = shape
+        d = 1
+        for s in shape:
+            d *= s
+        self.classifier = _torch_linear(d, num_classes, rngs)
+
+    def __call__(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return self.classifier(x.reshape(x.shape[0], -1))
