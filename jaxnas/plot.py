@@ -212,3 +212,25 @@ def plot_run(run_dir: str, out_dir: str | None = None) -> list[str]:
     if not written:
         raise JaxnasError(f"{run_dir!r} has nothing to plot yet (no genotype, alphas or metrics)")
     return written
+
+
+def best_so_far(history: list[dict], out_dir: str) -> list[str]:
+    """Best score so far against evaluations and against budget spent (PNG and SVG)."""
+    if not history:
+        return []
+    plt = _plt()
+    os.makedirs(out_dir, exist_ok=True)
+    fig, (ax_n, ax_t) = plt.subplots(1, 2, figsize=(10, 3.4))
+    evals = [r["eval"] for r in history]
+    best = [r["best_score"] for r in history]
+    ax_n.plot(evals, [r["score"] for r in history], ".", color="0.7", ms=4, label="score")
+    ax_n.step(evals, best, where="post", label="best so far")
+    ax_n.set_xlabel("evaluations")
+    ax_t.step([r["spent"] for r in history], best, where="post")
+    ax_t.set_xlabel("budget spent (s)")
+    for ax in (ax_n, ax_t):
+        ax.set_ylabel("score")
+        ax.grid(alpha=0.3)
+    ax_n.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, os.path.join(out_dir, "best_so_far"))

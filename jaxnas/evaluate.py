@@ -1,0 +1,210 @@
+"""Scoring architectures for discrete search: ``score(arch) -> (score, cost)``, higher is better.
+
+* ``TableEvaluator``: looks the architecture up in a tabular benchmark CSV supplied by
+  the user (e.g. NAS-Bench-201 exported to CSV: arch strings or indices, accuracy columns,
+  optionally a training-time column that a time budget then counts, as the benchmark's
+  simulated searches do).
+* ``TrainEvaluator``: trains the architecture's network from scratch for a budget of
+  epochs on the search-train split and scores top-1 accuracy on search-val; the cost
+  is the wall time. Its ``test`` retrains on the whole train split and reports test
+  accuracy and macro-F1, computed once.
+* ``SupernetEvaluator`` (``jaxnas/search/rsws.py``): scores with a weight-sharing supernet.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from jaxnas import data as data_lib
+from jaxnas import metrics as metrics_lib
+from jaxnas.errors import JaxnasError
+
+
+class TableEvaluator:
+    """Scores from a CSV: ``arch_column`` (arch string or index), ``score_column`` (the search signal),
+    ``test_column`` and optionally ``f1_column`` (final report) and ``cost_column`` (seconds)."""
+
+    def __init__(self, path: str, space, arch_column: str = "arch", score_column: str = "val_acc",
+                 test_column: str = "test_acc", f1_column: str = "", cost_column: str = ""):
+        if not path:
+            raise JaxnasError("evaluator.kind=table needs evaluator.table=<path to a CSV>")
+        if not os.path.exists(path):
+            raise JaxnasError(f"tabular benchmark file {path!r} does not exist")
+        self.space, self.path = space, path
+        self.columns = {"arch": arch_column, "score": score_column, "test": test_column}
+        if f1_column:
+            self.columns["f1"] = f1_column
+        if cost_column:
+            self.columns["cost"] = cost_column
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            missing = [c for c in self.columns.values() if c not in header]
+            if missing:
+                raise JaxnasError(f"{path}: column(s) {', '.join(missing)} missing; the file has: "
+                                  f"{', '.join(header) or 'no header'}")
+            self.rows: dict[str, dict] = {}
+            for line, row in enumerate(reader, start=2):
+                try:
+                    arch = space.decode(row[arch_column])
+                except JaxnasError as e:
+                    raise JaxnasError(f"{path} line {line}: {e}") from None
+                values = {}
+                for key, col in self.columns.items():
+                    if key == "arch":
+                        continue
+                    try:
+                        values[key] = float(row[col])
+                    except (TypeError, ValueError):
+                        raise JaxnasError(f"{path} line {line}: column {col!r} is {row[col]!r}, "
+                                          f"not a number") from None
+                self.rows[space.encode(arch)] = values
+        if not self.rows:
+            raise JaxnasError(f"{path}: no rows")
+
+    def _row(self, arch) -> dict:
+        key = self.space.encode(arch)
+        if key not in self.rows:
+            raise JaxnasError(f"architecture {key} is not in {self.path}")
+        return self.rows[key]
+
+    def score(self, arch) -> tuple[float, float]:
+        row = self._row(arch)
+        return row["score"], row.get("cost", 0.0)
+
+    def test(self, arch) -> dict:
+        row = self._row(arch)
+        return {"accuracy": row["test"], "macro_f1": row.get("f1"), "source": f"table {self.path}"}
+
+    def optimum(self) -> tuple[str, float]:
+        """The architecture with the best score in the table (for reports)."""
+        key = max(self.rows, key=lambda k: self.rows[k]["score"])
+        return key, self.rows[key]["score"]
+
+
+def make_classifier_steps(graphdef, graphdef_eval, tx):
+    """jit-compiled ``train(params, stats, opt, batch)`` and ``predict(params, stats, x)`` for any
+    network returning logits (or a tuple whose first element is the logits)."""
+
+    def loss_fn(params, stats, batch):
+        model = nnx.merge(graphdef, params, stats, copy=True)
+        out = model(batch["x"])
+        logits = out[0] if isinstance(out, tuple) else out
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
+        return loss, nnx.state(model, nnx.BatchStat)
+
+    @jax.jit
+    def train(params, stats, opt, batch):
+        (loss, stats), g = jax.value_and_grad(loss_fn, has_aux=True)(params, stats, batch)
+        updates, opt = tx.update(g, opt, params)
+        return optax.apply_updates(params, updates), stats, opt, loss
+
+    @jax.jit
+    def predict(params, stats, x):
+        out = nnx.merge(graphdef_eval, params, stats)(x)
+        return out[0] if isinstance(out, tuple) else out
+
+    return train, predict
+
+
+class TrainEvaluator:
+    """Train from scratch (SGD momentum 0.9, cosine lr, weight decay) for ``epochs`` on search-train,
+    score top-1 on search-val; seeded by (seed, architecture) so a score is reproducible."""
+
+    def __init__(self, space, cfg, log=print):
+        self.space, self.cfg, self.log = space, cfg, log
+        self.ds = data_lib.load_dataset(cfg.data.name, cfg.data.data_dir)
+        self.mean, self.std = self.ds.mean_std()
+        self.train_idx, self.val_idx = data_lib.search_split(len(self.ds.x_train), cfg.data.train_portion)
+        self.augment = data_lib.resolve_augment(cfg.data.augment, self.ds.name)
+        e = cfg.evaluator
+        if e.epochs < 1 or e.batch_size < 1:
+            raise JaxnasError(f"evaluator.epochs and evaluator.batch_size must be positive, got {e.epochs}, "
+                              f"{e.batch_size}")
+
+    def _seed(self, arch) -> int:
+        import zlib
+
+        return (self.cfg.seed * 1_000_003 + zlib.crc32(self.space.encode(arch).encode())) % (2 ** 31)
+
+    def _fit(self, arch, indices, epochs: int):
+        e = self.cfg.evaluator
+        seed = self._seed(arch)
+        model = self.space.build(arch, self.ds.image_shape, self.ds.num_classes, nnx.Rngs(seed))
+        model.eval()
+        graphdef_eval = nnx.split(model)[0]
+        model.train()
+        graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+        batches = data_lib.Batcher(self.ds.x_train, self.ds.y_train, indices, min(e.batch_size, len(indices)),
+                                   self.mean, self.std, self.augment, seed, 7)
+        steps = batches.steps_per_epoch
+        schedule = optax.cosine_decay_schedule(e.lr, epochs * steps)
+        tx = optax.chain(optax.add_decayed_weights(e.weight_decay), optax.sgd(schedule, momentum=0.9))
+        train, predict = make_classifier_steps(graphdef, graphdef_eval, tx)
+        opt = tx.init(params)
+        loss = jnp.float32(0)
+        for epoch in range(epochs):
+            for i in range(steps):
+                params, stats, opt, loss = train(params, stats, opt, batches.batch(epoch, i))
+        if not math.isfinite(float(loss)):
+            raise JaxnasError(f"non-finite training loss for {self.space.encode(arch)}; lower evaluator.lr")
+        return params, stats, predict
+
+    def _predict_all(self, predict, params, stats, x, y) -> np.ndarray:
+        preds = []
+        for batch in data_lib.eval_batches(x, y, 256, self.mean, self.std):
+            n = int(batch["mask"].sum())
+            preds.append(np.asarray(predict(params, stats, batch["x"]))[:n].argmax(-1))
+        return np.concatenate(preds)
+
+    def score(self, arch) -> tuple[float, float]:
+        t0 = time.time()
+        params, stats, predict = self._fit(arch, self.train_idx, self.cfg.evaluator.epochs)
+        x, y = self.ds.x_train[self.val_idx], self.ds.y_train[self.val_idx]
+        acc = float((self._predict_all(predict, params, stats, x, y) == y).mean())
+        return acc, time.time() - t0
+
+    def test(self, arch) -> dict:
+        """Retrain on the whole train split and measure test accuracy and macro-F1 once."""
+        epochs = self.cfg.evaluator.final_epochs or self.cfg.evaluator.epochs
+        params, stats, predict = self._fit(arch, np.arange(len(self.ds.x_train)), epochs)
+        preds = self._predict_all(predict, params, stats, self.ds.x_test, self.ds.y_test)
+        m = metrics_lib.from_confusion(metrics_lib.confusion_matrix(self.ds.y_test, preds, self.ds.num_classes))
+        return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "confusion_matrix": m["confusion_matrix"],
+                "source": f"retrained {epochs} epochs on all {len(self.ds.x_train)} training examples"}
+
+
+def final_tester(cfg, space, evaluator, log=print):
+    """What measures the found architecture on test: the table or the training evaluator itself;
+    after weight-sharing search, the table if one is given, else training from scratch."""
+    if isinstance(evaluator, (TableEvaluator, TrainEvaluator)):
+        return evaluator
+    e = cfg.evaluator
+    if e.table:
+        return TableEvaluator(e.table, space, e.arch_column, e.score_column, e.test_column, e.f1_column,
+                              e.cost_column)
+    return TrainEvaluator(space, cfg, log)
+
+
+def make_evaluator(cfg, space, log=print):
+    """The evaluator named by ``evaluator.kind``: table, train or supernet."""
+    e = cfg.evaluator
+    if e.kind == "table":
+        return TableEvaluator(e.table, space, e.arch_column, e.score_column, e.test_column, e.f1_column,
+                              e.cost_column)
+    if e.kind == "train":
+        return TrainEvaluator(space, cfg, log)
+    if e.kind == "supernet":
+        from jaxnas.search.rsws import SupernetEvaluator
+
+        return SupernetEvaluator(space, cfg, log)
+    raise JaxnasError(f"unknown evaluator.kind {e.kind!r}; allowed: table, train, supernet")

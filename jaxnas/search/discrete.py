@@ -1,0 +1,143 @@
+"""The driver of discrete (ask/tell) strategies: budget, evaluation, history, resume, report.
+
+A plain loop: ask the strategy, score the proposal, tell the strategy, append one
+line to ``history.jsonl`` (architecture, score, cost, wall time, best so far) and
+rewrite ``search_state.json`` atomically (the strategy's state with its random
+generator, and the budget spent), so ``--resume`` continues with exactly the
+proposals an uninterrupted run would make. At the end the best architecture (by
+score, the earliest among equals) is evaluated on the test split once, and
+``result.json`` and the best-so-far plots are written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+
+from jaxnas import rundir, writers
+from jaxnas.errors import JaxnasError
+from jaxnas.loop import Preempted, StopOnSignal
+from jaxnas.spaces import discrete_space
+
+
+def _in_shape(cfg):
+    """The input shape, for spaces whose validity depends on it (the chain space)."""
+    if cfg.space.name != "chain":
+        return None
+    from jaxnas import data as data_lib
+
+    return data_lib.load_dataset(cfg.data.name, cfg.data.data_dir).image_shape
+
+
+def check_budget(d) -> None:
+    if d.budget_evals < 0 or d.budget_seconds < 0 or (d.budget_evals == 0 and d.budget_seconds == 0):
+        raise JaxnasError(f"the search budget is zero: set discrete.budget_evals (got {d.budget_evals}) "
+                          f"or discrete.budget_seconds (got {d.budget_seconds}) to a positive value")
+
+
+def search(strategy, evaluator, space, budget_evals: int, budget_seconds: float, state: dict | None = None,
+           on_eval=None, stop=None) -> dict:
+    """Ask/score/tell until the budget or the strategy runs out; returns the loop state.
+
+    ``state`` (from an earlier call, after ``strategy.load_state_dict``) continues a search.
+    ``on_eval(record, state)`` is called after each evaluation; ``stop()`` true ends the loop early.
+    """
+    state = state or {"evals": 0, "spent": 0.0, "wall": 0.0, "best": None, "best_score": None}
+    while (not budget_evals or state["evals"] < budget_evals) and \
+            (not budget_seconds or state["spent"] < budget_seconds):
+        if stop is not None and stop():
+            break
+        arch = strategy.ask()
+        if arch is None:
+            break
+        t0 = time.time()
+        score, cost = evaluator.score(arch)
+        strategy.tell(arch, score)
+        key = space.encode(arch)
+        state["evals"] += 1
+        state["spent"] += cost
+        state["wall"] += time.time() - t0
+        if state["best_score"] is None or score > state["best_score"]:
+            state["best"], state["best_score"] = key, float(score)
+        record = {"eval": state["evals"], "arch": key, "score": float(score), "cost": float(cost),
+                  "spent": state["spent"], "wall_s": round(state["wall"], 3), "best": state["best"],
+                  "best_score": state["best_score"]}
+        if on_eval is not None:
+            on_eval(record, state)
+    return state
+
+
+def run(cfg, run_dir: str | None, log, resume: bool, strategy_cls, evaluator=None) -> dict:
+    """Run ``strategy_cls`` on ``cfg.space`` with ``cfg.evaluator`` within ``cfg.discrete``'s budget."""
+    d = cfg.discrete
+    check_budget(d)
+    space = discrete_space(cfg.space, _in_shape(cfg))
+    from jaxnas.evaluate import make_evaluator
+
+    evaluator = evaluator or make_evaluator(cfg, space, log)
+    strategy = strategy_cls(space, d, cfg.seed)
+    state, history = None, []
+    state_path = os.path.join(run_dir, "search_state.json") if run_dir else None
+    hist_path = os.path.join(run_dir, "history.jsonl") if run_dir else None
+    if resume and state_path and os.path.exists(state_path):
+        with open(state_path) as f:
+            saved = json.load(f)
+        strategy.load_state_dict(saved["strategy"])
+        state = saved["loop"]
+        writers.truncate_jsonl(hist_path, lambda r: r["eval"] <= state["evals"])
+        history = rundir.read_jsonl(hist_path) if os.path.exists(hist_path) else []
+        log(f"resumed after evaluation {state['evals']} (budget spent {state['spent']:.1f})")
+    elif resume:
+        log("no search state saved yet; starting from the first evaluation")
+    log(f"search: strategy={cfg.search.strategy} space={space.name} evaluator={cfg.evaluator.kind} | budget "
+        f"{d.budget_evals or 'unlimited'} evaluations, {d.budget_seconds or 'unlimited'} s | "
+        f"{jax.device_count()} x {jax.devices()[0].device_kind}")
+
+    def on_eval(record, loop_state):
+        history.append(record)
+        log(f"eval {record['eval']}: {record['score']:.4f} (cost {record['cost']:.1f}) {record['arch']} | best "
+            f"{record['best_score']:.4f}")
+        if run_dir and jax.process_index() == 0:
+            rundir.append_jsonl(hist_path, record)
+            rundir.write_json(state_path, {"strategy": strategy.state_dict(), "loop": loop_state})
+
+    with StopOnSignal() as sig:
+        state = search(strategy, evaluator, space, d.budget_evals, d.budget_seconds, state, on_eval,
+                       stop=lambda: sig.signum is not None)
+        if sig.signum is not None:
+            raise Preempted(sig.signum, state["evals"], run_dir)
+    if state["best"] is None:
+        raise JaxnasError("the search evaluated no architecture")
+    best = space.decode(state["best"])
+    log(f"best of {state['evals']} evaluations: {state['best']} (score {state['best_score']:.4f})")
+    result = {"strategy": cfg.search.strategy, "space": space.name, "arch": state["best"],
+              "score": state["best_score"], "evaluations": state["evals"], "spent": state["spent"]}
+    if d.final_test:
+        from jaxnas.evaluate import final_tester
+
+        tester = final_tester(cfg, space, evaluator, log)
+        result["test"] = tester.test(best)
+        f1 = result["test"].get("macro_f1")
+        log(f"test (held out, used for nothing else): accuracy {result['test']['accuracy']:.4f}"
+            + (f", macro-F1 {f1:.4f}" if f1 is not None else ", macro-F1 not in the table"))
+    if run_dir and jax.process_index() == 0:
+        rundir.write_json(os.path.join(run_dir, "result.json"), result)
+        rundir.write_json(os.path.join(run_dir, "genotype.json"),
+                          best.to_dict() if hasattr(best, "to_dict") else {"space": space.name, "arch": state["best"]})
+        from jaxnas import plot
+
+        plot.best_so_far(history, os.path.join(run_dir, "plots"))
+    return {"genotype": best, "history": history, "result": result}
+
+
+def runner(strategy_cls):
+    """``run(cfg, run_dir, log, resume)`` for the strategy registry."""
+
+    def run_strategy(cfg, run_dir=None, log=print, resume=False):
+        return run(cfg, run_dir, log, resume, strategy_cls)
+
+    run_strategy.__doc__ = f"Discrete search with {strategy_cls.__name__}."
+    return run_strategy
