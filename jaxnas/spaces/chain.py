@@ -26,7 +26,7 @@ from jaxnas.spaces.darts import _torch_linear
 
 END = "end"
 _CONV = re.compile(r"^conv(\d+)x(\d+)-(\d+)$")
-_FC = re.compile(r"^fc-(\d+)$")
+_FC_RE = re.compile(r"^fc-(\d+)$")
 _PAR = re.compile(r"^(sum|concat)\((.+)\)$")
 
 
@@ -48,7 +48,7 @@ def parse_block(token: str) -> tuple:
         if m.group(1) != m.group(2):
             raise JaxnasError(f"chain block {token!r}: only square kernels")
         return ("conv", int(m.group(1)), int(m.group(3)))
-    if m := _FC.match(token):
+    if m := _FC_RE.match(token):
         return ("fc", int(m.group(1)))
     if m := _PAR.match(token):
         branches = [parse_block(b) for b in m.group(2).split(",")]
