@@ -43,6 +43,13 @@ def darts_cell_edges(edges, concat, nodes: int) -> list[tuple[str, str, str]]:
     return out
 
 
+def nb201_cell_edges(arch) -> list[tuple[str, str, str]]:
+    """A NAS-Bench-201 cell as ``(source, target, op)`` triples over nodes 0..3 (``none`` edges left out)."""
+    from jaxnas.spaces.nb201 import EDGES
+
+    return [(str(i), str(j), op) for (j, i), op in zip(EDGES, arch.ops) if op != "none"]
+
+
 def _layout(triples) -> dict[str, tuple[float, float]]:
     """Sources stacked on the left, then every other state in its own column (in order of
     appearance, a topological order for cells), zig-zagging up and down, the sink last."""
@@ -92,8 +99,13 @@ def cell_figure(triples, title: str):
     return fig
 
 
-def _edge_name(e: int) -> str:
-    """DARTS edge order: node 0's inputs (states 0, 1), then node 1's (0, 1, 2), and so on."""
+def _edge_name(e: int, key: str = "") -> str:
+    """DARTS edge order: node 0's inputs (states 0, 1), then node 1's (0, 1, 2), and so on;
+    NAS-Bench-201 (one matrix named ``alphas``): its string order."""
+    if key == "alphas":
+        from jaxnas.spaces.nb201 import EDGES
+
+        return f"{EDGES[e][1]} -> {EDGES[e][0]}"
     names = ["c{k-2}", "c{k-1}"]
     node = 0
     while e >= node + 2:
@@ -118,7 +130,7 @@ def alphas_figure(records: list[dict], key: str, op_names, title: str):
             continue
         for o, name in enumerate(op_names):
             ax.plot(epochs, w[:, e, o], label=name, lw=1.2)
-        ax.set_title(f"edge {e}: {_edge_name(e)}", fontsize=8)
+        ax.set_title(f"edge {e}: {_edge_name(e, key)}", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.ticklabel_format(axis="y", useOffset=False)
         if e // cols == rows - 1 or e + cols >= n_edges:
@@ -185,11 +197,19 @@ def plot_run(run_dir: str, out_dir: str | None = None) -> list[str]:
     written = []
     metrics = _read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
     g_path = os.path.join(run_dir, "genotype.json")
-    genotype = None
+    genotype, raw = None, None
     if os.path.exists(g_path):
-        genotype = genotype_lib.load(g_path)
+        with open(g_path) as f:
+            raw = json.load(f)
     elif metrics and "genotype" in metrics[-1]:
-        genotype = genotype_lib.from_dict(metrics[-1]["genotype"])
+        raw = metrics[-1]["genotype"]
+    if raw is not None and raw.get("space") == "nb201":
+        from jaxnas.spaces import nb201
+
+        fig = cell_figure(nb201_cell_edges(nb201.parse(raw)), "NAS-Bench-201 cell")
+        written += _save(fig, os.path.join(out_dir, "cell"))
+    elif raw is not None and "normal" in raw:
+        genotype = genotype_lib.validate(genotype_lib.from_dict(raw))
     if genotype is not None:
         for name, edges, concat in (("normal", genotype.normal, genotype.normal_concat),
                                     ("reduce", genotype.reduce, genotype.reduce_concat)):
@@ -202,8 +222,8 @@ def plot_run(run_dir: str, out_dir: str | None = None) -> list[str]:
         config_lib.import_extensions(cfg.run.imports)
         from jaxnas.ops import resolve_op_set
 
-        op_names = resolve_op_set(cfg.space.ops)
-        for key in (k for k in alphas[-1] if k.startswith("alphas_") and not k.endswith("_softmax")):
+        op_names = alphas[-1].get("ops") or resolve_op_set(cfg.space.ops)
+        for key in (k for k in alphas[-1] if k.startswith("alphas") and not k.endswith("_softmax")):
             fig = alphas_figure(alphas, key, op_names, f"{key}: softmax weights per edge")
             written += _save(fig, os.path.join(out_dir, key))
     steps = _read_jsonl(os.path.join(run_dir, "steps.jsonl"))

@@ -44,3 +44,24 @@ def test_finite_guard_checks_one_step_late_and_names_step_and_quantity():
     with pytest.raises(JaxnasError, match=r"non-finite alpha_grad_norm=inf at step 7"):
         guard.flush()
     assert guard.flush() is None
+
+
+def test_darts_on_the_nb201_supernet_and_its_plots(tmp_path):
+    from jaxnas import plot
+    from jaxnas.spaces import nb201
+
+    cfg = tiny_cfg(epochs=2, batch_size=32, max_steps_per_epoch=4)
+    cfg.space.name, cfg.space.ops, cfg.space.C, cfg.space.cells_per_stage = "nb201", "auto", 4, 1
+    cfg.run.workdir, cfg.run.name = str(tmp_path), "nb"
+    path = rundir.create(cfg, "search")
+    result = get_strategy("darts")(cfg, path, log=lambda *_: None)
+    arch = result["genotype"]
+    assert isinstance(arch, nb201.NB201Arch)
+    saved = json.load(open(os.path.join(path, "genotype.json")))
+    assert saved["arch"] == arch.to_str() and saved["index"] == arch.index
+    last = rundir.read_jsonl(os.path.join(path, "alphas.jsonl"))[-1]
+    assert np.asarray(last["alphas"]).shape == (6, 5) and last["ops"][3] == "nor_conv_3x3"
+    # argmax per edge of the saved alphas is the architecture
+    assert tuple(last["ops"][i] for i in np.asarray(last["alphas"]).argmax(-1)) == arch.ops
+    names = sorted(os.path.basename(p) for p in plot.plot_run(path))
+    assert names == ["alphas.png", "alphas.svg", "cell.png", "cell.svg", "curves.png", "curves.svg"]

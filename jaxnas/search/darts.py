@@ -54,6 +54,15 @@ def _alpha_scalars(alphas, op_names) -> dict:
     return out
 
 
+def _arch_from_dict(d: dict):
+    """A genotype (DARTS layout) or another space's architecture (``{"space": ..., "arch": ...}``)."""
+    if d.get("space") == "nb201":
+        from jaxnas.spaces import nb201
+
+        return nb201.parse(d)
+    return genotype_lib.from_dict(d)
+
+
 def _restore(ckpt, state, steps: int, run_dir: str, mesh, log):
     """Load the newest good checkpoint into ``state``; trim the logs written after it."""
     restored = ckpt.restore(jax.device_get(state))
@@ -136,7 +145,7 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
         f"nodes={cfg.space.nodes} order={s.order} | {n_params / 1e6:.3f}M weights | data={ds.name} "
         f"{ds.image_shape} train/val {len(train_idx)}/{len(val_idx)} | {mesh.devices.size} x "
         f"{jax.devices()[0].device_kind} in {jax.process_count()} process(es) | {steps} steps/epoch")
-    genotype = genotype_lib.from_dict(history[-1]["genotype"]) if history else None
+    genotype = _arch_from_dict(history[-1]["genotype"]) if history else None
     progress = loop.Progress(s.epochs * steps, start, "search", cfg.run.progress and main)
     guard, t0 = loop.FiniteGuard(), time.time()
     try:
@@ -183,7 +192,8 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
                 progress.write(f"epoch {epoch + 1}/{s.epochs} done in {time.time() - t_epoch:.1f}s | search-val loss "
                                f"{val_loss:.4f} acc {val_acc:.4f} | ETA {progress.eta()} | genotype {genotype}", log)
                 writer.write("metrics", gstep, record)
-                writer.write("alphas", gstep, {"epoch": epoch + 1, **alphas_record(state.alphas)})
+                writer.write("alphas", gstep, {"epoch": epoch + 1, "ops": list(model.op_names),
+                                           **alphas_record(state.alphas)})
                 writer.tb_scalars("alpha_softmax", gstep, _alpha_scalars(state.alphas, model.op_names))
                 writer.text("genotype", gstep, str(genotype))
                 writer.flush()
@@ -197,6 +207,6 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
         if ckpt is not None:
             ckpt.close()
     if run_dir and main:
-        genotype_lib.save(genotype, os.path.join(run_dir, "genotype.json"))
+        rundir.write_json(os.path.join(run_dir, "genotype.json"), genotype.to_dict())
         log(f"genotype written to {os.path.join(run_dir, 'genotype.json')}")
     return {"genotype": genotype, "history": history, "state": state, "graphdef": graphdef}
