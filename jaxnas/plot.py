@@ -235,22 +235,21 @@ def plot_run(run_dir: str, out_dir: str | None = None) -> list[str]:
 
 
 def best_so_far(history: list[dict], out_dir: str) -> list[str]:
-    """Best score so far against evaluations and against budget spent (PNG and SVG)."""
+    """Best score so far against evaluations, wall time and budget spent (PNG and SVG)."""
     if not history:
         return []
     plt = _plt()
     os.makedirs(out_dir, exist_ok=True)
-    fig, (ax_n, ax_t) = plt.subplots(1, 2, figsize=(10, 3.4))
-    evals = [r["eval"] for r in history]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4), sharey=True)
     best = [r["best_score"] for r in history]
-    ax_n.plot(evals, [r["score"] for r in history], ".", color="0.7", ms=4, label="score")
-    ax_n.step(evals, best, where="post", label="best so far")
-    ax_n.set_xlabel("evaluations")
-    ax_t.step([r["spent"] for r in history], best, where="post")
-    ax_t.set_xlabel("budget spent (s)")
-    for ax in (ax_n, ax_t):
-        ax.set_ylabel("score")
+    axes[0].plot([r["eval"] for r in history], [r["score"] for r in history], ".", color="0.7", ms=4,
+                 label="score")
+    for ax, key, label in zip(axes, ("eval", "wall_s", "spent"),
+                              ("evaluations", "wall time (s)", "budget spent (s; the table's costs if given)")):
+        ax.step([r[key] for r in history], best, where="post", label="best so far")
+        ax.set_xlabel(label)
         ax.grid(alpha=0.3)
-    ax_n.legend(fontsize=7)
+    axes[0].set_ylabel("score")
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, os.path.join(out_dir, "best_so_far"))

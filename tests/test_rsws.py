@@ -55,3 +55,38 @@ def test_darts_space_random_and_mutation_and_onehot_alphas():
         got = net.genotype()
         for a, b in ((got.normal, g.normal), (got.reduce, g.reduce)):
             assert sorted(map(tuple, a)) == sorted(map(tuple, b))
+
+
+def test_chain_weight_sharing_slices_one_set_of_weights(tmp_path):
+    from jaxnas.spaces.chain import ChainSharedWeights
+
+    cfg = config_lib.search_defaults()
+    cfg.space.name, cfg.space.filters, cfg.space.kernels, cfg.space.units = "chain", "4,8", "1,3", "16"
+    cfg.space.max_depth = 3
+    space = discrete_space(cfg.space, (8, 8, 1))
+    ws = ChainSharedWeights(space, 10, seed=0)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 8, 8, 1)), jnp.float32)
+    # conv3x3-8 at position 1 is shared by every input width that can reach it (4, 8, 12, 16 channels)
+    w = ws.params["1/conv3x3-8"]["w"]
+    assert w.shape == (3, 3, 16, 8)
+    a, b = ("conv3x3-4", "conv3x3-8"), ("conv3x3-8", "conv3x3-8")
+    assert ws.apply(ws.params, a, x).shape == ws.apply(ws.params, b, x).shape == (4, 10)
+    # an architecture uses exactly the leading slice: changing the rest leaves its logits unchanged
+    p2 = dict(ws.params)
+    p2["1/conv3x3-8"] = {**ws.params["1/conv3x3-8"], "w": w.at[:, :, 4:, :].set(99.0)}
+    np.testing.assert_array_equal(ws.apply(ws.params, a, x), ws.apply(p2, a, x))
+    assert not np.allclose(ws.apply(ws.params, b, x), ws.apply(p2, b, x))
+
+
+def test_rsws_on_the_chain_space(tmp_path):
+    cfg = config_lib.search_defaults()
+    cfg.search.strategy, cfg.data.name = "rsws", "digits"
+    cfg.search.batch_size, cfg.search.max_steps_per_epoch = 32, 4
+    cfg.space.name, cfg.space.filters, cfg.space.kernels, cfg.space.units = "chain", "8", "3", "32"
+    cfg.space.max_depth, cfg.space.branches = 2, 0
+    cfg.evaluator.kind, cfg.evaluator.epochs = "supernet", 1
+    cfg.discrete.ws_epochs, cfg.discrete.ws_eval_batches, cfg.discrete.budget_evals = 2, 2, 5
+    cfg.run.workdir, cfg.run.name = str(tmp_path), "rc"
+    out = get_strategy("rsws")(cfg, rundir.create(cfg, "search"), log=lambda *_: None)
+    assert len(out["history"]) == 5
+    assert "retrained" in out["result"]["test"]["source"] and out["result"]["test"]["accuracy"] > 0.2

@@ -70,6 +70,20 @@ def search(strategy, evaluator, space, budget_evals: int, budget_seconds: float,
     return state
 
 
+def _eta(d, state: dict, done_before: int, elapsed: float) -> str:
+    """Time left at the current rate, from whichever budget ends first ('?' when unknown)."""
+    left = []
+    n = state["evals"] - done_before
+    if d.budget_evals and n > 0:
+        left.append(elapsed / n * max(d.budget_evals - state["evals"], 0))
+    if d.budget_seconds and state["spent"] > 0 and state["wall"] > 0:
+        left.append(max(d.budget_seconds - state["spent"], 0) * state["wall"] / state["spent"])
+    if not left:
+        return "?"
+    s = int(min(left))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
 def run(cfg, run_dir: str | None, log, resume: bool, strategy_cls, evaluator=None) -> dict:
     """Run ``strategy_cls`` on ``cfg.space`` with ``cfg.evaluator`` within ``cfg.discrete``'s budget."""
     d = cfg.discrete
@@ -96,10 +110,15 @@ def run(cfg, run_dir: str | None, log, resume: bool, strategy_cls, evaluator=Non
         f"{d.budget_evals or 'unlimited'} evaluations, {d.budget_seconds or 'unlimited'} s | "
         f"{jax.device_count()} x {jax.devices()[0].device_kind}")
 
+    writer = writers.MetricWriter(run_dir, state["evals"] if state else 0, cfg.run.tensorboard)
+    t_start, done_before = time.time(), state["evals"] if state else 0
+
     def on_eval(record, loop_state):
         history.append(record)
         log(f"eval {record['eval']}: {record['score']:.4f} (cost {record['cost']:.1f}) {record['arch']} | best "
-            f"{record['best_score']:.4f}")
+            f"{record['best_score']:.4f} | ETA {_eta(d, loop_state, done_before, time.time() - t_start)}")
+        writer.tb_scalars("search", record["eval"], {"score": record["score"], "best_score": record["best_score"],
+                                                     "cost": record["cost"], "spent": record["spent"]})
         if run_dir and jax.process_index() == 0:
             rundir.append_jsonl(hist_path, record)
             rundir.write_json(state_path, {"strategy": strategy.state_dict(), "loop": loop_state})
@@ -107,6 +126,7 @@ def run(cfg, run_dir: str | None, log, resume: bool, strategy_cls, evaluator=Non
     with StopOnSignal() as sig:
         state = search(strategy, evaluator, space, d.budget_evals, d.budget_seconds, state, on_eval,
                        stop=lambda: sig.signum is not None)
+        writer.close()
         if sig.signum is not None:
             raise Preempted(sig.signum, state["evals"], run_dir)
     if state["best"] is None:

@@ -11,6 +11,7 @@ because running statistics mix all sampled paths.
 
 from __future__ import annotations
 
+import functools
 import time
 
 import jax
@@ -33,10 +34,63 @@ def _with_alphas(graphdef, params, alphas, stats, onehot):
     return model
 
 
+def _onehot_backend(space, cfg, ds, tx):
+    """Supernets with alphas (DARTS, NAS-Bench-201): an architecture = one-hot alphas (no recompiles)."""
+    model = build_supernet(cfg.space, ds.image_shape, ds.num_classes, nnx.Rngs(cfg.seed))
+    op_names = tuple(model.op_names)
+    graphdef, params, alphas, stats = split_model(model)
+
+    def loss_fn(params, stats, onehot, batch):
+        m = _with_alphas(graphdef, params, alphas, stats, onehot)
+        return cross_entropy(m(batch["x"]), batch["y"]), nnx.state(m, nnx.BatchStat)
+
+    @jax.jit
+    def _step(state, onehot, batch):
+        params, stats, opt = state
+        (loss, stats), g = jax.value_and_grad(loss_fn, has_aux=True)(params, stats, onehot, batch)
+        updates, opt = tx.update(g, opt, params)
+        return (optax.apply_updates(params, updates), stats, opt), loss
+
+    @jax.jit
+    def _accuracy(state, onehot, batch):
+        logits = _with_alphas(graphdef, state[0], alphas, state[1], onehot)(batch["x"])  # batch statistics
+        return (jnp.argmax(logits, -1) == batch["y"]).mean()
+
+    state = (params, stats, tx.init(params))
+    return (state, lambda st, arch, batch: _step(st, space.onehot_alphas(arch, op_names), batch),
+            lambda st, arch, batch: _accuracy(st, space.onehot_alphas(arch, op_names), batch))
+
+
+def _chain_backend(space, cfg, ds, tx):
+    """The chain space: shared weights sliced per architecture (one compile per architecture)."""
+    from jaxnas.spaces.chain import ChainSharedWeights
+
+    ws = ChainSharedWeights(space, ds.num_classes, cfg.seed)
+
+    def loss_fn(params, arch, batch):
+        return cross_entropy(ws.apply(params, arch, batch["x"]), batch["y"])
+
+    @functools.partial(jax.jit, static_argnums=1)
+    def step(state, arch, batch):
+        params, opt = state
+        loss, g = jax.value_and_grad(loss_fn)(params, arch, batch)
+        updates, opt = tx.update(g, opt, params)
+        return (optax.apply_updates(params, updates), opt), loss
+
+    @functools.partial(jax.jit, static_argnums=1)
+    def accuracy(state, arch, batch):
+        return (jnp.argmax(ws.apply(state[0], arch, batch["x"]), -1) == batch["y"]).mean()
+
+    return (ws.params, tx.init(ws.params)), step, accuracy
+
+
 class SupernetEvaluator:
     """Trains a weight-sharing supernet on construction, then ``score(arch)`` = search-val accuracy."""
 
     def __init__(self, space, cfg, log=print):
+        from jaxnas.loop import Progress
+        from jaxnas.spaces.chain import ChainSpace
+
         self.space, self.cfg = space, cfg
         ds = data_lib.load_dataset(cfg.data.name, cfg.data.data_dir)
         mean, std = ds.mean_std()
@@ -46,49 +100,31 @@ class SupernetEvaluator:
         if d.ws_epochs < 1 or d.ws_eval_batches < 1:
             raise JaxnasError(f"discrete.ws_epochs and discrete.ws_eval_batches must be positive, got "
                               f"{d.ws_epochs}, {d.ws_eval_batches}")
-        model = build_supernet(cfg.space, ds.image_shape, ds.num_classes, nnx.Rngs(cfg.seed))
-        self.op_names = tuple(model.op_names)
-        graphdef, params, alphas, stats = split_model(model)
         train_b = data_lib.Batcher(ds.x_train, ds.y_train, train_idx, s.batch_size, mean, std, augment, cfg.seed, 0)
-        self.val_b = data_lib.Batcher(ds.x_train, ds.y_train, val_idx, s.batch_size, mean, std, "none", cfg.seed, 1)
+        val_b = data_lib.Batcher(ds.x_train, ds.y_train, val_idx, s.batch_size, mean, std, "none", cfg.seed, 1)
         steps = min(train_b.steps_per_epoch, s.max_steps_per_epoch or train_b.steps_per_epoch)
-        schedule = epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, d.ws_epochs, steps)
-        tx = weight_optimizer(cfg.optim, schedule)
-
-        def loss_fn(params, stats, onehot, batch):
-            m = _with_alphas(graphdef, params, alphas, stats, onehot)
-            logits = m(batch["x"])
-            return cross_entropy(logits, batch["y"]), nnx.state(m, nnx.BatchStat)
-
-        @jax.jit
-        def step(params, stats, opt, onehot, batch):
-            (loss, stats), g = jax.value_and_grad(loss_fn, has_aux=True)(params, stats, onehot, batch)
-            updates, opt = tx.update(g, opt, params)
-            return optax.apply_updates(params, updates), stats, opt, loss
-
-        @jax.jit
-        def accuracy(params, stats, onehot, batch):
-            logits = _with_alphas(graphdef, params, alphas, stats, onehot)(batch["x"])  # batch statistics
-            return (jnp.argmax(logits, -1) == batch["y"]).mean()
-
-        self._accuracy = accuracy
+        tx = weight_optimizer(cfg.optim, epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, d.ws_epochs, steps))
+        backend = _chain_backend if isinstance(space, ChainSpace) else _onehot_backend
+        state, step, self._accuracy = backend(space, cfg, ds, tx)
         rng = np.random.default_rng([cfg.seed, 17])
-        opt, t0 = tx.init(params), time.time()
+        t0 = time.time()
         log(f"weight-sharing supernet: {d.ws_epochs} epochs x {steps} steps, one random architecture per step")
+        progress = Progress(d.ws_epochs * steps, 0, "supernet", cfg.run.progress)
         for epoch in range(d.ws_epochs):
             for i in range(steps):
-                onehot = space.onehot_alphas(space.random(rng), self.op_names)
-                params, stats, opt, loss = step(params, stats, opt, onehot, train_b.batch(epoch, i))
+                state, loss = step(state, space.random(rng), train_b.batch(epoch, i))
+                progress.update()
             if not np.isfinite(float(loss)):
                 raise JaxnasError(f"non-finite supernet loss in epoch {epoch + 1}; lower optim.lr")
-            log(f"supernet epoch {epoch + 1}/{d.ws_epochs}: loss {float(loss):.4f} ({time.time() - t0:.0f} s)")
-        self.params, self.stats = params, stats
-        self.batches = [self.val_b.batch(0, i) for i in range(min(d.ws_eval_batches, self.val_b.steps_per_epoch))]
+            progress.write(f"supernet epoch {epoch + 1}/{d.ws_epochs}: loss {float(loss):.4f} "
+                           f"({time.time() - t0:.0f} s, ETA {progress.eta()})", log)
+        progress.close()
+        self.state = state
+        self.batches = [val_b.batch(0, i) for i in range(min(d.ws_eval_batches, val_b.steps_per_epoch))]
 
     def score(self, arch) -> tuple[float, float]:
         t0 = time.time()
-        onehot = self.space.onehot_alphas(arch, self.op_names)
-        acc = np.mean([float(self._accuracy(self.params, self.stats, onehot, b)) for b in self.batches])
+        acc = np.mean([float(self._accuracy(self.state, arch, b)) for b in self.batches])
         return float(acc), time.time() - t0
 
 

@@ -233,3 +233,81 @@ class ChainNet(nnx.Module):
         for layer in self.layers:
             x = layer(x)
         return self.classifier(x.reshape(x.shape[0], -1))
+
+
+class ChainSharedWeights:
+    """The chain space's weight-sharing supernet (for random search with weight sharing).
+
+    Every (position, block) pair owns one set of weights sized for the largest input that
+    can reach that position; an architecture uses the leading slice it needs (input
+    channels of a convolution, input features of a dense layer or of the classifier), as
+    elastic supernets do. BatchNorm always normalises with the batch's statistics. A
+    forward pass is compiled once per distinct architecture (the sequence is static).
+    """
+
+    def __init__(self, space: ChainSpace, num_classes: int, seed: int):
+        import numpy as np
+
+        self.space, self.num_classes = space, num_classes
+        reach = [{space.in_shape}]
+        need: dict[tuple[int, str], int] = {}
+        final = 0
+        for i in range(space.max_depth):
+            nxt = set()
+            for shape in reach[i]:
+                for token in space.blocks:
+                    out = output_shape(shape, token)
+                    if out is None:
+                        continue
+                    size = shape[-1] if parse_block(token)[0] in ("conv", "par") else int(np.prod(shape))
+                    need[(i, token)] = max(need.get((i, token), 0), size)
+                    nxt.add(out)
+            reach.append(nxt)
+            final = max([final] + [int(np.prod(s)) for s in nxt])
+        rng = np.random.default_rng(seed)
+
+        def dense(n_in, n_out, fan_in):
+            bound = 1.0 / np.sqrt(fan_in)
+            return jnp.asarray(rng.uniform(-bound, bound, (n_in, n_out)), jnp.float32)
+
+        def conv_params(k, c_in, f):
+            bound = 1.0 / np.sqrt(k * k * c_in)
+            return {"w": jnp.asarray(rng.uniform(-bound, bound, (k, k, c_in, f)), jnp.float32),
+                    "scale": jnp.ones((f,), jnp.float32), "bias": jnp.zeros((f,), jnp.float32)}
+
+        params = {}
+        for (i, token), size in sorted(need.items()):
+            kind = parse_block(token)
+            key = f"{i}/{token}"
+            if kind[0] == "conv":
+                params[key] = conv_params(kind[1], size, kind[2])
+            elif kind[0] == "par":
+                params[key] = {f"b{j}": conv_params(k, size, f) for j, (k, f) in enumerate(kind[2])}
+            elif kind[0] == "fc":
+                params[key] = {"w": dense(size, kind[1], size), "b": jnp.zeros((kind[1],), jnp.float32)}
+        params["head"] = {"w": dense(final, num_classes, final), "b": jnp.zeros((num_classes,), jnp.float32)}
+        self.params = params
+
+    @staticmethod
+    def _conv(p, x, k):
+        w = p["w"][:, :, :x.shape[-1], :]
+        y = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        mean, var = y.mean(axis=(0, 1, 2)), y.var(axis=(0, 1, 2))
+        return jax.nn.relu((y - mean) * jax.lax.rsqrt(var + 1e-5) * p["scale"] + p["bias"])
+
+    def apply(self, params, arch: tuple, x):
+        """Logits of ``arch`` with the shared weights (``arch`` must be static under jit)."""
+        for i, token in enumerate(arch):
+            kind, p = parse_block(token), params.get(f"{i}/{token}")
+            if kind[0] == "conv":
+                x = self._conv(p, x, kind[1])
+            elif kind[0] == "pool":
+                x = _Pool(kind[1])(x)
+            elif kind[0] == "fc":
+                x = x.reshape(x.shape[0], -1)
+                x = jax.nn.relu(x @ p["w"][:x.shape[-1]] + p["b"])
+            else:
+                outs = [self._conv(p[f"b{j}"], x, k) for j, (k, _) in enumerate(kind[2])]
+                x = sum(outs[1:], outs[0]) if kind[1] == "sum" else jnp.concatenate(outs, axis=-1)
+        x = x.reshape(x.shape[0], -1)
+        return x @ params["head"]["w"][:x.shape[-1]] + params["head"]["b"]
