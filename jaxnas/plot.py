@@ -208,6 +208,12 @@ def plot_run(run_dir: str, out_dir: str | None = None) -> list[str]:
 
         fig = cell_figure(nb201_cell_edges(nb201.parse(raw)), "NAS-Bench-201 cell")
         written += _save(fig, os.path.join(out_dir, "cell"))
+    elif raw is not None and raw.get("space") == "chain":
+        blocks = [t.strip() for t in raw["arch"].split(">")]
+        names = ["input"] + [str(i + 1) for i in range(len(blocks))] + ["logits"]
+        triples = [(names[i], names[i + 1], b) for i, b in enumerate(blocks)]
+        triples.append((names[-2], "logits", "flatten, linear"))
+        written += _save(cell_figure(triples, "chain architecture"), os.path.join(out_dir, "arch"))
     elif raw is not None and "normal" in raw:
         genotype = genotype_lib.validate(genotype_lib.from_dict(raw))
     if genotype is not None:
@@ -226,6 +232,9 @@ def plot_run(run_dir: str, out_dir: str | None = None) -> list[str]:
         for key in (k for k in alphas[-1] if k.startswith("alphas") and not k.endswith("_softmax")):
             fig = alphas_figure(alphas, key, op_names, f"{key}: softmax weights per edge")
             written += _save(fig, os.path.join(out_dir, key))
+    history = _read_jsonl(os.path.join(run_dir, "history.jsonl"))
+    if history:
+        written += best_so_far(history, out_dir)
     steps = _read_jsonl(os.path.join(run_dir, "steps.jsonl"))
     if steps or metrics:
         written += _save(curves_figure(steps, metrics), os.path.join(out_dir, "curves"))

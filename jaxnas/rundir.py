@@ -35,7 +35,7 @@ def create(cfg, kind: str) -> str:
     os.makedirs(path, exist_ok=True)
     if jax.process_index() != 0:
         return path
-    if os.path.exists(os.path.join(path, "checkpoints")):
+    if any(os.path.exists(os.path.join(path, f)) for f in ("checkpoints", "search_state.json", "metrics.jsonl")):
         raise JaxnasError(f"run directory {path!r} already holds a run; continue it with --resume {path} "
                           f"or choose another run.name")
     write_json(os.path.join(path, "config.json"), cfg.to_dict())

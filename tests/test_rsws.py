@@ -90,3 +90,16 @@ def test_rsws_on_the_chain_space(tmp_path):
     out = get_strategy("rsws")(cfg, rundir.create(cfg, "search"), log=lambda *_: None)
     assert len(out["history"]) == 5
     assert "retrained" in out["result"]["test"]["source"] and out["result"]["test"]["accuracy"] > 0.2
+
+
+def test_evolution_on_the_darts_space_scored_by_a_supernet(tmp_path):
+    cfg = tiny_cfg()
+    cfg.search.strategy, cfg.search.batch_size, cfg.search.max_steps_per_epoch = "evolution", 32, 4
+    cfg.evaluator.kind = "supernet"
+    cfg.discrete.ws_epochs, cfg.discrete.ws_eval_batches, cfg.discrete.budget_evals = 1, 1, 6
+    cfg.discrete.population, cfg.discrete.tournament, cfg.discrete.final_test = 3, 2, False
+    cfg.run.workdir, cfg.run.name = str(tmp_path), "de"
+    out = get_strategy("evolution")(cfg, rundir.create(cfg, "search"), log=lambda *_: None)
+    assert len(out["history"]) == 6
+    g = G.validate(out["genotype"])
+    assert json.load(open(f"{tmp_path}/de/genotype.json")) == g.to_dict()

@@ -131,6 +131,13 @@ def test_cli_search_with_a_table_writes_history_result_and_plot(table, tmp_path,
     assert 0 < result["test"]["accuracy"] and result["test"]["macro_f1"] is not None
     assert json.load(open(path / "genotype.json"))["arch"] == result["arch"]
     assert os.path.getsize(path / "plots" / "best_so_far.png") > 1000
+    capsys.readouterr()
+    assert main(["plot", str(path)]) == 0
+    assert sorted(os.path.basename(p) for p in capsys.readouterr().out.split()) == [
+        "best_so_far.png", "best_so_far.svg", "cell.png", "cell.svg"]
+    svg = open(path / "plots" / "cell.svg").read()
+    for op in nb201.parse(result["arch"]).ops:
+        assert op == "none" or f">{op}<" in svg
 
 
 def test_sigterm_then_resume_continues_the_same_search(table, tmp_path):
