@@ -16,9 +16,9 @@ from flax import nnx
 from jaxnas import data as data_lib
 from jaxnas import genotype as genotype_lib
 from jaxnas import checkpoint, loop, parallel, rundir, writers
-from jaxnas.errors import JaxnasError
+from jaxnas.errors import JaxnasError, unknown
 from jaxnas.search import register_strategy
-from jaxnas.search.bilevel import (alpha_optimizer, epoch_cosine_lr, init_state, make_eval_step,
+from jaxnas.search.bilevel import (ORDERS, alpha_optimizer, epoch_cosine_lr, init_state, make_eval_step,
                                    make_search_step, weight_optimizer)
 from jaxnas.spaces import build_supernet
 
@@ -95,6 +95,8 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
     With ``run_dir`` it checkpoints every ``run.checkpoint_every`` steps and at each
     epoch end; ``resume`` continues from the newest good checkpoint there, bit for bit.
     """
+    if cfg.search.order not in ORDERS:
+        raise unknown("search order", cfg.search.order, ORDERS)
     ds = data_lib.load_dataset(cfg.data.name, cfg.data.data_dir)
     mean, std = ds.mean_std()
     train_idx, val_idx = data_lib.search_split(len(ds.x_train), cfg.data.train_portion)
