@@ -122,3 +122,48 @@ class Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+
+
+def restore_run(ckpt, template, steps: int, devices: int, run_dir: str, log, epoch_logs=("metrics.jsonl",)):
+    """Resume a run: ``(tree, meta, start, history)`` from the newest good checkpoint, or
+    ``(None, None, 0, [])`` when there is none. Log records written after the checkpoint are
+    dropped from ``steps.jsonl`` (by step) and from ``epoch_logs`` (by epoch)."""
+    import os
+
+    import jax
+
+    from jaxnas import rundir, writers
+
+    restored = ckpt.restore(jax.device_get(template))
+    if restored is None:
+        log(f"no checkpoint in {ckpt.directory}; starting from step 0")
+        return None, None, 0, []
+    tree, meta, start = restored
+    if meta["steps_per_epoch"] != steps:
+        raise JaxnasError(f"checkpoint {start} was written with {meta['steps_per_epoch']} steps per epoch, "
+                          f"this run has {steps}; was the dataset changed?")
+    if meta.get("devices") != devices:
+        log(f"warning: the run used {meta.get('devices')} devices, resuming on {devices}: the result will not be "
+            f"bit-identical to an uninterrupted run (see docs/determinism.md)")
+    epochs_done = start // steps
+    if jax.process_index() == 0:
+        writers.truncate_jsonl(os.path.join(run_dir, "steps.jsonl"), lambda r: r["step"] <= start)
+        for name in epoch_logs:
+            writers.truncate_jsonl(os.path.join(run_dir, name), lambda r: r["epoch"] <= epochs_done)
+    path = os.path.join(run_dir, "metrics.jsonl")
+    history = [r for r in rundir.read_jsonl(path) if r["epoch"] <= epochs_done] if os.path.exists(path) else []
+    log(f"resumed from the checkpoint at step {start} (epoch {epochs_done + 1}, step {start % steps + 1} next)")
+    return tree, meta, start, history
+
+
+def checkpoint_due(step: int, every: int, stop: StopOnSignal) -> bool:
+    """Mid-epoch checkpoint: every ``every`` steps, or now because a signal asked to stop."""
+    return bool(stop.signum or (every and step % every == 0))
+
+
+def stop_if_asked(stop: StopOnSignal, ckpt, step: int, run_dir: str | None) -> None:
+    """After a checkpoint: if a signal asked to stop, wait for the write to finish and raise Preempted."""
+    if stop.signum:
+        if ckpt is not None:
+            ckpt.wait()
+        raise Preempted(stop.signum, step, run_dir)

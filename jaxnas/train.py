@@ -141,23 +141,10 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
         if ckpt is None:
             raise JaxnasError("resume needs a run directory")
         template = {"params": params, "stats": stats, "opt": opt, "key": jax.random.key_data(key)}
-        restored = ckpt.restore(jax.device_get(template))
-        if restored is None:
-            log(f"no checkpoint in {ckpt.directory}; starting from step 0")
-        else:
-            tree, meta, start = restored
-            if meta["steps_per_epoch"] != steps:
-                raise JaxnasError(f"checkpoint {start} was written with {meta['steps_per_epoch']} steps per epoch, "
-                                  f"this run has {steps}; was the dataset changed?")
+        tree, meta, start, history = loop.restore_run(ckpt, template, steps, mesh.devices.size, run_dir, log)
+        if tree is not None:
             params, stats, opt = tree["params"], tree["stats"], tree["opt"]
-            key = jax.random.wrap_key_data(tree["key"])
-            sums = meta["sums"]
-            if jax.process_index() == 0:
-                writers.truncate_jsonl(os.path.join(run_dir, "steps.jsonl"), lambda r: r["step"] <= start)
-                writers.truncate_jsonl(os.path.join(run_dir, "metrics.jsonl"), lambda r: r["epoch"] <= start // steps)
-            history = [r for r in rundir.read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
-                       if r["epoch"] <= start // steps] if os.path.exists(os.path.join(run_dir, "metrics.jsonl")) else []
-            log(f"resumed from the checkpoint at step {start} (epoch {start // steps + 1}, step {start % steps + 1} next)")
+            key, sums = jax.random.wrap_key_data(tree["key"]), meta["sums"]
     params, stats, opt = parallel.put_replicated((params, stats, opt), mesh)
     writer = writers.MetricWriter(run_dir, start, cfg.run.tensorboard)
 
@@ -197,13 +184,10 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
                         writer.write("steps", gstep, {"epoch": epoch + 1, "step": gstep, "loss": loss, "acc": acc,
                                                       "lr": float(schedule(gstep - 1))})
                     sums = {k: sums[k] + m[k] for k in sums}
-                    if i + 1 < steps and (stop.signum or (cfg.run.checkpoint_every
-                                                          and gstep % cfg.run.checkpoint_every == 0)):
+                    if i + 1 < steps and loop.checkpoint_due(gstep, cfg.run.checkpoint_every, stop):
                         guard.flush()
                         save(gstep)
-                        if stop.signum:
-                            ckpt and ckpt.wait()
-                            raise loop.Preempted(stop.signum, gstep, run_dir)
+                        loop.stop_if_asked(stop, ckpt, gstep, run_dir)
                 guard.flush()
                 gstep = (epoch + 1) * steps
                 record = {"epoch": epoch + 1, "step": gstep, "train_loss": float(sums["loss"]) / steps,
@@ -215,9 +199,7 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
                 writer.write("metrics", gstep, record)
                 writer.flush()
                 save(gstep)
-                if stop.signum:
-                    ckpt and ckpt.wait()
-                    raise loop.Preempted(stop.signum, gstep, run_dir)
+                loop.stop_if_asked(stop, ckpt, gstep, run_dir)
     finally:  # pending checkpoint writes finish even when the run stops with an error
         progress.close()
         writer.close()

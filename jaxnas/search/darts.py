@@ -63,31 +63,6 @@ def _arch_from_dict(d: dict):
     return genotype_lib.from_dict(d)
 
 
-def _restore(ckpt, state, steps: int, run_dir: str, mesh, log):
-    """Load the newest good checkpoint into ``state``; trim the logs written after it."""
-    restored = ckpt.restore(jax.device_get(state))
-    if restored is None:
-        log(f"no checkpoint in {ckpt.directory}; starting from step 0")
-        return state, 0, {}, 0, []
-    host_state, meta, start = restored
-    if meta["steps_per_epoch"] != steps:
-        raise JaxnasError(f"checkpoint {start} was written with {meta['steps_per_epoch']} steps per epoch, "
-                          f"this run has {steps}; was the dataset changed?")
-    if meta.get("devices") != mesh.devices.size:
-        log(f"warning: the run used {meta.get('devices')} devices, resuming on {mesh.devices.size}: the result "
-            f"will not be bit-identical to an uninterrupted run (see docs/determinism.md)")
-    epochs_done = start // steps
-    if jax.process_index() == 0:
-        writers.truncate_jsonl(os.path.join(run_dir, "steps.jsonl"), lambda r: r["step"] <= start)
-        for name in ("metrics.jsonl", "alphas.jsonl"):
-            writers.truncate_jsonl(os.path.join(run_dir, name), lambda r: r["epoch"] <= epochs_done)
-    path = os.path.join(run_dir, "metrics.jsonl")
-    history = rundir.read_jsonl(path) if os.path.exists(path) else []
-    history = [r for r in history if r["epoch"] <= epochs_done]
-    log(f"resumed from the checkpoint at step {start} (epoch {epochs_done + 1}, step {start % steps + 1} next)")
-    return parallel.put_replicated(host_state, mesh), start, meta["sums"], meta["count"], history
-
-
 @register_strategy("darts")
 def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dict:
     """Run a DARTS search as configured; returns the final genotype and the per-epoch history.
@@ -133,7 +108,10 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
     if resume:
         if ckpt is None:
             raise JaxnasError("resume needs a run directory")
-        state, start, sums, count, history = _restore(ckpt, state, steps, run_dir, mesh, log)
+        tree, meta, start, history = loop.restore_run(ckpt, state, steps, mesh.devices.size, run_dir, log,
+                                                      ("metrics.jsonl", "alphas.jsonl"))
+        if tree is not None:
+            state, sums, count = parallel.put_replicated(tree, mesh), meta["sums"], meta["count"]
     writer = writers.MetricWriter(run_dir, start, cfg.run.tensorboard)
     main = jax.process_index() == 0
 
@@ -174,13 +152,10 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
                             f"acc {m['train_acc']:.3f} | val loss {m['val_loss']:.4f} acc {m['val_acc']:.3f} | "
                             f"lr {m['lr']:.5f} | {progress.rate() * s.batch_size:.1f} img/s | ETA {progress.eta()}", log)
                         writer.write("steps", gstep, {"epoch": epoch + 1, "step": gstep, **m})
-                    if i + 1 < steps and (stop.signum or (cfg.run.checkpoint_every
-                                                          and gstep % cfg.run.checkpoint_every == 0)):
+                    if i + 1 < steps and loop.checkpoint_due(gstep, cfg.run.checkpoint_every, stop):
                         guard.flush()
                         save(gstep)
-                        if stop.signum:
-                            ckpt and ckpt.wait()
-                            raise loop.Preempted(stop.signum, gstep, run_dir)
+                        loop.stop_if_asked(stop, ckpt, gstep, run_dir)
                 guard.flush()
                 gstep = (epoch + 1) * steps
                 val_loss, val_acc = evaluate(eval_fn, state, ds.x_train[val_idx], ds.y_train[val_idx],
@@ -200,9 +175,7 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
                 writer.text("genotype", gstep, str(genotype))
                 writer.flush()
                 save(gstep)
-                if stop.signum:
-                    ckpt and ckpt.wait()
-                    raise loop.Preempted(stop.signum, gstep, run_dir)
+                loop.stop_if_asked(stop, ckpt, gstep, run_dir)
     finally:  # pending checkpoint writes finish even when the run stops with an error
         progress.close()
         writer.close()
