@@ -10,6 +10,7 @@ linear initialisation, padding written out so strided convs pad like PyTorch.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Callable, Sequence
 
@@ -108,6 +109,50 @@ def conv(c_in: int, c_out: int, k: int, stride: int = 1, padding: int = 0, dilat
                     use_bias=False, kernel_init=torch_default_init, rngs=rngs)
 
 
+class DepthwiseConv(nnx.Module):
+    """A bias-free depthwise conv (PyTorch ``Conv2d(C, C, k, groups=C)``).
+
+    ``impl="dense"`` computes it as a dense conv with a block-diagonal kernel: the same
+    parameters (``kernel``, shape (k, k, 1, C)) and maths, but XLA:CPU runs grouped
+    convolutions so slowly that spending C times the FLOPs on zeros made the retraining
+    step 3x faster (docs/benchmarks.md). Inside the supernet's vmapped edge groups the
+    grouped form is faster, so the search space builds ``impl="grouped"``. The default
+    comes from ``depthwise_impl`` at construction time.
+    """
+
+    def __init__(self, c: int, k: int, stride: int, padding: int, dilation: int, *, rngs: nnx.Rngs,
+                 impl: str | None = None):
+        self.kernel = nnx.Param(torch_default_init(rngs.params(), (k, k, 1, c)))
+        self.strides, self.kernel_size, self.kernel_dilation = (stride, stride), (k, k), (dilation, dilation)
+        self.padding = ((padding, padding), (padding, padding))
+        self.impl = impl or _DEPTHWISE[-1]
+        if self.impl not in ("dense", "grouped"):
+            raise unknown("depthwise implementation", self.impl, ["dense", "grouped"])
+        self.feature_group_count = c
+
+    def __call__(self, x):
+        w = self.kernel[...]
+        grouped = self.impl == "grouped"
+        if not grouped:
+            w = w[:, :, 0, :, None] * jnp.eye(w.shape[-1], dtype=w.dtype)
+        return jax.lax.conv_general_dilated(
+            x, w.astype(x.dtype), self.strides, self.padding, rhs_dilation=self.kernel_dilation,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=self.feature_group_count if grouped else 1)
+
+
+_DEPTHWISE = ["dense"]
+
+
+@contextlib.contextmanager
+def depthwise_impl(impl: str):
+    """Build the depthwise convs created inside this block with ``impl`` ("dense" or "grouped")."""
+    _DEPTHWISE.append(impl)
+    try:
+        yield
+    finally:
+        _DEPTHWISE.pop()
+
+
 def batch_norm(c: int, affine: bool, *, rngs: nnx.Rngs) -> nnx.BatchNorm:
     return nnx.BatchNorm(c, momentum=BN_MOMENTUM, epsilon=BN_EPS, use_scale=affine,
                          use_bias=affine, rngs=rngs)
@@ -145,7 +190,7 @@ class DilConv(nnx.Module):
 
     def __init__(self, c_in: int, c_out: int, k: int, stride: int, padding: int, dilation: int,
                  affine: bool, *, rngs: nnx.Rngs):
-        self.depthwise = conv(c_in, c_in, k, stride, padding, dilation, groups=c_in, rngs=rngs)
+        self.depthwise = DepthwiseConv(c_in, k, stride, padding, dilation, rngs=rngs)
         self.pointwise = conv(c_in, c_out, 1, rngs=rngs)
         self.bn = batch_norm(c_out, affine, rngs=rngs)
 

@@ -32,7 +32,32 @@ def test_op_structure_matches_darts():
     assert dil.depthwise.kernel_dilation == (2, 2) and dil.depthwise.padding == ((2, 2), (2, 2))
     assert dil.bn.scale is not None  # affine=True (evaluation network)
     assert isinstance(ops.get_op("skip_connect").factory(4, 2, False, r), ops.FactorizedReduce)
+    with ops.depthwise_impl("grouped"):
+        assert ops.get_op("sep_conv_3x3").factory(4, 1, False, r).block1.depthwise.impl == "grouped"
+    assert sep.block1.depthwise.impl == "dense"
     assert ops.get_op("max_pool_3x3").bn_in_search and not ops.get_op("sep_conv_3x3").bn_in_search
+
+
+@pytest.mark.parametrize("stride, dilation", [(1, 1), (2, 1), (1, 2)])
+def test_dense_depthwise_equals_grouped(stride, dilation):
+    """The block-diagonal dense form computes PyTorch's grouped conv, values and gradients."""
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 9, 9, 5)), jnp.float32)
+    dense = ops.DepthwiseConv(5, 3, stride, dilation, dilation, rngs=nnx.Rngs(0), impl="dense")
+    grouped = ops.DepthwiseConv(5, 3, stride, dilation, dilation, rngs=nnx.Rngs(0), impl="grouped")
+    np.testing.assert_array_equal(dense.kernel[...], grouped.kernel[...])
+    np.testing.assert_allclose(dense(x), grouped(x), rtol=1e-5, atol=1e-5)
+    # by hand: output pixel (0, 0) of channel 3 at stride 1, no dilation
+    if stride == dilation == 1:
+        w = np.asarray(grouped.kernel[...])[:, :, 0, 3]
+        patch = np.pad(np.asarray(x[0, :, :, 3]), 1)[0:3, 0:3]
+        assert float(grouped(x)[0, 0, 0, 3]) == pytest.approx(float((w * patch).sum()), rel=1e-5)
+
+    def kernel_grad(m):
+        graphdef, state = nnx.split(m)
+        grads = jax.grad(lambda st: (nnx.merge(graphdef, st)(x) ** 2).sum())(state)
+        return np.asarray(grads["kernel"][...])
+
+    np.testing.assert_allclose(kernel_grad(dense), kernel_grad(grouped), rtol=1e-4, atol=1e-4)
 
 
 def test_avg_pool_does_not_count_padding():

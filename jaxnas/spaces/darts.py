@@ -26,7 +26,7 @@ from flax import nnx
 
 from jaxnas import genotype as genotype_lib
 from jaxnas.errors import JaxnasError
-from jaxnas.ops import FactorizedReduce, MixedOp, ReLUConvBN, batch_norm, conv, resolve_op_set, torch_default_init
+from jaxnas.ops import FactorizedReduce, MixedOp, depthwise_impl, ReLUConvBN, batch_norm, conv, resolve_op_set, torch_default_init
 from jaxnas.spaces import register_discrete_space, register_space
 from jaxnas.spaces.base import DiscreteSpace
 
@@ -56,7 +56,8 @@ class EdgeGroup(nnx.Module):
         # Build the n edges one by one and stack their states into the first one: the
         # same module nnx.vmap would create, without running every initializer
         # through eager batching (several times slower to build).
-        edges = [MixedOp(C, stride, op_names, affine=False, rngs=rngs) for _ in range(n)]
+        with depthwise_impl("grouped"):  # faster than the dense form once vmapped (docs/benchmarks.md)
+            edges = [MixedOp(C, stride, op_names, affine=False, rngs=rngs) for _ in range(n)]
         stacked = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *[nnx.state(e) for e in edges])
         nnx.update(edges[0], stacked)
         self.edges = edges[0]
