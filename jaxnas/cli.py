@@ -26,6 +26,10 @@ def _resolve(args, overrides: list[str], kind: str):
     from jaxnas import distributed, rundir
 
     extra = [f"--config.genotype={args.genotype}"] if getattr(args, "genotype", "") else []
+    if getattr(args, "strategy", ""):
+        extra.append(f"--config.search.strategy={args.strategy}")
+    if getattr(args, "space", ""):
+        extra.append(f"--config.space.name={args.space}")
     if args.resume:
         cfg = config_lib.for_resume(args.resume, args.config, overrides + extra, kind)
     else:
@@ -123,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "e.g. --config.search.epochs=3 --config.space.ops=none,skip_connect,sep_conv_3x3")
     s.add_argument("--config", default=None, help="configs/<name>.py[:arg] or a .json config (default: tiny digits)")
     s.add_argument("--resume", default="", metavar="RUN_DIR", help="continue a stopped search from its last checkpoint")
+    s.add_argument("--strategy", default="", help="shorthand for --config.search.strategy "
+                                                   "(darts, random, greedy, evolution, rsws)")
+    s.add_argument("--space", default="", help="shorthand for --config.space.name (darts, nb201, chain)")
     s.set_defaults(fn=cmd_search)
     t = sub.add_parser("train", help="retrain a genotype from scratch and test it (default: DARTS_V2, tiny, digits)")
     t.add_argument("--config", default=None, help="configs/<name>.py[:arg] or a .json config (default: tiny digits)")

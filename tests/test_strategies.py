@@ -115,8 +115,8 @@ def test_state_round_trips_and_the_resumed_search_continues_identically(table, s
 
 
 def test_cli_search_with_a_table_writes_history_result_and_plot(table, tmp_path, capsys):
-    args = ["search", "--config.search.strategy=evolution", "--config.space.name=nb201",
-            f"--config.space.ops={','.join(OPS)}", "--config.evaluator.kind=table",
+    args = ["search", "--strategy", "evolution", "--space", "nb201", f"--config.space.ops={','.join(OPS)}",
+            "--config.evaluator.kind=table",
             f"--config.evaluator.table={table}", "--config.evaluator.f1_column=f1",
             "--config.evaluator.cost_column=train_time", "--config.discrete.budget_seconds=3000",
             "--config.discrete.budget_evals=0", "--config.discrete.population=10",

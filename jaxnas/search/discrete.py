@@ -123,12 +123,14 @@ def run(cfg, run_dir: str | None, log, resume: bool, strategy_cls, evaluator=Non
             rundir.append_jsonl(hist_path, record)
             rundir.write_json(state_path, {"strategy": strategy.state_dict(), "loop": loop_state})
 
-    with StopOnSignal() as sig:
-        state = search(strategy, evaluator, space, d.budget_evals, d.budget_seconds, state, on_eval,
-                       stop=lambda: sig.signum is not None)
+    try:
+        with StopOnSignal() as sig:
+            state = search(strategy, evaluator, space, d.budget_evals, d.budget_seconds, state, on_eval,
+                           stop=lambda: sig.signum is not None)
+            if sig.signum is not None:
+                raise Preempted(sig.signum, state["evals"], run_dir)
+    finally:
         writer.close()
-        if sig.signum is not None:
-            raise Preempted(sig.signum, state["evals"], run_dir)
     if state["best"] is None:
         raise JaxnasError("the search evaluated no architecture")
     best = space.decode(state["best"])
