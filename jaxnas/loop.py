@@ -137,12 +137,13 @@ def restore_run(ckpt, template, steps: int, devices: int, run_dir: str, log, epo
     restored = ckpt.restore(jax.device_get(template))
     if restored is None:
         log(f"no checkpoint in {ckpt.directory}; starting from step 0")
-        return None, None, 0, []
-    tree, meta, start = restored
-    if meta["steps_per_epoch"] != steps:
+        tree, meta, start = None, None, 0
+    else:
+        tree, meta, start = restored
+    if tree is not None and meta["steps_per_epoch"] != steps:
         raise JaxnasError(f"checkpoint {start} was written with {meta['steps_per_epoch']} steps per epoch, "
                           f"this run has {steps}; was the dataset changed?")
-    if meta.get("devices") != devices:
+    if tree is not None and meta.get("devices") != devices:
         log(f"warning: the run used {meta.get('devices')} devices, resuming on {devices}: the result will not be "
             f"bit-identical to an uninterrupted run (see docs/determinism.md)")
     epochs_done = start // steps
@@ -152,7 +153,8 @@ def restore_run(ckpt, template, steps: int, devices: int, run_dir: str, log, epo
             writers.truncate_jsonl(os.path.join(run_dir, name), lambda r: r["epoch"] <= epochs_done)
     path = os.path.join(run_dir, "metrics.jsonl")
     history = [r for r in rundir.read_jsonl(path) if r["epoch"] <= epochs_done] if os.path.exists(path) else []
-    log(f"resumed from the checkpoint at step {start} (epoch {epochs_done + 1}, step {start % steps + 1} next)")
+    if tree is not None:
+        log(f"resumed from the checkpoint at step {start} (epoch {epochs_done + 1}, step {start % steps + 1} next)")
     return tree, meta, start, history
 
 

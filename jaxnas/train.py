@@ -146,7 +146,7 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
             params, stats, opt = tree["params"], tree["stats"], tree["opt"]
             key, sums = jax.random.wrap_key_data(tree["key"]), meta["sums"]
     params, stats, opt = parallel.put_replicated((params, stats, opt), mesh)
-    writer = writers.MetricWriter(run_dir, start, cfg.run.tensorboard)
+    writer = writers.MetricWriter(run_dir, start, cfg.run.tensorboard, resume)
 
     def save(gstep: int) -> None:
         if ckpt is not None:

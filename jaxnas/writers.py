@@ -36,14 +36,14 @@ def truncate_jsonl(path: str, keep) -> None:
 class MetricWriter:
     """``write(file, step, record)``: one JSON line in ``<run_dir>/<file>.jsonl`` and its numbers in TensorBoard."""
 
-    def __init__(self, run_dir: str | None, resume_step: int = 0, tensorboard: bool = True):
+    def __init__(self, run_dir: str | None, resume_step: int = 0, tensorboard: bool = True, resume: bool = False):
         self.run_dir = run_dir if jax.process_index() == 0 else None
         self._tb = None
         if self.run_dir and tensorboard:
             from tensorboardX import SummaryWriter
 
             self._tb = SummaryWriter(os.path.join(self.run_dir, "tb"),
-                                     purge_step=resume_step + 1 if resume_step else None)
+                                     purge_step=resume_step + 1 if resume or resume_step else None)
 
     def write(self, file: str, step: int, record: dict) -> None:
         if not self.run_dir:

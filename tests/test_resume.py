@@ -125,3 +125,22 @@ def test_resume_refuses_a_changed_config_or_a_non_run(tmp_path):
     with pytest.raises(JaxnasError, match="is a search run, not a train run"):
         config_lib.for_resume(str(tmp_path / "r"), None, [], "train")
     assert main(["search", "--resume", str(tmp_path / "nothing")]) == 2
+
+
+def test_resume_before_the_first_checkpoint_starts_over_with_clean_logs(tmp_path):
+    def cfg_named(name):
+        return config_lib.apply_overrides(config_lib.load(None), TINY + [
+            "--config.search.epochs=1", "--config.search.max_steps_per_epoch=3", "--config.run.checkpoint_every=0",
+            f"--config.run.workdir={tmp_path}", f"--config.run.name={name}"])
+
+    ref_cfg = cfg_named("ref")
+    ref_dir = rundir.create(ref_cfg, "search")
+    get_strategy("darts")(ref_cfg, ref_dir, log=lambda *_: None)
+    cfg = cfg_named("cut")
+    path = rundir.create(cfg, "search")
+    # what a run killed during its first epoch leaves: log lines, no checkpoint yet
+    rundir.append_jsonl(os.path.join(path, "steps.jsonl"), {"epoch": 1, "step": 1, "train_loss": 9.0})
+    logs = []
+    get_strategy("darts")(cfg, path, log=logs.append, resume=True)
+    assert any("no checkpoint" in m for m in logs)
+    assert _logs(path) == _logs(ref_dir)

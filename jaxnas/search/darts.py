@@ -112,7 +112,7 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
                                                       ("metrics.jsonl", "alphas.jsonl"))
         if tree is not None:
             state, sums, count = parallel.put_replicated(tree, mesh), meta["sums"], meta["count"]
-    writer = writers.MetricWriter(run_dir, start, cfg.run.tensorboard)
+    writer = writers.MetricWriter(run_dir, start, cfg.run.tensorboard, resume)
     main = jax.process_index() == 0
 
     def save(gstep: int) -> None:

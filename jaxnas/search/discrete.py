@@ -88,6 +88,8 @@ def run(cfg, run_dir: str | None, log, resume: bool, strategy_cls, evaluator=Non
     """Run ``strategy_cls`` on ``cfg.space`` with ``cfg.evaluator`` within ``cfg.discrete``'s budget."""
     d = cfg.discrete
     check_budget(d)
+    if resume and not run_dir:
+        raise JaxnasError("resume needs a run directory")
     space = discrete_space(cfg.space, _in_shape(cfg))
     from jaxnas.evaluate import make_evaluator
 
@@ -106,11 +108,13 @@ def run(cfg, run_dir: str | None, log, resume: bool, strategy_cls, evaluator=Non
         log(f"resumed after evaluation {state['evals']} (budget spent {state['spent']:.1f})")
     elif resume:
         log("no search state saved yet; starting from the first evaluation")
+        if hist_path:
+            writers.truncate_jsonl(hist_path, lambda r: False)  # lines of a run killed before its first save
     log(f"search: strategy={cfg.search.strategy} space={space.name} evaluator={cfg.evaluator.kind} | budget "
         f"{d.budget_evals or 'unlimited'} evaluations, {d.budget_seconds or 'unlimited'} s | "
         f"{jax.device_count()} x {jax.devices()[0].device_kind}")
 
-    writer = writers.MetricWriter(run_dir, state["evals"] if state else 0, cfg.run.tensorboard)
+    writer = writers.MetricWriter(run_dir, state["evals"] if state else 0, cfg.run.tensorboard, resume)
     t_start, done_before = time.time(), state["evals"] if state else 0
 
     def on_eval(record, loop_state):
