@@ -30,6 +30,32 @@ def test_tiny_search_end_to_end(tmp_path):
     assert len(alphas) == 4 and np.asarray(alphas[-1]["alphas_normal_softmax"]).shape == (5, 3)
     np.testing.assert_allclose(np.asarray(alphas[-1]["alphas_normal_softmax"]).sum(-1), 1.0, rtol=1e-5)
     assert len(rundir.read_jsonl(os.path.join(path, "metrics.jsonl"))) == 4
+    # TensorBoard holds the same per-epoch numbers, at the same steps
+    tb = read_tensorboard(os.path.join(path, "tb"))
+    metrics = rundir.read_jsonl(os.path.join(path, "metrics.jsonl"))
+    assert [(s, round(v, 5)) for s, v in tb["metrics/search_val_acc"]] == \
+        [(r["step"], round(r["search_val_acc"], 5)) for r in metrics]
+    assert len(tb["alpha_softmax/alphas_normal/e4/sep_conv_3x3"]) == 4
+
+
+def read_tensorboard(folder: str) -> dict:
+    """{tag: [(step, value), ...]} from the event files in ``folder`` (TFRecord framing, Event protos)."""
+    import glob
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    out = {}
+    for path in sorted(glob.glob(os.path.join(folder, "events.out.tfevents.*"))):
+        data, i = open(path, "rb").read(), 0
+        while i < len(data):
+            (length,) = struct.unpack("<Q", data[i:i + 8])
+            event = event_pb2.Event()
+            event.ParseFromString(data[i + 12:i + 12 + length])
+            i += 16 + length
+            for v in event.summary.value:
+                out.setdefault(v.tag, []).append((event.step, v.simple_value))
+    return out
 
 
 def test_finite_guard_checks_one_step_late_and_names_step_and_quantity():
