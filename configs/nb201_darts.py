@@ -6,8 +6,9 @@
 
 The benchmark's protocol for DARTS: 50 epochs, batch 64, the DARTS optimizers, then
 argmax per edge. The benchmark paper reports that DARTS collapses here to all
-skip_connect (54.30% test accuracy) in both orders; GDAS 93.61 +/- 0.09. Look the
-found cell up in your exported table, or retrain it.
+skip_connect (54.30% test accuracy) in both orders; GDAS 93.61 +/- 0.09. With
+--config.evaluator.table=<your exported CSV> (columns named as in nb201_table.py) the
+found cell is looked up at the end and its test accuracy written to result.json.
 """
 
 from jaxnas.config import search_defaults

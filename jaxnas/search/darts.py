@@ -181,7 +181,19 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
         writer.close()
         if ckpt is not None:
             ckpt.close()
+    result = None
+    if cfg.evaluator.table and cfg.space.name != "darts":  # e.g. DARTS on NAS-Bench-201: look the cell up
+        from jaxnas.evaluate import TableEvaluator
+        from jaxnas.spaces import discrete_space
+
+        e = cfg.evaluator
+        space = discrete_space(cfg.space)
+        table = TableEvaluator(e.table, space, e.arch_column, e.score_column, e.test_column, e.f1_column)
+        result = {"arch": space.encode(genotype), "test": table.test(genotype)}
+        log(f"{result['arch']} in {e.table}: test {result['test']['accuracy']}")
     if run_dir and main:
         rundir.write_json(os.path.join(run_dir, "genotype.json"), genotype.to_dict())
         log(f"genotype written to {os.path.join(run_dir, 'genotype.json')}")
-    return {"genotype": genotype, "history": history, "state": state, "graphdef": graphdef}
+        if result is not None:
+            rundir.write_json(os.path.join(run_dir, "result.json"), result)
+    return {"genotype": genotype, "history": history, "state": state, "graphdef": graphdef, "result": result}
