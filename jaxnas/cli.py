@@ -59,7 +59,7 @@ def cmd_search(args, overrides: list[str]) -> int:
     cfg, path = _resolve(args, overrides, "search")
     strategy = get_strategy(cfg.search.strategy)
     result = strategy(cfg, path, log=_log, resume=bool(args.resume))
-    found = result.get("result", {}).get("arch") or result["genotype"]
+    found = (result.get("result") or {}).get("arch") or result["genotype"]
     _log(f"final architecture: {found}")
     return 0
 
