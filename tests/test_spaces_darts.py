@@ -72,7 +72,9 @@ def test_reduction_cell_halves_and_next_cell_factorizes():
 def test_evaluation_network_parameter_count_matches_darts():
     from jaxnas.spaces.darts import DartsNetwork, count_params
 
-    v2 = nnx.eval_shape(lambda: DartsNetwork(G.DARTS_V2, 3, 10, C=36, layers=20, rngs=nnx.Rngs(0)))
+    # built eagerly: nnx.eval_shape is slower here (NNX's rng counters under tracing cost jax a
+    # progenitor search per draw), 16-38 s against 10 s
+    v2 = DartsNetwork(G.DARTS_V2, 3, 10, C=36, layers=20, rngs=nnx.Rngs(0))
     # DARTS train.py logs "param size = 3.349342MB" for DARTS_V2 (auxiliary head excluded)
     assert count_params(v2) == 3_349_342
     assert count_params(v2, exclude_auxiliary=False) > count_params(v2)
