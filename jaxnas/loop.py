@@ -169,3 +169,11 @@ def stop_if_asked(stop: StopOnSignal, ckpt, step: int, run_dir: str | None) -> N
         if ckpt is not None:
             ckpt.wait()
         raise Preempted(stop.signum, step, run_dir)
+
+
+def close_run(progress: Progress, writer, ckpt) -> None:
+    """End of a run, normal or not: close the bar and the writer, let pending checkpoint writes finish."""
+    progress.close()
+    writer.close()
+    if ckpt is not None:
+        ckpt.close()

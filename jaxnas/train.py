@@ -201,10 +201,7 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
                 save(gstep)
                 loop.stop_if_asked(stop, ckpt, gstep, run_dir)
     finally:  # pending checkpoint writes finish even when the run stops with an error
-        progress.close()
-        writer.close()
-        if ckpt is not None:
-            ckpt.close()
+        loop.close_run(progress, writer, ckpt)
     result = test_metrics(predict, params, stats, ds.x_test, ds.y_test, ds.num_classes, t.eval_batch_size,
                           mean, std, mesh)
     result["params"] = count_params(model)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import abc
+
 import numpy as np
 
 from jaxnas.spaces.base import Arch, DiscreteSpace
@@ -17,7 +19,7 @@ def rng_from_state(state: dict) -> np.random.Generator:
     return rng
 
 
-class Strategy:
+class Strategy(abc.ABC):
     """Proposes architectures (``ask``) and learns from their scores (``tell``; higher is better).
 
     ``ask`` returns None when the strategy has nothing left to propose (greedy's last
@@ -29,11 +31,13 @@ class Strategy:
         self.space, self.cfg = space, cfg
         self.rng = np.random.default_rng(seed)
 
+    @abc.abstractmethod
     def ask(self) -> Arch | None:
-        raise NotImplementedError
+        """The next architecture to score, or None when there is nothing left to propose."""
 
+    @abc.abstractmethod
     def tell(self, arch: Arch, score: float) -> None:
-        raise NotImplementedError
+        """Report the score of an architecture this strategy proposed."""
 
     def state_dict(self) -> dict:
         return {"rng": rng_state(self.rng)}

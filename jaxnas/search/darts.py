@@ -177,10 +177,7 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
                 save(gstep)
                 loop.stop_if_asked(stop, ckpt, gstep, run_dir)
     finally:  # pending checkpoint writes finish even when the run stops with an error
-        progress.close()
-        writer.close()
-        if ckpt is not None:
-            ckpt.close()
+        loop.close_run(progress, writer, ckpt)
     result = None
     if cfg.evaluator.table and cfg.space.name != "darts":  # e.g. DARTS on NAS-Bench-201: look the cell up
         from jaxnas.evaluate import TableEvaluator

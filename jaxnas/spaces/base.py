@@ -9,6 +9,7 @@ at a time and how evolution mutates exactly one decision.
 
 from __future__ import annotations
 
+import abc
 from typing import Any
 
 import numpy as np
@@ -18,38 +19,43 @@ from jaxnas.errors import JaxnasError
 Arch = Any
 
 
-class DiscreteSpace:
-    """Base class: subclasses define decisions and networks; sampling and mutation follow."""
+class DiscreteSpace(abc.ABC):
+    """Abstract base: a space defines the abstract methods (decisions, encoding, network);
+    sampling and mutation follow from them. NAS-Bench-201, chain and DARTS implement all."""
 
     name = "space"
 
+    @abc.abstractmethod
     def num_decisions(self, arch: Arch) -> int:
-        raise NotImplementedError
+        """How many decisions ``arch`` has (for the chain space: its length + 1, up to the maximum)."""
 
+    @abc.abstractmethod
     def choices(self, arch: Arch, i: int) -> list:
         """The values decision ``i`` may take given the rest of ``arch`` (the current one included)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def choice(self, arch: Arch, i: int):
         """The value decision ``i`` has in ``arch``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def with_choice(self, arch: Arch, i: int, value) -> Arch:
-        raise NotImplementedError
+        """``arch`` with decision ``i`` set to ``value`` (the rest kept where still valid)."""
 
+    @abc.abstractmethod
     def initial(self) -> Arch:
         """Greedy search's starting point."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def encode(self, arch: Arch) -> str:
-        raise NotImplementedError
+        """The canonical string of ``arch``."""
 
+    @abc.abstractmethod
     def decode(self, text: str) -> Arch:
-        raise NotImplementedError
+        """Parse ``encode``'s string (a malformed one is a JaxnasError naming it)."""
 
+    @abc.abstractmethod
     def build(self, arch: Arch, in_shape, num_classes: int, rngs):
         """The discrete network of ``arch``, trained from scratch by the training evaluator."""
-        raise NotImplementedError
 
     def random(self, rng: np.random.Generator) -> Arch:
         """Uniform over each decision in turn (given the earlier ones)."""

@@ -12,6 +12,7 @@ A classifier (flatten, linear) always follows the last block.
 from __future__ import annotations
 
 import itertools
+import math
 import re
 
 import jax
@@ -218,16 +219,13 @@ class ChainNet(nnx.Module):
             elif kind[0] == "pool":
                 layers.append(_Pool(kind[1]))
             elif kind[0] == "fc":
-                layers.append(_FC(int(jnp.prod(jnp.array(shape))), kind[1], rngs=rngs))
+                layers.append(_FC(math.prod(shape), kind[1], rngs=rngs))
             else:
                 layers.append(_Parallel(shape[-1], kind[1], kind[2], rngs=rngs))
             shape = out
         self.layers = nnx.List(layers)
         self.out_shape = shape
-        d = 1
-        for s in shape:
-            d *= s
-        self.classifier = _torch_linear(d, num_classes, rngs)
+        self.classifier = _torch_linear(math.prod(shape), num_classes, rngs)
 
     def __call__(self, x):
         for layer in self.layers:
@@ -259,11 +257,11 @@ class ChainSharedWeights:
                     out = output_shape(shape, token)
                     if out is None:
                         continue
-                    size = shape[-1] if parse_block(token)[0] in ("conv", "par") else int(np.prod(shape))
+                    size = shape[-1] if parse_block(token)[0] in ("conv", "par") else math.prod(shape)
                     need[(i, token)] = max(need.get((i, token), 0), size)
                     nxt.add(out)
             reach.append(nxt)
-            final = max([final] + [int(np.prod(s)) for s in nxt])
+            final = max([final] + [math.prod(s) for s in nxt])
         rng = np.random.default_rng(seed)
 
         def dense(n_in, n_out, fan_in):
