@@ -6,6 +6,10 @@ Prints, per order: compile time, median step time, images/s (train + val images
 per step), the process's peak resident memory, and XLA's own estimate of the
 step's temporary buffers. ``--order all`` runs each order in its own process so
 peak memory is per order. Add ``--profile DIR`` for a jax.profiler trace.
+
+Peak RSS includes XLA's own memory while compiling. Run twice with ``--cache DIR``:
+the second run loads the compiled step from the persistent cache, so its peak RSS
+is what the step itself needs (and its compile_s is the cached start-up time).
 """
 
 from __future__ import annotations
@@ -30,8 +34,12 @@ def bench(args) -> dict:
     from jaxnas.search import bilevel as B
     from jaxnas.spaces import build_supernet
 
+    if args.cache:
+        jax.config.update("jax_compilation_cache_dir", args.cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     cfg = config_lib.search_defaults()
     cfg.space.C, cfg.space.layers, cfg.space.ops = args.C, args.layers, args.ops
+    cfg.space.depthwise = args.depthwise
     model = build_supernet(cfg.space, (args.image, args.image, 3), 10, nnx.Rngs(0))
     schedule = B.epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, 50, 1000)
     w_tx, a_tx = B.weight_optimizer(cfg.optim, schedule), B.alpha_optimizer(cfg.optim)
@@ -85,10 +93,13 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--image", type=int, default=32)
     p.add_argument("--ops", default="darts")
+    p.add_argument("--depthwise", default="dense", help="dense or shift (jaxnas/spaces/edges.py)")
     p.add_argument("--devices", type=int, default=0)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--profile", default="")
+    p.add_argument("--cache", default="", help="persistent compilation cache; a second run with a warm cache "
+                   "skips compilation, so its peak RSS is the step's own")
     args = p.parse_args()
     if args.order != "all":
         print(json.dumps(bench(args)), flush=True)

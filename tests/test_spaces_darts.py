@@ -4,10 +4,9 @@ import numpy as np
 from flax import nnx
 
 from jaxnas import genotype as G
-from jaxnas.ops import MixedOp
 from jaxnas.search.bilevel import split_model
 from jaxnas.spaces import build_supernet
-from jaxnas.spaces.darts import DartsSupernet, EdgeGroup, SearchCell, edge_row, reduction_layers
+from jaxnas.spaces.darts import DartsSupernet, SearchCell, edge_row, reduction_layers
 
 from conftest import tiny_cfg
 
@@ -32,19 +31,6 @@ def test_darts_search_network_matches_the_original():
 def test_edge_numbering_is_node_major():
     assert [edge_row(0, 0), edge_row(0, 1), edge_row(1, 0), edge_row(1, 2), edge_row(3, 0), edge_row(3, 4)] == \
         [0, 1, 2, 4, 9, 13]
-
-
-def test_vmapped_edge_group_equals_separate_mixed_ops():
-    ops = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")
-    group = EdgeGroup(3, 4, 2, ops, rngs=nnx.Rngs(0))
-    xs = jax.random.normal(jax.random.key(0), (3, 2, 8, 8, 4))
-    ws = jax.nn.softmax(jax.random.normal(jax.random.key(1), (3, 4)), -1)
-    out = group(xs, ws, stacked=True)
-    gd, st = nnx.split(group.edges)
-    for e in range(3):
-        single = nnx.merge(gd, jax.tree.map(lambda v: v[e], st))
-        assert isinstance(single, MixedOp)
-        np.testing.assert_allclose(out[e], single(xs[e], ws[e]), rtol=1e-5, atol=1e-5)
 
 
 def test_cell_wiring_on_hand_picked_edges():

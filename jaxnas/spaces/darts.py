@@ -5,11 +5,9 @@ op from each of the 2+i earlier states. Edges are numbered node-major, as the
 rows of DARTS's alpha matrices. All normal cells share ``alphas_normal`` and all
 reduction cells ``alphas_reduce``.
 
-Compile time grows with the number of distinct ops in the traced graph, so edges
-that can run together are batched with ``nnx.vmap`` over stacked parameters
-(one grouped conv instead of several): the 2*nodes edges leaving the two cell
-inputs form one group, and the edges leaving each intermediate node form one.
-That gives nodes groups per cell instead of one op per edge, with identical maths.
+The edges leaving each state run together (``edges.SourceEdges``): one dense conv per
+op for all of them, which XLA:CPU runs far faster than the depthwise and grouped
+convs of a literal translation, with identical maths.
 """
 
 from __future__ import annotations
@@ -26,9 +24,10 @@ from flax import nnx
 
 from jaxnas import genotype as genotype_lib
 from jaxnas.errors import JaxnasError
-from jaxnas.ops import FactorizedReduce, MixedOp, depthwise_impl, ReLUConvBN, batch_norm, conv, resolve_op_set, torch_default_init
+from jaxnas.ops import FactorizedReduce, ReLUConvBN, batch_norm, conv, resolve_op_set, torch_default_init
 from jaxnas.spaces import register_discrete_space, register_space
 from jaxnas.spaces.base import DiscreteSpace
+from jaxnas.spaces.edges import SourceEdges
 
 
 class ArchParam(nnx.Variable):
@@ -49,68 +48,45 @@ def reduction_layers(layers: int) -> tuple[int, ...]:
     return tuple(sorted({layers // 3, 2 * layers // 3}))
 
 
-class EdgeGroup(nnx.Module):
-    """Several mixed-op edges with stacked parameters, run as one vmapped op."""
-
-    def __init__(self, n: int, C: int, stride: int, op_names: Sequence[str], *, rngs: nnx.Rngs):
-        # Build the n edges one by one and stack their states into the first one: the
-        # same module nnx.vmap would create, without running every initializer
-        # through eager batching (several times slower to build).
-        with depthwise_impl("grouped"):  # faster than the dense form once vmapped (docs/benchmarks.md)
-            edges = [MixedOp(C, stride, op_names, affine=False, rngs=rngs) for _ in range(n)]
-        stacked = jax.tree.map(lambda *xs: jnp.asarray(np.stack(xs)), *[nnx.state(e) for e in edges])
-        nnx.update(edges[0], stacked)
-        self.edges = edges[0]
-
-    def __call__(self, x: jax.Array, weights: jax.Array, stacked: bool) -> jax.Array:
-        """x: (n, N, H, W, C) if stacked, else one (N, H, W, C) input fed to every edge."""
-
-        @nnx.vmap(in_axes=(0, 0 if stacked else None, 0), out_axes=0)
-        def run(edge, xi, wi):
-            return edge(xi, wi)
-
-        return run(self.edges, x, weights)
-
-
 class SearchCell(nnx.Module):
+    """A DARTS search cell (cnn/model_search.py ``Cell``); the edges leaving each state
+    run together (``edges.SourceEdges``)."""
+
     def __init__(self, nodes: int, C_pp: int, C_p: int, C: int, reduction: bool, reduction_prev: bool,
-                 op_names: Sequence[str], *, rngs: nnx.Rngs):
+                 op_names: Sequence[str], *, rngs: nnx.Rngs, dw_impl: str = "dense"):
         self.nodes, self.reduction = nodes, reduction
         if reduction_prev:
             self.pre0 = FactorizedReduce(C_pp, C, affine=False, rngs=rngs)
         else:
             self.pre0 = ReLUConvBN(C_pp, C, 1, 1, 0, affine=False, rngs=rngs)
         self.pre1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False, rngs=rngs)
-        # Input group: edges (node j, source s) for j in range(nodes), s in (0, 1).
-        self.input_rows = tuple(edge_row(j, s) for j in range(nodes) for s in (0, 1))
-        self.input_edges = EdgeGroup(2 * nodes, C, 2 if reduction else 1, op_names, rngs=rngs)
-        # Group i: edges leaving intermediate node i towards nodes i+1 .. nodes-1.
-        self.node_rows = tuple(tuple(edge_row(j, 2 + i) for j in range(i + 1, nodes))
-                               for i in range(nodes - 1))
-        self.node_edges = nnx.List([EdgeGroup(nodes - 1 - i, C, 1, op_names, rngs=rngs)
-                                    for i in range(nodes - 1)])
+        # State s (0, 1: the cell inputs; 2 + i: node i) feeds nodes targets[s], alpha rows rows[s].
+        self.targets = tuple(tuple(range(nodes)) if s < 2 else tuple(range(s - 1, nodes))
+                             for s in range(nodes + 1))
+        self.rows = tuple(tuple(edge_row(j, s) for j in t) for s, t in enumerate(self.targets))
+        self.sources = nnx.List([
+            SourceEdges(len(t), C, 2 if reduction and s < 2 else 1, op_names, rngs=rngs, dw_impl=dw_impl)
+            for s, t in enumerate(self.targets)])
 
     def __call__(self, s0: jax.Array, s1: jax.Array, weights: jax.Array) -> jax.Array:
-        s0, s1 = self.pre0(s0), self.pre1(s1)
-        xs = jnp.stack([s0, s1] * self.nodes)
-        out = self.input_edges(xs, weights[jnp.array(self.input_rows)], stacked=True)
-        partial = [out[2 * j] + out[2 * j + 1] for j in range(self.nodes)]
-        states = []
-        for i in range(self.nodes):
-            h = partial[i]
-            states.append(h)
-            if i < self.nodes - 1:
-                outs = self.node_edges[i](h, weights[jnp.array(self.node_rows[i])], stacked=False)
-                for k, j in enumerate(range(i + 1, self.nodes)):
-                    partial[j] = partial[j] + outs[k]
-        return jnp.concatenate(states, axis=-1)
+        states = [self.pre0(s0), self.pre1(s1)]
+        partial: list = [None] * self.nodes
+        for s in range(self.nodes + 1):
+            if s >= 2:
+                states.append(partial[s - 2])
+            out = self.sources[s](states[s], weights[jnp.array(self.rows[s])])
+            for k, j in enumerate(self.targets[s]):
+                partial[j] = out[k] if partial[j] is None else partial[j] + out[k]
+        states.append(partial[self.nodes - 1])
+        return jnp.concatenate(states[2:], axis=-1)
 
 
 class DartsSupernet(nnx.Module):
     """DARTS ``Network`` (search model): stem, cells, global pooling, linear classifier."""
 
     def __init__(self, in_channels: int, num_classes: int, *, C: int = 16, layers: int = 8, nodes: int = 4,
-                 stem_multiplier: int = 3, ops: str | Sequence[str] = "darts", rngs: nnx.Rngs):
+                 stem_multiplier: int = 3, ops: str | Sequence[str] = "darts", depthwise: str = "dense",
+                 rngs: nnx.Rngs):
         self.op_names = resolve_op_set(ops)
         self.nodes = nodes
         c_curr = stem_multiplier * C
@@ -123,7 +99,8 @@ class DartsSupernet(nnx.Module):
             reduction = i in self.reductions
             if reduction:
                 c_curr *= 2
-            cells.append(SearchCell(nodes, C_pp, C_p, c_curr, reduction, reduction_prev, self.op_names, rngs=rngs))
+            cells.append(SearchCell(nodes, C_pp, C_p, c_curr, reduction, reduction_prev, self.op_names, rngs=rngs,
+                                    dw_impl=depthwise))
             reduction_prev = reduction
             C_pp, C_p = C_p, nodes * c_curr
         self.cells = nnx.List(cells)
@@ -156,7 +133,8 @@ def build(space_cfg, in_shape, num_classes: int, rngs: nnx.Rngs) -> DartsSuperne
         raise JaxnasError(f"the DARTS space takes images (H, W, C), got input shape {tuple(in_shape)}")
     return DartsSupernet(in_shape[-1], num_classes, C=space_cfg.C, layers=space_cfg.layers,
                          nodes=space_cfg.nodes, stem_multiplier=space_cfg.stem_multiplier,
-                         ops="darts" if space_cfg.ops == "auto" else space_cfg.ops, rngs=rngs)
+                         ops="darts" if space_cfg.ops == "auto" else space_cfg.ops,
+                         depthwise=space_cfg.get("depthwise", "dense"), rngs=rngs)
 
 
 # ---------------------------------------------------------------- the discrete (evaluation) network
