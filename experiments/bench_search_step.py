@@ -7,9 +7,8 @@ per step), the process's peak resident memory, and XLA's own estimate of the
 step's temporary buffers. ``--order all`` runs each order in its own process so
 peak memory is per order. Add ``--profile DIR`` for a jax.profiler trace.
 
-Peak RSS includes XLA's own memory while compiling. Run twice with ``--cache DIR``:
-the second run loads the compiled step from the persistent cache, so its peak RSS
-is what the step itself needs (and its compile_s is the cached start-up time).
+Peak RSS includes XLA's own memory while compiling; ``xla_temp_gb`` is the step's
+own temporary buffers. ``--cache DIR`` turns on the persistent compilation cache.
 """
 
 from __future__ import annotations
@@ -98,8 +97,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--profile", default="")
-    p.add_argument("--cache", default="", help="persistent compilation cache; a second run with a warm cache "
-                   "skips compilation, so its peak RSS is the step's own")
+    p.add_argument("--cache", default="", help="persistent compilation cache directory")
     args = p.parse_args()
     if args.order != "all":
         print(json.dumps(bench(args)), flush=True)

@@ -22,7 +22,7 @@ def test_batched_edges_equal_separate_mixed_ops(impl, stride):
     ref = _reference(3, 4, stride, names, 0)
     x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4))
     w = jax.nn.softmax(jax.random.normal(jax.random.key(1), (3, len(names))), -1)
-    np.testing.assert_allclose(group(x, w), np.stack([ref[e](x, w[e]) for e in range(3)]), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(group(x, w), np.stack([ref[e](x, w[e]) for e in range(3)], 3), rtol=1e-4, atol=1e-4)
 
     # gradients with respect to the input and the mixing weights agree as well
     g_def, g_state = nnx.split(group)
@@ -49,7 +49,7 @@ def test_user_ops_and_nb201_convs_take_the_per_edge_and_batched_paths():
     ref = _reference(2, 3, 1, names, 1)
     x = jax.random.normal(jax.random.key(2), (2, 5, 5, 3))
     w = jax.nn.softmax(jax.random.normal(jax.random.key(3), (2, 4)), -1)
-    np.testing.assert_allclose(group(x, w), np.stack([ref[e](x, w[e]) for e in range(2)]), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(group(x, w), np.stack([ref[e](x, w[e]) for e in range(2)], 3), rtol=1e-4, atol=1e-4)
 
 
 def test_dense_and_shift_separable_forms_agree_with_a_hand_computed_case():

@@ -76,7 +76,8 @@ class SearchCell(nnx.Module):
                 states.append(partial[s - 2])
             out = self.sources[s](states[s], weights[jnp.array(self.rows[s])])
             for k, j in enumerate(self.targets[s]):
-                partial[j] = out[k] if partial[j] is None else partial[j] + out[k]
+                edge = out[..., k, :]
+                partial[j] = edge if partial[j] is None else partial[j] + edge
         states.append(partial[self.nodes - 1])
         return jnp.concatenate(states[2:], axis=-1)
 

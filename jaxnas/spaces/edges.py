@@ -151,7 +151,7 @@ class _ReduceOp(nnx.Module):
 
 
 class SourceEdges(nnx.Module):
-    """The mixed ops of E edges that all read one state ``x``; returns (E, N, H', W', C).
+    """The mixed ops of E edges that all read one state ``x``.
 
     Built from E ``ops.MixedOp`` edges (their weights restacked), and equal to running
     them one by one (tests/test_spaces_edges.py).
@@ -179,27 +179,26 @@ class SourceEdges(nnx.Module):
         self.generic = nnx.Dict(generic)
 
     def __call__(self, x: jax.Array, weights: jax.Array) -> jax.Array:
-        """x (N, H, W, C); weights (E, n_ops) softmaxed. Returns (E, N, H', W', C)."""
+        """x (N, H, W, C); weights (E, n_ops) softmaxed. Returns (N, H', W', E, C): edge e is
+        ``out[..., e, :]`` (this layout needs no transposes)."""
         r = jax.nn.relu(x)
         out = None
         for i, kind in enumerate(self.kinds):
-            w = weights[:, i]
+            w = weights[:, i, None]  # (E, 1): broadcasts over the (E, C) trailing axes
             if kind == "none":
                 continue
             if kind == "identity":
-                term = w[:, None, None, None, None] * x[None]
+                term = x[..., None, :] * w
             elif kind == "pool":
-                y = self.batched[str(i)](x)
-                term = w[:, None, None, None, None] * y[None]
+                term = self.batched[str(i)](x)[..., None, :] * w
             elif kind == "generic":
-                term = jnp.stack([w[e] * self.generic[str(i)][e](x) for e in range(self.E)])
+                term = jnp.stack([self.generic[str(i)][e](x) for e in range(self.E)], axis=3) * w
             else:
-                y = self.batched[str(i)](r, self.dw_impl)  # (N, H', W', E, C)
-                term = jnp.moveaxis(y, 3, 0) * w[:, None, None, None, None]
+                term = self.batched[str(i)](r, self.dw_impl) * w  # (N, H', W', E, C)
             out = term if out is None else out + term
         if out is None:  # every op is none
             s = self.stride
-            out = jnp.zeros((self.E,) + x[:, ::s, ::s, :].shape, x.dtype)
+            out = jnp.zeros(x[:, ::s, ::s, None, :].shape[:3] + (self.E, x.shape[-1]), x.dtype)
         return out
 
 
