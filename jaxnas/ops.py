@@ -218,7 +218,10 @@ class ReLUConvBN(nnx.Module):
 
 
 class DilConv(nnx.Module):
-    """ReLU -> depthwise kxk (dilated, strided) -> pointwise 1x1 -> BN."""
+    """ReLU -> depthwise kxk (dilated, strided) -> pointwise 1x1 -> BN.
+
+    With the dense depthwise form the two convs run as one dense conv with the product kernel.
+    """
 
     def __init__(self, c_in: int, c_out: int, k: int, stride: int, padding: int, dilation: int,
                  affine: bool, *, rngs: nnx.Rngs):
@@ -227,7 +230,18 @@ class DilConv(nnx.Module):
         self.bn = batch_norm(c_out, affine, rngs=rngs)
 
     def __call__(self, x):
-        return self.bn(self.pointwise(self.depthwise(jax.nn.relu(x))))
+        x = jax.nn.relu(x)
+        if self.depthwise.impl == "dense":
+            # depthwise kxk then pointwise 1x1 == one dense kxk conv with kernel dw[i, j, c] * pw[c, d]:
+            # k*k*C*D MACs, fewer than the block-diagonal depthwise form plus the 1x1 conv, and one
+            # intermediate activation fewer (docs/benchmarks.md)
+            dw, pw = self.depthwise.kernel[...], self.pointwise.kernel[...]
+            kernel = dw[:, :, 0, :, None] * pw[0, 0]
+            y = jax.lax.conv_general_dilated(
+                x, kernel.astype(x.dtype), self.depthwise.strides, self.depthwise.padding,
+                rhs_dilation=self.depthwise.kernel_dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            return self.bn(y)
+        return self.bn(self.pointwise(self.depthwise(x)))
 
 
 class SepConv(nnx.Module):

@@ -116,3 +116,21 @@ def test_unknown_op_names_the_value_and_lists_allowed():
         ops.resolve_op_set("none,sep_conv_7x7")
     with pytest.raises(JaxnasError, match="unknown op set 'nope'"):
         ops.resolve_op_set("nope")
+
+
+@pytest.mark.parametrize("stride, dilation", [(1, 1), (2, 2)])
+def test_fused_separable_block_equals_depthwise_then_pointwise(stride, dilation):
+    """DilConv's one-conv form (dense impl) equals the two convs (grouped impl), values and gradients."""
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 9, 9, 4)), jnp.float32)
+    fused = ops.DilConv(4, 6, 3, stride, dilation, dilation, True, rngs=nnx.Rngs(0))
+    with ops.depthwise_impl("grouped"):
+        plain = ops.DilConv(4, 6, 3, stride, dilation, dilation, True, rngs=nnx.Rngs(0))
+    np.testing.assert_allclose(fused(x), plain(x), rtol=1e-4, atol=1e-4)
+
+    def grads(m):
+        graphdef, params, rest = nnx.split(m, nnx.Param, ...)
+        g = jax.grad(lambda p: (nnx.merge(graphdef, p, rest, copy=True)(x) ** 2).sum())(params)
+        return [np.asarray(v) for v in jax.tree.leaves(g)]
+
+    for a, b in zip(grads(fused), grads(plain)):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
