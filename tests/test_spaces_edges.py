@@ -8,10 +8,10 @@ from jaxnas.errors import JaxnasError
 from jaxnas.spaces.edges import SourceEdges, separable
 
 
-def _reference(E, C, stride, names, seed):
+def _reference(E, C, stride, names, seed, search_bn=True):
     """The same edges as plain MixedOps, built from the same random stream."""
     rngs = nnx.Rngs(seed)
-    return [ops.MixedOp(C, stride, names, affine=False, rngs=rngs) for _ in range(E)]
+    return [ops.MixedOp(C, stride, names, affine=False, search_bn=search_bn, rngs=rngs) for _ in range(E)]
 
 
 @pytest.mark.parametrize("impl", ["dense", "shift"])
@@ -50,6 +50,12 @@ def test_user_ops_and_nb201_convs_take_the_per_edge_and_batched_paths():
     x = jax.random.normal(jax.random.key(2), (2, 5, 5, 3))
     w = jax.nn.softmax(jax.random.normal(jax.random.key(3), (2, 4)), -1)
     np.testing.assert_allclose(group(x, w), np.stack([ref[e](x, w[e]) for e in range(2)], 3), rtol=1e-4, atol=1e-4)
+    # NAS-Bench-201's supernet: no BN after the pool
+    nb = ops.NB201_OPS
+    group = SourceEdges(3, 3, 1, nb, rngs=nnx.Rngs(4), search_bn=False)
+    ref = _reference(3, 3, 1, nb, 4, search_bn=False)
+    w = jax.nn.softmax(jax.random.normal(jax.random.key(5), (3, len(nb))), -1)
+    np.testing.assert_allclose(group(x, w), np.stack([ref[e](x, w[e]) for e in range(3)], 3), rtol=1e-4, atol=1e-4)
 
 
 def test_dense_and_shift_separable_forms_agree_with_a_hand_computed_case():

@@ -91,3 +91,14 @@ def test_supernet_argmax_discretization_and_onehot_equals_discrete():
     net.alphas[...] = jnp.asarray(space.onehot_alphas(g, net.op_names)["alphas"])
     w = jax.nn.softmax(net.alphas[...], -1)
     assert float(w.max(-1).min()) == 1.0 and float(w.sum()) == 6.0  # exactly one-hot
+
+
+def test_supernet_cell_wiring_on_hand_picked_edges():
+    from jaxnas.spaces.nb201 import EDGES, SearchCell
+
+    cell = SearchCell(3, ("none", "skip_connect"), rngs=nnx.Rngs(0))
+    w = np.tile([1.0, 0.0], (len(EDGES), 1))
+    for edge in [(1, 0), (2, 1), (3, 0), (3, 2)]:  # node1 = x; node2 = node1; node3 = x + node2
+        w[EDGES.index(edge)] = [0.0, 1.0]
+    x = jax.random.normal(jax.random.key(0), (2, 4, 4, 3))
+    np.testing.assert_allclose(cell(x, jnp.asarray(w)), 2 * x, rtol=1e-6)

@@ -23,9 +23,10 @@ import numpy as np
 from flax import nnx
 
 from jaxnas.errors import JaxnasError
-from jaxnas.ops import NB201_OPS, MixedOp, ReLUConvBN, batch_norm, conv, get_op
+from jaxnas.ops import NB201_OPS, ReLUConvBN, batch_norm, conv, get_op
 from jaxnas.spaces import register_discrete_space, register_space
 from jaxnas.spaces.base import DiscreteSpace
+from jaxnas.spaces.edges import SourceEdges
 from jaxnas.spaces.darts import ArchParam, _torch_linear
 
 NODES = 4
@@ -152,18 +153,27 @@ class InferCell(nnx.Module):
 
 
 class SearchCell(nnx.Module):
-    """A supernet cell: every edge a mixed op over the op set (non-affine BN, no BN after pools)."""
+    """A supernet cell: every edge a mixed op over the op set (non-affine BN, no BN after pools).
+
+    The edges leaving each node run together (``edges.SourceEdges``): one dense conv per op.
+    """
 
     def __init__(self, C: int, op_names: Sequence[str], *, rngs: nnx.Rngs):
-        self.edges = nnx.List([MixedOp(C, 1, op_names, affine=False, search_bn=False, rngs=rngs)
-                               for _ in EDGES])
+        # node i feeds edges rows[i] (indices into EDGES, the alpha rows) towards targets[i]
+        self.rows = tuple(tuple(k for k, (_, src) in enumerate(EDGES) if src == i) for i in range(NODES - 1))
+        self.targets = tuple(tuple(EDGES[k][0] for k in r) for r in self.rows)
+        self.sources = nnx.List([SourceEdges(len(r), C, 1, op_names, rngs=rngs, search_bn=False)
+                                 for r in self.rows])
 
     def __call__(self, x, weights):
-        states = [x]
-        for j in range(1, NODES):
-            terms = [self.edges[k](states[i], weights[k]) for k, (t, i) in enumerate(EDGES) if t == j]
-            states.append(sum(terms[1:], terms[0]))
-        return states[-1]
+        partial: list = [None] * NODES
+        partial[0] = x
+        for i in range(NODES - 1):
+            out = self.sources[i](partial[i], weights[jnp.array(self.rows[i])])
+            for k, j in enumerate(self.targets[i]):
+                edge = out[..., k, :]
+                partial[j] = edge if partial[j] is None else partial[j] + edge
+        return partial[-1]
 
 
 class _Skeleton(nnx.Module):
