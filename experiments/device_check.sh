@@ -18,4 +18,6 @@ for order in first second second_fd; do
 done
 timeout 120 python experiments/bench_search_step.py --order first --batch 64 --C 16 --layers 8 --image 32 --steps 10
 timeout 150 python experiments/bench_train_step.py --genotype DARTS_V2 --C 36 --layers 20 --batch 96 --steps 10
+# the other depthwise form of the search supernet (jaxnas/spaces/edges.py), last: it may not fit the time left
+timeout 120 python experiments/bench_search_step.py --order first --batch 32 --C 16 --layers 8 --image 32 --steps 10 --depthwise shift
 date -u
