@@ -22,6 +22,8 @@ import subprocess
 import sys
 import time
 
+from benchutil import peak_rss_gb, reset_peak_rss
+
 
 def bench(args) -> dict:
     import jax
@@ -56,6 +58,7 @@ def bench(args) -> dict:
     compiled = step.lower(state, tb, vb).compile()
     compile_s = time.perf_counter() - t
     mem = compiled.memory_analysis()
+    rss_reset = reset_peak_rss()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     for _ in range(args.warmup):
@@ -78,6 +81,7 @@ def bench(args) -> dict:
         "compile_s": round(compile_s, 1), "median_step_s": round(median, 3),
         "images_per_s": round(2 * args.batch / median, 1),
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
+        "peak_rss_steps_gb": peak_rss_gb() if rss_reset else None,
         "xla_temp_gb": round(getattr(mem, "temp_size_in_bytes", 0) / 1e9, 2) if mem else None,
         "gflops_per_step": round(cost.get("flops", 0) / 1e9, 1) if cost else None,
         "jax": jax.__version__,

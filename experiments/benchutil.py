@@ -1,0 +1,19 @@
+"""Shared by the benchmark scripts: the steps' own peak memory, without the compiler's."""
+
+from __future__ import annotations
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux), so that the steps' own peak can be read after compiling."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_gb() -> float:
+    with open("/proc/self/status") as f:
+        kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    return round(kb / 1e6, 2)
