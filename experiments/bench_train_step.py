@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import time
 
@@ -56,7 +55,7 @@ def main() -> None:
     compiled = step.lower(params, stats, opt, batch, key, drop).compile()
     compile_s = time.perf_counter() - t
     mem = compiled.memory_analysis()
-    rss_compile = peak_rss_gb()  # resetting the mark below also resets ru_maxrss
+    rss_compile = peak_rss_gb()  # the reset below clears the kernel's mark
     rss_reset = reset_peak_rss()
     params, stats, opt, m = compiled(params, stats, opt, batch, key, drop)
     jax.block_until_ready(m)
@@ -72,7 +71,7 @@ def main() -> None:
         "params": count_params(net), "devices": mesh.devices.size, "device_kind": jax.devices()[0].device_kind,
         "compile_s": round(compile_s, 1), "median_step_s": round(median, 3),
         "images_per_s": round(args.batch / median, 1),
-        "peak_rss_gb": max(rss_compile, round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)),
+        "peak_rss_gb": max(rss_compile, peak_rss_gb()),
         "peak_rss_steps_gb": peak_rss_gb() if rss_reset else None,
         "xla_temp_gb": round(getattr(mem, "temp_size_in_bytes", 0) / 1e9, 2) if mem else None,
         "jax": jax.__version__}))

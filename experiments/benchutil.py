@@ -24,6 +24,12 @@ def reset_peak_rss() -> bool:
 
 
 def peak_rss_gb() -> float:
-    with open("/proc/self/status") as f:
-        kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    """The process's peak RSS since start or since the last ``reset_peak_rss`` (ru_maxrss off Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        import resource
+
+        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(kb / 1e6, 2)

@@ -115,9 +115,9 @@ class DepthwiseConv(nnx.Module):
     ``impl="dense"`` computes it as a dense conv with a block-diagonal kernel: the same
     parameters (``kernel``, shape (k, k, 1, C)) and maths, but XLA:CPU runs grouped
     convolutions so slowly that spending C times the FLOPs on zeros made the retraining
-    step 3x faster (docs/benchmarks.md). Inside the supernet's vmapped edge groups the
-    grouped form is faster, so the search space builds ``impl="grouped"``. The default
-    comes from ``depthwise_impl`` at construction time.
+    step 3x faster (docs/benchmarks.md). ``DilConv`` goes further and folds the dense form
+    into its pointwise conv. ``impl="grouped"`` is PyTorch's literal form, kept as the
+    reference. The default comes from ``depthwise_impl`` at construction time.
     """
 
     def __init__(self, c: int, k: int, stride: int, padding: int, dilation: int, *, rngs: nnx.Rngs,

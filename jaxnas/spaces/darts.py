@@ -27,7 +27,7 @@ from jaxnas.errors import JaxnasError
 from jaxnas.ops import FactorizedReduce, ReLUConvBN, batch_norm, conv, resolve_op_set, torch_default_init
 from jaxnas.spaces import register_discrete_space, register_space
 from jaxnas.spaces.base import DiscreteSpace
-from jaxnas.spaces.edges import SourceEdges
+from jaxnas.spaces.edges import SourceEdges, cell_states
 
 
 class ArchParam(nnx.Variable):
@@ -60,25 +60,16 @@ class SearchCell(nnx.Module):
         else:
             self.pre0 = ReLUConvBN(C_pp, C, 1, 1, 0, affine=False, rngs=rngs)
         self.pre1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False, rngs=rngs)
-        # State s (0, 1: the cell inputs; 2 + i: node i) feeds nodes targets[s], alpha rows rows[s].
-        self.targets = tuple(tuple(range(nodes)) if s < 2 else tuple(range(s - 1, nodes))
+        # State s (0, 1: the cell inputs; 2 + i: node i) feeds states targets[s] with alpha rows rows[s].
+        self.targets = tuple(tuple(range(2, nodes + 2)) if s < 2 else tuple(range(s + 1, nodes + 2))
                              for s in range(nodes + 1))
-        self.rows = tuple(tuple(edge_row(j, s) for j in t) for s, t in enumerate(self.targets))
+        self.rows = tuple(tuple(edge_row(t - 2, s) for t in ts) for s, ts in enumerate(self.targets))
         self.sources = nnx.List([
             SourceEdges(len(t), C, 2 if reduction and s < 2 else 1, op_names, rngs=rngs, dw_impl=dw_impl)
             for s, t in enumerate(self.targets)])
 
     def __call__(self, s0: jax.Array, s1: jax.Array, weights: jax.Array) -> jax.Array:
-        states = [self.pre0(s0), self.pre1(s1)]
-        partial: list = [None] * self.nodes
-        for s in range(self.nodes + 1):
-            if s >= 2:
-                states.append(partial[s - 2])
-            out = self.sources[s](states[s], weights[jnp.array(self.rows[s])])
-            for k, j in enumerate(self.targets[s]):
-                edge = out[..., k, :]
-                partial[j] = edge if partial[j] is None else partial[j] + edge
-        states.append(partial[self.nodes - 1])
+        states = cell_states(self.sources, [self.pre0(s0), self.pre1(s1)], self.rows, self.targets, weights)
         return jnp.concatenate(states[2:], axis=-1)
 
 

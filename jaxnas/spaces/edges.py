@@ -77,7 +77,7 @@ def separable(x, dw, pw, stride: int, pad: int, dil: int, impl: str) -> jax.Arra
     return jnp.stack([_conv(x[..., e, :], kernel[e], stride, pad, dil) for e in range(E)], axis=3)
 
 
-def _uniform_stack(arrays) -> nnx.Param:
+def _stack(arrays) -> nnx.Param:
     return nnx.Param(jnp.asarray(np.stack([np.asarray(a) for a in arrays])))
 
 
@@ -97,10 +97,10 @@ class _SepOp(nnx.Module):
     def __init__(self, mods, k, pad, stride, C, rngs):
         self.k, self.pad, self.stride = k, pad, stride
         b1, b2 = [m.block1 for m in mods], [m.block2 for m in mods]
-        self.dw1 = _uniform_stack([b.depthwise.kernel[...][:, :, 0, :] for b in b1])
-        self.pw1 = _uniform_stack([b.pointwise.kernel[...][0, 0] for b in b1])
-        self.dw2 = _uniform_stack([b.depthwise.kernel[...][:, :, 0, :] for b in b2])
-        self.pw2 = _uniform_stack([b.pointwise.kernel[...][0, 0] for b in b2])
+        self.dw1 = _stack([b.depthwise.kernel[...][:, :, 0, :] for b in b1])
+        self.pw1 = _stack([b.pointwise.kernel[...][0, 0] for b in b1])
+        self.dw2 = _stack([b.depthwise.kernel[...][:, :, 0, :] for b in b2])
+        self.pw2 = _stack([b.pointwise.kernel[...][0, 0] for b in b2])
         self.bn1, self.bn2 = _BN(len(mods), C, rngs), _BN(len(mods), C, rngs)
 
     def __call__(self, r, impl):
@@ -113,8 +113,8 @@ class _DilOp(nnx.Module):
 
     def __init__(self, mods, k, pad, dil, stride, C, rngs):
         self.k, self.pad, self.dil, self.stride = k, pad, dil, stride
-        self.dw = _uniform_stack([m.depthwise.kernel[...][:, :, 0, :] for m in mods])
-        self.pw = _uniform_stack([m.pointwise.kernel[...][0, 0] for m in mods])
+        self.dw = _stack([m.depthwise.kernel[...][:, :, 0, :] for m in mods])
+        self.pw = _stack([m.pointwise.kernel[...][0, 0] for m in mods])
         self.bn = _BN(len(mods), C, rngs)
 
     def __call__(self, r, impl):
@@ -126,7 +126,7 @@ class _ConvOp(nnx.Module):
 
     def __init__(self, mods, k, pad, stride, C, rngs):
         self.pad, self.stride = pad, stride
-        self.kernel = _uniform_stack([m.conv.kernel[...] for m in mods])  # (E, k, k, C, C)
+        self.kernel = _stack([m.conv.kernel[...] for m in mods])  # (E, k, k, C, C)
         self.bn = _BN(len(mods), C, rngs)
 
     def __call__(self, r, impl):
@@ -139,8 +139,8 @@ class _ReduceOp(nnx.Module):
     """``skip_connect`` at stride 2: FactorizedReduce (two 1x1 stride-2 convs, concat, BN) for E edges."""
 
     def __init__(self, mods, C, rngs):
-        self.k1 = _uniform_stack([m.conv1.kernel[...][0, 0] for m in mods])  # (E, C, C/2)
-        self.k2 = _uniform_stack([m.conv2.kernel[...][0, 0] for m in mods])
+        self.k1 = _stack([m.conv1.kernel[...][0, 0] for m in mods])  # (E, C, C/2)
+        self.k2 = _stack([m.conv2.kernel[...][0, 0] for m in mods])
         self.bn = _BN(len(mods), C, rngs)
 
     def __call__(self, r, impl):
@@ -200,6 +200,24 @@ class SourceEdges(nnx.Module):
             s = self.stride
             out = jnp.zeros(x[:, ::s, ::s, None, :].shape[:3] + (self.E, x.shape[-1]), x.dtype)
         return out
+
+
+def cell_states(sources, inputs: Sequence[jax.Array], rows, targets, weights: jax.Array) -> list[jax.Array]:
+    """The states of a cell: ``inputs``, then each node as the sum of the edges into it.
+
+    ``sources[s]`` (a ``SourceEdges``) reads state s and feeds states ``targets[s]`` with alpha
+    rows ``rows[s]``; every edge goes from an earlier state to a later one.
+    """
+    states, pending = list(inputs), {}
+    for s, source in enumerate(sources):
+        if s == len(states):
+            states.append(pending.pop(s))
+        out = source(states[s], weights[jnp.array(rows[s])])
+        for k, t in enumerate(targets[s]):
+            edge = out[..., k, :]
+            pending[t] = pending[t] + edge if t in pending else edge
+    states.extend(pending[t] for t in sorted(pending))
+    return states
 
 
 class _Pool(nnx.Module):

@@ -26,7 +26,7 @@ from jaxnas.errors import JaxnasError
 from jaxnas.ops import NB201_OPS, ReLUConvBN, batch_norm, conv, get_op
 from jaxnas.spaces import register_discrete_space, register_space
 from jaxnas.spaces.base import DiscreteSpace
-from jaxnas.spaces.edges import SourceEdges
+from jaxnas.spaces.edges import SourceEdges, cell_states
 from jaxnas.spaces.darts import ArchParam, _torch_linear
 
 NODES = 4
@@ -166,14 +166,7 @@ class SearchCell(nnx.Module):
                                  for r in self.rows])
 
     def __call__(self, x, weights):
-        partial: list = [None] * NODES
-        partial[0] = x
-        for i in range(NODES - 1):
-            out = self.sources[i](partial[i], weights[jnp.array(self.rows[i])])
-            for k, j in enumerate(self.targets[i]):
-                edge = out[..., k, :]
-                partial[j] = edge if partial[j] is None else partial[j] + edge
-        return partial[-1]
+        return cell_states(self.sources, [x], self.rows, self.targets, weights)[-1]
 
 
 class _Skeleton(nnx.Module):
