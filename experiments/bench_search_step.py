@@ -97,7 +97,7 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--image", type=int, default=32)
     p.add_argument("--ops", default="darts")
-    p.add_argument("--depthwise", default="dense", help="dense or shift (jaxnas/spaces/edges.py)")
+    p.add_argument("--depthwise", default="auto", help="auto, native, dense or shift (jaxnas/spaces/edges.py)")
     p.add_argument("--devices", type=int, default=0)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--steps", type=int, default=5)

@@ -38,7 +38,7 @@ def search_defaults() -> ml_collections.ConfigDict:
         name="darts", C=16, layers=8, nodes=4, stem_multiplier=3, ops="auto", cells_per_stage=5,
         max_depth=6, filters="16,32", kernels="1,3,5", units="64,128", pools="max,avg", merges="sum,concat",
         branches=2,
-        depthwise="dense"))  # DARTS space: how separable convs are computed (jaxnas/spaces/edges.py)
+        depthwise="auto"))  # DARTS space: how separable convs are computed (jaxnas/spaces/edges.py)
     c.data = ml_collections.ConfigDict(dict(name="cifar10", data_dir="", train_portion=0.5, augment="auto"))
     c.search = ml_collections.ConfigDict(dict(
         strategy="darts", order="first", epochs=50, batch_size=64, max_steps_per_epoch=0, eval_batch_size=256))

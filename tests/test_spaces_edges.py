@@ -14,7 +14,7 @@ def _reference(E, C, stride, names, seed, search_bn=True):
     return [ops.MixedOp(C, stride, names, affine=False, search_bn=search_bn, rngs=rngs) for _ in range(E)]
 
 
-@pytest.mark.parametrize("impl", ["dense", "shift"])
+@pytest.mark.parametrize("impl", ["native", "dense", "shift"])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_batched_edges_equal_separate_mixed_ops(impl, stride):
     names = ops.DARTS_OPS
@@ -64,7 +64,7 @@ def test_dense_and_shift_separable_forms_agree_with_a_hand_computed_case():
     dw, pw = np.ones((1, 3, 3, 1), np.float32), np.full((1, 1, 1), 2.0, np.float32)
     xp = np.pad(x[0, :, :, 0], 1)
     expected = 2 * np.array([[xp[i:i + 3, j:j + 3].sum() for j in range(4)] for i in range(4)])
-    for impl in ("dense", "shift"):
+    for impl in ("native", "dense", "shift"):
         y = separable(x, dw, pw, 1, 1, 1, impl)
         np.testing.assert_allclose(y[0, :, :, 0, 0], expected)
 

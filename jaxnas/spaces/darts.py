@@ -53,7 +53,7 @@ class SearchCell(nnx.Module):
     run together (``edges.SourceEdges``)."""
 
     def __init__(self, nodes: int, C_pp: int, C_p: int, C: int, reduction: bool, reduction_prev: bool,
-                 op_names: Sequence[str], *, rngs: nnx.Rngs, dw_impl: str = "dense"):
+                 op_names: Sequence[str], *, rngs: nnx.Rngs, dw_impl: str = "auto"):
         self.nodes, self.reduction = nodes, reduction
         if reduction_prev:
             self.pre0 = FactorizedReduce(C_pp, C, affine=False, rngs=rngs)
@@ -77,7 +77,7 @@ class DartsSupernet(nnx.Module):
     """DARTS ``Network`` (search model): stem, cells, global pooling, linear classifier."""
 
     def __init__(self, in_channels: int, num_classes: int, *, C: int = 16, layers: int = 8, nodes: int = 4,
-                 stem_multiplier: int = 3, ops: str | Sequence[str] = "darts", depthwise: str = "dense",
+                 stem_multiplier: int = 3, ops: str | Sequence[str] = "darts", depthwise: str = "auto",
                  rngs: nnx.Rngs):
         self.op_names = resolve_op_set(ops)
         self.nodes = nodes
@@ -126,7 +126,7 @@ def build(space_cfg, in_shape, num_classes: int, rngs: nnx.Rngs) -> DartsSuperne
     return DartsSupernet(in_shape[-1], num_classes, C=space_cfg.C, layers=space_cfg.layers,
                          nodes=space_cfg.nodes, stem_multiplier=space_cfg.stem_multiplier,
                          ops="darts" if space_cfg.ops == "auto" else space_cfg.ops,
-                         depthwise=space_cfg.get("depthwise", "dense"), rngs=rngs)
+                         depthwise=space_cfg.get("depthwise", "auto"), rngs=rngs)
 
 
 # ---------------------------------------------------------------- the discrete (evaluation) network

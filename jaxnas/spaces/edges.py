@@ -22,6 +22,7 @@ initialisation and parameter counts are DARTS's, then restacked per op.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import jax
@@ -29,10 +30,22 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxnas import native
 from jaxnas import ops as ops_lib
 from jaxnas.errors import unknown
 
-DW_IMPLS = ("dense", "shift")
+DW_IMPLS = ("auto", "native", "dense", "shift")
+
+
+def resolve_impl(impl: str) -> str:
+    """``auto``: the native kernel on CPU where it builds (jaxnas/native), else ``dense``."""
+    if impl not in DW_IMPLS:
+        raise unknown("depthwise implementation", impl, DW_IMPLS)
+    if impl == "auto":
+        return "native" if native.available() else "dense"
+    if impl == "native" and not native.available():
+        return "dense"
+    return impl
 
 
 def _conv(x, w, stride, pad, dil=1):
@@ -67,6 +80,8 @@ def separable(x, dw, pw, stride: int, pad: int, dil: int, impl: str) -> jax.Arra
     pw (E, C, D). Returns (N, H', W', E, D).
     """
     E, k = dw.shape[0], dw.shape[1]
+    if impl == "native" and x.dtype == jnp.float32:
+        return _native_separable(x, dw, pw, stride, pad, dil)
     if impl == "shift":
         return jnp.einsum("nhwec,ecd->nhwed", _shift_depthwise(x, dw, stride, pad, dil), pw)
     kernel = dw[:, :, :, :, None] * pw[:, None, None, :, :]  # (E, k, k, C, D)
@@ -75,6 +90,23 @@ def separable(x, dw, pw, stride: int, pad: int, dil: int, impl: str) -> jax.Arra
         y = _conv(x, stacked, stride, pad, dil)
         return y.reshape(y.shape[:3] + (E, pw.shape[-1]))
     return jnp.stack([_conv(x[..., e, :], kernel[e], stride, pad, dil) for e in range(E)], axis=3)
+
+
+@functools.partial(jax.checkpoint, static_argnums=(3, 4, 5))
+def _native_separable(x, dw, pw, stride, pad, dil):
+    """The depthwise convs of all E edges in one native call, then a batched 1x1 conv.
+
+    Rematerialised: the backward pass recomputes the depthwise output (cheap) instead
+    of keeping it, so the block holds no more activations than the dense form.
+    """
+    E, k, _, C = dw.shape
+    y = native.depthwise_conv(x.reshape(x.shape[:3] + (-1,)), jnp.moveaxis(dw, 0, 2).reshape(k, k, E * C),
+                              stride, dil, pad)
+    D = pw.shape[-1]
+    # the E pointwise convs as one block-diagonal matmul: E times the (small) 1x1 FLOPs, but
+    # a batched dot makes XLA:CPU transpose its operands and results (channels-first layouts)
+    block = jnp.einsum("ecd,ef->ecfd", pw, np.eye(E, dtype=np.float32)).reshape(E * C, E * D)
+    return (y.reshape(-1, E * C) @ block).reshape(y.shape[:3] + (E, D))
 
 
 def _stack(arrays) -> nnx.Param:
@@ -158,9 +190,8 @@ class SourceEdges(nnx.Module):
     """
 
     def __init__(self, E: int, C: int, stride: int, op_names: Sequence[str], *, rngs: nnx.Rngs,
-                 dw_impl: str = "dense", search_bn: bool = True):
-        if dw_impl not in DW_IMPLS:
-            raise unknown("depthwise implementation", dw_impl, DW_IMPLS)
+                 dw_impl: str = "auto", search_bn: bool = True):
+        dw_impl = resolve_impl(dw_impl)
         mixed = [ops_lib.MixedOp(C, stride, op_names, affine=False, search_bn=search_bn, rngs=rngs)
                  for _ in range(E)]
         self.E, self.stride, self.dw_impl = E, stride, dw_impl
@@ -211,12 +242,14 @@ def cell_states(sources, inputs: Sequence[jax.Array], rows, targets, weights: ja
     states, pending = list(inputs), {}
     for s, source in enumerate(sources):
         if s == len(states):
-            states.append(pending.pop(s))
+            # materialise the node: otherwise XLA fuses each node's whole sum (BNs, weights,
+            # earlier nodes) into every consumer and recomputes it there (quadratic in nodes)
+            states.append(jax.lax.optimization_barrier(pending.pop(s)))
         out = source(states[s], weights[jnp.array(rows[s])])
         for k, t in enumerate(targets[s]):
             edge = out[..., k, :]
             pending[t] = pending[t] + edge if t in pending else edge
-    states.extend(pending[t] for t in sorted(pending))
+    states.extend(jax.lax.optimization_barrier(pending[t]) for t in sorted(pending))
     return states
 
 

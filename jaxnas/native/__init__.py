@@ -1,0 +1,180 @@
+"""A fast depthwise convolution for XLA:CPU, compiled on first use and called through the XLA FFI.
+
+XLA:CPU computes grouped (depthwise) convolutions on a slow generic path, and the
+dense workaround costs k*k*C*C MACs a pixel where a depthwise conv needs k*k*C
+(docs/benchmarks.md). ``depthwise.cc`` holds a vectorised, threaded kernel
+(forward, and input + kernel gradients in one pass). It is compiled with the
+machine's C++ compiler against jaxlib's FFI headers into a per-user cache the
+first time it is needed (a few seconds) and reused after that; nothing is built at
+install time. Where it cannot be built (no compiler) or ``JAXNAS_NATIVE=0`` is
+set, ``available()`` is False and callers use XLA's own convolutions instead.
+
+The FFI call is opaque to XLA's SPMD partitioner: with several devices it runs on
+the whole (gathered) batch on each device, which gives the same numbers but none of
+the speed-up; it is meant for single-device CPU runs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_SOURCE = Path(__file__).with_name("depthwise.cc")
+_FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w"]
+_TARGETS = {"jaxnas_dw_fwd": "JaxnasDwFwd", "jaxnas_dw_bwd": "JaxnasDwBwd"}
+
+
+def cache_dir() -> Path:
+    """Where compiled kernels live: ``$JAXNAS_CACHE_DIR`` or ``~/.cache/jaxnas``, then ``native/``."""
+    root = os.environ.get("JAXNAS_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "jaxnas")
+    return Path(root) / "native"
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def build(verbose: bool = False) -> Path:
+    """Compile ``depthwise.cc`` into the cache (atomically) unless it is there; return the library path.
+
+    The file name hashes the source, jaxlib's version, the flags and the CPU, so a
+    changed kernel, jaxlib or machine gets its own build.
+    """
+    import jaxlib
+
+    cxx = _compiler()
+    if cxx is None:
+        raise RuntimeError("no C++ compiler found (set CXX)")
+    include = jax.ffi.include_dir()
+    key = hashlib.sha256("\0".join([_SOURCE.read_text(), jaxlib.__version__, cxx, *_FLAGS,
+                                    platform.machine(), _cpu_flags()]).encode()).hexdigest()[:16]
+    path = cache_dir() / f"depthwise-{key}.so"
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
+    os.close(fd)
+    try:
+        cmd = [cxx, *_FLAGS, "-I", include, str(_SOURCE), "-o", tmp]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr[-2000:]}")
+        if verbose:
+            print(" ".join(cmd))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+@functools.cache
+def _load() -> bool:
+    if os.environ.get("JAXNAS_NATIVE", "1") == "0":
+        return False
+    try:
+        lib = ctypes.cdll.LoadLibrary(str(build()))
+        for target, symbol in _TARGETS.items():
+            jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
+    except (OSError, RuntimeError, AttributeError) as e:
+        warnings.warn(f"jaxnas: the native depthwise kernel is not available ({e}); using XLA's convolutions",
+                      RuntimeWarning, stacklevel=3)
+        return False
+    return True
+
+
+def available() -> bool:
+    """True when the kernel is built and registered, and JAX runs on the CPU."""
+    return jax.default_backend() == "cpu" and _load()
+
+
+def _out(n: int, k: int, stride: int, dilation: int, padding: int) -> int:
+    return (n + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+
+
+def reference(x: jax.Array, kernel: jax.Array, stride: int, dilation: int, padding: int) -> jax.Array:
+    """What ``depthwise_conv`` computes, as XLA's grouped convolution (the specification)."""
+    repeat = kernel.shape[-1] // x.shape[-1]
+    return jax.lax.conv_general_dilated(
+        jnp.tile(x, (1, 1, 1, repeat)), kernel[:, :, None, :], (stride, stride),
+        ((padding, padding), (padding, padding)), rhs_dilation=(dilation, dilation),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=kernel.shape[-1])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int, dilation: int, padding: int) -> jax.Array:
+    """Depthwise kxk conv, NHWC float32: x (N, H, W, C), kernel (k, k, R*C) -> (N, H', W', R*C).
+
+    Output channel o reads input channel o % C, so R edges that share one input run
+    in one call. Zero padding ``padding`` on every side. Needs ``available()``.
+    """
+    N, H, W, _ = x.shape
+    k = kernel.shape[0]
+    out = jax.ShapeDtypeStruct((N, _out(H, k, stride, dilation, padding), _out(W, k, stride, dilation, padding),
+                                kernel.shape[-1]), jnp.float32)
+    return jax.ffi.ffi_call("jaxnas_dw_fwd", out, vmap_method="sequential")(
+        x, kernel, stride=np.int64(stride), dilation=np.int64(dilation), padding=np.int64(padding))
+
+
+def _fwd(x, kernel, stride, dilation, padding):
+    return depthwise_conv(x, kernel, stride, dilation, padding), (x, kernel)
+
+
+def _bwd(stride, dilation, padding, res, g):
+    x, kernel = res
+    return _transpose(x, kernel, g, stride, dilation, padding)
+
+
+depthwise_conv.defvjp(_fwd, _bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _transpose(x, kernel, g, stride, dilation, padding):
+    """``(dx, dk)`` of ``y = depthwise_conv(x, kernel)`` for the cotangent ``g`` (one pass)."""
+    shapes = (jax.ShapeDtypeStruct(x.shape, jnp.float32), jax.ShapeDtypeStruct(kernel.shape, jnp.float32))
+    return tuple(jax.ffi.ffi_call("jaxnas_dw_bwd", shapes, vmap_method="sequential")(
+        x, kernel, g, stride=np.int64(stride), dilation=np.int64(dilation), padding=np.int64(padding)))
+
+
+def _transpose_fwd(x, kernel, g, stride, dilation, padding):
+    return _transpose(x, kernel, g, stride, dilation, padding), (x, kernel, g)
+
+
+def _transpose_bwd(stride, dilation, padding, res, cot):
+    """The conv is bilinear, so with cotangents (a, b) for (dx, dk): <a, dx> = <D(a, k), g> and
+    <b, dk> = <D(x, b), g>. Hence d/dx = dx-part of the transpose at kernel b, d/dk = dk-part at
+    input a, d/dg = D(a, k) + D(x, b); all built from the same two calls, so any order of
+    reverse-mode derivative works (DARTS's exact second-order step needs two)."""
+    x, kernel, g = res
+    a, b = cot
+    dx, dk = _transpose(a, b, g, stride, dilation, padding)
+    dg = depthwise_conv(a, kernel, stride, dilation, padding) + depthwise_conv(x, b, stride, dilation, padding)
+    return dx, dk, dg
+
+
+_transpose.defvjp(_transpose_fwd, _transpose_bwd)
