@@ -78,3 +78,11 @@ def test_second_derivatives_equal_xla_grouped_conv():
 
     for a, b in zip(outer(native.depthwise_conv), outer(native.reference)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_materialize_is_the_identity_in_values_and_gradients():
+    x = jax.random.normal(jax.random.key(6), (3, 4, 5))
+    f = jax.jit(lambda x: native.materialize(x * 2.0) ** 2)
+    np.testing.assert_array_equal(f(x), (x * 2.0) ** 2)
+    np.testing.assert_allclose(jax.grad(lambda x: f(x).sum())(x), 8.0 * x, rtol=1e-6)
+    assert native.materialize(jnp.arange(4, dtype=jnp.int32)).tolist() == [0, 1, 2, 3]

@@ -33,7 +33,8 @@ import numpy as np
 
 _SOURCE = Path(__file__).with_name("depthwise.cc")
 _FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w"]
-_TARGETS = {"jaxnas_dw_fwd": "JaxnasDwFwd", "jaxnas_dw_bwd": "JaxnasDwBwd"}
+_TARGETS = {"jaxnas_dw_fwd": "JaxnasDwFwd", "jaxnas_dw_bwd": "JaxnasDwBwd",
+            "jaxnas_materialize": "JaxnasMaterialize"}
 
 
 def cache_dir() -> Path:
@@ -178,3 +179,20 @@ def _transpose_bwd(stride, dilation, padding, res, cot):
 
 
 _transpose.defvjp(_transpose_fwd, _transpose_bwd)
+
+
+@jax.custom_vjp
+def materialize(x: jax.Array) -> jax.Array:
+    """``x`` unchanged, but computed once and kept in memory (so is its cotangent).
+
+    XLA duplicates cheap elementwise producers into every consumer. A node of a DARTS
+    cell is a weighted sum of ~30 BN'd op outputs that several later nodes and the
+    cell output read, so XLA:CPU recomputed it (and the earlier nodes it contains)
+    in each of them: the cell-output concatenation alone took 0.2 s a call. XLA
+    cannot fuse across a custom call, so this one (a no-op on an aliased buffer) stops it.
+    """
+    return jax.ffi.ffi_call("jaxnas_materialize", jax.ShapeDtypeStruct(x.shape, x.dtype),
+                            input_output_aliases={0: 0}, vmap_method="broadcast_all")(x)
+
+
+materialize.defvjp(lambda x: (materialize(x), None), lambda _, g: (materialize(g),))

@@ -10,6 +10,9 @@
 //
 //   jaxnas_dw_fwd:  x (N,H,W,Cin), k (K,K,Cout)        -> y (N,Ho,Wo,Cout)
 //   jaxnas_dw_bwd:  x, k, g (N,Ho,Wo,Cout)             -> dx (N,H,W,Cin), dk (K,K,Cout)
+//   jaxnas_materialize: x -> x (aliased; a copy only if XLA could not reuse the buffer).
+//     XLA cannot fuse through a custom call, so this keeps a value that many
+//     consumers read from being recomputed inside each of them.
 
 #include <algorithm>
 #include <atomic>
@@ -215,7 +218,16 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<f
   return ffi::Error::Success();
 }
 
+ffi::Error Materialize(ffi::AnyBuffer x, ffi::Result<ffi::AnyBuffer> y) {
+  if (y->untyped_data() != x.untyped_data())
+    std::memcpy(y->untyped_data(), x.untyped_data(), x.size_bytes());
+  return ffi::Error::Success();
+}
+
 }  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxnasMaterialize, Materialize,
+                              ffi::Ffi::Bind().Arg<ffi::AnyBuffer>().Ret<ffi::AnyBuffer>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxnasDwFwd, Forward,
                               ffi::Ffi::Bind()

@@ -233,6 +233,12 @@ class SourceEdges(nnx.Module):
         return out
 
 
+def _materialize(x: jax.Array) -> jax.Array:
+    """Compute a node once: XLA:CPU would otherwise recompute the node's whole weighted sum
+    (and the earlier nodes inside it) in every consumer (jaxnas.native.materialize)."""
+    return native.materialize(x) if native.available() else x
+
+
 def cell_states(sources, inputs: Sequence[jax.Array], rows, targets, weights: jax.Array) -> list[jax.Array]:
     """The states of a cell: ``inputs``, then each node as the sum of the edges into it.
 
@@ -242,14 +248,12 @@ def cell_states(sources, inputs: Sequence[jax.Array], rows, targets, weights: ja
     states, pending = list(inputs), {}
     for s, source in enumerate(sources):
         if s == len(states):
-            # materialise the node: otherwise XLA fuses each node's whole sum (BNs, weights,
-            # earlier nodes) into every consumer and recomputes it there (quadratic in nodes)
-            states.append(jax.lax.optimization_barrier(pending.pop(s)))
+            states.append(_materialize(pending.pop(s)))
         out = source(states[s], weights[jnp.array(rows[s])])
         for k, t in enumerate(targets[s]):
             edge = out[..., k, :]
             pending[t] = pending[t] + edge if t in pending else edge
-    states.extend(jax.lax.optimization_barrier(pending[t]) for t in sorted(pending))
+    states.extend(_materialize(pending[t]) for t in sorted(pending))
     return states
 
 
