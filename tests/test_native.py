@@ -18,6 +18,8 @@ def test_kernel_builds_and_registers_on_cpu():
     (3, 9, 7, 16, 3, 3, 2, 2, 2),    # dilated and strided, three edges
     (1, 6, 6, 5, 1, 5, 1, 2, 4),     # DARTS's dil_conv_5x5 geometry
     (2, 5, 5, 32, 1, 3, 1, 1, 0),    # no padding
+    (2, 12, 11, 16, 2, 5, 1, 2, 4),  # dil_conv_5x5 at stride 1 on full blocks: interior tiles and borders
+    (1, 10, 9, 32, 4, 3, 1, 1, 1),   # sep_conv_3x3's first conv for four edges
 ])
 def test_depthwise_conv_equals_xla_grouped_conv_in_values_and_gradients(N, H, W, C, R, K, stride, dilation, padding):
     kx, kk, kg = jax.random.split(jax.random.key(0), 3)

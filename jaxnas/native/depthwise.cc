@@ -112,6 +112,62 @@ inline void Dot(float* out, int64_t len, Pairs pairs) {
   }
 }
 
+// Taps [lo, hi) of output position o along an axis of input size L (input o*s - p + t*d).
+inline void TapRange(int64_t o, const Geometry& g, int64_t L, int64_t* lo, int64_t* hi) {
+  const int64_t base = o * g.s - g.p;
+  const int64_t a = base >= 0 ? 0 : (-base + g.d - 1) / g.d;
+  const int64_t b = L - 1 - base < 0 ? 0 : (L - 1 - base) / g.d + 1;
+  *lo = a;
+  *hi = std::max(a, std::min(b, g.K));
+}
+
+// Output columns [lo, hi) whose taps all fall inside the input (no border checks needed).
+inline void Interior(const Geometry& g, int64_t L, int64_t Lo, int64_t* lo, int64_t* hi) {
+  *lo = std::min(Lo, (g.p + g.s - 1) / g.s);
+  const int64_t top = L - 1 + g.p - (g.K - 1) * g.d;
+  *hi = top < 0 ? *lo : std::max(*lo, std::min(Lo, top / g.s + 1));
+}
+
+// One 16-channel block of WB adjacent outputs for NR edges: WB*NR independent register
+// accumulators (latency hidden), each input vector loaded once for all NR edges.
+template <int NR, int WB>
+inline void FwdTile(const Geometry& g, const float* X, const float* Kw, float* Y, int64_t n,
+                    int64_t ho, int64_t wo, int64_t i0, int64_t i1, int64_t j0, int64_t j1,
+                    int64_t o0) {
+  const int64_t C = g.Cin;
+  V acc[WB][NR] = {};
+  for (int64_t i = i0; i < i1; ++i) {
+    const float* xrow = X + (n * g.H + ho * g.s - g.p + i * g.d) * g.W * C + (o0 % C);
+    for (int64_t j = j0; j < j1; ++j) {
+      const float* kp = Kw + (i * g.K + j) * g.Cout + o0;
+      V kv[NR];
+      for (int q = 0; q < NR; ++q) kv[q] = Load(kp + q * C);
+      for (int b = 0; b < WB; ++b) {
+        const V xv = Load(xrow + ((wo + b) * g.s - g.p + j * g.d) * C);
+        for (int q = 0; q < NR; ++q) acc[b][q] += xv * kv[q];
+      }
+    }
+  }
+  for (int b = 0; b < WB; ++b)
+    for (int q = 0; q < NR; ++q) Store(Y + ((n * g.Ho + ho) * g.Wo + wo + b) * g.Cout + o0 + q * C, acc[b][q]);
+}
+
+template <int NR>
+void FwdRow(const Geometry& g, const float* X, const float* Kw, float* Y, int64_t n, int64_t ho,
+            int64_t i0, int64_t i1, int64_t wlo, int64_t whi, int64_t o0) {
+  for (int64_t wo = 0; wo < g.Wo;) {
+    if (wo >= wlo && wo + 4 <= whi) {
+      FwdTile<NR, 4>(g, X, Kw, Y, n, ho, wo, i0, i1, 0, g.K, o0);
+      wo += 4;
+    } else {
+      int64_t j0, j1;
+      TapRange(wo, g, g.W, &j0, &j1);
+      FwdTile<NR, 1>(g, X, Kw, Y, n, ho, wo, i0, i1, j0, j1, o0);
+      wo += 1;
+    }
+  }
+}
+
 ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
                    ffi::ResultBuffer<ffi::F32> y, int64_t stride, int64_t dilation,
                    int64_t padding) {
@@ -121,19 +177,35 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ff
   const float* Kw = k.typed_data();
   float* Y = y->typed_data();
   const int64_t R = g.Cout / g.Cin, C = g.Cin;
+  int64_t wlo, whi;
+  Interior(g, g.W, g.Wo, &wlo, &whi);
   ParallelFor(pool, g.N, [=](int64_t n) {
     for (int64_t ho = 0; ho < g.Ho; ++ho) {
-      for (int64_t wo = 0; wo < g.Wo; ++wo) {
-        for (int64_t r = 0; r < R; ++r) {
-          for (int64_t c0 = 0; c0 < C; c0 += B) {
+      int64_t i0, i1;
+      TapRange(ho, g, g.H, &i0, &i1);
+      for (int64_t c0 = 0; c0 < C; c0 += B) {
+        if (C - c0 >= B) {  // full blocks: register tiles over up to 4 edges at a time
+          for (int64_t r0 = 0; r0 < R; r0 += 4) {
+            const int64_t o0 = r0 * C + c0;
+            switch (std::min<int64_t>(4, R - r0)) {
+              case 1: FwdRow<1>(g, X, Kw, Y, n, ho, i0, i1, wlo, whi, o0); break;
+              case 2: FwdRow<2>(g, X, Kw, Y, n, ho, i0, i1, wlo, whi, o0); break;
+              case 3: FwdRow<3>(g, X, Kw, Y, n, ho, i0, i1, wlo, whi, o0); break;
+              default: FwdRow<4>(g, X, Kw, Y, n, ho, i0, i1, wlo, whi, o0); break;
+            }
+          }
+          continue;
+        }
+        for (int64_t wo = 0; wo < g.Wo; ++wo) {  // a channel tail narrower than a block
+          int64_t j0, j1;
+          TapRange(wo, g, g.W, &j0, &j1);
+          for (int64_t r = 0; r < R; ++r) {
             const int64_t o0 = r * C + c0;
-            Dot(Y + ((n * g.Ho + ho) * g.Wo + wo) * g.Cout + o0, std::min(B, C - c0), [&](auto fma) {
-              for (int64_t i = 0; i < g.K; ++i) {
+            Dot(Y + ((n * g.Ho + ho) * g.Wo + wo) * g.Cout + o0, C - c0, [&](auto fma) {
+              for (int64_t i = i0; i < i1; ++i) {
                 const int64_t h = ho * g.s - g.p + i * g.d;
-                if (h < 0 || h >= g.H) continue;
-                for (int64_t j = 0; j < g.K; ++j) {
+                for (int64_t j = j0; j < j1; ++j) {
                   const int64_t w = wo * g.s - g.p + j * g.d;
-                  if (w < 0 || w >= g.W) continue;
                   fma(X + ((n * g.H + h) * g.W + w) * C + c0, Kw + (i * g.K + j) * g.Cout + o0);
                 }
               }
@@ -144,6 +216,59 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ff
     }
   });
   return ffi::Error::Success();
+}
+
+// Stride 1: the taps t of input position q whose output q + p - t*d lies in [0, Lo).
+inline void GradTaps(int64_t q, const Geometry& g, int64_t Lo, int64_t* lo, int64_t* hi) {
+  const int64_t top = q + g.p;  // t*d <= top and t*d >= top - (Lo - 1)
+  const int64_t low = top - (Lo - 1);
+  const int64_t a = low <= 0 ? 0 : (low + g.d - 1) / g.d;
+  const int64_t b = top < 0 ? 0 : top / g.d + 1;
+  *lo = a;
+  *hi = std::max(a, std::min(b, g.K));
+}
+
+// Stride 1, one 16-channel block of dx at WB adjacent columns: sum over taps and edges.
+template <int WB>
+inline void DxTile(const Geometry& g, const float* G, const float* Kw, float* DX, int64_t n,
+                   int64_t h, int64_t w, int64_t i0, int64_t i1, int64_t j0, int64_t j1, int64_t c0) {
+  const int64_t C = g.Cin, R = g.Cout / g.Cin;
+  V acc[WB] = {};
+  for (int64_t i = i0; i < i1; ++i) {
+    const float* grow = G + (n * g.Ho + h + g.p - i * g.d) * g.Wo * g.Cout + c0;
+    for (int64_t j = j0; j < j1; ++j) {
+      const float* kp = Kw + (i * g.K + j) * g.Cout + c0;
+      for (int64_t r = 0; r < R; ++r) {
+        const V kv = Load(kp + r * C);
+        for (int b = 0; b < WB; ++b) acc[b] += Load(grow + (w + b + g.p - j * g.d) * g.Cout + r * C) * kv;
+      }
+    }
+  }
+  for (int b = 0; b < WB; ++b) Store(DX + ((n * g.H + h) * g.W + w + b) * C + c0, acc[b]);
+}
+
+// One tap's kernel gradient for one sample, one 16-channel block, NR edges: four
+// interleaved partial sums over the output columns, added in a fixed order at the end.
+template <int NR>
+inline void DkTap(const Geometry& g, const float* X, const float* G, float* out, int64_t n,
+                  int64_t i, int64_t j, int64_t ha, int64_t hb, int64_t wa, int64_t wb, int64_t o0) {
+  const int64_t C = g.Cin;
+  V acc[4][NR] = {};
+  for (int64_t ho = ha; ho < hb; ++ho) {
+    const float* xrow = X + (n * g.H + ho * g.s - g.p + i * g.d) * g.W * C + (o0 % C) + (j * g.d - g.p) * C;
+    const float* grow = G + (n * g.Ho + ho) * g.Wo * g.Cout + o0;
+    int64_t wo = wa;
+    for (; wo + 4 <= wb; wo += 4)
+      for (int b = 0; b < 4; ++b) {
+        const V xv = Load(xrow + (wo + b) * g.s * C);
+        for (int q = 0; q < NR; ++q) acc[b][q] += xv * Load(grow + (wo + b) * g.Cout + q * C);
+      }
+    for (; wo < wb; ++wo) {
+      const V xv = Load(xrow + wo * g.s * C);
+      for (int q = 0; q < NR; ++q) acc[0][q] += xv * Load(grow + wo * g.Cout + q * C);
+    }
+  }
+  for (int q = 0; q < NR; ++q) Store(out + o0 + q * C, (acc[0][q] + acc[1][q]) + (acc[2][q] + acc[3][q]));
 }
 
 ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
@@ -160,11 +285,30 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<f
   // One kernel-gradient partial per sample, summed in sample order afterwards.
   std::vector<float> partial(g.N * KK);
   float* P = partial.data();
+  // stride 1: columns w whose taps all land inside the output
+  const int64_t wlo = std::min(g.W, std::max<int64_t>(0, (g.K - 1) * g.d - g.p));
+  const int64_t whi = std::max(wlo, std::min(g.W, g.Wo - g.p));
   ParallelFor(pool, g.N, [=](int64_t n) {
     // dx[h, w, c] = sum over r and the taps that reach (h, w) of g[ho, wo, rC + c] * k[i, j, rC + c]
     for (int64_t h = 0; h < g.H; ++h) {
-      for (int64_t w = 0; w < g.W; ++w) {
-        for (int64_t c0 = 0; c0 < C; c0 += B) {
+      int64_t i0 = 0, i1 = 0;
+      if (g.s == 1) GradTaps(h, g, g.Ho, &i0, &i1);
+      for (int64_t c0 = 0; c0 < C; c0 += B) {
+        int64_t w = 0;
+        if (g.s == 1 && C - c0 >= B) {
+          while (w < g.W) {
+            if (w >= wlo && w + 4 <= whi) {
+              DxTile<4>(g, G, Kw, DX, n, h, w, i0, i1, 0, g.K, c0);
+              w += 4;
+            } else {
+              int64_t j0, j1;
+              GradTaps(w, g, g.Wo, &j0, &j1);
+              DxTile<1>(g, G, Kw, DX, n, h, w, i0, i1, j0, j1, c0);
+              w += 1;
+            }
+          }
+        }
+        for (; w < g.W; ++w) {  // strided convs and channel tails
           Dot(DX + ((n * g.H + h) * g.W + w) * C + c0, std::min(B, C - c0), [&](auto fma) {
             for (int64_t i = 0; i < g.K; ++i) {
               const int64_t th = h + g.p - i * g.d;
@@ -192,10 +336,23 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<f
       for (int64_t j = 0; j < g.K; ++j) {
         int64_t wa, wb;
         Valid(j, g, g.W, g.Wo, &wa, &wb);
-        for (int64_t r = 0; r < R; ++r) {
-          for (int64_t c0 = 0; c0 < C; c0 += B) {
+        float* out = P + n * KK + (i * g.K + j) * g.Cout;
+        for (int64_t c0 = 0; c0 < C; c0 += B) {
+          if (C - c0 >= B) {
+            for (int64_t r0 = 0; r0 < R; r0 += 4) {
+              const int64_t o0 = r0 * C + c0;
+              switch (std::min<int64_t>(4, R - r0)) {
+                case 1: DkTap<1>(g, X, G, out, n, i, j, ha, hb, wa, wb, o0); break;
+                case 2: DkTap<2>(g, X, G, out, n, i, j, ha, hb, wa, wb, o0); break;
+                case 3: DkTap<3>(g, X, G, out, n, i, j, ha, hb, wa, wb, o0); break;
+                default: DkTap<4>(g, X, G, out, n, i, j, ha, hb, wa, wb, o0); break;
+              }
+            }
+            continue;
+          }
+          for (int64_t r = 0; r < R; ++r) {
             const int64_t o0 = r * C + c0;
-            Dot(P + n * KK + (i * g.K + j) * g.Cout + o0, std::min(B, C - c0), [&](auto fma) {
+            Dot(out + o0, C - c0, [&](auto fma) {
               for (int64_t ho = ha; ho < hb; ++ho) {
                 const int64_t h = ho * g.s - g.p + i * g.d;
                 for (int64_t wo = wa; wo < wb; ++wo) {
