@@ -102,11 +102,12 @@ def _native_separable(x, dw, pw, stride, pad, dil):
     E, k, _, C = dw.shape
     y = native.depthwise_conv(x.reshape(x.shape[:3] + (-1,)), jnp.moveaxis(dw, 0, 2).reshape(k, k, E * C),
                               stride, dil, pad)
-    D = pw.shape[-1]
-    # the E pointwise convs as one block-diagonal matmul: E times the (small) 1x1 FLOPs, but
-    # a batched dot makes XLA:CPU transpose its operands and results (channels-first layouts)
-    block = jnp.einsum("ecd,ef->ecfd", pw, np.eye(E, dtype=np.float32)).reshape(E * C, E * D)
-    return (y.reshape(-1, E * C) @ block).reshape(y.shape[:3] + (E, D))
+    out_hw = y.shape[1:3]
+    # the E pointwise convs as matmuls on column slices: a batched dot makes XLA:CPU
+    # transpose its operands, and one block-diagonal matmul spends E times the FLOPs
+    y = y.reshape(-1, E * C)
+    out = jnp.concatenate([y[:, e * C:(e + 1) * C] @ pw[e] for e in range(E)], axis=-1)
+    return out.reshape(x.shape[0], *out_hw, E, pw.shape[-1])
 
 
 def _stack(arrays) -> nnx.Param:
