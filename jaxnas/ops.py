@@ -11,6 +11,7 @@ linear initialisation, padding written out so strided convs pad like PyTorch.
 from __future__ import annotations
 
 import contextlib
+import functools
 import dataclasses
 from typing import Callable, Sequence
 
@@ -18,6 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxnas import native
 from jaxnas.errors import unknown
 
 # PyTorch's default conv/linear weight init: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)).
@@ -112,6 +114,8 @@ def conv(c_in: int, c_out: int, k: int, stride: int = 1, padding: int = 0, dilat
 class DepthwiseConv(nnx.Module):
     """A bias-free depthwise conv (PyTorch ``Conv2d(C, C, k, groups=C)``).
 
+    ``impl="native"`` runs jaxnas's CPU depthwise kernel (``jaxnas.native``; ``"auto"``, the
+    default, picks it where it builds and JAX runs on the CPU, else ``"dense"``).
     ``impl="dense"`` computes it as a dense conv with a block-diagonal kernel: the same
     parameters (``kernel``, shape (k, k, 1, C)) and maths, but XLA:CPU runs grouped
     convolutions so slowly that spending C times the FLOPs on zeros made the retraining
@@ -126,12 +130,17 @@ class DepthwiseConv(nnx.Module):
         self.strides, self.kernel_size, self.kernel_dilation = (stride, stride), (k, k), (dilation, dilation)
         self.padding = ((padding, padding), (padding, padding))
         self.impl = impl or _DEPTHWISE[-1]
-        if self.impl not in ("dense", "grouped"):
-            raise unknown("depthwise implementation", self.impl, ["dense", "grouped"])
+        if self.impl not in DEPTHWISE_IMPLS:
+            raise unknown("depthwise implementation", self.impl, DEPTHWISE_IMPLS)
+        if self.impl == "auto":
+            self.impl = "native" if native.available() else "dense"
         self.feature_group_count = c
 
     def __call__(self, x):
         w = self.kernel[...]
+        if self.impl == "native" and x.dtype == jnp.float32 and native.available():
+            return native.depthwise_conv(x, w[:, :, 0, :], self.strides[0], self.kernel_dilation[0],
+                                         self.padding[0][0])
         grouped = self.impl == "grouped"
         if not grouped:
             w = w[:, :, 0, :, None] * jnp.eye(w.shape[-1], dtype=w.dtype)
@@ -140,12 +149,13 @@ class DepthwiseConv(nnx.Module):
             dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=self.feature_group_count if grouped else 1)
 
 
-_DEPTHWISE = ["dense"]
+DEPTHWISE_IMPLS = ("auto", "native", "dense", "grouped")
+_DEPTHWISE = ["auto"]
 
 
 @contextlib.contextmanager
 def depthwise_impl(impl: str):
-    """Build the depthwise convs created inside this block with ``impl`` ("dense" or "grouped")."""
+    """Build the depthwise convs created inside this block with ``impl`` (one of ``DEPTHWISE_IMPLS``)."""
     _DEPTHWISE.append(impl)
     try:
         yield
@@ -220,7 +230,8 @@ class ReLUConvBN(nnx.Module):
 class DilConv(nnx.Module):
     """ReLU -> depthwise kxk (dilated, strided) -> pointwise 1x1 -> BN.
 
-    With the dense depthwise form the two convs run as one dense conv with the product kernel.
+    With the dense depthwise form the two convs run as one dense conv with the product kernel;
+    with the native one the depthwise output is recomputed in the backward pass, not kept.
     """
 
     def __init__(self, c_in: int, c_out: int, k: int, stride: int, padding: int, dilation: int,
@@ -241,7 +252,18 @@ class DilConv(nnx.Module):
                 x, kernel.astype(x.dtype), self.depthwise.strides, self.depthwise.padding,
                 rhs_dilation=self.depthwise.kernel_dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"))
             return self.bn(y)
+        if self.depthwise.impl == "native" and x.dtype == jnp.float32 and native.available():
+            d = self.depthwise
+            return self.bn(_native_block(x, d.kernel[...][:, :, 0, :], self.pointwise.kernel[...][0, 0],
+                                         d.strides[0], d.kernel_dilation[0], d.padding[0][0]))
         return self.bn(self.pointwise(self.depthwise(x)))
+
+
+@functools.partial(jax.checkpoint, static_argnums=(3, 4, 5))
+def _native_block(x, dw, pw, stride, dilation, padding):
+    """Depthwise (native kernel) then pointwise matmul; rematerialised: the backward pass
+    recomputes the cheap depthwise output instead of keeping it."""
+    return native.depthwise_conv(x, dw, stride, dilation, padding) @ pw
 
 
 class SepConv(nnx.Module):

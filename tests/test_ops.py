@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxnas import ops
+from jaxnas import native, ops
 from jaxnas.errors import JaxnasError
 
 
@@ -34,15 +34,18 @@ def test_op_structure_matches_darts():
     assert isinstance(ops.get_op("skip_connect").factory(4, 2, False, r), ops.FactorizedReduce)
     with ops.depthwise_impl("grouped"):
         assert ops.get_op("sep_conv_3x3").factory(4, 1, False, r).block1.depthwise.impl == "grouped"
-    assert sep.block1.depthwise.impl == "dense"
+    # the default: jaxnas's CPU kernel where it builds, else the dense form
+    assert sep.block1.depthwise.impl == ("native" if native.available() else "dense")
     assert ops.get_op("max_pool_3x3").bn_in_search and not ops.get_op("sep_conv_3x3").bn_in_search
 
 
+@pytest.mark.parametrize("impl", ["dense", "native"])
 @pytest.mark.parametrize("stride, dilation", [(1, 1), (2, 1), (1, 2)])
-def test_dense_depthwise_equals_grouped(stride, dilation):
-    """The block-diagonal dense form computes PyTorch's grouped conv, values and gradients."""
+def test_dense_depthwise_equals_grouped(stride, dilation, impl):
+    """The block-diagonal dense form and the native kernel compute PyTorch's grouped conv,
+    values and gradients."""
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 9, 9, 5)), jnp.float32)
-    dense = ops.DepthwiseConv(5, 3, stride, dilation, dilation, rngs=nnx.Rngs(0), impl="dense")
+    dense = ops.DepthwiseConv(5, 3, stride, dilation, dilation, rngs=nnx.Rngs(0), impl=impl)
     grouped = ops.DepthwiseConv(5, 3, stride, dilation, dilation, rngs=nnx.Rngs(0), impl="grouped")
     np.testing.assert_array_equal(dense.kernel[...], grouped.kernel[...])
     np.testing.assert_allclose(dense(x), grouped(x), rtol=1e-5, atol=1e-5)
@@ -118,11 +121,15 @@ def test_unknown_op_names_the_value_and_lists_allowed():
         ops.resolve_op_set("nope")
 
 
+@pytest.mark.parametrize("impl", ["dense", "native"])
 @pytest.mark.parametrize("stride, dilation", [(1, 1), (2, 2)])
-def test_fused_separable_block_equals_depthwise_then_pointwise(stride, dilation):
-    """DilConv's one-conv form (dense impl) equals the two convs (grouped impl), values and gradients."""
+def test_fused_separable_block_equals_depthwise_then_pointwise(stride, dilation, impl):
+    """DilConv's one-conv form (dense impl) and its native-kernel form equal the two convs
+    (grouped impl), values and gradients."""
     x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 9, 9, 4)), jnp.float32)
-    fused = ops.DilConv(4, 6, 3, stride, dilation, dilation, True, rngs=nnx.Rngs(0))
+    with ops.depthwise_impl(impl):
+        fused = ops.DilConv(4, 6, 3, stride, dilation, dilation, True, rngs=nnx.Rngs(0))
+    assert fused.depthwise.impl == impl
     with ops.depthwise_impl("grouped"):
         plain = ops.DilConv(4, 6, 3, stride, dilation, dilation, True, rngs=nnx.Rngs(0))
     np.testing.assert_allclose(fused(x), plain(x), rtol=1e-4, atol=1e-4)

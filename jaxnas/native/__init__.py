@@ -38,9 +38,9 @@ _TARGETS = {"jaxnas_dw_fwd": "JaxnasDwFwd", "jaxnas_dw_bwd": "JaxnasDwBwd",
 
 
 def cache_dir() -> Path:
-    """Where compiled kernels live: ``$JAXNAS_CACHE_DIR`` or ``~/.cache/jaxnas``, then ``native/``."""
-    root = os.environ.get("JAXNAS_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "jaxnas")
-    return Path(root) / "native"
+    """Where compiled kernels live: ``$JAXNAS_NATIVE_DIR``, else ``~/.cache/jaxnas/native``."""
+    return Path(os.environ.get("JAXNAS_NATIVE_DIR") or
+                os.path.join(os.path.expanduser("~"), ".cache", "jaxnas", "native"))
 
 
 def _cpu_flags() -> str:

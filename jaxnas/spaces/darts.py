@@ -5,9 +5,9 @@ op from each of the 2+i earlier states. Edges are numbered node-major, as the
 rows of DARTS's alpha matrices. All normal cells share ``alphas_normal`` and all
 reduction cells ``alphas_reduce``.
 
-The edges leaving each state run together (``edges.SourceEdges``): one dense conv per
-op for all of them, which XLA:CPU runs far faster than the depthwise and grouped
-convs of a literal translation, with identical maths.
+The edges leaving each state run together (``edges.SourceEdges``): one depthwise
+call per op for all of them (jaxnas's native CPU kernel, or a dense conv with the
+product kernel where that is not available), with identical maths.
 """
 
 from __future__ import annotations

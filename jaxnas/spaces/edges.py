@@ -5,15 +5,19 @@ module only chooses how XLA sees it. XLA:CPU runs dense convolutions on its fast
 path but grouped ones (depthwise convs, and any conv vmapped over edges) at well
 under 1 GFLOP/s (docs/benchmarks.md), so:
 
-- the edges leaving one state read the same input, so the first conv of each op
-  runs for all of them as one dense conv with their kernels side by side;
-- a depthwise kxk conv followed by its pointwise 1x1 conv is computed as one
-  dense kxk conv with kernel ``dw[.., c] * pw[c, d]`` (``"dense"``, the default:
-  exact, k*k*C*C MACs a pixel instead of k*k*C + C*C, but on the fast path), or
-  as k*k shifted multiply-adds and a batched matmul (``"shift"``: fewer FLOPs, but
-  in the whole search step it compiled 3x slower and ran slower; docs/benchmarks.md);
+- the edges leaving one state read the same input, so each op's first depthwise
+  conv runs for all of them in one call;
+- ``space.depthwise`` chooses how a depthwise kxk + pointwise 1x1 pair is computed:
+  ``"native"`` runs the depthwise convs of all E edges in jaxnas's own CPU kernel
+  (``jaxnas.native``) and the pointwise convs as matmuls; ``"dense"`` computes the
+  pair as one dense kxk conv with kernel ``dw[.., c] * pw[c, d]`` (exact, k*k*C*C
+  MACs a pixel instead of k*k*C + C*C, but on XLA's fast path); ``"shift"`` as k*k
+  shifted multiply-adds (slow to compile). ``"auto"`` (the default) is ``native``
+  where the kernel builds and JAX runs on the CPU, else ``dense``;
 - pooling (and the non-affine BN DARTS puts after it) is the same for every edge
   leaving a state, so it is computed once;
+- each node's sum is materialised once (``jaxnas.native.materialize``), not
+  recomputed by XLA inside every consumer;
 - ops without a batched form (user-registered ones) run per edge as modules.
 
 The weights are built by the ops' own factories (``ops.MixedOp``), so
@@ -94,7 +98,7 @@ def separable(x, dw, pw, stride: int, pad: int, dil: int, impl: str) -> jax.Arra
 
 @functools.partial(jax.checkpoint, static_argnums=(3, 4, 5))
 def _native_separable(x, dw, pw, stride, pad, dil):
-    """The depthwise convs of all E edges in one native call, then a batched 1x1 conv.
+    """The depthwise convs of all E edges in one native call, then their 1x1 convs.
 
     Rematerialised: the backward pass recomputes the depthwise output (cheap) instead
     of keeping it, so the block holds no more activations than the dense form.
