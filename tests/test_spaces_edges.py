@@ -72,3 +72,18 @@ def test_dense_and_shift_separable_forms_agree_with_a_hand_computed_case():
 def test_unknown_depthwise_form_is_named():
     with pytest.raises(JaxnasError, match="depthwise implementation 'im2col'"):
         SourceEdges(1, 2, 1, ("none", "skip_connect"), rngs=nnx.Rngs(0), dw_impl="im2col")
+
+
+def test_auto_falls_back_to_the_dense_form_without_the_native_kernel(monkeypatch):
+    from jaxnas import native
+    from jaxnas.spaces.edges import resolve_impl
+
+    assert resolve_impl("auto") == ("native" if native.available() else "dense")
+    monkeypatch.setenv("JAXNAS_NATIVE", "0")
+    native._load.cache_clear()
+    try:
+        assert resolve_impl("auto") == "dense" and resolve_impl("native") == "dense"
+        assert resolve_impl("shift") == "shift"
+    finally:
+        monkeypatch.delenv("JAXNAS_NATIVE")
+        native._load.cache_clear()
