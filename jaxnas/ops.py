@@ -11,7 +11,6 @@ linear initialisation, padding written out so strided convs pad like PyTorch.
 from __future__ import annotations
 
 import contextlib
-import functools
 import dataclasses
 from typing import Callable, Sequence
 
@@ -254,16 +253,10 @@ class DilConv(nnx.Module):
             return self.bn(y)
         if self.depthwise.impl == "native" and x.dtype == jnp.float32 and native.available():
             d = self.depthwise
-            return self.bn(_native_block(x, d.kernel[...][:, :, 0, :], self.pointwise.kernel[...][0, 0],
-                                         d.strides[0], d.kernel_dilation[0], d.padding[0][0]))
+            y = native.separable(x, d.kernel[...][None, :, :, 0, :], self.pointwise.kernel[...][None, 0, 0],
+                                 d.strides[0], d.kernel_dilation[0], d.padding[0][0])
+            return self.bn(y[..., 0, :])
         return self.bn(self.pointwise(self.depthwise(x)))
-
-
-@functools.partial(jax.checkpoint, static_argnums=(3, 4, 5))
-def _native_block(x, dw, pw, stride, dilation, padding):
-    """Depthwise (native kernel) then pointwise matmul; rematerialised: the backward pass
-    recomputes the cheap depthwise output instead of keeping it."""
-    return native.depthwise_conv(x, dw, stride, dilation, padding) @ pw
 
 
 class SepConv(nnx.Module):

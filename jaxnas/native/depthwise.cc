@@ -96,7 +96,7 @@ typedef float V __attribute__((vector_size(B * sizeof(float))));
 inline V Load(const float* p) { V v; std::memcpy(&v, p, sizeof(V)); return v; }
 inline void Store(float* p, V v) { std::memcpy(p, &v, sizeof(V)); }
 
-// acc[0:len] = sum over (a, b) pairs of a[0:len] * b[0:len]; next(i) gives the i-th pair or false.
+// out[0:len] = sum over the (a, b) pairs that pairs(fma) passes to fma of a[0:len] * b[0:len].
 template <typename Pairs>
 inline void Dot(float* out, int64_t len, Pairs pairs) {
   if (len == B) {

@@ -26,7 +26,6 @@ initialisation and parameter counts are DARTS's, then restacked per op.
 
 from __future__ import annotations
 
-import functools
 from typing import Sequence
 
 import jax
@@ -85,7 +84,7 @@ def separable(x, dw, pw, stride: int, pad: int, dil: int, impl: str) -> jax.Arra
     """
     E, k = dw.shape[0], dw.shape[1]
     if impl == "native" and x.dtype == jnp.float32:
-        return _native_separable(x, dw, pw, stride, pad, dil)
+        return native.separable(x, dw, pw, stride, dil, pad)
     if impl == "shift":
         return jnp.einsum("nhwec,ecd->nhwed", _shift_depthwise(x, dw, stride, pad, dil), pw)
     kernel = dw[:, :, :, :, None] * pw[:, None, None, :, :]  # (E, k, k, C, D)
@@ -94,24 +93,6 @@ def separable(x, dw, pw, stride: int, pad: int, dil: int, impl: str) -> jax.Arra
         y = _conv(x, stacked, stride, pad, dil)
         return y.reshape(y.shape[:3] + (E, pw.shape[-1]))
     return jnp.stack([_conv(x[..., e, :], kernel[e], stride, pad, dil) for e in range(E)], axis=3)
-
-
-@functools.partial(jax.checkpoint, static_argnums=(3, 4, 5))
-def _native_separable(x, dw, pw, stride, pad, dil):
-    """The depthwise convs of all E edges in one native call, then their 1x1 convs.
-
-    Rematerialised: the backward pass recomputes the depthwise output (cheap) instead
-    of keeping it, so the block holds no more activations than the dense form.
-    """
-    E, k, _, C = dw.shape
-    y = native.depthwise_conv(x.reshape(x.shape[:3] + (-1,)), jnp.moveaxis(dw, 0, 2).reshape(k, k, E * C),
-                              stride, dil, pad)
-    out_hw = y.shape[1:3]
-    # the E pointwise convs as matmuls on column slices: a batched dot makes XLA:CPU
-    # transpose its operands, and one block-diagonal matmul spends E times the FLOPs
-    y = y.reshape(-1, E * C)
-    out = jnp.concatenate([y[:, e * C:(e + 1) * C] @ pw[e] for e in range(E)], axis=-1)
-    return out.reshape(x.shape[0], *out_hw, E, pw.shape[-1])
 
 
 def _stack(arrays) -> nnx.Param:
