@@ -9,7 +9,7 @@ from jaxnas import native
 def test_kernel_builds_and_registers_on_cpu():
     # the machines this project runs its CI on have a C++ compiler: the kernel must build there
     assert native.available()
-    assert any(p.name.startswith("depthwise-") for p in native.cache_dir().iterdir())
+    assert any(p.name.startswith("kernels-") for p in native.cache_dir().iterdir())
 
 
 @pytest.mark.parametrize("N,H,W,C,R,K,stride,dilation,padding", [
@@ -88,3 +88,92 @@ def test_materialize_is_the_identity_in_values_and_gradients():
     np.testing.assert_array_equal(f(x), (x * 2.0) ** 2)
     np.testing.assert_allclose(jax.grad(lambda x: f(x).sum())(x), 8.0 * x, rtol=1e-6)
     assert native.materialize(jnp.arange(4, dtype=jnp.int32)).tolist() == [0, 1, 2, 3]
+
+
+def _bn_reference(x, running_mean, running_var, momentum=0.9, eps=1e-5):
+    axes = tuple(range(x.ndim - 1))
+    mean = x.mean(axes)
+    var = jnp.maximum(0.0, (x * x).mean(axes) - mean * mean)
+    return ((x - mean) * jax.lax.rsqrt(var + eps), momentum * running_mean + (1 - momentum) * mean,
+            momentum * running_var + (1 - momentum) * var)
+
+
+@pytest.mark.parametrize("shape", [(4, 5, 3, 7), (600, 20), (2, 3, 4, 2, 16)])
+def test_batch_norm_equals_the_jnp_form_to_second_derivatives(shape):
+    # shapes below, at and above one 256-row chunk; channels below, at and off a vector block
+    kx, km, kv, kw, kc = jax.random.split(jax.random.key(3), 5)
+    x = 2 * jax.random.normal(kx, shape) + 1
+    ch = shape[-1]
+    rm, rv = jax.random.normal(km, (ch,)), jax.random.uniform(kv, (ch,), minval=1, maxval=2)
+    for a, b in zip(native.batch_norm(x, rm, rv, 0.9, 1e-5), _bn_reference(x, rm, rv)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-6)
+    w, c = jax.random.normal(kw, shape), jax.random.normal(kc, (2, ch))
+
+    def loss(bn):  # reaches all three outputs, so every cotangent path of the kernel is checked
+        def f(x, rm, rv):
+            y, m2, v2 = bn(x, rm, rv)
+            return jnp.sum(jnp.sin(y) * w) + jnp.sum(m2 * c[0]) + jnp.sum(v2 * c[1])
+        return f
+
+    native_loss = loss(lambda *a: native.batch_norm(*a, 0.9, 1e-5))
+    for a, b in zip(jax.grad(native_loss, (0, 1, 2))(x, rm, rv), jax.grad(loss(_bn_reference), (0, 1, 2))(x, rm, rv)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+    def hessian_vector(f):  # gradient of the gradient's squared norm: what exact second-order DARTS needs
+        return jax.grad(lambda x: jnp.sum(jax.grad(f)(x, rm, rv) ** 2))(x)
+
+    np.testing.assert_allclose(hessian_vector(native_loss), hessian_vector(loss(_bn_reference)), rtol=1e-3, atol=1e-4)
+
+
+def test_batch_norm_hand_case_and_repeatable_statistics():
+    # channel 0 holds 1, 2, 3, 4: mean 2.5, biased variance 1.25
+    x = jnp.array([[1.0, 0.0], [2.0, 0.0], [3.0, 0.0], [4.0, 0.0]])
+    y, mean, var = native.batch_norm(x, jnp.zeros(2), jnp.ones(2), 0.9, 1e-5)
+    np.testing.assert_allclose(y[:, 0], (np.array([1, 2, 3, 4]) - 2.5) / np.sqrt(1.25 + 1e-5), rtol=1e-6)
+    np.testing.assert_array_equal(y[:, 1], 0.0)
+    np.testing.assert_allclose(mean, [0.25, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(var, [0.9 + 0.125, 0.9], rtol=1e-6)
+    # chunk partial sums are added in a fixed order: bitwise the same on every call
+    xs = jax.random.normal(jax.random.key(4), (32, 16, 16, 48))
+    f = jax.jit(jax.grad(lambda x: jnp.sum(native.batch_norm(x, jnp.zeros(48), jnp.ones(48), 0.9, 1e-5)[0] ** 3)))
+    np.testing.assert_array_equal(f(xs), f(xs))
+
+
+@pytest.mark.parametrize("N,H,W,Cin,E,C,D,K,stride,dilation,padding", [
+    (2, 7, 6, 3, 2, 3, 5, 3, 1, 1, 1),      # two edges sharing the input, channels off a vector block
+    (3, 9, 7, 32, 2, 16, 16, 3, 2, 2, 2),   # one input per edge (Cin = E*C), dilated, strided
+    (2, 9, 11, 16, 4, 16, 20, 5, 1, 1, 2),  # four edges, full 4-pixel tiles plus a tail, D off a block
+])
+def test_separable_equals_grouped_conv_then_pointwise_to_second_derivatives(
+        N, H, W, Cin, E, C, D, K, stride, dilation, padding):
+    kx, kk, kp, kg = jax.random.split(jax.random.key(5), 4)
+    x = jax.random.normal(kx, (N, H, W, Cin))
+    dw, pw = jax.random.normal(kk, (E, K, K, C)), jax.random.normal(kp, (E, C, D))
+    if Cin == E * C:
+        x = x.reshape(N, H, W, E, C)
+
+    def spec(x, dw, pw):  # XLA's grouped conv per edge, then its 1x1 conv
+        xs = x.reshape(N, H, W, -1)
+        kernel = jnp.moveaxis(dw, 0, 2).reshape(K, K, E * C)
+        y = native.reference(xs, kernel, stride, dilation, padding)
+        return jnp.stack([y[..., e * C:(e + 1) * C] @ pw[e] for e in range(E)], axis=3)
+
+    y = native.separable(x, dw, pw, stride, dilation, padding)
+    np.testing.assert_allclose(y, spec(x, dw, pw), rtol=1e-4, atol=1e-4)
+    g = jax.random.normal(kg, y.shape)
+
+    def grads(fn):
+        return jax.grad(lambda *a: jnp.sum(jnp.sin(fn(*a)) * g), (0, 1, 2))(x, dw, pw)
+
+    def native_fn(*a):
+        return native.separable(*a, stride, dilation, padding)
+
+    for a, b in zip(grads(native_fn), grads(spec)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+
+    def second(fn):  # the gradient of the kernels' gradient norm with respect to the input
+        return jax.grad(lambda x: sum(jnp.sum(t ** 2) for t in jax.grad(
+            lambda *a: jnp.sum(jnp.sin(fn(*a)) * g), (1, 2))(x, dw, pw)))(x)
+
+    a, b = second(native_fn), second(spec)
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3 * float(jnp.abs(b).max()))

@@ -1,9 +1,15 @@
-"""A fast depthwise convolution for XLA:CPU, compiled on first use and called through the XLA FFI.
+"""Kernels of our own for XLA:CPU, compiled on first use and called through the XLA FFI.
 
 XLA:CPU computes grouped (depthwise) convolutions on a slow generic path, and the
 dense workaround costs k*k*C*C MACs a pixel where a depthwise conv needs k*k*C
 (docs/benchmarks.md). ``depthwise.cc`` holds a vectorised, threaded kernel
-(forward, and input + kernel gradients in one pass). It is compiled with the
+(forward, and input + kernel gradients in one pass), and the separable block of
+DARTS's conv ops (the depthwise conv of E edges, then each edge's 1x1 conv) in one
+call each way, which keeps XLA from emitting slices, matmuls and concatenations
+around it. ``batchnorm.cc`` holds the
+search network's training-mode BN (forward and backward one call each): XLA emits
+about eight fusions per BN, and the search step's hundreds of BNs were most of its
+compile time. They are compiled with the
 machine's C++ compiler against jaxlib's FFI headers into a per-user cache the
 first time it is needed (a few seconds) and reused after that; nothing is built at
 install time. Where it cannot be built (no compiler) or ``JAXNAS_NATIVE=0`` is
@@ -31,10 +37,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-_SOURCE = Path(__file__).with_name("depthwise.cc")
+_HERE = Path(__file__).parent
+_SOURCES = [_HERE / "depthwise.cc", _HERE / "batchnorm.cc"]
+_HEADERS = [_HERE / "parallel.h"]
 _FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w"]
 _TARGETS = {"jaxnas_dw_fwd": "JaxnasDwFwd", "jaxnas_dw_bwd": "JaxnasDwBwd",
-            "jaxnas_materialize": "JaxnasMaterialize"}
+            "jaxnas_materialize": "JaxnasMaterialize", "jaxnas_bn_fwd": "JaxnasBnFwd",
+            "jaxnas_bn_bwd": "JaxnasBnBwd", "jaxnas_sep_fwd": "JaxnasSepFwd", "jaxnas_sep_bwd": "JaxnasSepBwd"}
 
 
 def cache_dir() -> Path:
@@ -62,9 +71,10 @@ def _compiler() -> str | None:
 
 
 def build(verbose: bool = False) -> Path:
-    """Compile ``depthwise.cc`` into the cache (atomically) unless it is there; return the library path.
+    """Compile the kernels (``depthwise.cc``, ``batchnorm.cc``) into the cache (atomically) unless
+    they are there; return the library path.
 
-    The file name hashes the source, jaxlib's version, the flags and the CPU, so a
+    The file name hashes the sources, jaxlib's version, the flags and the CPU, so a
     changed kernel, jaxlib or machine gets its own build.
     """
     import jaxlib
@@ -73,16 +83,16 @@ def build(verbose: bool = False) -> Path:
     if cxx is None:
         raise RuntimeError("no C++ compiler found (set CXX)")
     include = jax.ffi.include_dir()
-    key = hashlib.sha256("\0".join([_SOURCE.read_text(), jaxlib.__version__, cxx, *_FLAGS,
+    key = hashlib.sha256("\0".join([*(p.read_text() for p in _SOURCES + _HEADERS), jaxlib.__version__, cxx, *_FLAGS,
                                     platform.machine(), _cpu_flags()]).encode()).hexdigest()[:16]
-    path = cache_dir() / f"depthwise-{key}.so"
+    path = cache_dir() / f"kernels-{key}.so"
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
     os.close(fd)
     try:
-        cmd = [cxx, *_FLAGS, "-I", include, str(_SOURCE), "-o", tmp]
+        cmd = [cxx, *_FLAGS, "-I", include, "-I", str(_HERE), *map(str, _SOURCES), "-o", tmp]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr[-2000:]}")
@@ -95,16 +105,23 @@ def build(verbose: bool = False) -> Path:
     return path
 
 
+_REGISTERED: list[Path] = []  # the library whose targets this process registered (XLA keeps them for good)
+
+
 @functools.cache
 def _load() -> bool:
     if os.environ.get("JAXNAS_NATIVE", "1") == "0":
         return False
+    if _REGISTERED:
+        return True
     try:
-        lib = ctypes.cdll.LoadLibrary(str(build()))
+        path = build()
+        lib = ctypes.cdll.LoadLibrary(str(path))
         for target, symbol in _TARGETS.items():
             jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
+        _REGISTERED.append(path)
     except (OSError, RuntimeError, AttributeError) as e:
-        warnings.warn(f"jaxnas: the native depthwise kernel is not available ({e}); using XLA's convolutions",
+        warnings.warn(f"jaxnas: the native kernels are not available ({e}); using XLA's convolutions and BN",
                       RuntimeWarning, stacklevel=3)
         return False
     return True
@@ -199,20 +216,132 @@ def materialize(x: jax.Array) -> jax.Array:
 materialize.defvjp(lambda x: (materialize(x), None), lambda _, g: (materialize(g),))
 
 
-@functools.partial(jax.checkpoint, static_argnums=(3, 4, 5))
+def separable_reference(x: jax.Array, kernel: jax.Array, pw: jax.Array, stride: int, dilation: int,
+                        padding: int) -> jax.Array:
+    """What ``_sep`` computes, from ``depthwise_conv`` and E matmuls: x (N, H, W, Cin),
+    kernel (k, k, E*C), pw (E, C, D) -> (N, H', W', E*D)."""
+    E, C, _ = pw.shape
+    y = depthwise_conv(x, kernel, stride, dilation, padding)
+    return jnp.concatenate([y[..., e * C:(e + 1) * C] @ pw[e] for e in range(E)], axis=-1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _sep(x, kernel, pw, stride, dilation, padding):
+    N, H, W, _ = x.shape
+    k = kernel.shape[0]
+    out = jax.ShapeDtypeStruct((N, _out(H, k, stride, dilation, padding), _out(W, k, stride, dilation, padding),
+                                pw.shape[0] * pw.shape[2]), jnp.float32)
+    return jax.ffi.ffi_call("jaxnas_sep_fwd", out, vmap_method="sequential")(
+        x, kernel, pw, stride=np.int64(stride), dilation=np.int64(dilation), padding=np.int64(padding))
+
+
+def _sep_fwd(x, kernel, pw, stride, dilation, padding):
+    return _sep(x, kernel, pw, stride, dilation, padding), (x, kernel, pw)
+
+
+def _sep_bwd(stride, dilation, padding, res, g):
+    return _sep_transpose(*res, g, stride, dilation, padding)
+
+
+_sep.defvjp(_sep_fwd, _sep_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _sep_transpose(x, kernel, pw, g, stride, dilation, padding):
+    """``(dx, dkernel, dpw)`` of ``_sep`` for the cotangent ``g``: one call, the depthwise output
+    recomputed per sample and never stored."""
+    shapes = tuple(jax.ShapeDtypeStruct(a.shape, jnp.float32) for a in (x, kernel, pw))
+    return tuple(jax.ffi.ffi_call("jaxnas_sep_bwd", shapes, vmap_method="sequential")(
+        x, kernel, pw, g, stride=np.int64(stride), dilation=np.int64(dilation), padding=np.int64(padding)))
+
+
+def _sep_transpose_fwd(x, kernel, pw, g, stride, dilation, padding):
+    return _sep_transpose(x, kernel, pw, g, stride, dilation, padding), (x, kernel, pw, g)
+
+
+def _sep_transpose_bwd(stride, dilation, padding, res, cot):
+    """Second derivatives (DARTS's exact second-order step) through ``separable_reference``,
+    whose depthwise conv is itself differentiable to any order."""
+    def transpose(x, kernel, pw, g):
+        return jax.vjp(lambda *a: separable_reference(*a, stride, dilation, padding), x, kernel, pw)[1](g)
+
+    return jax.vjp(transpose, *res)[1](cot)
+
+
+_sep_transpose.defvjp(_sep_transpose_fwd, _sep_transpose_bwd)
+
+
 def separable(x: jax.Array, dw: jax.Array, pw: jax.Array, stride: int, dilation: int, padding: int) -> jax.Array:
     """Depthwise kxk then pointwise 1x1 for E edges: x (N, H, W, C) shared or (N, H, W, E, C),
     dw (E, k, k, C), pw (E, C, D) -> (N, H', W', E, D).
 
-    The depthwise convs of all E edges are one kernel call; the pointwise convs are E
-    matmuls on column slices (a batched dot makes XLA:CPU transpose its operands, and one
-    block-diagonal matmul spends E times the FLOPs). Rematerialised: the backward pass
-    recomputes the cheap depthwise output instead of keeping it.
+    One kernel call each way (``jaxnas_sep_fwd``/``_bwd``): the depthwise convs of all E edges,
+    then each edge's pointwise conv on its channels, a sample at a time, so the depthwise
+    output is never stored and XLA sees no slices, matmuls or concatenations.
     """
     E, k, _, C = dw.shape
-    y = depthwise_conv(x.reshape(x.shape[:3] + (-1,)), jnp.moveaxis(dw, 0, 2).reshape(k, k, E * C),
-                       stride, dilation, padding)
-    out_hw = y.shape[1:3]
-    y = y.reshape(-1, E * C)
-    out = jnp.concatenate([y[:, e * C:(e + 1) * C] @ pw[e] for e in range(E)], axis=-1)
-    return out.reshape(x.shape[0], *out_hw, E, pw.shape[-1])
+    y = _sep(x.reshape(x.shape[:3] + (-1,)), jnp.moveaxis(dw, 0, 2).reshape(k, k, E * C), pw,
+             stride, dilation, padding)
+    return y.reshape(y.shape[:3] + (E, pw.shape[-1]))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _bn(x, running_mean, running_var, momentum, eps):
+    ch = (jax.ShapeDtypeStruct(running_mean.shape, jnp.float32),) * 3
+    return tuple(jax.ffi.ffi_call("jaxnas_bn_fwd", (jax.ShapeDtypeStruct(x.shape, jnp.float32),) + ch,
+                                  vmap_method="sequential")(
+        x, running_mean, running_var, momentum=np.float32(momentum), eps=np.float32(eps)))
+
+
+def _bn_fwd(x, running_mean, running_var, momentum, eps):
+    out = _bn(x, running_mean, running_var, momentum, eps)
+    return out, (out[0], out[1])
+
+
+def _bn_bwd(momentum, eps, res, cot):
+    y, invstd = res
+    g, g_inv, g_mean, g_var = cot
+    return _bn_transpose(y, invstd, g, g_inv, g_mean, g_var, momentum), momentum * g_mean, momentum * g_var
+
+
+_bn.defvjp(_bn_fwd, _bn_bwd)
+
+
+def _bn_transpose_reference(y, invstd, g, g_inv, g_mean, g_var, momentum):
+    """What ``jaxnas_bn_bwd`` computes (batchnorm.cc), in jnp: the input cotangent of ``_bn``."""
+    axes = tuple(range(y.ndim - 1))
+    m = y.size // y.shape[-1]
+    run = 1.0 - momentum
+    ky = (-invstd * (g * y).sum(axes) - g_inv * invstd * invstd + 2.0 * run * g_var / invstd) / m
+    k0 = (-invstd * g.sum(axes) + run * g_mean) / m
+    return g * invstd + y * ky + k0
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
+def _bn_transpose(y, invstd, g, g_inv, g_mean, g_var, momentum):
+    return jax.ffi.ffi_call("jaxnas_bn_bwd", jax.ShapeDtypeStruct(y.shape, jnp.float32),
+                            vmap_method="sequential")(y, invstd, g, g_inv, g_mean, g_var,
+                                                      momentum=np.float32(momentum))
+
+
+def _bn_transpose_fwd(y, invstd, g, g_inv, g_mean, g_var, momentum):
+    args = (y, invstd, g, g_inv, g_mean, g_var)
+    return _bn_transpose(*args, momentum), args
+
+
+def _bn_transpose_bwd(momentum, args, cot):
+    """Second derivatives (DARTS's exact second-order step) through the jnp form of the same maths."""
+    return jax.vjp(lambda *a: _bn_transpose_reference(*a, momentum), *args)[1](cot)
+
+
+_bn_transpose.defvjp(_bn_transpose_fwd, _bn_transpose_bwd)
+
+
+def batch_norm(x: jax.Array, running_mean: jax.Array, running_var: jax.Array, momentum: float,
+               eps: float) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Training-mode BN without affine parameters over the last axis of float32 ``x``:
+    ``(y, new_running_mean, new_running_var)`` with y = (x - mean) / sqrt(var + eps), the batch
+    mean and biased variance over every other axis, and new = momentum * old + (1 - momentum) *
+    batch (flax's convention). Differentiable to any order in x. Needs ``available()``."""
+    y, _, mean, var = _bn(x, running_mean, running_var, momentum, eps)
+    return y, mean, var

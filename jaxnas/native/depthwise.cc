@@ -7,62 +7,35 @@
 // intra-op thread pool. Output channel o reads input channel o % Cin, so one call
 // computes the depthwise convs of R = Cout / Cin edges that share one input.
 // Every reduction runs in a fixed order, so results do not depend on threads.
+// The separable kernels add each edge's pointwise (1x1) conv after the depthwise
+// conv, a sample at a time, so the depthwise output is never stored.
 //
 //   jaxnas_dw_fwd:  x (N,H,W,Cin), k (K,K,Cout)        -> y (N,Ho,Wo,Cout)
 //   jaxnas_dw_bwd:  x, k, g (N,Ho,Wo,Cout)             -> dx (N,H,W,Cin), dk (K,K,Cout)
+//   jaxnas_sep_fwd: x, k (K,K,E*C), pw (E,C,D) -> the depthwise conv, then edge e's 1x1 conv
+//                   pw[e] on channels [eC, eC + C): y (N,Ho,Wo,E*D)
+//   jaxnas_sep_bwd: x, k, pw, g (N,Ho,Wo,E*D) -> dx, dk, dpw
 //   jaxnas_materialize: x -> x (aliased; a copy only if XLA could not reuse the buffer).
 //     XLA cannot fuse through a custom call, so this keeps a value that many
 //     consumers read from being recomputed inside each of them.
 
 #include <algorithm>
-#include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <cstring>
-#include <memory>
-#include <mutex>
 #include <vector>
 
+#include "parallel.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
 
+using jaxnas::ParallelFor;
+
 struct Geometry {
   int64_t N, H, W, Cin, K, Cout, Ho, Wo, s, d, p;
 };
-
-// Runs body(i) for i in [0, n) on the caller and on XLA's pool. The caller keeps
-// taking items until none are left, then waits only for items already running,
-// so it never waits on a task that has not started (no deadlock on a busy pool).
-template <typename F>
-void ParallelFor(ffi::ThreadPool& pool, int64_t n, F body) {
-  struct State {
-    std::atomic<int64_t> next{0};
-    int64_t done = 0;
-    std::mutex mu;
-    std::condition_variable cv;
-  };
-  auto state = std::make_shared<State>();
-  auto work = [state, n, body]() {
-    int64_t finished = 0;
-    for (int64_t i; (i = state->next.fetch_add(1)) < n;) {
-      body(i);
-      ++finished;
-    }
-    if (finished) {
-      std::lock_guard<std::mutex> lock(state->mu);
-      state->done += finished;
-      if (state->done == n) state->cv.notify_all();
-    }
-  };
-  int64_t helpers = std::min<int64_t>(pool.num_threads(), n) - 1;
-  for (int64_t t = 0; t < helpers; ++t) pool.Schedule(decltype(work)(work));
-  work();
-  std::unique_lock<std::mutex> lock(state->mu);
-  state->cv.wait(lock, [&] { return state->done == n; });
-}
 
 // Output positions o in [lo, hi) along an axis whose tap t reads an input inside [0, L).
 inline void Valid(int64_t t, const Geometry& g, int64_t L, int64_t Lo, int64_t* lo, int64_t* hi) {
@@ -168,6 +141,45 @@ void FwdRow(const Geometry& g, const float* X, const float* Kw, float* Y, int64_
   }
 }
 
+// One sample of the forward pass (X, Y point at the sample; every index below has n = 0).
+void ForwardSample(const Geometry& g, const float* X, const float* Kw, float* Y, int64_t wlo, int64_t whi) {
+  const int64_t n = 0, R = g.Cout / g.Cin, C = g.Cin;
+  for (int64_t ho = 0; ho < g.Ho; ++ho) {
+    int64_t i0, i1;
+    TapRange(ho, g, g.H, &i0, &i1);
+    for (int64_t c0 = 0; c0 < C; c0 += B) {
+      if (C - c0 >= B) {  // full blocks: register tiles over up to 4 edges at a time
+        for (int64_t r0 = 0; r0 < R; r0 += 4) {
+          const int64_t o0 = r0 * C + c0;
+          switch (std::min<int64_t>(4, R - r0)) {
+            case 1: FwdRow<1>(g, X, Kw, Y, n, ho, i0, i1, wlo, whi, o0); break;
+            case 2: FwdRow<2>(g, X, Kw, Y, n, ho, i0, i1, wlo, whi, o0); break;
+            case 3: FwdRow<3>(g, X, Kw, Y, n, ho, i0, i1, wlo, whi, o0); break;
+            default: FwdRow<4>(g, X, Kw, Y, n, ho, i0, i1, wlo, whi, o0); break;
+          }
+        }
+        continue;
+      }
+      for (int64_t wo = 0; wo < g.Wo; ++wo) {  // a channel tail narrower than a block
+        int64_t j0, j1;
+        TapRange(wo, g, g.W, &j0, &j1);
+        for (int64_t r = 0; r < R; ++r) {
+          const int64_t o0 = r * C + c0;
+          Dot(Y + ((n * g.Ho + ho) * g.Wo + wo) * g.Cout + o0, C - c0, [&](auto fma) {
+            for (int64_t i = i0; i < i1; ++i) {
+              const int64_t h = ho * g.s - g.p + i * g.d;
+              for (int64_t j = j0; j < j1; ++j) {
+                const int64_t w = wo * g.s - g.p + j * g.d;
+                fma(X + ((n * g.H + h) * g.W + w) * C + c0, Kw + (i * g.K + j) * g.Cout + o0);
+              }
+            }
+          });
+        }
+      }
+    }
+  }
+}
+
 ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
                    ffi::ResultBuffer<ffi::F32> y, int64_t stride, int64_t dilation,
                    int64_t padding) {
@@ -176,44 +188,10 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ff
   const float* X = x.typed_data();
   const float* Kw = k.typed_data();
   float* Y = y->typed_data();
-  const int64_t R = g.Cout / g.Cin, C = g.Cin;
   int64_t wlo, whi;
   Interior(g, g.W, g.Wo, &wlo, &whi);
   ParallelFor(pool, g.N, [=](int64_t n) {
-    for (int64_t ho = 0; ho < g.Ho; ++ho) {
-      int64_t i0, i1;
-      TapRange(ho, g, g.H, &i0, &i1);
-      for (int64_t c0 = 0; c0 < C; c0 += B) {
-        if (C - c0 >= B) {  // full blocks: register tiles over up to 4 edges at a time
-          for (int64_t r0 = 0; r0 < R; r0 += 4) {
-            const int64_t o0 = r0 * C + c0;
-            switch (std::min<int64_t>(4, R - r0)) {
-              case 1: FwdRow<1>(g, X, Kw, Y, n, ho, i0, i1, wlo, whi, o0); break;
-              case 2: FwdRow<2>(g, X, Kw, Y, n, ho, i0, i1, wlo, whi, o0); break;
-              case 3: FwdRow<3>(g, X, Kw, Y, n, ho, i0, i1, wlo, whi, o0); break;
-              default: FwdRow<4>(g, X, Kw, Y, n, ho, i0, i1, wlo, whi, o0); break;
-            }
-          }
-          continue;
-        }
-        for (int64_t wo = 0; wo < g.Wo; ++wo) {  // a channel tail narrower than a block
-          int64_t j0, j1;
-          TapRange(wo, g, g.W, &j0, &j1);
-          for (int64_t r = 0; r < R; ++r) {
-            const int64_t o0 = r * C + c0;
-            Dot(Y + ((n * g.Ho + ho) * g.Wo + wo) * g.Cout + o0, C - c0, [&](auto fma) {
-              for (int64_t i = i0; i < i1; ++i) {
-                const int64_t h = ho * g.s - g.p + i * g.d;
-                for (int64_t j = j0; j < j1; ++j) {
-                  const int64_t w = wo * g.s - g.p + j * g.d;
-                  fma(X + ((n * g.H + h) * g.W + w) * C + c0, Kw + (i * g.K + j) * g.Cout + o0);
-                }
-              }
-            });
-          }
-        }
-      }
-    }
+    ForwardSample(g, X + n * g.H * g.W * g.Cin, Kw, Y + n * g.Ho * g.Wo * g.Cout, wlo, whi);
   });
   return ffi::Error::Success();
 }
@@ -271,6 +249,88 @@ inline void DkTap(const Geometry& g, const float* X, const float* G, float* out,
   for (int q = 0; q < NR; ++q) Store(out + o0 + q * C, (acc[0][q] + acc[1][q]) + (acc[2][q] + acc[3][q]));
 }
 
+// One sample of the backward pass: dx of the sample and its kernel-gradient part P.
+void BackwardSample(const Geometry& g, const float* X, const float* Kw, const float* G, float* DX, float* P,
+                    int64_t wlo, int64_t whi) {
+  const int64_t n = 0, R = g.Cout / g.Cin, C = g.Cin, KK = g.K * g.K * g.Cout;
+  // dx[h, w, c] = sum over r and the taps that reach (h, w) of g[ho, wo, rC + c] * k[i, j, rC + c]
+  for (int64_t h = 0; h < g.H; ++h) {
+    int64_t i0 = 0, i1 = 0;
+    if (g.s == 1) GradTaps(h, g, g.Ho, &i0, &i1);
+    for (int64_t c0 = 0; c0 < C; c0 += B) {
+      int64_t w = 0;
+      if (g.s == 1 && C - c0 >= B) {
+        while (w < g.W) {
+          if (w >= wlo && w + 4 <= whi) {
+            DxTile<4>(g, G, Kw, DX, n, h, w, i0, i1, 0, g.K, c0);
+            w += 4;
+          } else {
+            int64_t j0, j1;
+            GradTaps(w, g, g.Wo, &j0, &j1);
+            DxTile<1>(g, G, Kw, DX, n, h, w, i0, i1, j0, j1, c0);
+            w += 1;
+          }
+        }
+      }
+      for (; w < g.W; ++w) {  // strided convs and channel tails
+        Dot(DX + ((n * g.H + h) * g.W + w) * C + c0, std::min(B, C - c0), [&](auto fma) {
+          for (int64_t i = 0; i < g.K; ++i) {
+            const int64_t th = h + g.p - i * g.d;
+            if (th < 0 || th % g.s) continue;
+            const int64_t ho = th / g.s;
+            if (ho >= g.Ho) continue;
+            for (int64_t j = 0; j < g.K; ++j) {
+              const int64_t tw = w + g.p - j * g.d;
+              if (tw < 0 || tw % g.s) continue;
+              const int64_t wo = tw / g.s;
+              if (wo >= g.Wo) continue;
+              const float* gv = G + ((n * g.Ho + ho) * g.Wo + wo) * g.Cout + c0;
+              const float* kv = Kw + (i * g.K + j) * g.Cout + c0;
+              for (int64_t r = 0; r < R; ++r) fma(gv + r * C, kv + r * C);
+            }
+          }
+        });
+      }
+    }
+  }
+  // dk[i, j, o] (this sample's part) = sum over (ho, wo) of x[h, w, o % C] * g[ho, wo, o]
+  for (int64_t i = 0; i < g.K; ++i) {
+    int64_t ha, hb;
+    Valid(i, g, g.H, g.Ho, &ha, &hb);
+    for (int64_t j = 0; j < g.K; ++j) {
+      int64_t wa, wb;
+      Valid(j, g, g.W, g.Wo, &wa, &wb);
+      float* out = P + n * KK + (i * g.K + j) * g.Cout;
+      for (int64_t c0 = 0; c0 < C; c0 += B) {
+        if (C - c0 >= B) {
+          for (int64_t r0 = 0; r0 < R; r0 += 4) {
+            const int64_t o0 = r0 * C + c0;
+            switch (std::min<int64_t>(4, R - r0)) {
+              case 1: DkTap<1>(g, X, G, out, n, i, j, ha, hb, wa, wb, o0); break;
+              case 2: DkTap<2>(g, X, G, out, n, i, j, ha, hb, wa, wb, o0); break;
+              case 3: DkTap<3>(g, X, G, out, n, i, j, ha, hb, wa, wb, o0); break;
+              default: DkTap<4>(g, X, G, out, n, i, j, ha, hb, wa, wb, o0); break;
+            }
+          }
+          continue;
+        }
+        for (int64_t r = 0; r < R; ++r) {
+          const int64_t o0 = r * C + c0;
+          Dot(out + o0, C - c0, [&](auto fma) {
+            for (int64_t ho = ha; ho < hb; ++ho) {
+              const int64_t h = ho * g.s - g.p + i * g.d;
+              for (int64_t wo = wa; wo < wb; ++wo) {
+                const int64_t w = wo * g.s - g.p + j * g.d;
+                fma(X + ((n * g.H + h) * g.W + w) * C + c0, G + ((n * g.Ho + ho) * g.Wo + wo) * g.Cout + o0);
+              }
+            }
+          });
+        }
+      }
+    }
+  }
+}
+
 ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
                     ffi::Buffer<ffi::F32> gy, ffi::ResultBuffer<ffi::F32> dx,
                     ffi::ResultBuffer<ffi::F32> dk, int64_t stride, int64_t dilation,
@@ -281,7 +341,7 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<f
   const float* Kw = k.typed_data();
   const float* G = gy.typed_data();
   float* DX = dx->typed_data();
-  const int64_t R = g.Cout / g.Cin, C = g.Cin, KK = g.K * g.K * g.Cout;
+  const int64_t KK = g.K * g.K * g.Cout;
   // One kernel-gradient partial per sample, summed in sample order afterwards.
   std::vector<float> partial(g.N * KK);
   float* P = partial.data();
@@ -289,88 +349,164 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<f
   const int64_t wlo = std::min(g.W, std::max<int64_t>(0, (g.K - 1) * g.d - g.p));
   const int64_t whi = std::max(wlo, std::min(g.W, g.Wo - g.p));
   ParallelFor(pool, g.N, [=](int64_t n) {
-    // dx[h, w, c] = sum over r and the taps that reach (h, w) of g[ho, wo, rC + c] * k[i, j, rC + c]
-    for (int64_t h = 0; h < g.H; ++h) {
-      int64_t i0 = 0, i1 = 0;
-      if (g.s == 1) GradTaps(h, g, g.Ho, &i0, &i1);
-      for (int64_t c0 = 0; c0 < C; c0 += B) {
-        int64_t w = 0;
-        if (g.s == 1 && C - c0 >= B) {
-          while (w < g.W) {
-            if (w >= wlo && w + 4 <= whi) {
-              DxTile<4>(g, G, Kw, DX, n, h, w, i0, i1, 0, g.K, c0);
-              w += 4;
-            } else {
-              int64_t j0, j1;
-              GradTaps(w, g, g.Wo, &j0, &j1);
-              DxTile<1>(g, G, Kw, DX, n, h, w, i0, i1, j0, j1, c0);
-              w += 1;
-            }
-          }
-        }
-        for (; w < g.W; ++w) {  // strided convs and channel tails
-          Dot(DX + ((n * g.H + h) * g.W + w) * C + c0, std::min(B, C - c0), [&](auto fma) {
-            for (int64_t i = 0; i < g.K; ++i) {
-              const int64_t th = h + g.p - i * g.d;
-              if (th < 0 || th % g.s) continue;
-              const int64_t ho = th / g.s;
-              if (ho >= g.Ho) continue;
-              for (int64_t j = 0; j < g.K; ++j) {
-                const int64_t tw = w + g.p - j * g.d;
-                if (tw < 0 || tw % g.s) continue;
-                const int64_t wo = tw / g.s;
-                if (wo >= g.Wo) continue;
-                const float* gv = G + ((n * g.Ho + ho) * g.Wo + wo) * g.Cout + c0;
-                const float* kv = Kw + (i * g.K + j) * g.Cout + c0;
-                for (int64_t r = 0; r < R; ++r) fma(gv + r * C, kv + r * C);
-              }
-            }
-          });
-        }
-      }
-    }
-    // dk[i, j, o] (this sample's part) = sum over (ho, wo) of x[h, w, o % C] * g[ho, wo, o]
-    for (int64_t i = 0; i < g.K; ++i) {
-      int64_t ha, hb;
-      Valid(i, g, g.H, g.Ho, &ha, &hb);
-      for (int64_t j = 0; j < g.K; ++j) {
-        int64_t wa, wb;
-        Valid(j, g, g.W, g.Wo, &wa, &wb);
-        float* out = P + n * KK + (i * g.K + j) * g.Cout;
-        for (int64_t c0 = 0; c0 < C; c0 += B) {
-          if (C - c0 >= B) {
-            for (int64_t r0 = 0; r0 < R; r0 += 4) {
-              const int64_t o0 = r0 * C + c0;
-              switch (std::min<int64_t>(4, R - r0)) {
-                case 1: DkTap<1>(g, X, G, out, n, i, j, ha, hb, wa, wb, o0); break;
-                case 2: DkTap<2>(g, X, G, out, n, i, j, ha, hb, wa, wb, o0); break;
-                case 3: DkTap<3>(g, X, G, out, n, i, j, ha, hb, wa, wb, o0); break;
-                default: DkTap<4>(g, X, G, out, n, i, j, ha, hb, wa, wb, o0); break;
-              }
-            }
-            continue;
-          }
-          for (int64_t r = 0; r < R; ++r) {
-            const int64_t o0 = r * C + c0;
-            Dot(out + o0, C - c0, [&](auto fma) {
-              for (int64_t ho = ha; ho < hb; ++ho) {
-                const int64_t h = ho * g.s - g.p + i * g.d;
-                for (int64_t wo = wa; wo < wb; ++wo) {
-                  const int64_t w = wo * g.s - g.p + j * g.d;
-                  fma(X + ((n * g.H + h) * g.W + w) * C + c0, G + ((n * g.Ho + ho) * g.Wo + wo) * g.Cout + o0);
-                }
-              }
-            });
-          }
-        }
-      }
-    }
+    BackwardSample(g, X + n * g.H * g.W * g.Cin, Kw, G + n * g.Ho * g.Wo * g.Cout, DX + n * g.H * g.W * g.Cin,
+                   P + n * KK, wlo, whi);
   });
   float* DK = dk->typed_data();
   std::fill(DK, DK + KK, 0.f);
   for (int64_t n = 0; n < g.N; ++n) {
     const float* src = P + n * KK;
     for (int64_t t = 0; t < KK; ++t) DK[t] += src[t];
+  }
+  return ffi::Error::Success();
+}
+
+// ---------------------------------------------------------------- separable blocks
+// A depthwise conv followed by E pointwise (1x1) convs, one per edge: edge e maps
+// depthwise channels [eC, eC + C) to outputs [eD, eD + D) with pw[e] (C x D). One
+// sample at a time, so the depthwise output stays in cache and is never stored.
+
+// out[p, e*O + j] = sum_i in[p, e*I + i] * w[e, i, j] for P pixels: 4 pixels x 16 outputs
+// per register tile, each weight vector loaded once for the 4 pixels.
+void Pointwise(const float* in, const float* w, float* out, int64_t P, int64_t E, int64_t I, int64_t O) {
+  for (int64_t p0 = 0; p0 < P; p0 += 4) {
+    const int64_t np = std::min<int64_t>(4, P - p0);
+    for (int64_t e = 0; e < E; ++e) {
+      const float* we = w + e * I * O;
+      for (int64_t j0 = 0; j0 < O; j0 += B) {
+        if (np == 4 && O - j0 >= B) {
+          V acc[4] = {};
+          for (int64_t i = 0; i < I; ++i) {
+            const V wv = Load(we + i * O + j0);
+            for (int q = 0; q < 4; ++q) acc[q] += in[(p0 + q) * E * I + e * I + i] * wv;
+          }
+          for (int q = 0; q < 4; ++q) Store(out + (p0 + q) * E * O + e * O + j0, acc[q]);
+          continue;
+        }
+        const int64_t nj = std::min(B, O - j0);
+        for (int64_t q = 0; q < np; ++q) {
+          float acc[B] = {};
+          for (int64_t i = 0; i < I; ++i) {
+            const float a = in[(p0 + q) * E * I + e * I + i];
+            for (int64_t j = 0; j < nj; ++j) acc[j] += a * we[i * O + j0 + j];
+          }
+          std::memcpy(out + (p0 + q) * E * O + e * O + j0, acc, nj * sizeof(float));
+        }
+      }
+    }
+  }
+}
+
+// dw[e, c, d] = sum_p t[p, e*C + c] * g[p, e*D + d] over P pixels (one sample's part), with
+// 4 input channels x 16 outputs in registers and the pixels in a fixed order.
+void PointwiseKernelGrad(const float* t, const float* gy, float* dw, int64_t P, int64_t E, int64_t C,
+                         int64_t D) {
+  for (int64_t e = 0; e < E; ++e)
+    for (int64_t c0 = 0; c0 < C; c0 += 4) {
+      const int64_t nc = std::min<int64_t>(4, C - c0);
+      for (int64_t d0 = 0; d0 < D; d0 += B) {
+        if (nc == 4 && D - d0 >= B) {
+          V acc[4] = {};
+          for (int64_t p = 0; p < P; ++p) {
+            const V gv = Load(gy + p * E * D + e * D + d0);
+            const float* tp = t + p * E * C + e * C + c0;
+            for (int q = 0; q < 4; ++q) acc[q] += tp[q] * gv;
+          }
+          for (int q = 0; q < 4; ++q) Store(dw + (e * C + c0 + q) * D + d0, acc[q]);
+          continue;
+        }
+        const int64_t nd = std::min(B, D - d0);
+        for (int64_t q = 0; q < nc; ++q) {
+          float acc[B] = {};
+          for (int64_t p = 0; p < P; ++p) {
+            const float a = t[p * E * C + e * C + c0 + q];
+            for (int64_t d = 0; d < nd; ++d) acc[d] += a * gy[p * E * D + e * D + d0 + d];
+          }
+          std::memcpy(dw + (e * C + c0 + q) * D + d0, acc, nd * sizeof(float));
+        }
+      }
+    }
+}
+
+ffi::Error SepShape(const Geometry& g, const ffi::Buffer<ffi::F32>& pw, int64_t* E, int64_t* C, int64_t* D) {
+  auto pd = pw.dimensions();
+  if (pd.size() != 3 || pd[0] * pd[1] != g.Cout)
+    return ffi::Error::InvalidArgument("jaxnas separable: the pointwise kernels must be (E, C, D) with E*C "
+                                       "depthwise channels");
+  *E = pd[0];
+  *C = pd[1];
+  *D = pd[2];
+  return ffi::Error::Success();
+}
+
+//   jaxnas_sep_fwd: x (N,H,W,Cin), k (K,K,E*C), pw (E,C,D) -> y (N,Ho,Wo,E*D)
+ffi::Error SepForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
+                      ffi::Buffer<ffi::F32> pw, ffi::ResultBuffer<ffi::F32> y, int64_t stride,
+                      int64_t dilation, int64_t padding) {
+  Geometry g = Shape(x, k, stride, dilation, padding);
+  if (auto e = Check(g, x.dimensions().size(), k.dimensions().size()); e.failure()) return e;
+  int64_t E, C, D;
+  if (auto e = SepShape(g, pw, &E, &C, &D); e.failure()) return e;
+  const float* X = x.typed_data();
+  const float* Kw = k.typed_data();
+  const float* PW = pw.typed_data();
+  float* Y = y->typed_data();
+  int64_t wlo, whi;
+  Interior(g, g.W, g.Wo, &wlo, &whi);
+  const int64_t P = g.Ho * g.Wo;
+  ParallelFor(pool, g.N, [=](int64_t n) {
+    std::vector<float> t(P * g.Cout);
+    ForwardSample(g, X + n * g.H * g.W * g.Cin, Kw, t.data(), wlo, whi);
+    Pointwise(t.data(), PW, Y + n * P * E * D, P, E, C, D);
+  });
+  return ffi::Error::Success();
+}
+
+//   jaxnas_sep_bwd: x, k, pw, g (N,Ho,Wo,E*D) -> dx (N,H,W,Cin), dk (K,K,E*C), dpw (E,C,D)
+// Per sample: recompute the depthwise output t, then g_t = g . pw^T, the sample's part of
+// dpw = t^T . g, and dx, dk from g_t as in Backward. Parts are added in sample order.
+ffi::Error SepBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
+                       ffi::Buffer<ffi::F32> pw, ffi::Buffer<ffi::F32> gy, ffi::ResultBuffer<ffi::F32> dx,
+                       ffi::ResultBuffer<ffi::F32> dk, ffi::ResultBuffer<ffi::F32> dpw, int64_t stride,
+                       int64_t dilation, int64_t padding) {
+  Geometry g = Shape(x, k, stride, dilation, padding);
+  if (auto e = Check(g, x.dimensions().size(), k.dimensions().size()); e.failure()) return e;
+  int64_t E, C, D;
+  if (auto e = SepShape(g, pw, &E, &C, &D); e.failure()) return e;
+  const float* X = x.typed_data();
+  const float* Kw = k.typed_data();
+  const float* PW = pw.typed_data();
+  const float* G = gy.typed_data();
+  float* DX = dx->typed_data();
+  const int64_t KK = g.K * g.K * g.Cout, WW = E * C * D, P = g.Ho * g.Wo;
+  std::vector<float> pwt(WW);  // pw transposed per edge: (E, D, C)
+  for (int64_t e = 0; e < E; ++e)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t d = 0; d < D; ++d) pwt[(e * D + d) * C + c] = PW[(e * C + c) * D + d];
+  const float* PWT = pwt.data();
+  std::vector<float> partial(g.N * (KK + WW));
+  float* PK = partial.data();
+  float* PP = PK + g.N * KK;
+  int64_t flo, fhi;
+  Interior(g, g.W, g.Wo, &flo, &fhi);
+  const int64_t wlo = std::min(g.W, std::max<int64_t>(0, (g.K - 1) * g.d - g.p));
+  const int64_t whi = std::max(wlo, std::min(g.W, g.Wo - g.p));
+  ParallelFor(pool, g.N, [=](int64_t n) {
+    std::vector<float> t(P * g.Cout), gt(P * g.Cout);
+    const float* Xn = X + n * g.H * g.W * g.Cin;
+    const float* Gn = G + n * P * E * D;
+    ForwardSample(g, Xn, Kw, t.data(), flo, fhi);
+    Pointwise(Gn, PWT, gt.data(), P, E, D, C);
+    PointwiseKernelGrad(t.data(), Gn, PP + n * WW, P, E, C, D);
+    BackwardSample(g, Xn, Kw, gt.data(), DX + n * g.H * g.W * g.Cin, PK + n * KK, wlo, whi);
+  });
+  float* DK = dk->typed_data();
+  float* DPW = dpw->typed_data();
+  std::fill(DK, DK + KK, 0.f);
+  std::fill(DPW, DPW + WW, 0.f);
+  for (int64_t n = 0; n < g.N; ++n) {
+    for (int64_t i = 0; i < KK; ++i) DK[i] += PK[n * KK + i];
+    for (int64_t i = 0; i < WW; ++i) DPW[i] += PP[n * WW + i];
   }
   return ffi::Error::Success();
 }
@@ -402,6 +538,31 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxnasDwBwd, Backward,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("stride")
+                                  .Attr<int64_t>("dilation")
+                                  .Attr<int64_t>("padding"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxnasSepFwd, SepForward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("stride")
+                                  .Attr<int64_t>("dilation")
+                                  .Attr<int64_t>("padding"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxnasSepBwd, SepBackward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<int64_t>("stride")

@@ -8,8 +8,8 @@ under 1 GFLOP/s (docs/benchmarks.md), so:
 - the edges leaving one state read the same input, so each op's first depthwise
   conv runs for all of them in one call;
 - ``space.depthwise`` chooses how a depthwise kxk + pointwise 1x1 pair is computed:
-  ``"native"`` runs the depthwise convs of all E edges in jaxnas's own CPU kernel
-  (``jaxnas.native``) and the pointwise convs as matmuls; ``"dense"`` computes the
+  ``"native"`` runs the depthwise convs of all E edges and then each edge's pointwise
+  conv in one call of jaxnas's own CPU kernel (``jaxnas.native.separable``); ``"dense"`` computes the
   pair as one dense kxk conv with kernel ``dw[.., c] * pw[c, d]`` (exact, k*k*C*C
   MACs a pixel instead of k*k*C + C*C, but on XLA's fast path); ``"shift"`` as k*k
   shifted multiply-adds (slow to compile). ``"auto"`` (the default) is ``native``
