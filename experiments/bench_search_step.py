@@ -66,7 +66,7 @@ def bench(args) -> dict:
         state, m = compiled(state, tb, vb)
     jax.block_until_ready(m)
     if args.profile:
-        jax.profiler.start_trace(args.profile)
+        jax.profiler.start_trace(args.profile, create_perfetto_trace=True)
     times = []
     for _ in range(args.steps):
         t = time.perf_counter()

@@ -171,9 +171,9 @@ class BatchNorm(nnx.BatchNorm):
     size of the program: tracing the 8-cell supernet step grew quadratically (45 of 54 s
     at 2 cells were spent there). ``set_value`` without an index skips that check.
 
-    In training mode without affine parameters (the search network's BN), float32, on the
-    CPU, one call of jaxnas's own kernel computes it (``jaxnas.native.batch_norm``; XLA
-    emitted about eight fusions per BN, most of the search step's compile time).
+    In training mode, float32, on the CPU, one call of jaxnas's own kernel normalises
+    (``jaxnas.native.batch_norm``; XLA emitted about eight fusions per BN, most of the
+    search step's compile time); the affine scale and shift, where there are any, follow.
     """
 
     def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
@@ -182,12 +182,13 @@ class BatchNorm(nnx.BatchNorm):
         if use_running_average is None:
             use_running_average = self.use_running_average
         axes = tuple(range(x.ndim - 1))
-        if (not use_running_average and self.scale is None and self.bias is None and x.dtype == jnp.float32
-                and native.available()):
+        if not use_running_average and x.dtype == jnp.float32 and native.available():
             y, mean, var = native.batch_norm(x, self.mean[...], self.var[...], self.momentum, self.epsilon)
             self.mean.set_value(jax.lax.stop_gradient(mean))
             self.var.set_value(jax.lax.stop_gradient(var))
-            return y
+            if self.scale is not None:
+                y = y * self.scale[...]
+            return y + self.bias[...] if self.bias is not None else y
         if use_running_average:
             mean, var = self.mean[...], self.var[...]
         else:

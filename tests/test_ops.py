@@ -141,3 +141,31 @@ def test_fused_separable_block_equals_depthwise_then_pointwise(stride, dilation,
 
     for a, b in zip(grads(fused), grads(plain)):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("affine", [False, True])
+def test_batch_norm_native_path_equals_flax_batch_norm(affine):
+    # ops.BatchNorm normalises with jaxnas's kernel in training mode on the CPU; flax's own
+    # nnx.BatchNorm (the same maths in XLA) is the reference, in outputs, statistics and gradients
+    x = 3 * jax.random.normal(jax.random.key(0), (4, 5, 5, 6)) + 1
+    mine = ops.batch_norm(6, affine, rngs=nnx.Rngs(0))
+    ref = nnx.BatchNorm(6, momentum=ops.BN_MOMENTUM, epsilon=ops.BN_EPS, use_scale=affine, use_bias=affine,
+                        rngs=nnx.Rngs(0))
+    if affine:
+        for m in (mine, ref):
+            m.scale.set_value(jnp.linspace(0.5, 2.0, 6))
+            m.bias.set_value(jnp.linspace(-1.0, 1.0, 6))
+    w = jax.random.normal(jax.random.key(1), x.shape)
+
+    def loss(model, x):
+        return jnp.sum(jnp.tanh(model(x)) * w)
+
+    g_mine = nnx.grad(loss, argnums=(0, 1))(mine, x)
+    g_ref = nnx.grad(loss, argnums=(0, 1))(ref, x)
+    np.testing.assert_allclose(g_mine[1], g_ref[1], rtol=1e-4, atol=1e-5)
+    if affine:
+        for name in ("scale", "bias"):
+            np.testing.assert_allclose(g_mine[0][name][...], g_ref[0][name][...], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(mine.mean[...], ref.mean[...], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mine.var[...], ref.var[...], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mine(x), ref(x), rtol=1e-5, atol=1e-5)
