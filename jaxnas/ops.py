@@ -211,18 +211,17 @@ def batch_norm(c: int, affine: bool, *, rngs: nnx.Rngs) -> BatchNorm:
 
 
 def max_pool(x: jax.Array, k: int, stride: int, padding: int) -> jax.Array:
-    pad = ((0, 0), (padding, padding), (padding, padding), (0, 0))
-    return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, k, k, 1), (1, stride, stride, 1), pad)
+    """kxk max pooling, padded with -inf (jaxnas's kernel on the CPU, else XLA's reduce-window)."""
+    if x.dtype == jnp.float32 and native.available():
+        return native.pool(x, "max", k, stride, padding)
+    return native.pool_reference(x, "max", k, stride, padding)
 
 
 def avg_pool(x: jax.Array, k: int, stride: int, padding: int) -> jax.Array:
     """Average pooling that does not count padded zeros (PyTorch count_include_pad=False)."""
-    pad = ((0, 0), (padding, padding), (padding, padding), (0, 0))
-    window, strides = (1, k, k, 1), (1, stride, stride, 1)
-    total = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, pad)
-    ones = jnp.ones((1,) + x.shape[1:3] + (1,), x.dtype)
-    count = jax.lax.reduce_window(ones, 0.0, jax.lax.add, window, strides, pad)
-    return total / count
+    if x.dtype == jnp.float32 and native.available():
+        return native.pool(x, "avg", k, stride, padding)
+    return native.pool_reference(x, "avg", k, stride, padding)
 
 
 class ReLUConvBN(nnx.Module):

@@ -177,3 +177,27 @@ def test_separable_equals_grouped_conv_then_pointwise_to_second_derivatives(
 
     a, b = second(native_fn), second(spec)
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3 * float(jnp.abs(b).max()))
+
+
+@pytest.mark.parametrize("kind", native.POOLS)
+@pytest.mark.parametrize("N,H,W,C,k,stride,padding", [
+    (2, 7, 6, 3, 3, 1, 1),     # channels below one vector block
+    (2, 8, 8, 20, 3, 2, 1),    # a full block plus a tail, stride 2 (DARTS's reduction cells)
+    (2, 11, 11, 16, 5, 3, 0),  # DARTS's auxiliary head: 5x5, stride 3, no padding
+])
+def test_pool_equals_xla_reduce_window_to_second_derivatives(kind, N, H, W, C, k, stride, padding):
+    kx, kg = jax.random.split(jax.random.key(6))
+    x = jnp.round(2 * jax.random.normal(kx, (N, H, W, C))) / 2  # many ties: the gradient goes to the first max
+    y = native.pool(x, kind, k, stride, padding)
+    np.testing.assert_allclose(y, native.pool_reference(x, kind, k, stride, padding), rtol=1e-6, atol=1e-6)
+    g = jax.random.normal(kg, y.shape)
+
+    def grad_x(fn, g):
+        return jax.grad(lambda x: jnp.sum(fn(x, kind, k, stride, padding) * g))(x)
+
+    np.testing.assert_allclose(grad_x(native.pool, g), grad_x(native.pool_reference, g), rtol=1e-6, atol=1e-6)
+
+    def second(fn):  # through the gradient, with respect to the cotangent
+        return jax.grad(lambda g: jnp.sum(jnp.sin(grad_x(fn, g))))(g)
+
+    np.testing.assert_allclose(second(native.pool), second(native.pool_reference), rtol=1e-5, atol=1e-6)

@@ -9,7 +9,8 @@ call each way, which keeps XLA from emitting slices, matmuls and concatenations
 around it. ``batchnorm.cc`` holds the
 search network's training-mode BN (forward and backward one call each): XLA emits
 about eight fusions per BN, and the search step's hundreds of BNs were most of its
-compile time. They are compiled with the
+compile time. ``pool.cc`` holds max and average pooling (XLA's reduce-window and
+its iota-based max-pool gradient were a quarter of the step's run time). They are compiled with the
 machine's C++ compiler against jaxlib's FFI headers into a per-user cache the
 first time it is needed (a few seconds) and reused after that; nothing is built at
 install time. Where it cannot be built (no compiler) or ``JAXNAS_NATIVE=0`` is
@@ -38,12 +39,13 @@ import jax.numpy as jnp
 import numpy as np
 
 _HERE = Path(__file__).parent
-_SOURCES = [_HERE / "depthwise.cc", _HERE / "batchnorm.cc"]
+_SOURCES = [_HERE / "depthwise.cc", _HERE / "batchnorm.cc", _HERE / "pool.cc"]
 _HEADERS = [_HERE / "parallel.h"]
 _FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w"]
 _TARGETS = {"jaxnas_dw_fwd": "JaxnasDwFwd", "jaxnas_dw_bwd": "JaxnasDwBwd",
             "jaxnas_materialize": "JaxnasMaterialize", "jaxnas_bn_fwd": "JaxnasBnFwd",
-            "jaxnas_bn_bwd": "JaxnasBnBwd", "jaxnas_sep_fwd": "JaxnasSepFwd", "jaxnas_sep_bwd": "JaxnasSepBwd"}
+            "jaxnas_bn_bwd": "JaxnasBnBwd", "jaxnas_sep_fwd": "JaxnasSepFwd", "jaxnas_sep_bwd": "JaxnasSepBwd",
+            "jaxnas_pool_fwd": "JaxnasPoolFwd", "jaxnas_pool_bwd": "JaxnasPoolBwd"}
 
 
 def cache_dir() -> Path:
@@ -71,7 +73,7 @@ def _compiler() -> str | None:
 
 
 def build(verbose: bool = False) -> Path:
-    """Compile the kernels (``depthwise.cc``, ``batchnorm.cc``) into the cache (atomically) unless
+    """Compile the kernels (``depthwise.cc``, ``batchnorm.cc``, ``pool.cc``) into the cache (atomically) unless
     they are there; return the library path.
 
     The file name hashes the sources, jaxlib's version, the flags and the CPU, so a
@@ -345,3 +347,65 @@ def batch_norm(x: jax.Array, running_mean: jax.Array, running_var: jax.Array, mo
     batch (flax's convention). Differentiable to any order in x. Needs ``available()``."""
     y, _, mean, var = _bn(x, running_mean, running_var, momentum, eps)
     return y, mean, var
+
+
+POOLS = ("max", "avg")
+
+
+def pool_reference(x: jax.Array, kind: str, k: int, stride: int, padding: int) -> jax.Array:
+    """kxk max or average pooling with XLA's reduce-window (the specification of ``pool``): padding
+    never counts (max pads with -inf; the average divides by the window's input positions, PyTorch's
+    ``count_include_pad=False``)."""
+    pad = ((0, 0), (padding, padding), (padding, padding), (0, 0))
+    window, strides = (1, k, k, 1), (1, stride, stride, 1)
+    if kind == "max":
+        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, pad)
+    total = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, pad)
+    ones = jnp.ones((1,) + x.shape[1:3] + (1,), x.dtype)
+    return total / jax.lax.reduce_window(ones, 0.0, jax.lax.add, window, strides, pad)
+
+
+def _pool_attrs(kind, k, stride, padding):
+    return dict(kind=np.int64(POOLS.index(kind)), k=np.int64(k), stride=np.int64(stride), padding=np.int64(padding))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def pool(x: jax.Array, kind: str, k: int, stride: int, padding: int) -> jax.Array:
+    """``pool_reference`` in one kernel call each way: x (N, H, W, C) float32. Needs ``available()``."""
+    N, H, W, C = x.shape
+    out = jax.ShapeDtypeStruct((N, (H + 2 * padding - k) // stride + 1, (W + 2 * padding - k) // stride + 1, C),
+                               jnp.float32)
+    return jax.ffi.ffi_call("jaxnas_pool_fwd", out, vmap_method="sequential")(x, **_pool_attrs(kind, k, stride, padding))
+
+
+def _pool_fwd(x, kind, k, stride, padding):
+    return pool(x, kind, k, stride, padding), x
+
+
+def _pool_bwd(kind, k, stride, padding, x, g):
+    return (_pool_transpose(x, g, kind, k, stride, padding),)
+
+
+pool.defvjp(_pool_fwd, _pool_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _pool_transpose(x, g, kind, k, stride, padding):
+    """dx of ``pool`` for the cotangent g: to each window's first maximum (max), or spread evenly."""
+    return jax.ffi.ffi_call("jaxnas_pool_bwd", jax.ShapeDtypeStruct(x.shape, jnp.float32),
+                            vmap_method="sequential")(x, g, **_pool_attrs(kind, k, stride, padding))
+
+
+def _pool_transpose_fwd(x, g, kind, k, stride, padding):
+    return _pool_transpose(x, g, kind, k, stride, padding), (x, g)
+
+
+def _pool_transpose_bwd(kind, k, stride, padding, res, cot):
+    """Second derivatives through XLA's form (``pool_reference``)."""
+    def transpose(x, g):
+        return jax.vjp(lambda x: pool_reference(x, kind, k, stride, padding), x)[1](g)[0]
+
+    return jax.vjp(transpose, *res)[1](cot)
+
+
+_pool_transpose.defvjp(_pool_transpose_fwd, _pool_transpose_bwd)
