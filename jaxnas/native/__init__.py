@@ -40,7 +40,7 @@ import numpy as np
 
 _HERE = Path(__file__).parent
 _SOURCES = [_HERE / "depthwise.cc", _HERE / "batchnorm.cc", _HERE / "pool.cc"]
-_HEADERS = [_HERE / "parallel.h"]
+_HEADERS = [_HERE / "common.h"]
 _FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w"]
 _TARGETS = {"jaxnas_dw_fwd": "JaxnasDwFwd", "jaxnas_dw_bwd": "JaxnasDwBwd",
             "jaxnas_materialize": "JaxnasMaterialize", "jaxnas_bn_fwd": "JaxnasBnFwd",

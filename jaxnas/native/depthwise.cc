@@ -24,14 +24,18 @@
 #include <cstring>
 #include <vector>
 
-#include "parallel.h"
+#include "common.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
 
+using jaxnas::B;
+using jaxnas::Load;
 using jaxnas::ParallelFor;
+using jaxnas::Store;
+using jaxnas::V;
 
 struct Geometry {
   int64_t N, H, W, Cin, K, Cout, Ho, Wo, s, d, p;
@@ -64,10 +68,6 @@ ffi::Error Check(const Geometry& g, int64_t xr, int64_t kr) {
 
 // Channels run in blocks of up to 16 (one AVX-512 register); each output block is
 // accumulated in registers over all its taps and stored once.
-constexpr int64_t B = 16;
-typedef float V __attribute__((vector_size(B * sizeof(float))));
-inline V Load(const float* p) { V v; std::memcpy(&v, p, sizeof(V)); return v; }
-inline void Store(float* p, V v) { std::memcpy(p, &v, sizeof(V)); }
 
 // out[0:len] = sum over the (a, b) pairs that pairs(fma) passes to fma of a[0:len] * b[0:len].
 template <typename Pairs>

@@ -19,20 +19,20 @@
 #include <cstring>
 #include <limits>
 
-#include "parallel.h"
+#include "common.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
 
+using jaxnas::B;
+using jaxnas::Load;
 using jaxnas::ParallelFor;
+using jaxnas::Store;
+using jaxnas::V;
 
-constexpr int64_t B = 16;
-typedef float V __attribute__((vector_size(B * sizeof(float))));
 typedef int32_t M __attribute__((vector_size(B * sizeof(int32_t))));  // lane masks: 0 or -1
-inline V Load(const float* p) { V v; std::memcpy(&v, p, sizeof(V)); return v; }
-inline void Store(float* p, V v) { std::memcpy(p, &v, sizeof(V)); }
 inline V Splat(float a) { return V{} + a; }
 
 struct Pool {

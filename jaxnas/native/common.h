@@ -1,11 +1,13 @@
-// Shared by jaxnas's XLA:CPU kernels: a parallel loop on XLA's intra-op thread pool.
-#ifndef JAXNAS_NATIVE_PARALLEL_H_
-#define JAXNAS_NATIVE_PARALLEL_H_
+// Shared by jaxnas's XLA:CPU kernels: a parallel loop on XLA's intra-op thread pool, and
+// 16-float vectors (one AVX-512 register; GCC/Clang vector extensions).
+#ifndef JAXNAS_NATIVE_COMMON_H_
+#define JAXNAS_NATIVE_COMMON_H_
 
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <mutex>
 
@@ -44,6 +46,12 @@ void ParallelFor(xla::ffi::ThreadPool& pool, int64_t n, F body) {
   state->cv.wait(lock, [&] { return state->done == n; });
 }
 
+// Channels run in blocks of B floats, loaded and stored unaligned.
+constexpr int64_t B = 16;
+typedef float V __attribute__((vector_size(B * sizeof(float))));
+inline V Load(const float* p) { V v; std::memcpy(&v, p, sizeof(V)); return v; }
+inline void Store(float* p, V v) { std::memcpy(p, &v, sizeof(V)); }
+
 }  // namespace jaxnas
 
-#endif  // JAXNAS_NATIVE_PARALLEL_H_
+#endif  // JAXNAS_NATIVE_COMMON_H_
