@@ -122,6 +122,8 @@ def test_batch_norm_equals_the_jnp_form_to_second_derivatives(shape):
     def hessian_vector(f):  # gradient of the gradient's squared norm: what exact second-order DARTS needs
         return jax.grad(lambda x: jnp.sum(jax.grad(f)(x, rm, rv) ** 2))(x)
 
+    if len(shape) != 4:  # second derivatives once (compile time); they do not depend on the chunking
+        return
     np.testing.assert_allclose(hessian_vector(native_loss), hessian_vector(loss(_bn_reference)), rtol=1e-3, atol=1e-4)
 
 
@@ -170,6 +172,9 @@ def test_separable_equals_grouped_conv_then_pointwise_to_second_derivatives(
 
     for a, b in zip(grads(native_fn), grads(spec)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+
+    if E != 4:  # second derivatives on the four-edge case only (compile time)
+        return
 
     def second(fn):  # the gradient of the kernels' gradient norm with respect to the input
         return jax.grad(lambda x: sum(jnp.sum(t ** 2) for t in jax.grad(
