@@ -1,24 +1,26 @@
 """Kernels of our own for XLA:CPU, compiled on first use and called through the XLA FFI.
 
-XLA:CPU computes grouped (depthwise) convolutions on a slow generic path, and the
-dense workaround costs k*k*C*C MACs a pixel where a depthwise conv needs k*k*C
-(docs/benchmarks.md). ``depthwise.cc`` holds a vectorised, threaded kernel
-(forward, and input + kernel gradients in one pass), and the separable block of
-DARTS's conv ops (the depthwise conv of E edges, then each edge's 1x1 conv) in one
-call each way, which keeps XLA from emitting slices, matmuls and concatenations
-around it. ``batchnorm.cc`` holds the
-search network's training-mode BN (forward and backward one call each): XLA emits
-about eight fusions per BN, and the search step's hundreds of BNs were most of its
-compile time. ``pool.cc`` holds max and average pooling (XLA's reduce-window and
-its iota-based max-pool gradient were a quarter of the step's run time). They are compiled with the
-machine's C++ compiler against jaxlib's FFI headers into a per-user cache the
-first time it is needed (a few seconds) and reused after that; nothing is built at
-install time. Where it cannot be built (no compiler) or ``JAXNAS_NATIVE=0`` is
-set, ``available()`` is False and callers use XLA's own convolutions instead.
+- ``depthwise.cc``: the depthwise conv (XLA:CPU runs grouped convolutions on a slow
+  generic path, and the dense workaround costs k*k*C*C MACs a pixel where a depthwise
+  conv needs k*k*C), and the separable block of DARTS's conv ops (the depthwise conv
+  of E edges, then each edge's 1x1 conv) in one call each way, which keeps XLA from
+  emitting slices, matmuls and concatenations around it.
+- ``batchnorm.cc``: training-mode BN, forward and backward one call each (XLA emits
+  about eight fusions per BN; the search step's hundreds of BNs were most of its
+  compile time).
+- ``pool.cc``: max and average pooling (XLA's reduce-window and its iota-based
+  max-pool gradient were a quarter of the search step's run time).
 
-The FFI call is opaque to XLA's SPMD partitioner: with several devices it runs on
-the whole (gathered) batch on each device, which gives the same numbers but none of
-the speed-up; it is meant for single-device CPU runs.
+Every kernel is vectorised, threaded on XLA's intra-op pool, and adds its partial
+sums in a fixed order (docs/benchmarks.md has the measurements). They are compiled
+with the machine's C++ compiler against jaxlib's FFI headers into a per-user cache
+the first time they are needed (a few seconds) and reused after that; nothing is
+built at install time. Where they cannot be built (no compiler) or ``JAXNAS_NATIVE=0``
+is set, ``available()`` is False and callers use XLA's own ops instead.
+
+The FFI calls are opaque to XLA's SPMD partitioner: with several devices they run on
+the whole (gathered) batch on each device, which gives the same numbers (BN statistics
+over the global batch included) but none of the speed-up.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxnas.errors import unknown
 
 _HERE = Path(__file__).parent
 _SOURCES = [_HERE / "depthwise.cc", _HERE / "batchnorm.cc", _HERE / "pool.cc"]
@@ -366,7 +370,10 @@ def pool_reference(x: jax.Array, kind: str, k: int, stride: int, padding: int) -
 
 
 def _pool_attrs(kind, k, stride, padding):
-    return dict(kind=np.int64(POOLS.index(kind)), k=np.int64(k), stride=np.int64(stride), padding=np.int64(padding))
+    if kind not in POOLS:
+        raise unknown("pooling kind", kind, POOLS)
+    return {"kind": np.int64(POOLS.index(kind)), "k": np.int64(k), "stride": np.int64(stride),
+            "padding": np.int64(padding)}
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
