@@ -210,18 +210,21 @@ def batch_norm(c: int, affine: bool, *, rngs: nnx.Rngs) -> BatchNorm:
     return BatchNorm(c, momentum=BN_MOMENTUM, epsilon=BN_EPS, use_scale=affine, use_bias=affine, rngs=rngs)
 
 
-def max_pool(x: jax.Array, k: int, stride: int, padding: int) -> jax.Array:
-    """kxk max pooling, padded with -inf (jaxnas's kernel on the CPU, else XLA's reduce-window)."""
+def _pool(x: jax.Array, kind: str, k: int, stride: int, padding: int) -> jax.Array:
+    """jaxnas's pooling kernel on the CPU for float32, else XLA's reduce-window (the same maths)."""
     if x.dtype == jnp.float32 and native.available():
-        return native.pool(x, "max", k, stride, padding)
-    return native.pool_reference(x, "max", k, stride, padding)
+        return native.pool(x, kind, k, stride, padding)
+    return native.pool_reference(x, kind, k, stride, padding)
+
+
+def max_pool(x: jax.Array, k: int, stride: int, padding: int) -> jax.Array:
+    """kxk max pooling, padded with -inf."""
+    return _pool(x, "max", k, stride, padding)
 
 
 def avg_pool(x: jax.Array, k: int, stride: int, padding: int) -> jax.Array:
     """Average pooling that does not count padded zeros (PyTorch count_include_pad=False)."""
-    if x.dtype == jnp.float32 and native.available():
-        return native.pool(x, "avg", k, stride, padding)
-    return native.pool_reference(x, "avg", k, stride, padding)
+    return _pool(x, "avg", k, stride, padding)
 
 
 class ReLUConvBN(nnx.Module):

@@ -265,13 +265,19 @@ def _sep_transpose_fwd(x, kernel, pw, g, stride, dilation, padding):
     return _sep_transpose(x, kernel, pw, g, stride, dilation, padding), (x, kernel, pw, g)
 
 
-def _sep_transpose_bwd(stride, dilation, padding, res, cot):
-    """Second derivatives (DARTS's exact second-order step) through ``separable_reference``,
-    whose depthwise conv is itself differentiable to any order."""
-    def transpose(x, kernel, pw, g):
-        return jax.vjp(lambda *a: separable_reference(*a, stride, dilation, padding), x, kernel, pw)[1](g)
+def _reference_transpose_vjp(reference, res, cot):
+    """The VJP of ``(*primals, g) -> vjp(reference, *primals)(g)`` at ``res``: second derivatives
+    (DARTS's exact second-order step) of a kernel whose transpose is a native call, taken
+    through its jnp/XLA reference instead."""
+    def transpose(*args):
+        return jax.vjp(reference, *args[:-1])[1](args[-1])
 
     return jax.vjp(transpose, *res)[1](cot)
+
+
+def _sep_transpose_bwd(stride, dilation, padding, res, cot):
+    """Through ``separable_reference``, whose depthwise conv is itself differentiable to any order."""
+    return _reference_transpose_vjp(lambda *a: separable_reference(*a, stride, dilation, padding), res, cot)
 
 
 _sep_transpose.defvjp(_sep_transpose_fwd, _sep_transpose_bwd)
@@ -380,8 +386,7 @@ def _pool_attrs(kind, k, stride, padding):
 def pool(x: jax.Array, kind: str, k: int, stride: int, padding: int) -> jax.Array:
     """``pool_reference`` in one kernel call each way: x (N, H, W, C) float32. Needs ``available()``."""
     N, H, W, C = x.shape
-    out = jax.ShapeDtypeStruct((N, (H + 2 * padding - k) // stride + 1, (W + 2 * padding - k) // stride + 1, C),
-                               jnp.float32)
+    out = jax.ShapeDtypeStruct((N, _out(H, k, stride, 1, padding), _out(W, k, stride, 1, padding), C), jnp.float32)
     return jax.ffi.ffi_call("jaxnas_pool_fwd", out, vmap_method="sequential")(x, **_pool_attrs(kind, k, stride, padding))
 
 
@@ -409,10 +414,7 @@ def _pool_transpose_fwd(x, g, kind, k, stride, padding):
 
 def _pool_transpose_bwd(kind, k, stride, padding, res, cot):
     """Second derivatives through XLA's form (``pool_reference``)."""
-    def transpose(x, g):
-        return jax.vjp(lambda x: pool_reference(x, kind, k, stride, padding), x)[1](g)[0]
-
-    return jax.vjp(transpose, *res)[1](cot)
+    return _reference_transpose_vjp(lambda x: pool_reference(x, kind, k, stride, padding), res, (cot,))
 
 
 _pool_transpose.defvjp(_pool_transpose_fwd, _pool_transpose_bwd)

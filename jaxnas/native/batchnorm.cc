@@ -106,18 +106,17 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ff
   const float* X = x.typed_data();
   std::vector<double> s, q;
   ChunkSums(pool, X, X, M, Ch, &s, &q);
-  std::vector<float> scale(Ch), shift(Ch);
+  std::vector<float> shift(Ch);
   float* inv = invstd->typed_data();
   for (int64_t c = 0; c < Ch; ++c) {
     const double mean = s[c] / M;
     const double var = std::max(0.0, q[c] / M - mean * mean);
     inv[c] = static_cast<float>(1.0 / std::sqrt(var + eps));
-    scale[c] = inv[c];
     shift[c] = static_cast<float>(-mean) * inv[c];
     rmean2->typed_data()[c] = momentum * rmean.typed_data()[c] + (1.f - momentum) * static_cast<float>(mean);
     rvar2->typed_data()[c] = momentum * rvar.typed_data()[c] + (1.f - momentum) * static_cast<float>(var);
   }
-  Affine2(pool, X, nullptr, scale.data(), nullptr, shift.data(), y->typed_data(), M, Ch);
+  Affine2(pool, X, nullptr, inv, nullptr, shift.data(), y->typed_data(), M, Ch);
   return ffi::Error::Success();
 }
 

@@ -142,8 +142,10 @@ void FwdRow(const Geometry& g, const float* X, const float* Kw, float* Y, int64_
 }
 
 // One sample of the forward pass (X, Y point at the sample; every index below has n = 0).
-void ForwardSample(const Geometry& g, const float* X, const float* Kw, float* Y, int64_t wlo, int64_t whi) {
+void ForwardSample(const Geometry& g, const float* X, const float* Kw, float* Y) {
   const int64_t n = 0, R = g.Cout / g.Cin, C = g.Cin;
+  int64_t wlo, whi;
+  Interior(g, g.W, g.Wo, &wlo, &whi);
   for (int64_t ho = 0; ho < g.Ho; ++ho) {
     int64_t i0, i1;
     TapRange(ho, g, g.H, &i0, &i1);
@@ -188,10 +190,8 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ff
   const float* X = x.typed_data();
   const float* Kw = k.typed_data();
   float* Y = y->typed_data();
-  int64_t wlo, whi;
-  Interior(g, g.W, g.Wo, &wlo, &whi);
   ParallelFor(pool, g.N, [=](int64_t n) {
-    ForwardSample(g, X + n * g.H * g.W * g.Cin, Kw, Y + n * g.Ho * g.Wo * g.Cout, wlo, whi);
+    ForwardSample(g, X + n * g.H * g.W * g.Cin, Kw, Y + n * g.Ho * g.Wo * g.Cout);
   });
   return ffi::Error::Success();
 }
@@ -250,9 +250,11 @@ inline void DkTap(const Geometry& g, const float* X, const float* G, float* out,
 }
 
 // One sample of the backward pass: dx of the sample and its kernel-gradient part P.
-void BackwardSample(const Geometry& g, const float* X, const float* Kw, const float* G, float* DX, float* P,
-                    int64_t wlo, int64_t whi) {
+void BackwardSample(const Geometry& g, const float* X, const float* Kw, const float* G, float* DX, float* P) {
   const int64_t n = 0, R = g.Cout / g.Cin, C = g.Cin, KK = g.K * g.K * g.Cout;
+  // stride 1: columns w whose taps all land inside the output
+  const int64_t wlo = std::min(g.W, std::max<int64_t>(0, (g.K - 1) * g.d - g.p));
+  const int64_t whi = std::max(wlo, std::min(g.W, g.Wo - g.p));
   // dx[h, w, c] = sum over r and the taps that reach (h, w) of g[ho, wo, rC + c] * k[i, j, rC + c]
   for (int64_t h = 0; h < g.H; ++h) {
     int64_t i0 = 0, i1 = 0;
@@ -331,6 +333,13 @@ void BackwardSample(const Geometry& g, const float* X, const float* Kw, const fl
   }
 }
 
+// out = the sum of the n parts of length len, added in part order (results independent of threads).
+void SumParts(const float* parts, int64_t n, int64_t len, float* out) {
+  std::fill(out, out + len, 0.f);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t t = 0; t < len; ++t) out[t] += parts[i * len + t];
+}
+
 ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
                     ffi::Buffer<ffi::F32> gy, ffi::ResultBuffer<ffi::F32> dx,
                     ffi::ResultBuffer<ffi::F32> dk, int64_t stride, int64_t dilation,
@@ -345,19 +354,11 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<f
   // One kernel-gradient partial per sample, summed in sample order afterwards.
   std::vector<float> partial(g.N * KK);
   float* P = partial.data();
-  // stride 1: columns w whose taps all land inside the output
-  const int64_t wlo = std::min(g.W, std::max<int64_t>(0, (g.K - 1) * g.d - g.p));
-  const int64_t whi = std::max(wlo, std::min(g.W, g.Wo - g.p));
   ParallelFor(pool, g.N, [=](int64_t n) {
     BackwardSample(g, X + n * g.H * g.W * g.Cin, Kw, G + n * g.Ho * g.Wo * g.Cout, DX + n * g.H * g.W * g.Cin,
-                   P + n * KK, wlo, whi);
+                   P + n * KK);
   });
-  float* DK = dk->typed_data();
-  std::fill(DK, DK + KK, 0.f);
-  for (int64_t n = 0; n < g.N; ++n) {
-    const float* src = P + n * KK;
-    for (int64_t t = 0; t < KK; ++t) DK[t] += src[t];
-  }
+  SumParts(P, g.N, KK, dk->typed_data());
   return ffi::Error::Success();
 }
 
@@ -451,12 +452,10 @@ ffi::Error SepForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
   const float* Kw = k.typed_data();
   const float* PW = pw.typed_data();
   float* Y = y->typed_data();
-  int64_t wlo, whi;
-  Interior(g, g.W, g.Wo, &wlo, &whi);
   const int64_t P = g.Ho * g.Wo;
   ParallelFor(pool, g.N, [=](int64_t n) {
     std::vector<float> t(P * g.Cout);
-    ForwardSample(g, X + n * g.H * g.W * g.Cin, Kw, t.data(), wlo, whi);
+    ForwardSample(g, X + n * g.H * g.W * g.Cin, Kw, t.data());
     Pointwise(t.data(), PW, Y + n * P * E * D, P, E, C, D);
   });
   return ffi::Error::Success();
@@ -487,27 +486,17 @@ ffi::Error SepBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   std::vector<float> partial(g.N * (KK + WW));
   float* PK = partial.data();
   float* PP = PK + g.N * KK;
-  int64_t flo, fhi;
-  Interior(g, g.W, g.Wo, &flo, &fhi);
-  const int64_t wlo = std::min(g.W, std::max<int64_t>(0, (g.K - 1) * g.d - g.p));
-  const int64_t whi = std::max(wlo, std::min(g.W, g.Wo - g.p));
   ParallelFor(pool, g.N, [=](int64_t n) {
     std::vector<float> t(P * g.Cout), gt(P * g.Cout);
     const float* Xn = X + n * g.H * g.W * g.Cin;
     const float* Gn = G + n * P * E * D;
-    ForwardSample(g, Xn, Kw, t.data(), flo, fhi);
+    ForwardSample(g, Xn, Kw, t.data());
     Pointwise(Gn, PWT, gt.data(), P, E, D, C);
     PointwiseKernelGrad(t.data(), Gn, PP + n * WW, P, E, C, D);
-    BackwardSample(g, Xn, Kw, gt.data(), DX + n * g.H * g.W * g.Cin, PK + n * KK, wlo, whi);
+    BackwardSample(g, Xn, Kw, gt.data(), DX + n * g.H * g.W * g.Cin, PK + n * KK);
   });
-  float* DK = dk->typed_data();
-  float* DPW = dpw->typed_data();
-  std::fill(DK, DK + KK, 0.f);
-  std::fill(DPW, DPW + WW, 0.f);
-  for (int64_t n = 0; n < g.N; ++n) {
-    for (int64_t i = 0; i < KK; ++i) DK[i] += PK[n * KK + i];
-    for (int64_t i = 0; i < WW; ++i) DPW[i] += PP[n * WW + i];
-  }
+  SumParts(PK, g.N, KK, dk->typed_data());
+  SumParts(PP, g.N, WW, dpw->typed_data());
   return ffi::Error::Success();
 }
 
