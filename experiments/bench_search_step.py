@@ -32,6 +32,7 @@ def bench(args) -> dict:
 
     from jaxnas import config as config_lib
     from jaxnas import parallel
+    from jaxnas import optim
     from jaxnas.search import bilevel as B
     from jaxnas.spaces import build_supernet
 
@@ -42,8 +43,8 @@ def bench(args) -> dict:
     cfg.space.C, cfg.space.layers, cfg.space.ops = args.C, args.layers, args.ops
     cfg.space.depthwise = args.depthwise
     model = build_supernet(cfg.space, (args.image, args.image, 3), 10, nnx.Rngs(0))
-    schedule = B.epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, 50, 1000)
-    w_tx, a_tx = B.weight_optimizer(cfg.optim, schedule), B.alpha_optimizer(cfg.optim)
+    schedule = optim.epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, 50, 1000)
+    w_tx, a_tx = optim.weight_optimizer(cfg.optim, schedule), optim.alpha_optimizer(cfg.optim)
     graphdef, state = B.init_state(model, w_tx, a_tx)
     mesh = parallel.make_mesh(args.devices)
     step = parallel.jit_data_parallel(B.make_search_step(graphdef, w_tx, a_tx, schedule, args.order, cfg.optim),

@@ -1,3 +1,38 @@
-"""jaxnas: neural architecture search and dataset optimization in JAX."""
+"""jaxnas: neural architecture search and dataset optimization in JAX.
+
+The public API (everything below is documented where it is defined):
+
+* configs and workflows: ``load_config``, ``run_search``, ``run_train``, ``evaluate_run``;
+* supernets and the bilevel step: ``build_supernet``, ``SearchState``, ``init_state``,
+  ``make_search_step``, ``make_eval_step``, ``weight_optimizer``, ``alpha_optimizer``,
+  ``epoch_cosine_lr``, ``split_model``;
+* architectures: ``derive_from_alphas`` / ``derive_from_weights`` (DARTS's rule),
+  ``Genotype``, ``load_genotype``, ``DartsNetwork`` (the retraining network), ``count_params``;
+* extension points, one registration each: ``register_op``, ``register_space`` (a ``Space``
+  subclass), ``register_relaxation``, ``register_strategy`` / ``register_discrete_strategy``,
+  ``register_evaluator``; and ``kernels`` (the one setting for native CPU vs XLA kernels).
+"""
 
 __version__ = "0.1.0"
+
+from jaxnas import kernels
+from jaxnas.api import evaluate_run, load_config, run_search, run_train
+from jaxnas.evaluators import register_evaluator
+from jaxnas.genotype import Genotype, derive_from_alphas, derive_from_weights
+from jaxnas.genotype import load as load_genotype
+from jaxnas.nn import ArchParam, count_params, split_model
+from jaxnas.ops import register_op
+from jaxnas.optim import alpha_optimizer, epoch_cosine_lr, weight_optimizer
+from jaxnas.relaxations import register_relaxation
+from jaxnas.search import register_discrete_strategy, register_strategy
+from jaxnas.search.base import Strategy
+from jaxnas.search.bilevel import SearchState, init_state, make_eval_step, make_search_step
+from jaxnas.spaces import DiscreteSpace, Space, build_supernet, register_space
+from jaxnas.spaces.darts import DartsNetwork
+
+__all__ = ["ArchParam", "DartsNetwork", "DiscreteSpace", "Genotype", "SearchState", "Space", "Strategy",
+           "alpha_optimizer", "build_supernet", "count_params", "derive_from_alphas", "derive_from_weights",
+           "epoch_cosine_lr", "evaluate_run", "init_state", "kernels", "load_config", "load_genotype",
+           "make_eval_step", "make_search_step", "register_discrete_strategy", "register_evaluator",
+           "register_op", "register_relaxation", "register_space", "register_strategy", "run_search", "run_train",
+           "split_model", "weight_optimizer"]

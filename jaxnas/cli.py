@@ -30,6 +30,9 @@ def _resolve(args, overrides: list[str], kind: str):
         extra.append(f"--config.search.strategy={args.strategy}")
     if getattr(args, "space", ""):
         extra.append(f"--config.space.name={args.space}")
+    for item in overrides:  # modules named on the command line register their spaces before the config is read
+        if item.startswith("--config.run.imports="):
+            config_lib.import_extensions(item.split("=", 1)[1])
     if args.resume:
         cfg = config_lib.for_resume(args.resume, args.config, overrides + extra, kind)
     else:
@@ -54,31 +57,34 @@ def _log(msg: str) -> None:
 
 
 def cmd_search(args, overrides: list[str]) -> int:
-    from jaxnas.search import get_strategy
+    import jax
+
+    from jaxnas import api, plot
 
     cfg, path = _resolve(args, overrides, "search")
-    strategy = get_strategy(cfg.search.strategy)
-    result = strategy(cfg, path, log=_log, resume=bool(args.resume))
+    result = api.run_search(cfg, path, log=_log, resume=bool(args.resume))
     found = (result.get("result") or {}).get("arch") or result["genotype"]
     _log(f"final architecture: {found}")
+    if jax.process_index() == 0 and result.get("history") and "best_score" in result["history"][-1]:
+        plot.best_so_far(result["history"], os.path.join(path, "plots"))  # discrete searches
     return 0
 
 
 def cmd_train(args, overrides: list[str]) -> int:
-    from jaxnas import train as train_lib
+    from jaxnas import api
 
     cfg, path = _resolve(args, overrides, "train")
-    train_lib.run(cfg, path, log=_log, resume=bool(args.resume))
+    api.run_train(cfg, path, log=_log, resume=bool(args.resume))
     return 0
 
 
 def cmd_eval(args, overrides: list[str]) -> int:
-    from jaxnas import train as train_lib
+    from jaxnas import api
 
     if overrides:
         raise _UsageError(f"unrecognized arguments: {' '.join(overrides)}")
     _setup_jax("")
-    train_lib.evaluate_run(args.run_dir)
+    api.evaluate_run(args.run_dir)
     return 0
 
 
@@ -154,8 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from jaxnas.driver import Preempted
     from jaxnas.errors import JaxnasError
-    from jaxnas.loop import Preempted
 
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()

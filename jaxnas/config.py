@@ -5,7 +5,8 @@ style): they are code that ships with the project and runs like any script you
 run. Configs written into run directories, and any ``.json`` passed to
 ``--config``, are data: parsed as JSON, never executed. Every config is checked
 field by field against the defaults here (unknown field or wrong type: a
-one-line error naming it).
+one-line error naming it). The ``space`` group holds ``name`` and the fields of that
+space, declared by the registered space itself (``Space.defaults``).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import os
 import ml_collections
 
 from jaxnas.errors import JaxnasError
+from jaxnas.spaces import SPACES, get_space
 
 
 def run_defaults(log_every: int, checkpoint_every: int) -> ml_collections.ConfigDict:
     """Where a run writes, how it logs and checkpoints, and how it joins other processes."""
     return ml_collections.ConfigDict(dict(
         workdir="runs", name="", devices=0, log_every=log_every, compile_cache="", imports="",
+        kernels="auto",  # auto, native, dense, shift, grouped (jaxnas/kernels/__init__.py)
         checkpoint_every=checkpoint_every,  # steps between checkpoints (0: epoch ends only); always at epoch ends
         keep_checkpoints=3, tensorboard=True, progress=True,
         coordinator="", num_processes=0, process_id=-1, init_timeout=120))  # see jaxnas/distributed.py
@@ -32,13 +35,7 @@ def search_defaults() -> ml_collections.ConfigDict:
     """DARTS's train_search.py defaults (CIFAR-10, first order)."""
     c = ml_collections.ConfigDict()
     c.seed = 2
-    # ops "auto": the space's own op set (DARTS's 8 ops, NAS-Bench-201's 5). The chain space's fields:
-    # comma-separated choice lists and the maximum number of blocks.
-    c.space = ml_collections.ConfigDict(dict(
-        name="darts", C=16, layers=8, nodes=4, stem_multiplier=3, ops="auto", cells_per_stage=5,
-        max_depth=6, filters="16,32", kernels="1,3,5", units="64,128", pools="max,avg", merges="sum,concat",
-        branches=2,
-        depthwise="auto"))  # DARTS space: how separable convs are computed (jaxnas/spaces/edges.py)
+    c.space = space_group("darts")  # the fields of the space named space.name (its Space.defaults)
     c.data = ml_collections.ConfigDict(dict(name="cifar10", data_dir="", train_portion=0.5, augment="auto"))
     c.search = ml_collections.ConfigDict(dict(
         strategy="darts", order="first", epochs=50, batch_size=64, max_steps_per_epoch=0, eval_batch_size=256))
@@ -58,6 +55,35 @@ def search_defaults() -> ml_collections.ConfigDict:
         cost_column="", epochs=2, batch_size=64, lr=0.05, weight_decay=5e-4, final_epochs=0))
     c.run = run_defaults(log_every=10, checkpoint_every=100)
     return c
+
+
+def space_group(name: str, given=None) -> ml_collections.ConfigDict:
+    """The ``space`` group of space ``name``: its defaults, overlaid with the values in ``given`` that
+    it has. Fields of other registered spaces in ``given`` are dropped (left over after a change of
+    ``space.name``); a field no space has is an error naming it."""
+    defaults = get_space(name).defaults()
+    out = ml_collections.ConfigDict({"name": name, **defaults.to_dict()})
+    known = {k for sp in SPACES.values() for k in sp.defaults().keys()}
+    for key in (given.keys() if given is not None else ()):
+        if key == "name":
+            continue
+        if key in defaults:
+            ref = defaults[key]
+            out[key] = float(given[key]) if isinstance(ref, float) and _type_ok(given[key], ref) else given[key]
+        elif key not in known:
+            raise JaxnasError(f"unknown config field 'space.{key}'; allowed for space {name!r}: "
+                              f"{', '.join(sorted(['name', *defaults.keys()]))}")
+    return out
+
+
+def _with_space(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """``cfg`` with its space group rebuilt for ``space.name`` (see ``space_group``)."""
+    if "space" in cfg and isinstance(cfg.space, (ml_collections.ConfigDict, dict)):
+        name = cfg.space.get("name", "darts")
+        if not isinstance(name, str):
+            raise JaxnasError(f"config field 'space.name' must be str, got {name!r} ({type(name).__name__})")
+        cfg.space = space_group(name, cfg.space)
+    return cfg
 
 
 def tiny_search() -> ml_collections.ConfigDict:
@@ -133,6 +159,8 @@ def _type_ok(value, ref) -> bool:
 def _fill(cfg: ml_collections.ConfigDict, kind: str) -> ml_collections.ConfigDict:
     """Fields missing from a config take the defaults; floats given as ints become floats."""
     full = DEFAULTS[kind]()
+    if "space" in cfg:
+        full.space = space_group(cfg.space.name)
 
     def merge(dst, src):
         for key in src.keys():
@@ -156,9 +184,18 @@ def _load_py(path: str, arg: str | None) -> ml_collections.ConfigDict:
 
 def from_dict(raw: dict, kind: str) -> ml_collections.ConfigDict:
     """A config read as data (a run directory's config.json): checked field by field, then completed."""
-    cfg = ml_collections.ConfigDict(raw)
-    _check_against(cfg, DEFAULTS[kind]())
+    if not isinstance(raw, dict):
+        raise JaxnasError(f"a config must be a JSON object of field groups, got {type(raw).__name__}")
+    cfg = _with_space(ml_collections.ConfigDict(raw))
+    _check_against(cfg, _schema(cfg, kind))
     return _fill(cfg, kind)
+
+
+def _schema(cfg, kind: str) -> ml_collections.ConfigDict:
+    schema = DEFAULTS[kind]()
+    if "space" in cfg:
+        schema.space = space_group(cfg.space.name)
+    return schema
 
 
 def load(spec: str | None, kind: str = "search") -> ml_collections.ConfigDict:
@@ -179,7 +216,8 @@ def load(spec: str | None, kind: str = "search") -> ml_collections.ConfigDict:
             cfg = _load_py(path, arg or None)
         else:
             raise JaxnasError(f"config file {path!r} must end in .py or .json")
-    _check_against(cfg, DEFAULTS[kind]())
+    cfg = _with_space(cfg)
+    _check_against(cfg, _schema(cfg, kind))
     return _fill(cfg, kind)
 
 
@@ -204,7 +242,10 @@ def _parse_value(text: str, ref, path: str):
 
 
 def apply_overrides(cfg: ml_collections.ConfigDict, overrides: list[str]) -> ml_collections.ConfigDict:
-    """Apply ``--config.a.b=value`` (or ``a.b=value``) overrides, typed by the field they replace."""
+    """Apply ``--config.a.b=value`` (or ``a.b=value``) overrides, typed by the field they replace.
+    ``space.name`` goes first, so that the other ``space.*`` overrides meet that space's fields."""
+    is_name = [o.removeprefix("--config.").startswith("space.name=") for o in overrides]
+    overrides = [o for o, n in zip(overrides, is_name) if n] + [o for o, n in zip(overrides, is_name) if not n]
     for item in overrides:
         text = item[len("--config."):] if item.startswith("--config.") else item
         if "=" not in text:
@@ -221,6 +262,8 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides: list[str]) -> ml_
             raise JaxnasError(f"config field {path!r} is a group; override one of its fields: "
                               f"{', '.join(sorted(node[parts[-1]].keys()))}")
         node[parts[-1]] = _parse_value(value, node[parts[-1]], path)
+        if path == "space.name":
+            cfg = _with_space(cfg)
     return cfg
 
 

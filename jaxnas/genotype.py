@@ -137,6 +137,9 @@ def derive_cell(weights: np.ndarray, op_names: Sequence[str], nodes: int, k: int
     if w.shape != (n_edges, len(op_names)):
         raise JaxnasError(f"alpha weights have shape {w.shape}, expected ({n_edges}, {len(op_names)}) "
                           f"for {nodes} nodes and {len(op_names)} ops")
+    if (w < 0).any() or not np.allclose(w.sum(-1), 1.0, atol=1e-3):
+        raise JaxnasError("the edge weights are not distributions over the ops (rows >= 0 summing to 1): "
+                          "raw alphas? derive from them with genotype.derive_from_alphas")
     candidates = [j for j, name in enumerate(op_names) if name != "none"]
     if not candidates:
         raise JaxnasError("the op set has no op besides 'none'")
@@ -156,12 +159,25 @@ def derive_cell(weights: np.ndarray, op_names: Sequence[str], nodes: int, k: int
     return tuple(gene)
 
 
-def derive(weights_normal: np.ndarray, weights_reduce: np.ndarray, op_names: Sequence[str],
-           nodes: int) -> Genotype:
-    """Genotype of a DARTS supernet from the softmaxed alphas of both cell types."""
+def derive_from_weights(weights_normal: np.ndarray, weights_reduce: np.ndarray, op_names: Sequence[str],
+                        nodes: int) -> Genotype:
+    """Genotype of a DARTS supernet from the edge weights softmax(alpha) of both cell types
+    (rows that are not distributions are an error: raw alphas go to ``derive_from_alphas``)."""
     concat = tuple(range(2, 2 + nodes))
     return Genotype(derive_cell(weights_normal, op_names, nodes), concat,
                     derive_cell(weights_reduce, op_names, nodes), concat)
+
+
+def _softmax(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, np.float64)
+    e = np.exp(a - a.max(-1, keepdims=True))
+    return (e / e.sum(-1, keepdims=True)).astype(np.float32)
+
+
+def derive_from_alphas(alphas_normal: np.ndarray, alphas_reduce: np.ndarray, op_names: Sequence[str],
+                       nodes: int) -> Genotype:
+    """Genotype of a DARTS supernet from its raw alphas: DARTS's rule on softmax(alpha) per edge."""
+    return derive_from_weights(_softmax(alphas_normal), _softmax(alphas_reduce), op_names, nodes)
 
 
 def _g(normal, reduce) -> Genotype:

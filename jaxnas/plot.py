@@ -9,8 +9,10 @@ import os
 
 import numpy as np
 
-from jaxnas import genotype as genotype_lib
+from jaxnas import config as config_lib
 from jaxnas.errors import JaxnasError
+from jaxnas.ops import resolve_op_set
+from jaxnas.spaces import get_space
 
 FORMATS = ("png", "svg")
 
@@ -33,21 +35,6 @@ def _save(fig, base: str) -> list[str]:
         out.append(path)
     _plt().close(fig)
     return out
-
-
-def darts_cell_edges(edges, concat, nodes: int) -> list[tuple[str, str, str]]:
-    """A DARTS cell as ``(source, target, op)`` triples over named states c_{k-2}, c_{k-1}, 0.., c_{k}."""
-    names = ["c_{k-2}", "c_{k-1}"] + [str(i) for i in range(nodes)]
-    out = [(names[src], str(i // 2), op) for i, (op, src) in enumerate(edges)]
-    out += [(names[j], "c_{k}", "") for j in concat]
-    return out
-
-
-def nb201_cell_edges(arch) -> list[tuple[str, str, str]]:
-    """A NAS-Bench-201 cell as ``(source, target, op)`` triples over nodes 0..3 (``none`` edges left out)."""
-    from jaxnas.spaces.nb201 import EDGES
-
-    return [(str(i), str(j), op) for (j, i), op in zip(EDGES, arch.ops) if op != "none"]
 
 
 def _layout(triples) -> dict[str, tuple[float, float]]:
@@ -99,23 +86,8 @@ def cell_figure(triples, title: str):
     return fig
 
 
-def _edge_name(e: int, key: str = "") -> str:
-    """DARTS edge order: node 0's inputs (states 0, 1), then node 1's (0, 1, 2), and so on;
-    NAS-Bench-201 (one matrix named ``alphas``): its string order."""
-    if key == "alphas":
-        from jaxnas.spaces.nb201 import EDGES
-
-        return f"{EDGES[e][1]} -> {EDGES[e][0]}"
-    names = ["c{k-2}", "c{k-1}"]
-    node = 0
-    while e >= node + 2:
-        e -= node + 2
-        node += 1
-    return f"{names[e] if e < 2 else e - 2} -> {node}"
-
-
-def alphas_figure(records: list[dict], key: str, op_names, title: str):
-    """One panel per edge: softmax(alpha) of each op against the epoch."""
+def alphas_figure(records: list[dict], key: str, op_names, title: str, edge_names=None):
+    """One panel per edge: softmax(alpha) of each op against the epoch (``edge_names``: the panels' labels)."""
     plt = _plt()
     w = np.asarray([r[f"{key}_softmax"] for r in records])  # epochs x edges x ops
     epochs = [r["epoch"] for r in records]
@@ -130,7 +102,7 @@ def alphas_figure(records: list[dict], key: str, op_names, title: str):
             continue
         for o, name in enumerate(op_names):
             ax.plot(epochs, w[:, e, o], label=name, lw=1.2)
-        ax.set_title(f"edge {e}: {_edge_name(e, key)}", fontsize=8)
+        ax.set_title(f"edge {e}: {edge_names[e]}" if edge_names else f"edge {e}", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.ticklabel_format(axis="y", useOffset=False)
         if e // cols == rows - 1 or e + cols >= n_edges:
@@ -185,8 +157,6 @@ def _read_jsonl(path: str) -> list[dict]:
 
 def plot_run(run_dir: str, out_dir: str | None = None) -> list[str]:
     """Write every figure the run's files allow into ``<run_dir>/plots``; returns the paths."""
-    from jaxnas import config as config_lib
-
     cfg_path, meta_path = os.path.join(run_dir, "config.json"), os.path.join(run_dir, "meta.json")
     if not (os.path.exists(cfg_path) and os.path.exists(meta_path)):
         raise JaxnasError(f"{run_dir!r} is not a jaxnas run directory (config.json and meta.json expected)")
@@ -195,42 +165,28 @@ def plot_run(run_dir: str, out_dir: str | None = None) -> list[str]:
     out_dir = out_dir or os.path.join(run_dir, "plots")
     os.makedirs(out_dir, exist_ok=True)
     written = []
+    with open(cfg_path) as f:
+        cfg = config_lib.from_dict(json.load(f), kind)
+    if kind == "search":
+        config_lib.import_extensions(cfg.run.imports)
+    space = get_space(cfg.space.name) if kind == "search" else get_space("darts")
     metrics = _read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
     g_path = os.path.join(run_dir, "genotype.json")
-    genotype, raw = None, None
+    raw = None
     if os.path.exists(g_path):
         with open(g_path) as f:
             raw = json.load(f)
     elif metrics and "genotype" in metrics[-1]:
         raw = metrics[-1]["genotype"]
-    if raw is not None and raw.get("space") == "nb201":
-        from jaxnas.spaces import nb201
-
-        fig = cell_figure(nb201_cell_edges(nb201.parse(raw)), "NAS-Bench-201 cell")
-        written += _save(fig, os.path.join(out_dir, "cell"))
-    elif raw is not None and raw.get("space") == "chain":
-        blocks = [t.strip() for t in raw["arch"].split(">")]
-        names = ["input"] + [str(i + 1) for i in range(len(blocks))] + ["logits"]
-        triples = [(names[i], names[i + 1], b) for i, b in enumerate(blocks)]
-        triples.append((names[-2], "logits", "flatten, linear"))
-        written += _save(cell_figure(triples, "chain architecture"), os.path.join(out_dir, "arch"))
-    elif raw is not None and "normal" in raw:
-        genotype = genotype_lib.validate(genotype_lib.from_dict(raw))
-    if genotype is not None:
-        for name, edges, concat in (("normal", genotype.normal, genotype.normal_concat),
-                                    ("reduce", genotype.reduce, genotype.reduce_concat)):
-            fig = cell_figure(darts_cell_edges(edges, concat, genotype.nodes), f"{name} cell")
-            written += _save(fig, os.path.join(out_dir, f"cell_{name}"))
+    if raw is not None:
+        for stem, title, edges in space.drawings(space.arch_from_dict(raw)):
+            written += _save(cell_figure(edges, title), os.path.join(out_dir, stem))
     alphas = _read_jsonl(os.path.join(run_dir, "alphas.jsonl"))
     if alphas and kind == "search":
-        with open(cfg_path) as f:
-            cfg = config_lib.from_dict(json.load(f), "search")
-        config_lib.import_extensions(cfg.run.imports)
-        from jaxnas.ops import resolve_op_set
-
         op_names = alphas[-1].get("ops") or resolve_op_set(cfg.space.ops)
         for key in (k for k in alphas[-1] if k.startswith("alphas") and not k.endswith("_softmax")):
-            fig = alphas_figure(alphas, key, op_names, f"{key}: softmax weights per edge")
+            names = space.edge_names(key, len(alphas[-1][key]))
+            fig = alphas_figure(alphas, key, op_names, f"{key}: softmax weights per edge", names)
             written += _save(fig, os.path.join(out_dir, key))
     history = _read_jsonl(os.path.join(run_dir, "history.jsonl"))
     if history:

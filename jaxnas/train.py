@@ -1,8 +1,8 @@
 """Retrain a genotype from scratch and test it (DARTS cnn/train.py), and re-evaluate a saved run.
 
-The loop: build the evaluation network, jit one train step over the device mesh,
-run epochs (cosine lr and linearly growing drop-path, both per epoch), then test
-once on the held-out test split, which is never used for any choice.
+Set-up (data, mesh, the evaluation network and optimizer, the jitted train step), then the
+run driver's loop (cosine lr and linearly growing drop-path, both per epoch), then one test
+on the held-out test split, which is never used for any choice.
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxnas import checkpoint, loop, parallel, rundir, writers
+from jaxnas import checkpoint, driver, parallel, rundir, writers
+from jaxnas import config as config_lib
 from jaxnas import data as data_lib, genotype as genotype_lib, metrics as metrics_lib
 from jaxnas.errors import JaxnasError
-from jaxnas.search.bilevel import epoch_cosine_lr, weight_optimizer
-from jaxnas.spaces.darts import DartsNetwork, count_params
+from jaxnas.nn import count_params
+from jaxnas.optim import epoch_cosine_lr, weight_optimizer
+from jaxnas.spaces.darts import DartsNetwork
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -113,95 +115,94 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
     """
     if cfg.train.dtype not in DTYPES:
         raise JaxnasError(f"unknown train.dtype {cfg.train.dtype!r}; allowed: {', '.join(DTYPES)}")
-    genotype = genotype_lib.load(cfg.genotype)
-    ds, model, mesh, params, stats, predict = _prepare(cfg, genotype)
     t = cfg.train
     if t.epochs < 1:
         raise JaxnasError(f"train.epochs must be positive, got {t.epochs}")
+    if resume and not run_dir:
+        raise JaxnasError("resume needs a run directory")
+
+    # data, mesh and model (the evaluation network of the genotype)
+    genotype = genotype_lib.load(cfg.genotype)
+    ds, model, mesh, params, stats, predict = _prepare(cfg, genotype)
     parallel.check_batch(t.batch_size, mesh)
     mean, std = ds.mean_std()
     augment = data_lib.resolve_augment(cfg.data.augment, ds.name)
     batches = data_lib.Batcher(ds.x_train, ds.y_train, np.arange(len(ds.x_train)), t.batch_size, mean, std,
                                augment, cfg.seed, 0, cutout=cfg.data.cutout)
     steps = min(batches.steps_per_epoch, t.max_steps_per_epoch or batches.steps_per_epoch)
+
+    # optimizer and the jitted train step
     schedule = epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, t.epochs, steps)
     tx = weight_optimizer(cfg.optim, schedule)
     graphdef = nnx.split(model, nnx.Param, nnx.BatchStat, ...)[0]
     repl, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-    step = jax.jit(make_train_step(graphdef, tx, cfg.model.auxiliary_weight, DTYPES[t.dtype]),
-                   in_shardings=(repl, repl, repl, data, repl, repl), out_shardings=repl, donate_argnums=(0, 1, 2))
+    train_step = jax.jit(make_train_step(graphdef, tx, cfg.model.auxiliary_weight, DTYPES[t.dtype]),
+                         in_shardings=(repl, repl, repl, data, repl, repl), out_shardings=repl,
+                         donate_argnums=(0, 1, 2))
     opt = tx.init(params)
     key = jax.random.key(cfg.seed)
     part = parallel.local_part()
 
-    ckpt = checkpoint.Checkpointer(os.path.join(run_dir, "checkpoints"), cfg.run.keep_checkpoints, log) \
-        if run_dir else None
+    # loop: restore, then the driver's epochs
+    ckpt = driver.checkpointer(run_dir, cfg.run.keep_checkpoints, log)
     start, sums, history = 0, {"loss": 0.0, "acc": 0.0}, []
     if resume:
-        if ckpt is None:
-            raise JaxnasError("resume needs a run directory")
         template = {"params": params, "stats": stats, "opt": opt, "key": jax.random.key_data(key)}
-        tree, meta, start, history = loop.restore_run(ckpt, template, steps, mesh.devices.size, run_dir, log)
+        tree, meta, start, history = driver.restore_run(ckpt, template, steps, mesh.devices.size, run_dir, log)
         if tree is not None:
             params, stats, opt = tree["params"], tree["stats"], tree["opt"]
             key, sums = jax.random.wrap_key_data(tree["key"]), meta["sums"]
     params, stats, opt = parallel.put_replicated((params, stats, opt), mesh)
     writer = writers.MetricWriter(run_dir, start, cfg.run.tensorboard, resume)
+    log(f"train: genotype {genotype} | {count_params(model) / 1e6:.3f}M params (auxiliary head excluded) | "
+        f"C={cfg.model.C} layers={cfg.model.layers} | data={ds.name} train/test {len(ds.x_train)}/{len(ds.x_test)} "
+        f"| {mesh.devices.size} x {jax.devices()[0].device_kind} in {jax.process_count()} process(es) | "
+        f"{steps} steps/epoch")
+    progress = driver.Progress(t.epochs * steps, start, "train", cfg.run.progress and jax.process_index() == 0)
+    t0, last, drop_prob = time.time(), {}, 0.0
 
-    def save(gstep: int) -> None:
+    def begin_epoch(epoch, first):
+        nonlocal sums, drop_prob
+        drop_prob = cfg.model.drop_path_prob * epoch / t.epochs
+        if first == 0:
+            sums = {"loss": 0.0, "acc": 0.0}
+
+    def step(epoch, i):
+        nonlocal params, stats, opt, key, sums, last
+        key, sub = jax.random.split(key)
+        batch = parallel.put_batch(batches.batch(epoch, i, part), mesh, local=True)
+        params, stats, opt, last = train_step(params, stats, opt, batch, sub, jnp.float32(drop_prob))
+        sums = {k: sums[k] + last[k] for k in sums}
+        return {"train loss": last["total_loss"], "gradient norm": last["grad_norm"]}
+
+    def log_step(epoch, i, gstep, _):
+        loss, acc = float(last["loss"]), float(last["acc"])
+        progress.write(f"epoch {epoch + 1}/{t.epochs} step {i + 1}/{steps} | loss {loss:.4f} acc {acc:.3f} | "
+                       f"drop-path {drop_prob:.3f} | {progress.rate() * t.batch_size:.1f} img/s | "
+                       f"ETA {progress.eta()}", log)
+        writer.write("steps", gstep, {"epoch": epoch + 1, "step": gstep, "loss": loss, "acc": acc,
+                                      "lr": float(schedule(gstep - 1))})
+
+    def end_epoch(epoch, gstep, seconds):
+        record = {"epoch": epoch + 1, "step": gstep, "train_loss": float(sums["loss"]) / steps,
+                  "train_acc": float(sums["acc"]) / steps, "drop_prob": drop_prob,
+                  "time_s": round(time.time() - t0, 2)}
+        history.append(record)
+        progress.write(f"epoch {epoch + 1}/{t.epochs} done in {seconds:.1f}s | train loss "
+                       f"{record['train_loss']:.4f} acc {record['train_acc']:.4f} | ETA {progress.eta()}", log)
+        writer.write("metrics", gstep, record)
+        writer.flush()
+
+    def save(gstep):
         if ckpt is not None:
             ckpt.save(gstep, {"params": params, "stats": stats, "opt": opt, "key": jax.random.key_data(key)},
                       {"step": gstep, "steps_per_epoch": steps, "sums": {k: float(v) for k, v in sums.items()},
                        "devices": int(mesh.devices.size), "processes": jax.process_count()})
 
-    log(f"train: genotype {genotype} | {count_params(model) / 1e6:.3f}M params (auxiliary head excluded) | "
-        f"C={cfg.model.C} layers={cfg.model.layers} | data={ds.name} train/test {len(ds.x_train)}/{len(ds.x_test)} "
-        f"| {mesh.devices.size} x {jax.devices()[0].device_kind} in {jax.process_count()} process(es) | "
-        f"{steps} steps/epoch")
-    progress = loop.Progress(t.epochs * steps, start, "train", cfg.run.progress and jax.process_index() == 0)
-    guard, t0 = loop.FiniteGuard(), time.time()
-    try:
-        with loop.StopOnSignal() as stop:
-            for epoch in range(start // steps, t.epochs):
-                drop_prob = cfg.model.drop_path_prob * epoch / t.epochs
-                first = start - epoch * steps if epoch == start // steps else 0
-                if first == 0:
-                    sums = {"loss": 0.0, "acc": 0.0}
-                t_epoch = time.time()
-                for i in range(first, steps):
-                    gstep = epoch * steps + i + 1
-                    key, sub = jax.random.split(key)
-                    batch = parallel.put_batch(batches.batch(epoch, i, part), mesh, local=True)
-                    params, stats, opt, m = step(params, stats, opt, batch, sub, jnp.float32(drop_prob))
-                    guard.push(gstep, {"train loss": m["total_loss"], "gradient norm": m["grad_norm"]})
-                    progress.update()
-                    if (i + 1) % cfg.run.log_every == 0 or i + 1 == steps:
-                        guard.flush()
-                        loss, acc = float(m["loss"]), float(m["acc"])
-                        progress.write(f"epoch {epoch + 1}/{t.epochs} step {i + 1}/{steps} | loss {loss:.4f} "
-                                       f"acc {acc:.3f} | drop-path {drop_prob:.3f} | "
-                                       f"{progress.rate() * t.batch_size:.1f} img/s | ETA {progress.eta()}", log)
-                        writer.write("steps", gstep, {"epoch": epoch + 1, "step": gstep, "loss": loss, "acc": acc,
-                                                      "lr": float(schedule(gstep - 1))})
-                    sums = {k: sums[k] + m[k] for k in sums}
-                    if i + 1 < steps and loop.checkpoint_due(gstep, cfg.run.checkpoint_every, stop):
-                        guard.flush()
-                        save(gstep)
-                        loop.stop_if_asked(stop, ckpt, gstep, run_dir)
-                guard.flush()
-                gstep = (epoch + 1) * steps
-                record = {"epoch": epoch + 1, "step": gstep, "train_loss": float(sums["loss"]) / steps,
-                          "train_acc": float(sums["acc"]) / steps, "drop_prob": drop_prob,
-                          "time_s": round(time.time() - t0, 2)}
-                history.append(record)
-                progress.write(f"epoch {epoch + 1}/{t.epochs} done in {time.time() - t_epoch:.1f}s | train loss "
-                               f"{record['train_loss']:.4f} acc {record['train_acc']:.4f} | ETA {progress.eta()}", log)
-                writer.write("metrics", gstep, record)
-                writer.flush()
-                save(gstep)
-                loop.stop_if_asked(stop, ckpt, gstep, run_dir)
-    finally:  # pending checkpoint writes finish even when the run stops with an error
-        loop.close_run(progress, writer, ckpt)
+    driver.run_epochs(epochs=t.epochs, steps=steps, start=start, log_every=cfg.run.log_every,
+                      checkpoint_every=cfg.run.checkpoint_every, progress=progress, ckpt=ckpt, run_dir=run_dir,
+                      writer=writer, step=step, log_step=log_step, end_epoch=end_epoch, save=save,
+                      begin_epoch=begin_epoch)
     result = test_metrics(predict, params, stats, ds.x_test, ds.y_test, ds.num_classes, t.eval_batch_size,
                           mean, std, mesh)
     result["params"] = count_params(model)
@@ -215,8 +216,6 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
 
 def evaluate_run(run_dir: str, log=print) -> dict:
     """Reload a finished ``jaxnas train`` run's weights and recompute its test metrics."""
-    from jaxnas import config as config_lib
-
     for name in ("config.json", "genotype.json", "weights.npz"):
         if not os.path.exists(os.path.join(run_dir, name)):
             raise JaxnasError(f"{run_dir!r} is not a finished train run: {name} is missing")

@@ -6,9 +6,10 @@ import optax
 import pytest
 from flax import nnx
 
+from jaxnas import optim
 from jaxnas.search import bilevel as B
 from jaxnas.spaces import build_supernet
-from jaxnas.spaces.darts import ArchParam
+from jaxnas.nn import ArchParam
 
 from conftest import tiny_cfg
 
@@ -17,8 +18,8 @@ def _setup(order="first", seed=0, n=16, lr=0.025):
     cfg = tiny_cfg(order=order)
     cfg.optim.lr = lr
     model = build_supernet(cfg.space, (8, 8, 1), 10, nnx.Rngs(seed))
-    schedule = B.epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, 4, 5)
-    w_tx, a_tx = B.weight_optimizer(cfg.optim, schedule), B.alpha_optimizer(cfg.optim)
+    schedule = optim.epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, 4, 5)
+    w_tx, a_tx = optim.weight_optimizer(cfg.optim, schedule), optim.alpha_optimizer(cfg.optim)
     graphdef, state = B.init_state(model, w_tx, a_tx)
     rng = np.random.default_rng(seed)
     batches = [{"x": rng.normal(size=(n, 8, 8, 1)).astype(np.float32),
@@ -90,8 +91,8 @@ def test_darts_finite_difference_approximates_the_exact_hypergradient():
 
 def test_weight_update_matches_pytorch_sgd_rules():
     cfg = tiny_cfg().optim
-    schedule = B.epoch_cosine_lr(0.025, 0.001, 4, 2)
-    tx = B.weight_optimizer(cfg, schedule)
+    schedule = optim.epoch_cosine_lr(0.025, 0.001, 4, 2)
+    tx = optim.weight_optimizer(cfg, schedule)
     w = {"k": jnp.array([1.0, -2.0])}
     st = tx.init(w)
     buf, wt = np.zeros(2), np.array([1.0, -2.0])
@@ -108,7 +109,7 @@ def test_weight_update_matches_pytorch_sgd_rules():
 
 
 def test_alpha_update_is_adam_with_coupled_l2():
-    tx = B.alpha_optimizer(tiny_cfg().optim)
+    tx = optim.alpha_optimizer(tiny_cfg().optim)
     a = {"a": jnp.array([0.5, -0.2])}
     g = np.array([0.1, 0.3])
     upd, _ = tx.update({"a": jnp.asarray(g, jnp.float32)}, tx.init(a), a)
@@ -118,7 +119,7 @@ def test_alpha_update_is_adam_with_coupled_l2():
 
 
 def test_schedule_steps_once_per_epoch():
-    s = B.epoch_cosine_lr(0.025, 0.001, 50, 10)
+    s = optim.epoch_cosine_lr(0.025, 0.001, 50, 10)
     assert float(s(0)) == pytest.approx(0.025) and float(s(9)) == pytest.approx(0.025)
     assert float(s(250)) == pytest.approx(0.013)
     assert float(s(499)) == pytest.approx(0.001 + 0.012 * (1 + np.cos(np.pi * 49 / 50)))

@@ -35,7 +35,8 @@ def test_derive_keeps_the_two_strongest_edges_per_node():
     names = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5",
              "dil_conv_3x3", "dil_conv_5x5")
     w = np.random.default_rng(0).random((14, 8)).astype(np.float32)
-    g = G.derive(w, w, names, nodes=4)
+    w /= w.sum(1, keepdims=True)  # edge weights: distributions over the ops
+    g = G.derive_from_weights(w, w, names, nodes=4)
     assert len(g.normal) == 8 and g.normal_concat == (2, 3, 4, 5) and g.reduce == g.normal
     start = 0
     for node in range(4):

@@ -3,6 +3,7 @@ import numpy as np
 from flax import nnx
 
 from jaxnas import parallel
+from jaxnas import optim
 from jaxnas.search import bilevel as B
 from jaxnas.spaces import build_supernet
 
@@ -12,8 +13,8 @@ from conftest import tiny_cfg
 def _run_on(n_devices: int, order: str):
     cfg = tiny_cfg(order=order)
     model = build_supernet(cfg.space, (8, 8, 1), 10, nnx.Rngs(0))
-    schedule = B.epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, 4, 5)
-    w_tx, a_tx = B.weight_optimizer(cfg.optim, schedule), B.alpha_optimizer(cfg.optim)
+    schedule = optim.epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, 4, 5)
+    w_tx, a_tx = optim.weight_optimizer(cfg.optim, schedule), optim.alpha_optimizer(cfg.optim)
     graphdef, state = B.init_state(model, w_tx, a_tx)
     mesh = parallel.make_mesh(n_devices)
     step = parallel.jit_data_parallel(B.make_search_step(graphdef, w_tx, a_tx, schedule, order, cfg.optim), mesh, 2)

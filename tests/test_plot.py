@@ -9,15 +9,17 @@ from jaxnas import plot, rundir
 from jaxnas import config as config_lib
 from jaxnas.cli import main
 from jaxnas.errors import JaxnasError
+from jaxnas.spaces import get_space
+from jaxnas.spaces.darts import darts_cell_edges
 
 
 def test_darts_cell_edges_follow_the_genotype():
-    edges = plot.darts_cell_edges(G.DARTS_V2.normal, G.DARTS_V2.normal_concat, 4)
+    edges = darts_cell_edges(G.DARTS_V2.normal, G.DARTS_V2.normal_concat, 4)
     assert edges[:3] == [("c_{k-2}", "0", "sep_conv_3x3"), ("c_{k-1}", "0", "sep_conv_3x3"),
                          ("c_{k-2}", "1", "sep_conv_3x3")]
     assert ("0", "3", "dil_conv_3x3") in edges and ("2", "c_{k}", "") in edges and len(edges) == 12
-    assert [plot._edge_name(e) for e in (0, 1, 2, 4, 13)] == ["c{k-2} -> 0", "c{k-1} -> 0", "c{k-2} -> 1",
-                                                             "0 -> 1", "2 -> 3"]
+    names = get_space("darts").edge_names("alphas_normal", 14)
+    assert [names[e] for e in (0, 1, 2, 4, 13)] == ["c{k-2} -> 0", "c{k-1} -> 0", "c{k-2} -> 1", "0 -> 1", "2 -> 3"]
 
 
 def _fake_search_run(tmp_path):

@@ -105,7 +105,8 @@ def ck_template(cfg):
     from flax import nnx
 
     from jaxnas import data as data_lib
-    from jaxnas.search.bilevel import alpha_optimizer, epoch_cosine_lr, init_state, weight_optimizer
+    from jaxnas.optim import alpha_optimizer, epoch_cosine_lr, weight_optimizer
+    from jaxnas.search.bilevel import init_state
     from jaxnas.spaces import build_supernet
 
     ds = data_lib.load_dataset(cfg.data.name)

@@ -26,7 +26,7 @@ def test_shapes_are_inferred_and_the_network_matches():
     assert net(jnp.ones((2, 8, 8, 1))).shape == (2, 10)
     # parameters by hand: conv 3*3*1*8 + BN 16; branches (1*8*16 + 32) + (9*8*16 + 32);
     # sum branches (32*8 + 16) + (9*32*8 + 16); fc 4*4*8*32 + 32; classifier 32*10 + 10
-    from jaxnas.spaces.darts import count_params
+    from jaxnas.nn import count_params
 
     assert count_params(net) == (72 + 16) + (128 + 32 + 1152 + 32) + (256 + 16 + 2304 + 16) + (4096 + 32) + 330
     assert space.decode(space.encode(arch)) == arch

@@ -1,10 +1,12 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from jaxnas import genotype as G
-from jaxnas.search.bilevel import split_model
+from jaxnas.errors import JaxnasError
+from jaxnas.nn import split_model
 from jaxnas.spaces import build_supernet
 from jaxnas.spaces.darts import DartsSupernet, SearchCell, edge_row, reduction_layers
 
@@ -25,7 +27,9 @@ def test_darts_search_network_matches_the_original():
                          jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32))
     assert out.shape == (2, 10)
     w = [np.asarray(jax.nn.softmax(alphas[k][...], -1)) for k in ("alphas_normal", "alphas_reduce")]
-    assert model.genotype() == G.derive(w[0], w[1], model.op_names, 4)
+    assert model.genotype() == G.derive_from_weights(w[0], w[1], model.op_names, 4)
+    with pytest.raises(JaxnasError, match="raw alphas"):  # alphas are not edge weights
+        G.derive_from_weights(np.asarray(alphas["alphas_normal"][...]), w[1], model.op_names, 4)
 
 
 def test_edge_numbering_is_node_major():
@@ -56,7 +60,8 @@ def test_reduction_cell_halves_and_next_cell_factorizes():
 
 
 def test_evaluation_network_parameter_count_matches_darts():
-    from jaxnas.spaces.darts import DartsNetwork, count_params
+    from jaxnas.nn import count_params
+    from jaxnas.spaces.darts import DartsNetwork
 
     # built eagerly: nnx.eval_shape is slower here (NNX's rng counters under tracing cost jax a
     # progenitor search per draw), 16-38 s against 10 s

@@ -11,12 +11,13 @@ then a weight update on a search-train batch. The architecture gradient is
                  w+- = w +- eps * grad_w' L_val(w', alpha), eps = 0.01 / ||grad_w' L_val||.
 
 The step is a pure function of a ``SearchState`` pytree; the model's structure
-(``graphdef``) is closed over and merged inside the step.
+(``graphdef``) is closed over and merged inside the step. The state's PRNG key is split
+every step and feeds the supernet's relaxation (sampling relaxations; softmax ignores it),
+so a resumed or multi-device run draws the same architectures.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -25,7 +26,8 @@ import optax
 from flax import nnx
 
 from jaxnas.errors import unknown
-from jaxnas.spaces.darts import ArchParam
+from jaxnas.losses import accuracy, cross_entropy
+from jaxnas.nn import split_model
 
 ORDERS = ("first", "second", "second_fd")
 
@@ -37,64 +39,25 @@ class SearchState(NamedTuple):
     batch_stats: Any         # nnx.State of nnx.BatchStat: BN running statistics
     w_opt: Any               # weight optimizer state
     a_opt: Any               # alpha optimizer state
+    key: jax.Array           # PRNG key (raw uint32[2]) of the relaxation's draws
 
 
-def epoch_cosine_lr(lr: float, lr_min: float, epochs: int, steps_per_epoch: int) -> Callable:
-    """DARTS's schedule: CosineAnnealingLR(T_max=epochs, eta_min) stepped once per epoch."""
-
-    def schedule(count):
-        epoch = jnp.minimum(count // steps_per_epoch, epochs)
-        return lr_min + 0.5 * (lr - lr_min) * (1.0 + jnp.cos(math.pi * epoch / epochs))
-
-    return schedule
-
-
-def weight_optimizer(cfg, schedule: Callable) -> optax.GradientTransformation:
-    """SGD as in DARTS/PyTorch: clip the raw gradient norm, coupled L2 decay, momentum."""
-    return optax.chain(
-        optax.clip_by_global_norm(cfg.grad_clip),
-        optax.add_decayed_weights(cfg.weight_decay),
-        optax.sgd(schedule, momentum=cfg.momentum),
-    )
-
-
-def alpha_optimizer(cfg) -> optax.GradientTransformation:
-    """Adam with coupled L2 weight decay (PyTorch ``Adam(weight_decay=...)``, not AdamW)."""
-    return optax.chain(
-        optax.add_decayed_weights(cfg.arch_weight_decay),
-        optax.adam(cfg.arch_lr, b1=cfg.arch_beta1, b2=cfg.arch_beta2),
-    )
-
-
-def split_model(model: nnx.Module):
-    """Split a supernet into (graphdef, params, alphas, batch_stats); nothing else may hold state."""
-    graphdef, params, alphas, stats, rest = nnx.split(model, nnx.Param, ArchParam, nnx.BatchStat, ...)
-    leftover = jax.tree.leaves(rest)
-    if leftover:
-        raise ValueError(f"supernet holds state that is neither weights, alphas nor BN statistics: {rest}")
-    return graphdef, params, alphas, stats
-
-
-def init_state(model: nnx.Module, w_tx, a_tx) -> tuple[Any, SearchState]:
+def init_state(model: nnx.Module, w_tx, a_tx, seed: int = 0) -> tuple[Any, SearchState]:
+    """``(graphdef, state)`` of a supernet: its weights, alphas and BN statistics, both optimizer
+    states, step 0 and the PRNG key of ``seed``."""
     graphdef, params, alphas, stats = split_model(model)
-    state = SearchState(jnp.zeros((), jnp.int32), params, alphas, stats, w_tx.init(params), a_tx.init(alphas))
+    state = SearchState(jnp.zeros((), jnp.int32), params, alphas, stats, w_tx.init(params), a_tx.init(alphas),
+                        jax.random.PRNGKey(seed))
     return graphdef, state
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-
-def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    return (jnp.argmax(logits, -1) == labels).mean()
-
-
 def make_loss_fn(graphdef) -> Callable:
-    """loss(params, alphas, stats, batch) -> (loss, (logits, new_stats)), training-mode BN."""
+    """loss(params, alphas, stats, batch, key=None) -> (loss, (logits, new_stats)), training-mode BN;
+    ``key`` feeds the relaxation."""
 
-    def loss_fn(params, alphas, stats, batch):
+    def loss_fn(params, alphas, stats, batch, key=None):
         model = nnx.merge(graphdef, params, alphas, stats, copy=True)
-        logits = model(batch["x"])
+        logits = model(batch["x"], key)
         return cross_entropy(logits, batch["y"]), (logits, nnx.state(model, nnx.BatchStat))
 
     return loss_fn
@@ -105,7 +68,8 @@ def _tree_norm(tree) -> jax.Array:
 
 
 def make_hypergradient(graphdef, order: str, cfg) -> Callable:
-    """``hypergrad(state, lr, train_batch, val_batch) -> (grad_alpha, val_loss, val_logits, bn_stats)``.
+    """``hypergrad(state, lr, train_batch, val_batch, k_train=None, k_val=None) -> (grad_alpha, val_loss,
+    val_logits, bn_stats)``; the keys feed the relaxation on the train and val batches.
 
     ``cfg`` holds momentum and weight_decay, used by the second-order unrolled step.
     """
@@ -116,34 +80,34 @@ def make_hypergradient(graphdef, order: str, cfg) -> Callable:
     grad_a = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)
     momentum, wd = cfg.momentum, cfg.weight_decay
 
-    def unrolled(params, alphas, stats, w_opt, lr, train_batch):
+    def unrolled(params, alphas, stats, w_opt, lr, train_batch, key):
         """w' = w - lr * (momentum * buf + grad_w L_train(w, alpha) + wd * w), no clipping (DARTS)."""
-        _, g = grad_w(params, alphas, stats, train_batch)
+        _, g = grad_w(params, alphas, stats, train_batch, key)
         buf = optax.tree_utils.tree_get(w_opt, "trace")
         return jax.tree.map(lambda w, b, gw: w - lr * (momentum * b + gw + wd * w), params, buf, g)
 
-    def hypergrad(state: SearchState, lr, train_batch, val_batch):
+    def hypergrad(state: SearchState, lr, train_batch, val_batch, k_train=None, k_val=None):
         p, a, s = state.params, state.alphas, state.batch_stats
         if order == "first":
-            (loss, (logits, s)), g = grad_a(p, a, s, val_batch)
+            (loss, (logits, s)), g = grad_a(p, a, s, val_batch, k_val)
             return g, loss, logits, s
 
         if order == "second":
             def val_of_unrolled(alphas):
-                w2 = unrolled(p, alphas, s, state.w_opt, lr, train_batch)
-                return loss_fn(w2, alphas, s, val_batch)
+                w2 = unrolled(p, alphas, s, state.w_opt, lr, train_batch, k_train)
+                return loss_fn(w2, alphas, s, val_batch, k_val)
 
             (loss, (logits, s2)), g = jax.value_and_grad(val_of_unrolled, has_aux=True)(a)
             return g, loss, logits, s2
 
-        w2 = unrolled(p, a, s, state.w_opt, lr, train_batch)
+        w2 = unrolled(p, a, s, state.w_opt, lr, train_batch, k_train)
         (loss, (logits, s2)), (g_w, g_a) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
-            w2, a, s, val_batch)
+            w2, a, s, val_batch, k_val)
         eps = 0.01 / _tree_norm(g_w)
         w_plus = jax.tree.map(lambda w, v: w + eps * v, p, g_w)
         w_minus = jax.tree.map(lambda w, v: w - eps * v, p, g_w)
-        _, g_plus = grad_a(w_plus, a, s, train_batch)
-        _, g_minus = grad_a(w_minus, a, s, train_batch)
+        _, g_plus = grad_a(w_plus, a, s, train_batch, k_train)
+        _, g_minus = grad_a(w_minus, a, s, train_batch, k_train)
         g = jax.tree.map(lambda d, gp, gm: d - lr * (gp - gm) / (2 * eps), g_a, g_plus, g_minus)
         return g, loss, logits, s2
 
@@ -162,11 +126,12 @@ def make_search_step(graphdef, w_tx, a_tx, schedule: Callable, order: str, cfg) 
 
     def step(state: SearchState, train_batch: dict, val_batch: dict):
         lr = schedule(state.step)
-        g_a, val_loss, val_logits, stats = hypergrad(state, lr, train_batch, val_batch)
+        key, k_train, k_val = jax.random.split(state.key, 3)
+        g_a, val_loss, val_logits, stats = hypergrad(state, lr, train_batch, val_batch, k_train, k_val)
         a_updates, a_opt = a_tx.update(g_a, state.a_opt, state.alphas)
         alphas = optax.apply_updates(state.alphas, a_updates)
 
-        (train_loss, (train_logits, stats)), g_w = grad_w(state.params, alphas, stats, train_batch)
+        (train_loss, (train_logits, stats)), g_w = grad_w(state.params, alphas, stats, train_batch, k_train)
         w_updates, w_opt = w_tx.update(g_w, state.w_opt, state.params)
         params = optax.apply_updates(state.params, w_updates)
 
@@ -175,7 +140,7 @@ def make_search_step(graphdef, w_tx, a_tx, schedule: Callable, order: str, cfg) 
             "val_loss": val_loss, "val_acc": accuracy(val_logits, val_batch["y"]),
             "lr": lr, "grad_norm": _tree_norm(g_w), "alpha_grad_norm": _tree_norm(g_a),
         }
-        return SearchState(state.step + 1, params, alphas, stats, w_opt, a_opt), metrics
+        return SearchState(state.step + 1, params, alphas, stats, w_opt, a_opt, key), metrics
 
     return step
 

@@ -6,7 +6,7 @@ rewrite ``search_state.json`` atomically (the strategy's state with its random
 generator, and the budget spent), so ``--resume`` continues with exactly the
 proposals an uninterrupted run would make. At the end the best architecture (by
 score, the earliest among equals) is evaluated on the test split once, and
-``result.json`` and the best-so-far plots are written.
+``result.json`` is written (``jaxnas search`` then draws the best-so-far plots).
 """
 
 from __future__ import annotations
@@ -17,19 +17,20 @@ import time
 
 import jax
 
+from jaxnas import data as data_lib
 from jaxnas import rundir, writers
+from jaxnas.driver import Preempted, StopOnSignal
 from jaxnas.errors import JaxnasError
-from jaxnas.loop import Preempted, StopOnSignal
-from jaxnas.spaces import discrete_space
+from jaxnas.evaluators import final_tester, make_evaluator
+from jaxnas.spaces import discrete_space, get_space
 
 
-def _in_shape(cfg):
-    """The input shape, for spaces whose validity depends on it (the chain space)."""
-    if cfg.space.name != "chain":
-        return None
-    from jaxnas import data as data_lib
-
-    return data_lib.load_dataset(cfg.data.name, cfg.data.data_dir).image_shape
+def space_of(cfg):
+    """The run's discrete space; spaces whose validity depends on the input shape get it."""
+    in_shape = None
+    if get_space(cfg.space.name).needs_input_shape:
+        in_shape = data_lib.load_dataset(cfg.data.name, cfg.data.data_dir).image_shape
+    return discrete_space(cfg.space, in_shape)
 
 
 def check_budget(d) -> None:
@@ -90,10 +91,12 @@ def run(cfg, run_dir: str | None, log, resume: bool, strategy_cls, evaluator=Non
     check_budget(d)
     if resume and not run_dir:
         raise JaxnasError("resume needs a run directory")
-    space = discrete_space(cfg.space, _in_shape(cfg))
-    from jaxnas.evaluate import make_evaluator
-
+    space = space_of(cfg)
     evaluator = evaluator or make_evaluator(cfg, space, log)
+    if d.budget_seconds and not getattr(evaluator, "has_cost", True):
+        raise JaxnasError(f"discrete.budget_seconds={d.budget_seconds} counts the evaluations' cost, but evaluator "
+                          f"{cfg.evaluator.kind!r} has none (set evaluator.cost_column to the table's time column, "
+                          f"or budget with discrete.budget_evals)")
     strategy = strategy_cls(space, d, cfg.seed)
     state, history = None, []
     state_path = os.path.join(run_dir, "search_state.json") if run_dir else None
@@ -142,8 +145,6 @@ def run(cfg, run_dir: str | None, log, resume: bool, strategy_cls, evaluator=Non
     result = {"strategy": cfg.search.strategy, "space": space.name, "arch": state["best"],
               "score": state["best_score"], "evaluations": state["evals"], "spent": state["spent"]}
     if d.final_test:
-        from jaxnas.evaluate import final_tester
-
         tester = final_tester(cfg, space, evaluator, log)
         result["test"] = tester.test(best)
         f1 = result["test"].get("macro_f1")
@@ -153,9 +154,6 @@ def run(cfg, run_dir: str | None, log, resume: bool, strategy_cls, evaluator=Non
         rundir.write_json(os.path.join(run_dir, "result.json"), result)
         rundir.write_json(os.path.join(run_dir, "genotype.json"),
                           best.to_dict() if hasattr(best, "to_dict") else {"space": space.name, "arch": state["best"]})
-        from jaxnas import plot
-
-        plot.best_so_far(history, os.path.join(run_dir, "plots"))
     return {"genotype": best, "history": history, "result": result}
 
 

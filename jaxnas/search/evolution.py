@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import deque
 
 from jaxnas.errors import JaxnasError
-from jaxnas.search import register_discrete_strategy
+from jaxnas.search.registry import register_discrete_strategy
 from jaxnas.search.base import Strategy
 
 

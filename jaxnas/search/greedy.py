@@ -10,7 +10,7 @@ scores best or the maximum depth is reached. Ties keep the earlier value.
 
 from __future__ import annotations
 
-from jaxnas.search import register_discrete_strategy
+from jaxnas.search.registry import register_discrete_strategy
 from jaxnas.search.base import Strategy
 
 

@@ -3,7 +3,7 @@ the baseline of Li & Talwalkar 2019 and of NAS-Bench-201)."""
 
 from __future__ import annotations
 
-from jaxnas.search import register_discrete_strategy
+from jaxnas.search.registry import register_discrete_strategy
 from jaxnas.search.base import Strategy
 
 

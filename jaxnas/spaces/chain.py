@@ -11,19 +11,24 @@ A classifier (flatten, linear) always follows the last block.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import re
 
 import jax
 import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
 from flax import nnx
 
 from jaxnas.errors import JaxnasError
-from jaxnas.ops import batch_norm, conv
-from jaxnas.spaces import register_discrete_space
+from jaxnas.losses import cross_entropy
+from jaxnas.nn import conv, torch_linear
+from jaxnas.ops import batch_norm
 from jaxnas.spaces.base import DiscreteSpace
-from jaxnas.spaces.darts import _torch_linear
+from jaxnas.spaces.registry import Space, register_space
 
 END = "end"
 _CONV = re.compile(r"^conv(\d+)x(\d+)-(\d+)$")
@@ -79,8 +84,7 @@ def output_shape(shape: tuple, token: str) -> tuple | None:
     return (h, w, branches[0][1] if merge == "sum" else sum(f for _, f in branches))
 
 
-@register_discrete_space("chain")
-class ChainSpace(DiscreteSpace):
+class ChainDiscrete(DiscreteSpace):
     name = "chain"
 
     def __init__(self, space_cfg, in_shape=None):
@@ -188,7 +192,7 @@ class _Pool(nnx.Module):
 
 class _FC(nnx.Module):
     def __init__(self, d_in, d_out, *, rngs):
-        self.linear = _torch_linear(d_in, d_out, rngs)
+        self.linear = torch_linear(d_in, d_out, rngs)
 
     def __call__(self, x):
         return jax.nn.relu(self.linear(x.reshape(x.shape[0], -1)))
@@ -225,7 +229,7 @@ class ChainNet(nnx.Module):
             shape = out
         self.layers = nnx.List(layers)
         self.out_shape = shape
-        self.classifier = _torch_linear(math.prod(shape), num_classes, rngs)
+        self.classifier = torch_linear(math.prod(shape), num_classes, rngs)
 
     def __call__(self, x):
         for layer in self.layers:
@@ -243,9 +247,7 @@ class ChainSharedWeights:
     forward pass is compiled once per distinct architecture (the sequence is static).
     """
 
-    def __init__(self, space: ChainSpace, num_classes: int, seed: int):
-        import numpy as np
-
+    def __init__(self, space: ChainDiscrete, num_classes: int, seed: int):
         self.space, self.num_classes = space, num_classes
         reach = [{space.in_shape}]
         need: dict[tuple[int, str], int] = {}
@@ -309,3 +311,49 @@ class ChainSharedWeights:
                 x = sum(outs[1:], outs[0]) if kind[1] == "sum" else jnp.concatenate(outs, axis=-1)
         x = x.reshape(x.shape[0], -1)
         return x @ params["head"]["w"][:x.shape[-1]] + params["head"]["b"]
+
+
+@register_space("chain")
+class ChainSpace(Space):
+    """Chain-structured layer sequences: discrete search, and weight sharing by sliced weights."""
+
+    needs_input_shape = True
+
+    def defaults(self):
+        # comma-separated choice lists; max_depth: the most blocks; branches: convs per parallel block
+        return ml_collections.ConfigDict(dict(max_depth=6, filters="16,32", kernels="1,3,5", units="64,128",
+                                              pools="max,avg", merges="sum,concat", branches=2))
+
+    def discrete(self, cfg, in_shape=None):
+        return ChainDiscrete(self.fields(cfg), in_shape)
+
+    def arch_from_dict(self, d):
+        if not isinstance(d, dict) or not isinstance(d.get("arch"), str):
+            raise JaxnasError(f"a chain architecture is {{\"arch\": \"block > block\"}}, got {d!r}")
+        return tuple(t.strip() for t in d["arch"].split(">") if t.strip())
+
+    def drawings(self, arch):
+        names = ["input"] + [str(i + 1) for i in range(len(arch))] + ["logits"]
+        edges = [(names[i], names[i + 1], b) for i, b in enumerate(arch)]
+        edges.append((names[-2], "logits", "flatten, linear"))
+        return [("arch", "chain architecture", edges)]
+
+    def weight_sharing(self, space, cfg, ds, tx):
+        """Shared weights sliced per architecture (``ChainSharedWeights``; one compile per architecture)."""
+        ws = ChainSharedWeights(space, ds.num_classes, cfg.seed)
+
+        def loss_fn(params, arch, batch):
+            return cross_entropy(ws.apply(params, arch, batch["x"]), batch["y"])
+
+        @functools.partial(jax.jit, static_argnums=1)
+        def step(state, arch, batch):
+            params, opt = state
+            loss, g = jax.value_and_grad(loss_fn)(params, arch, batch)
+            updates, opt = tx.update(g, opt, params)
+            return (optax.apply_updates(params, updates), opt), loss
+
+        @functools.partial(jax.jit, static_argnums=1)
+        def accuracy(state, arch, batch):
+            return (jnp.argmax(ws.apply(state[0], arch, batch["x"]), -1) == batch["y"]).mean()
+
+        return (ws.params, tx.init(ws.params)), step, accuracy

@@ -5,9 +5,9 @@ op from each of the 2+i earlier states. Edges are numbered node-major, as the
 rows of DARTS's alpha matrices. All normal cells share ``alphas_normal`` and all
 reduction cells ``alphas_reduce``.
 
-The edges leaving each state run together (``edges.SourceEdges``): one depthwise
-call per op for all of them (jaxnas's native CPU kernel, or a dense conv with the
-product kernel where that is not available), with identical maths.
+The edges leaving each state run together (``edges.SourceEdges``), each op in its
+batched form, with identical maths. Edge weights come from the alphas through the
+relaxation named by ``space.relaxation`` (softmax: DARTS).
 """
 
 from __future__ import annotations
@@ -22,17 +22,17 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+import ml_collections
+
 from jaxnas import genotype as genotype_lib
+from jaxnas import kernels
 from jaxnas.errors import JaxnasError
-from jaxnas.ops import FactorizedReduce, ReLUConvBN, batch_norm, conv, resolve_op_set, torch_default_init
-from jaxnas.spaces import register_discrete_space, register_space
+from jaxnas.nn import ArchParam, conv, torch_linear
+from jaxnas.ops import FactorizedReduce, Identity, ReLUConvBN, batch_norm, get_op, resolve_op_set
+from jaxnas.relaxations import get_relaxation, relax_all
 from jaxnas.spaces.base import DiscreteSpace
 from jaxnas.spaces.edges import SourceEdges, cell_states
-
-
-class ArchParam(nnx.Variable):
-    """Architecture parameters (alphas): kept apart from ``nnx.Param`` weights."""
-
+from jaxnas.spaces.registry import Space, register_space
 
 def edge_row(node: int, source: int) -> int:
     """Alpha row of the edge from state ``source`` into intermediate node ``node``."""
@@ -53,7 +53,7 @@ class SearchCell(nnx.Module):
     run together (``edges.SourceEdges``)."""
 
     def __init__(self, nodes: int, C_pp: int, C_p: int, C: int, reduction: bool, reduction_prev: bool,
-                 op_names: Sequence[str], *, rngs: nnx.Rngs, dw_impl: str = "auto"):
+                 op_names: Sequence[str], *, rngs: nnx.Rngs):
         self.nodes, self.reduction = nodes, reduction
         if reduction_prev:
             self.pre0 = FactorizedReduce(C_pp, C, affine=False, rngs=rngs)
@@ -65,7 +65,7 @@ class SearchCell(nnx.Module):
                              for s in range(nodes + 1))
         self.rows = tuple(tuple(edge_row(t - 2, s) for t in ts) for s, ts in enumerate(self.targets))
         self.sources = nnx.List([
-            SourceEdges(len(t), C, 2 if reduction and s < 2 else 1, op_names, rngs=rngs, dw_impl=dw_impl)
+            SourceEdges(len(t), C, 2 if reduction and s < 2 else 1, op_names, rngs=rngs)
             for s, t in enumerate(self.targets)])
 
     def __call__(self, s0: jax.Array, s1: jax.Array, weights: jax.Array) -> jax.Array:
@@ -74,12 +74,16 @@ class SearchCell(nnx.Module):
 
 
 class DartsSupernet(nnx.Module):
-    """DARTS ``Network`` (search model): stem, cells, global pooling, linear classifier."""
+    """DARTS ``Network`` (search model): stem, cells, global pooling, linear classifier.
+
+    ``relaxation`` names the map from alphas to edge weights (``jaxnas.relaxations``)."""
 
     def __init__(self, in_channels: int, num_classes: int, *, C: int = 16, layers: int = 8, nodes: int = 4,
-                 stem_multiplier: int = 3, ops: str | Sequence[str] = "darts", depthwise: str = "auto",
+                 stem_multiplier: int = 3, ops: str | Sequence[str] = "darts", relaxation: str = "softmax",
                  rngs: nnx.Rngs):
         self.op_names = resolve_op_set(ops)
+        get_relaxation(relaxation)
+        self.relaxation = relaxation
         self.nodes = nodes
         c_curr = stem_multiplier * C
         self.stem_conv = conv(in_channels, c_curr, 3, 1, 1, rngs=rngs)
@@ -91,42 +95,28 @@ class DartsSupernet(nnx.Module):
             reduction = i in self.reductions
             if reduction:
                 c_curr *= 2
-            cells.append(SearchCell(nodes, C_pp, C_p, c_curr, reduction, reduction_prev, self.op_names, rngs=rngs,
-                                    dw_impl=depthwise))
+            cells.append(SearchCell(nodes, C_pp, C_p, c_curr, reduction, reduction_prev, self.op_names, rngs=rngs))
             reduction_prev = reduction
             C_pp, C_p = C_p, nodes * c_curr
         self.cells = nnx.List(cells)
-        self.classifier = _torch_linear(C_p, num_classes, rngs)
+        self.classifier = torch_linear(C_p, num_classes, rngs)
         shape = (num_edges(nodes), len(self.op_names))
         self.alphas_normal = ArchParam(1e-3 * jax.random.normal(rngs.params(), shape))
         self.alphas_reduce = ArchParam(1e-3 * jax.random.normal(rngs.params(), shape))
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        """Logits; ``key`` feeds a sampling relaxation (None: its deterministic weights)."""
         s0 = s1 = self.stem_bn(self.stem_conv(x))
-        w_normal = jax.nn.softmax(self.alphas_normal[...], axis=-1)
-        w_reduce = jax.nn.softmax(self.alphas_reduce[...], axis=-1)
+        w = relax_all(self.relaxation, {"normal": self.alphas_normal[...], "reduce": self.alphas_reduce[...]}, key)
+        w_normal, w_reduce = w["normal"], w["reduce"]
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1, w_reduce if cell.reduction else w_normal)
         return self.classifier(s1.mean(axis=(1, 2)))
 
     def genotype(self) -> genotype_lib.Genotype:
-        """DARTS's discretization of the current alphas (see ``genotype.derive``)."""
-        w_n = np.asarray(jax.nn.softmax(self.alphas_normal[...], axis=-1))
-        w_r = np.asarray(jax.nn.softmax(self.alphas_reduce[...], axis=-1))
-        return genotype_lib.derive(w_n, w_r, self.op_names, self.nodes)
-
-
-@register_space("darts")
-def build(space_cfg, in_shape, num_classes: int, rngs: nnx.Rngs) -> DartsSupernet:
-    for field in ("C", "layers", "nodes", "stem_multiplier"):
-        if int(space_cfg[field]) < 1:
-            raise JaxnasError(f"space.{field} must be a positive integer, got {space_cfg[field]!r}")
-    if len(in_shape) != 3:
-        raise JaxnasError(f"the DARTS space takes images (H, W, C), got input shape {tuple(in_shape)}")
-    return DartsSupernet(in_shape[-1], num_classes, C=space_cfg.C, layers=space_cfg.layers,
-                         nodes=space_cfg.nodes, stem_multiplier=space_cfg.stem_multiplier,
-                         ops="darts" if space_cfg.ops == "auto" else space_cfg.ops,
-                         depthwise=space_cfg.get("depthwise", "auto"), rngs=rngs)
+        """DARTS's discretization of the current alphas (``genotype.derive_from_alphas``)."""
+        return genotype_lib.derive_from_alphas(np.asarray(self.alphas_normal[...]),
+                                               np.asarray(self.alphas_reduce[...]), self.op_names, self.nodes)
 
 
 # ---------------------------------------------------------------- the discrete (evaluation) network
@@ -144,8 +134,6 @@ class EvalCell(nnx.Module):
 
     def __init__(self, genotype: genotype_lib.Genotype, C_pp: int, C_p: int, C: int, reduction: bool,
                  reduction_prev: bool, *, rngs: nnx.Rngs):
-        from jaxnas.ops import Identity, get_op
-
         self.reduction = reduction
         if reduction_prev:
             self.pre0 = FactorizedReduce(C_pp, C, affine=True, rngs=rngs)
@@ -183,21 +171,14 @@ class AuxiliaryHead(nnx.Module):
         self.bn1 = batch_norm(128, True, rngs=rngs)
         self.conv2 = conv(128, 768, 2, rngs=rngs)
         self.bn2 = batch_norm(768, True, rngs=rngs)
-        self.classifier = _torch_linear(768, num_classes, rngs)
+        self.classifier = torch_linear(768, num_classes, rngs)
+        self.impl = kernels.resolve()
 
     def __call__(self, x):
-        from jaxnas.ops import avg_pool
-
-        x = avg_pool(jax.nn.relu(x), 5, 3, 0)
+        x = kernels.pool(jax.nn.relu(x), "avg", 5, 3, 0, self.impl)
         x = jax.nn.relu(self.bn1(self.conv1(x)))
         x = jax.nn.relu(self.bn2(self.conv2(x)))
         return self.classifier(x.reshape(x.shape[0], -1))
-
-
-def _torch_linear(c_in: int, c_out: int, rngs: nnx.Rngs) -> nnx.Linear:
-    bound = 1.0 / np.sqrt(c_in)
-    return nnx.Linear(c_in, c_out, kernel_init=torch_default_init,
-                      bias_init=lambda k, s, d=jnp.float32: jax.random.uniform(k, s, d, -bound, bound), rngs=rngs)
 
 
 class DartsNetwork(nnx.Module):
@@ -226,7 +207,7 @@ class DartsNetwork(nnx.Module):
                 c_aux = C_p
         self.cells = nnx.List(cells)
         self.auxiliary = AuxiliaryHead(c_aux, num_classes, rngs=rngs) if auxiliary else None
-        self.classifier = _torch_linear(C_p, num_classes, rngs)
+        self.classifier = torch_linear(C_p, num_classes, rngs)
 
     def __call__(self, x, drop_prob=0.0, key=None):
         """Logits and auxiliary logits (None without the head); drop-path only when ``key`` is given."""
@@ -242,22 +223,10 @@ class DartsNetwork(nnx.Module):
         return self.classifier(s1.mean(axis=(1, 2))), aux
 
 
-def count_params(model: nnx.Module, exclude_auxiliary: bool = True) -> int:
-    """Weights counted as DARTS's utils.count_parameters_in_MB does: the auxiliary head excluded."""
-    state = nnx.state(model, nnx.Param)
-    total = 0
-    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
-        if exclude_auxiliary and any(getattr(p, "key", None) == "auxiliary" for p in path):
-            continue
-        total += leaf.size
-    return total
-
-
 # ---------------------------------------------------------------- the discrete form (random search, evolution)
 
 
-@register_discrete_space("darts")
-class DartsSpace(DiscreteSpace):
+class DartsDiscrete(DiscreteSpace):
     """A genotype as 4 * nodes decisions: (op, source) of each of the two inputs of every node of
     the normal cell, then of the reduction cell. The two inputs of a node have distinct sources,
     as in DARTS's genotypes; ``none`` is never chosen."""
@@ -266,8 +235,7 @@ class DartsSpace(DiscreteSpace):
 
     def __init__(self, space_cfg, in_shape=None):
         self.cfg = space_cfg
-        ops = "darts" if space_cfg.ops == "auto" else space_cfg.ops
-        self.op_names = resolve_op_set(ops)
+        self.op_names = resolve_op_set(_ops(space_cfg))
         self.ops = tuple(o for o in self.op_names if o != "none")
         self.nodes = space_cfg.nodes
         if not self.ops:
@@ -323,3 +291,53 @@ class DartsSpace(DiscreteSpace):
             a[np.arange(len(rows)), rows] = 0.0
             out[f"alphas_{cell}"] = a
         return out
+
+
+def _ops(space_cfg) -> str:
+    return "darts" if space_cfg.ops == "auto" else space_cfg.ops
+
+
+def darts_cell_edges(edges, concat, nodes: int) -> list[tuple[str, str, str]]:
+    """A DARTS cell as ``(source, target, op)`` triples over named states c_{k-2}, c_{k-1}, 0.., c_{k}."""
+    names = ["c_{k-2}", "c_{k-1}"] + [str(i) for i in range(nodes)]
+    out = [(names[src], str(i // 2), op) for i, (op, src) in enumerate(edges)]
+    out += [(names[j], "c_{k}", "") for j in concat]
+    return out
+
+
+@register_space("darts")
+class DartsSpace(Space):
+    """DARTS's cell space: supernet, genotypes, the evaluation network and the cell drawings."""
+
+    def defaults(self):
+        # ops "auto": DARTS's 8 ops; relaxation: jaxnas.relaxations (softmax: DARTS)
+        return ml_collections.ConfigDict(dict(C=16, layers=8, nodes=4, stem_multiplier=3, ops="auto",
+                                              relaxation="softmax"))
+
+    def supernet(self, cfg, in_shape, num_classes, rngs):
+        for field in ("C", "layers", "nodes", "stem_multiplier"):
+            if int(cfg[field]) < 1:
+                raise JaxnasError(f"space.{field} must be a positive integer, got {cfg[field]!r}")
+        if len(in_shape) != 3:
+            raise JaxnasError(f"the DARTS space takes images (H, W, C), got input shape {tuple(in_shape)}")
+        return DartsSupernet(in_shape[-1], num_classes, C=cfg.C, layers=cfg.layers, nodes=cfg.nodes,
+                             stem_multiplier=cfg.stem_multiplier, ops=_ops(cfg), relaxation=cfg.relaxation, rngs=rngs)
+
+    def discrete(self, cfg, in_shape=None):
+        return DartsDiscrete(self.fields(cfg), in_shape)
+
+    def arch_from_dict(self, d):
+        return genotype_lib.from_dict(d)
+
+    def drawings(self, arch):
+        return [(f"cell_{name}", f"{name} cell", darts_cell_edges(edges, concat, arch.nodes))
+                for name, edges, concat in (("normal", arch.normal, arch.normal_concat),
+                                            ("reduce", arch.reduce, arch.reduce_concat))]
+
+    def edge_names(self, key, n):
+        """DARTS's edge order: node 0's inputs (c_{k-2}, c_{k-1}), then node 1's (and node 0), ..."""
+        names, node = [], 0
+        while len(names) < n:
+            names += [f"{('c{k-2}', 'c{k-1}')[src] if src < 2 else src - 2} -> {node}" for src in range(node + 2)]
+            node += 1
+        return names[:n]

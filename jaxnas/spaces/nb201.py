@@ -19,15 +19,17 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from flax import nnx
 
 from jaxnas.errors import JaxnasError
-from jaxnas.ops import NB201_OPS, ReLUConvBN, batch_norm, conv, get_op
-from jaxnas.spaces import register_discrete_space, register_space
+from jaxnas.nn import ArchParam, conv, torch_linear
+from jaxnas.ops import NB201_OPS, ReLUConvBN, batch_norm, get_op, resolve_op_set
+from jaxnas.relaxations import get_relaxation, relax_all
 from jaxnas.spaces.base import DiscreteSpace
 from jaxnas.spaces.edges import SourceEdges, cell_states
-from jaxnas.spaces.darts import ArchParam, _torch_linear
+from jaxnas.spaces.registry import Space, register_space
 
 NODES = 4
 EDGES = tuple((j, i) for j in range(1, NODES) for i in range(j))  # (target, source), string order
@@ -181,7 +183,7 @@ class _Skeleton(nnx.Module):
             c = c_out
         self.layers = nnx.List(layers)
         self.head_bn = batch_norm(c, True, rngs=rngs)
-        self.classifier = _torch_linear(c, num_classes, rngs)
+        self.classifier = torch_linear(c, num_classes, rngs)
 
     def _head(self, x):
         return self.classifier(jax.nn.relu(self.head_bn(x)).mean(axis=(1, 2)))
@@ -202,18 +204,20 @@ class NB201Network(_Skeleton):
 
 
 class NB201Supernet(_Skeleton):
-    """The space's supernet for differentiable search (DARTS on NAS-Bench-201): one alpha matrix (6, ops)."""
+    """The space's supernet for differentiable search (DARTS on NAS-Bench-201): one alpha matrix (6, ops)
+    shared by every cell, turned into edge weights by the relaxation named ``relaxation``."""
 
     def __init__(self, in_channels: int, num_classes: int, *, C: int = 16, N: int = 5,
-                 ops: str | Sequence[str] = "nb201", rngs: nnx.Rngs):
-        from jaxnas.ops import resolve_op_set
-
+                 ops: str | Sequence[str] = "nb201", relaxation: str = "softmax", rngs: nnx.Rngs):
         self.op_names = resolve_op_set(ops)
+        get_relaxation(relaxation)
+        self.relaxation = relaxation
         self._build(in_channels, num_classes, C, N, lambda c: SearchCell(c, self.op_names, rngs=rngs), rngs)
         self.alphas = ArchParam(1e-3 * jax.random.normal(rngs.params(), (len(EDGES), len(self.op_names))))
 
-    def __call__(self, x):
-        weights = jax.nn.softmax(self.alphas[...], axis=-1)
+    def __call__(self, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        """Logits; ``key`` feeds a sampling relaxation (None: its deterministic weights)."""
+        weights = relax_all(self.relaxation, {"alphas": self.alphas[...]}, key)["alphas"]
         x = self.stem_bn(self.stem_conv(x))
         for layer in self.layers:
             x = layer(x, weights) if isinstance(layer, SearchCell) else layer(x)
@@ -225,13 +229,6 @@ class NB201Supernet(_Skeleton):
         return NB201Arch(tuple(self.op_names[i] for i in best))
 
 
-@register_space("nb201")
-def build(space_cfg, in_shape, num_classes: int, rngs: nnx.Rngs) -> NB201Supernet:
-    ops = "nb201" if space_cfg.ops == "auto" else space_cfg.ops
-    return NB201Supernet(in_shape[-1], num_classes, C=space_cfg.C, N=space_cfg.get("cells_per_stage", 5),
-                         ops=ops, rngs=rngs)
-
-
 def _onehot(rows: list[int], n_ops: int) -> np.ndarray:
     """softmax of these rows is exactly one-hot in float32 (exp(-1e9 - 0) underflows to 0)."""
     a = np.full((len(rows), n_ops), -1e9, np.float32)
@@ -239,8 +236,7 @@ def _onehot(rows: list[int], n_ops: int) -> np.ndarray:
     return a
 
 
-@register_discrete_space("nb201")
-class NB201Space(DiscreteSpace):
+class NB201Discrete(DiscreteSpace):
     """Decision i is the op on edge i (string order); greedy starts from all skip_connect,
     so that every edge lies on a path to the output while it is being decided."""
 
@@ -279,11 +275,38 @@ class NB201Space(DiscreteSpace):
 
     def build(self, arch, in_shape, num_classes, rngs):
         C = self.cfg.C if self.cfg is not None else 16
-        N = self.cfg.get("cells_per_stage", 5) if self.cfg is not None else 5
+        N = self.cfg.cells_per_stage if self.cfg is not None else 5
         return NB201Network(arch, in_shape[-1], num_classes, C=C, N=N, rngs=rngs)
 
     def onehot_alphas(self, arch, op_names):
         return {"alphas": _onehot([list(op_names).index(op) for op in arch.ops], len(op_names))}
+
+
+@register_space("nb201")
+class NB201Space(Space):
+    """NAS-Bench-201's cell space: supernet, the benchmark's network, strings and indices."""
+
+    def defaults(self):
+        # ops "auto": the benchmark's 5 ops; cells_per_stage: N of the benchmark's network
+        return ml_collections.ConfigDict(dict(C=16, cells_per_stage=5, ops="auto", relaxation="softmax"))
+
+    def supernet(self, cfg, in_shape, num_classes, rngs):
+        ops = "nb201" if cfg.ops == "auto" else cfg.ops
+        return NB201Supernet(in_shape[-1], num_classes, C=cfg.C, N=cfg.cells_per_stage, ops=ops,
+                             relaxation=cfg.relaxation, rngs=rngs)
+
+    def discrete(self, cfg, in_shape=None):
+        return NB201Discrete(self.fields(cfg), in_shape)
+
+    def arch_from_dict(self, d):
+        return parse(d)
+
+    def drawings(self, arch):
+        edges = [(str(i), str(j), op) for (j, i), op in zip(EDGES, arch.ops) if op != "none"]
+        return [("cell", "NAS-Bench-201 cell", edges)]
+
+    def edge_names(self, key, n):
+        return [f"{i} -> {j}" for j, i in EDGES][:n]
 
 
 def synthetic_table(path: str, ops: Sequence[str] = NB201_OPS, seed: int = 0, noise: float = 0.2) -> str:

@@ -1,22 +1,13 @@
-"""Scoring architectures for discrete search: ``score(arch) -> (score, cost)``, higher is better.
-
-* ``TableEvaluator``: looks the architecture up in a tabular benchmark CSV supplied by
-  the user (e.g. NAS-Bench-201 exported to CSV: arch strings or indices, accuracy columns,
-  optionally a training-time column that a time budget then counts, as the benchmark's
-  simulated searches do).
-* ``TrainEvaluator``: trains the architecture's network from scratch for a budget of
-  epochs on the search-train split and scores top-1 accuracy on search-val; the cost
-  is the wall time. Its ``test`` retrains on the whole train split and reports test
-  accuracy and macro-F1, computed once.
-* ``SupernetEvaluator`` (``jaxnas/search/rsws.py``): scores with a weight-sharing supernet.
-"""
+"""The ``train`` evaluator: trains the architecture's network from scratch for a budget of
+epochs on the search-train split and scores top-1 accuracy on search-val; the cost is the
+wall time. Its ``test`` retrains on the whole train split and reports test accuracy and
+macro-F1, computed once."""
 
 from __future__ import annotations
 
-import csv
 import math
-import os
 import time
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -27,68 +18,7 @@ from flax import nnx
 from jaxnas import data as data_lib
 from jaxnas import metrics as metrics_lib
 from jaxnas.errors import JaxnasError
-
-
-class TableEvaluator:
-    """Scores from a CSV: ``arch_column`` (arch string or index), ``score_column`` (the search signal),
-    ``test_column`` and optionally ``f1_column`` (final report) and ``cost_column`` (seconds)."""
-
-    def __init__(self, path: str, space, arch_column: str = "arch", score_column: str = "val_acc",
-                 test_column: str = "test_acc", f1_column: str = "", cost_column: str = ""):
-        if not path:
-            raise JaxnasError("evaluator.kind=table needs evaluator.table=<path to a CSV>")
-        if not os.path.exists(path):
-            raise JaxnasError(f"tabular benchmark file {path!r} does not exist")
-        self.space, self.path = space, path
-        self.columns = {"arch": arch_column, "score": score_column, "test": test_column}
-        if f1_column:
-            self.columns["f1"] = f1_column
-        if cost_column:
-            self.columns["cost"] = cost_column
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            header = reader.fieldnames or []
-            missing = [c for c in self.columns.values() if c not in header]
-            if missing:
-                raise JaxnasError(f"{path}: column(s) {', '.join(missing)} missing; the file has: "
-                                  f"{', '.join(header) or 'no header'}")
-            self.rows: dict[str, dict] = {}
-            for line, row in enumerate(reader, start=2):
-                try:
-                    arch = space.decode(row[arch_column])
-                except JaxnasError as e:
-                    raise JaxnasError(f"{path} line {line}: {e}") from None
-                values = {}
-                for key, col in self.columns.items():
-                    if key == "arch":
-                        continue
-                    try:
-                        values[key] = float(row[col])
-                    except (TypeError, ValueError):
-                        raise JaxnasError(f"{path} line {line}: column {col!r} is {row[col]!r}, "
-                                          f"not a number") from None
-                self.rows[space.encode(arch)] = values
-        if not self.rows:
-            raise JaxnasError(f"{path}: no rows")
-
-    def _row(self, arch) -> dict:
-        key = self.space.encode(arch)
-        if key not in self.rows:
-            raise JaxnasError(f"architecture {key} is not in {self.path}")
-        return self.rows[key]
-
-    def score(self, arch) -> tuple[float, float]:
-        row = self._row(arch)
-        return row["score"], row.get("cost", 0.0)
-
-    def test(self, arch) -> dict:
-        row = self._row(arch)
-        return {"accuracy": row["test"], "macro_f1": row.get("f1"), "source": f"table {self.path}"}
-
-    def optimum(self) -> tuple[str, float]:
-        """The architecture with the best score in the table (for reports)."""
-        key = max(self.rows, key=lambda k: self.rows[k]["score"])
-        return key, self.rows[key]["score"]
+from jaxnas.evaluators.registry import register_evaluator
 
 
 def make_classifier_steps(graphdef, graphdef_eval, tx):
@@ -120,6 +50,8 @@ class TrainEvaluator:
     """Train from scratch (SGD momentum 0.9, cosine lr, weight decay) for ``epochs`` on search-train,
     score top-1 on search-val; seeded by (seed, architecture) so a score is reproducible."""
 
+    has_cost = True  # the wall time
+
     def __init__(self, space, cfg, log=print):
         self.space, self.cfg, self.log = space, cfg, log
         self.ds = data_lib.load_dataset(cfg.data.name, cfg.data.data_dir)
@@ -132,8 +64,6 @@ class TrainEvaluator:
                               f"{e.batch_size}")
 
     def _seed(self, arch) -> int:
-        import zlib
-
         return (self.cfg.seed * 1_000_003 + zlib.crc32(self.space.encode(arch).encode())) % (2 ** 31)
 
     def _fit(self, arch, indices, epochs: int):
@@ -183,28 +113,4 @@ class TrainEvaluator:
                 "source": f"retrained {epochs} epochs on all {len(self.ds.x_train)} training examples"}
 
 
-def final_tester(cfg, space, evaluator, log=print):
-    """What measures the found architecture on test: the table or the training evaluator itself;
-    after weight-sharing search, the table if one is given, else training from scratch."""
-    if isinstance(evaluator, (TableEvaluator, TrainEvaluator)):
-        return evaluator
-    e = cfg.evaluator
-    if e.table:
-        return TableEvaluator(e.table, space, e.arch_column, e.score_column, e.test_column, e.f1_column,
-                              e.cost_column)
-    return TrainEvaluator(space, cfg, log)
-
-
-def make_evaluator(cfg, space, log=print):
-    """The evaluator named by ``evaluator.kind``: table, train or supernet."""
-    e = cfg.evaluator
-    if e.kind == "table":
-        return TableEvaluator(e.table, space, e.arch_column, e.score_column, e.test_column, e.f1_column,
-                              e.cost_column)
-    if e.kind == "train":
-        return TrainEvaluator(space, cfg, log)
-    if e.kind == "supernet":
-        from jaxnas.search.rsws import SupernetEvaluator
-
-        return SupernetEvaluator(space, cfg, log)
-    raise JaxnasError(f"unknown evaluator.kind {e.kind!r}; allowed: table, train, supernet")
+register_evaluator("train")(TrainEvaluator)

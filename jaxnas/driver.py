@@ -1,13 +1,25 @@
-"""What every long training loop needs: stop cleanly on SIGTERM/Ctrl-C, catch non-finite
-numbers without stalling the device, and show progress with rate and ETA."""
+"""The run driver: the epoch/step/log/checkpoint/signal loop, written once for every run.
+
+``run_epochs`` calls a run's hooks (``step``, ``log_step``, ``end_epoch``, ``save``) in
+order; a run (search, retraining) is its set-up plus those hooks. Around them the driver
+stops cleanly on SIGTERM/Ctrl-C (checkpoint, then ``Preempted``), checks every step's
+numbers one step late without stalling the device (``FiniteGuard``), checkpoints every
+``checkpoint_every`` steps and at epoch ends, shows progress with rate and ETA, and on
+resume restores the newest good checkpoint and trims the logs written after it.
+"""
 
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 
+import jax
+
+from jaxnas import checkpoint, rundir, writers
 from jaxnas.errors import JaxnasError
 
 
@@ -89,11 +101,14 @@ def eta(done: int, total: int, elapsed: float) -> str:
 
 
 class Progress:
-    """A tqdm bar over all steps of a run (on a terminal), plus rate and ETA for the log lines."""
+    """A tqdm bar over all steps of a run (on a terminal), plus rate and ETA for the log lines.
+
+    Rate and ETA count from the end of the first step, which includes compiling."""
 
     def __init__(self, total: int, initial: int, desc: str, enabled: bool = True):
         self.total, self.start, self.t0 = total, initial, time.time()
         self.done = initial
+        self._first: tuple[int, float] | None = None  # (steps done, time) after the first step
         self._bar = None
         if enabled and sys.stderr.isatty():
             from tqdm import tqdm
@@ -102,15 +117,24 @@ class Progress:
 
     def update(self, n: int = 1) -> None:
         self.done += n
+        if self._first is None:
+            self._first = (self.done, time.time())
         if self._bar is not None:
             self._bar.update(n)
 
+    def _since(self) -> tuple[int, float]:
+        if self._first is not None and self.done > self._first[0]:
+            return self._first
+        return self.start, self.t0
+
     def rate(self) -> float:
-        """Steps per second since this process started (or resumed)."""
-        return (self.done - self.start) / max(time.time() - self.t0, 1e-9)
+        """Steps per second since the first step of this process (or since its start, before the second)."""
+        n0, t0 = self._since()
+        return (self.done - n0) / max(time.time() - t0, 1e-9)
 
     def eta(self) -> str:
-        return eta(self.done - self.start, self.total - self.start, time.time() - self.t0)
+        n0, t0 = self._since()
+        return eta(self.done - n0, self.total - n0, time.time() - t0)
 
     def write(self, msg: str, log) -> None:
         if self._bar is not None:
@@ -128,12 +152,6 @@ def restore_run(ckpt, template, steps: int, devices: int, run_dir: str, log, epo
     """Resume a run: ``(tree, meta, start, history)`` from the newest good checkpoint, or
     ``(None, None, 0, [])`` when there is none. Log records written after the checkpoint are
     dropped from ``steps.jsonl`` (by step) and from ``epoch_logs`` (by epoch)."""
-    import os
-
-    import jax
-
-    from jaxnas import rundir, writers
-
     restored = ckpt.restore(jax.device_get(template))
     if restored is None:
         log(f"no checkpoint in {ckpt.directory}; starting from step 0")
@@ -177,3 +195,49 @@ def close_run(progress: Progress, writer, ckpt) -> None:
     writer.close()
     if ckpt is not None:
         ckpt.close()
+
+
+def checkpointer(run_dir: str | None, keep: int, log) -> checkpoint.Checkpointer | None:
+    """The run's checkpoint manager (``<run_dir>/checkpoints``), or None without a run directory."""
+    return checkpoint.Checkpointer(os.path.join(run_dir, "checkpoints"), keep, log) if run_dir else None
+
+
+def run_epochs(*, epochs: int, steps: int, start: int, log_every: int, checkpoint_every: int, progress: Progress,
+               ckpt, run_dir: str | None, writer, step: Callable[[int, int], dict],
+               log_step: Callable[[int, int, int, dict], None], end_epoch: Callable[[int, int, float], None],
+               save: Callable[[int], None], begin_epoch: Callable[[int, int], None] | None = None) -> None:
+    """The loop of every run, from global step ``start`` to ``epochs * steps``.
+
+    Per epoch: ``begin_epoch(epoch, first_step)``; per step i: ``step(epoch, i) -> metrics``
+    (device values, checked for NaN/Inf one step late), every ``log_every`` steps and at the
+    epoch's last step ``log_step(epoch, i, global_step, checked host metrics)``, and a
+    checkpoint (``save(global_step)``) every ``checkpoint_every`` steps or when a signal asked
+    to stop; at the epoch's end ``end_epoch(epoch, global_step, seconds)`` then ``save``.
+    Whatever happens, the progress bar and the writer are closed and pending checkpoint
+    writes finish.
+    """
+    guard = FiniteGuard()
+    try:
+        with StopOnSignal() as stop:
+            for epoch in range(start // steps, epochs):
+                first = start - epoch * steps if epoch == start // steps else 0
+                if begin_epoch is not None:
+                    begin_epoch(epoch, first)
+                t_epoch = time.time()
+                for i in range(first, steps):
+                    gstep = epoch * steps + i + 1
+                    guard.push(gstep, step(epoch, i))
+                    progress.update()
+                    if (i + 1) % log_every == 0 or i + 1 == steps:
+                        log_step(epoch, i, gstep, guard.flush())
+                    if i + 1 < steps and checkpoint_due(gstep, checkpoint_every, stop):
+                        guard.flush()
+                        save(gstep)
+                        stop_if_asked(stop, ckpt, gstep, run_dir)
+                guard.flush()
+                gstep = (epoch + 1) * steps
+                end_epoch(epoch, gstep, time.time() - t_epoch)
+                save(gstep)
+                stop_if_asked(stop, ckpt, gstep, run_dir)
+    finally:  # pending checkpoint writes finish even when the run stops with an error
+        close_run(progress, writer, ckpt)

@@ -1,154 +1,32 @@
-"""Kernels of our own for XLA:CPU, compiled on first use and called through the XLA FFI.
+"""jaxnas's CPU kernels as differentiable JAX functions: each is an XLA FFI call (the C++ in
+this folder, built and registered by ``build.py``) with a custom VJP.
 
-- ``depthwise.cc``: the depthwise conv (XLA:CPU runs grouped convolutions on a slow
-  generic path, and the dense workaround costs k*k*C*C MACs a pixel where a depthwise
-  conv needs k*k*C), and the separable block of DARTS's conv ops (the depthwise conv
-  of E edges, then each edge's 1x1 conv) in one call each way, which keeps XLA from
-  emitting slices, matmuls and concatenations around it.
-- ``batchnorm.cc``: training-mode BN, forward and backward one call each (XLA emits
-  about eight fusions per BN; the search step's hundreds of BNs were most of its
-  compile time).
-- ``pool.cc``: max and average pooling (XLA's reduce-window and its iota-based
-  max-pool gradient were a quarter of the search step's run time).
+- ``depthwise_conv`` and ``separable`` (``depthwise.cc``): the depthwise conv, and the separable
+  block of DARTS's conv ops (the depthwise conv of E edges, then each edge's 1x1 conv) in one
+  call each way, so XLA sees no slices, matmuls or concatenations around it.
+- ``batch_norm`` (``batchnorm.cc``): training-mode BN, forward and backward one call each.
+- ``pool`` (``pool.cc``): max and average pooling.
+- ``materialize``: a no-op call XLA cannot fuse through.
 
-Every kernel is vectorised, threaded on XLA's intra-op pool, and adds its partial
-sums in a fixed order (docs/benchmarks.md has the measurements). They are compiled
-with the machine's C++ compiler against jaxlib's FFI headers into a per-user cache
-the first time they are needed (a few seconds) and reused after that; nothing is
-built at install time. Where they cannot be built (no compiler) or ``JAXNAS_NATIVE=0``
-is set, ``available()`` is False and callers use XLA's own ops instead.
-
-The FFI calls are opaque to XLA's SPMD partitioner: with several devices they run on
-the whole (gathered) batch on each device, which gives the same numbers (BN statistics
-over the global batch included) but none of the speed-up.
+Every kernel is vectorised, threaded on XLA's intra-op pool, and adds its partial sums in a
+fixed order. Second derivatives (DARTS's exact second-order step) go through the XLA forms in
+``reference.py`` where a kernel's transpose is itself a native call. Call these only where
+``build.available()``; ``jaxnas.kernels`` chooses. The FFI calls are opaque to XLA's SPMD
+partitioner: with several devices they run on the whole (gathered) batch on each device,
+which gives the same numbers (BN statistics over the global batch included) but no speed-up.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import tempfile
-import warnings
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxnas.errors import unknown
-
-_HERE = Path(__file__).parent
-_SOURCES = [_HERE / "depthwise.cc", _HERE / "batchnorm.cc", _HERE / "pool.cc"]
-_HEADERS = [_HERE / "common.h"]
-_FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w"]
-_TARGETS = {"jaxnas_dw_fwd": "JaxnasDwFwd", "jaxnas_dw_bwd": "JaxnasDwBwd",
-            "jaxnas_materialize": "JaxnasMaterialize", "jaxnas_bn_fwd": "JaxnasBnFwd",
-            "jaxnas_bn_bwd": "JaxnasBnBwd", "jaxnas_sep_fwd": "JaxnasSepFwd", "jaxnas_sep_bwd": "JaxnasSepBwd",
-            "jaxnas_pool_fwd": "JaxnasPoolFwd", "jaxnas_pool_bwd": "JaxnasPoolBwd"}
-
-
-def cache_dir() -> Path:
-    """Where compiled kernels live: ``$JAXNAS_NATIVE_DIR``, else ``~/.cache/jaxnas/native``."""
-    return Path(os.environ.get("JAXNAS_NATIVE_DIR") or
-                os.path.join(os.path.expanduser("~"), ".cache", "jaxnas", "native"))
-
-
-def _cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return line
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def _compiler() -> str | None:
-    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
-        path = shutil.which(name) if name else None
-        if path:
-            return path
-    return None
-
-
-def build(verbose: bool = False) -> Path:
-    """Compile the kernels (``depthwise.cc``, ``batchnorm.cc``, ``pool.cc``) into the cache (atomically) unless
-    they are there; return the library path.
-
-    The file name hashes the sources, jaxlib's version, the flags and the CPU, so a
-    changed kernel, jaxlib or machine gets its own build.
-    """
-    import jaxlib
-
-    cxx = _compiler()
-    if cxx is None:
-        raise RuntimeError("no C++ compiler found (set CXX)")
-    include = jax.ffi.include_dir()
-    key = hashlib.sha256("\0".join([*(p.read_text() for p in _SOURCES + _HEADERS), jaxlib.__version__, cxx, *_FLAGS,
-                                    platform.machine(), _cpu_flags()]).encode()).hexdigest()[:16]
-    path = cache_dir() / f"kernels-{key}.so"
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
-    os.close(fd)
-    try:
-        cmd = [cxx, *_FLAGS, "-I", include, "-I", str(_HERE), *map(str, _SOURCES), "-o", tmp]
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr[-2000:]}")
-        if verbose:
-            print(" ".join(cmd))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
-_REGISTERED: list[Path] = []  # the library whose targets this process registered (XLA keeps them for good)
-
-
-@functools.cache
-def _load() -> bool:
-    if os.environ.get("JAXNAS_NATIVE", "1") == "0":
-        return False
-    if _REGISTERED:
-        return True
-    try:
-        path = build()
-        lib = ctypes.cdll.LoadLibrary(str(path))
-        for target, symbol in _TARGETS.items():
-            jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
-        _REGISTERED.append(path)
-    except (OSError, RuntimeError, AttributeError) as e:
-        warnings.warn(f"jaxnas: the native kernels are not available ({e}); using XLA's convolutions and BN",
-                      RuntimeWarning, stacklevel=3)
-        return False
-    return True
-
-
-def available() -> bool:
-    """True when the kernel is built and registered, and JAX runs on the CPU."""
-    return jax.default_backend() == "cpu" and _load()
-
-
-def _out(n: int, k: int, stride: int, dilation: int, padding: int) -> int:
-    return (n + 2 * padding - dilation * (k - 1) - 1) // stride + 1
-
-
-def reference(x: jax.Array, kernel: jax.Array, stride: int, dilation: int, padding: int) -> jax.Array:
-    """What ``depthwise_conv`` computes, as XLA's grouped convolution (the specification)."""
-    repeat = kernel.shape[-1] // x.shape[-1]
-    return jax.lax.conv_general_dilated(
-        jnp.tile(x, (1, 1, 1, repeat)), kernel[:, :, None, :], (stride, stride),
-        ((padding, padding), (padding, padding)), rhs_dilation=(dilation, dilation),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=kernel.shape[-1])
+from jaxnas.kernels import reference
+from jaxnas.kernels.reference import out_size
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
@@ -160,7 +38,7 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int, dilation: int, 
     """
     N, H, W, _ = x.shape
     k = kernel.shape[0]
-    out = jax.ShapeDtypeStruct((N, _out(H, k, stride, dilation, padding), _out(W, k, stride, dilation, padding),
+    out = jax.ShapeDtypeStruct((N, out_size(H, k, stride, dilation, padding), out_size(W, k, stride, dilation, padding),
                                 kernel.shape[-1]), jnp.float32)
     return jax.ffi.ffi_call("jaxnas_dw_fwd", out, vmap_method="sequential")(
         x, kernel, stride=np.int64(stride), dilation=np.int64(dilation), padding=np.int64(padding))
@@ -235,7 +113,7 @@ def separable_reference(x: jax.Array, kernel: jax.Array, pw: jax.Array, stride: 
 def _sep(x, kernel, pw, stride, dilation, padding):
     N, H, W, _ = x.shape
     k = kernel.shape[0]
-    out = jax.ShapeDtypeStruct((N, _out(H, k, stride, dilation, padding), _out(W, k, stride, dilation, padding),
+    out = jax.ShapeDtypeStruct((N, out_size(H, k, stride, dilation, padding), out_size(W, k, stride, dilation, padding),
                                 pw.shape[0] * pw.shape[2]), jnp.float32)
     return jax.ffi.ffi_call("jaxnas_sep_fwd", out, vmap_method="sequential")(
         x, kernel, pw, stride=np.int64(stride), dilation=np.int64(dilation), padding=np.int64(padding))
@@ -265,12 +143,12 @@ def _sep_transpose_fwd(x, kernel, pw, g, stride, dilation, padding):
     return _sep_transpose(x, kernel, pw, g, stride, dilation, padding), (x, kernel, pw, g)
 
 
-def _reference_transpose_vjp(reference, res, cot):
+def _reference_transpose_vjp(spec, res, cot):
     """The VJP of ``(*primals, g) -> vjp(reference, *primals)(g)`` at ``res``: second derivatives
     (DARTS's exact second-order step) of a kernel whose transpose is a native call, taken
     through its jnp/XLA reference instead."""
     def transpose(*args):
-        return jax.vjp(reference, *args[:-1])[1](args[-1])
+        return jax.vjp(spec, *args[:-1])[1](args[-1])
 
     return jax.vjp(transpose, *res)[1](cot)
 
@@ -359,26 +237,10 @@ def batch_norm(x: jax.Array, running_mean: jax.Array, running_var: jax.Array, mo
     return y, mean, var
 
 
-POOLS = ("max", "avg")
-
-
-def pool_reference(x: jax.Array, kind: str, k: int, stride: int, padding: int) -> jax.Array:
-    """kxk max or average pooling with XLA's reduce-window (the specification of ``pool``): padding
-    never counts (max pads with -inf; the average divides by the window's input positions, PyTorch's
-    ``count_include_pad=False``)."""
-    pad = ((0, 0), (padding, padding), (padding, padding), (0, 0))
-    window, strides = (1, k, k, 1), (1, stride, stride, 1)
-    if kind == "max":
-        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, pad)
-    total = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, pad)
-    ones = jnp.ones((1,) + x.shape[1:3] + (1,), x.dtype)
-    return total / jax.lax.reduce_window(ones, 0.0, jax.lax.add, window, strides, pad)
-
-
 def _pool_attrs(kind, k, stride, padding):
-    if kind not in POOLS:
-        raise unknown("pooling kind", kind, POOLS)
-    return {"kind": np.int64(POOLS.index(kind)), "k": np.int64(k), "stride": np.int64(stride),
+    if kind not in reference.POOLS:
+        raise unknown("pooling kind", kind, reference.POOLS)
+    return {"kind": np.int64(reference.POOLS.index(kind)), "k": np.int64(k), "stride": np.int64(stride),
             "padding": np.int64(padding)}
 
 
@@ -386,7 +248,7 @@ def _pool_attrs(kind, k, stride, padding):
 def pool(x: jax.Array, kind: str, k: int, stride: int, padding: int) -> jax.Array:
     """``pool_reference`` in one kernel call each way: x (N, H, W, C) float32. Needs ``available()``."""
     N, H, W, C = x.shape
-    out = jax.ShapeDtypeStruct((N, _out(H, k, stride, 1, padding), _out(W, k, stride, 1, padding), C), jnp.float32)
+    out = jax.ShapeDtypeStruct((N, out_size(H, k, stride, 1, padding), out_size(W, k, stride, 1, padding), C), jnp.float32)
     return jax.ffi.ffi_call("jaxnas_pool_fwd", out, vmap_method="sequential")(x, **_pool_attrs(kind, k, stride, padding))
 
 
@@ -414,7 +276,7 @@ def _pool_transpose_fwd(x, g, kind, k, stride, padding):
 
 def _pool_transpose_bwd(kind, k, stride, padding, res, cot):
     """Second derivatives through XLA's form (``pool_reference``)."""
-    return _reference_transpose_vjp(lambda x: pool_reference(x, kind, k, stride, padding), res, (cot,))
+    return _reference_transpose_vjp(lambda x: reference.pool(x, kind, k, stride, padding), res, (cot,))
 
 
 _pool_transpose.defvjp(_pool_transpose_fwd, _pool_transpose_bwd)

@@ -1,0 +1,45 @@
+"""The evaluator registry: how discrete strategies score an architecture.
+
+An evaluator has ``score(arch) -> (score, cost)`` (higher score is better; cost in seconds,
+which ``discrete.budget_seconds`` counts), a ``has_cost`` attribute (False when every cost is
+0, so a time budget could never end), and optionally ``test(arch) -> dict`` (accuracy,
+macro_f1, ...: the final report on the test split). It is registered by name as a factory
+``make(space, cfg, log) -> evaluator`` (a class whose ``__init__`` takes these does);
+``evaluator.kind`` picks it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from jaxnas.errors import unknown
+
+EVALUATORS: dict[str, Callable] = {}
+
+
+def register_evaluator(name: str):
+    """Decorator registering ``make(space, cfg, log) -> evaluator`` as ``evaluator.kind=<name>``."""
+
+    def wrap(factory: Callable) -> Callable:
+        if name in EVALUATORS:
+            raise ValueError(f"evaluator {name!r} is already registered")
+        EVALUATORS[name] = factory
+        return factory
+
+    return wrap
+
+
+def make_evaluator(cfg, space, log=print):
+    """The evaluator named by ``evaluator.kind``."""
+    if cfg.evaluator.kind not in EVALUATORS:
+        raise unknown("evaluator.kind", cfg.evaluator.kind, EVALUATORS)
+    return EVALUATORS[cfg.evaluator.kind](space, cfg, log)
+
+
+def final_tester(cfg, space, evaluator, log=print):
+    """What measures the found architecture on test: the evaluator itself when it has ``test``;
+    else (weight sharing) the table if one is given, else training from scratch."""
+    if hasattr(evaluator, "test"):
+        return evaluator
+    kind = "table" if cfg.evaluator.table else "train"
+    return EVALUATORS[kind](space, cfg, log)

@@ -1,0 +1,61 @@
+"""The ``supernet`` evaluator: a weight-sharing supernet of the space (``Space.weight_sharing``)
+trained with one random architecture per step (Li & Talwalkar, UAI 2019), then ``score(arch)``
+= accuracy on search-val batches with the shared weights. BatchNorm uses the batch's
+statistics when scoring (as Li & Talwalkar and ENAS do), because running statistics mix
+all sampled paths."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from jaxnas import data as data_lib
+from jaxnas.driver import Progress
+from jaxnas.errors import JaxnasError
+from jaxnas.evaluators.registry import register_evaluator
+from jaxnas.optim import epoch_cosine_lr, weight_optimizer
+from jaxnas.spaces import get_space
+
+
+@register_evaluator("supernet")
+class SupernetEvaluator:
+    """Trains a weight-sharing supernet on construction, then ``score(arch)`` = search-val accuracy."""
+
+    has_cost = True  # the wall time
+
+    def __init__(self, space, cfg, log=print):
+        self.space, self.cfg = space, cfg
+        ds = data_lib.load_dataset(cfg.data.name, cfg.data.data_dir)
+        mean, std = ds.mean_std()
+        train_idx, val_idx = data_lib.search_split(len(ds.x_train), cfg.data.train_portion)
+        augment = data_lib.resolve_augment(cfg.data.augment, ds.name)
+        s, d = cfg.search, cfg.discrete
+        if d.ws_epochs < 1 or d.ws_eval_batches < 1:
+            raise JaxnasError(f"discrete.ws_epochs and discrete.ws_eval_batches must be positive, got "
+                              f"{d.ws_epochs}, {d.ws_eval_batches}")
+        train_b = data_lib.Batcher(ds.x_train, ds.y_train, train_idx, s.batch_size, mean, std, augment, cfg.seed, 0)
+        val_b = data_lib.Batcher(ds.x_train, ds.y_train, val_idx, s.batch_size, mean, std, "none", cfg.seed, 1)
+        steps = min(train_b.steps_per_epoch, s.max_steps_per_epoch or train_b.steps_per_epoch)
+        tx = weight_optimizer(cfg.optim, epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, d.ws_epochs, steps))
+        state, step, self._accuracy = get_space(cfg.space.name).weight_sharing(space, cfg, ds, tx)
+        rng = np.random.default_rng([cfg.seed, 17])
+        t0 = time.time()
+        log(f"weight-sharing supernet: {d.ws_epochs} epochs x {steps} steps, one random architecture per step")
+        progress = Progress(d.ws_epochs * steps, 0, "supernet", cfg.run.progress)
+        for epoch in range(d.ws_epochs):
+            for i in range(steps):
+                state, loss = step(state, space.random(rng), train_b.batch(epoch, i))
+                progress.update()
+            if not np.isfinite(float(loss)):
+                raise JaxnasError(f"non-finite supernet loss in epoch {epoch + 1}; lower optim.lr")
+            progress.write(f"supernet epoch {epoch + 1}/{d.ws_epochs}: loss {float(loss):.4f} "
+                           f"({time.time() - t0:.0f} s, ETA {progress.eta()})", log)
+        progress.close()
+        self.state = state
+        self.batches = [val_b.batch(0, i) for i in range(min(d.ws_eval_batches, val_b.steps_per_epoch))]
+
+    def score(self, arch) -> tuple[float, float]:
+        t0 = time.time()
+        acc = np.mean([float(self._accuracy(self.state, arch, b)) for b in self.batches])
+        return float(acc), time.time() - t0

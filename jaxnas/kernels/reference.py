@@ -1,0 +1,113 @@
+"""XLA's forms of jaxnas's kernels: the specification of the native ones, and what runs on
+GPU/TPU, for non-float32 inputs, or where the native kernels cannot be built.
+
+Layouts are NHWC. A depthwise kernel is (k, k, C) (PyTorch's ``Conv2d(C, C, k, groups=C)``);
+a separable block for E edges has depthwise kernels (E, k, k, C) and pointwise kernels
+(E, C, D). The depthwise conv has three XLA forms (``FORMS``): ``grouped`` (PyTorch's literal
+grouped conv), ``dense`` (a dense conv with a block-diagonal kernel, or for a separable
+block the product kernel ``dw[.., c] * pw[c, d]``: more FLOPs, but XLA:CPU runs grouped
+convolutions on a slow generic path) and ``shift`` (k*k shifted multiply-adds).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxnas.errors import unknown
+
+FORMS = ("dense", "shift", "grouped")
+POOLS = ("max", "avg")
+
+
+def out_size(n: int, k: int, stride: int, dilation: int, padding: int) -> int:
+    """Output length of a conv or pool along one axis."""
+    return (n + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+
+
+def conv(x: jax.Array, w: jax.Array, stride: int, padding: int, dilation: int = 1, groups: int = 1) -> jax.Array:
+    """NHWC x HWIO convolution with symmetric zero padding (PyTorch's)."""
+    return jax.lax.conv_general_dilated(x, w.astype(x.dtype), (stride, stride), ((padding, padding),) * 2,
+                                        rhs_dilation=(dilation, dilation), feature_group_count=groups,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _shift(x: jax.Array, dw: jax.Array, stride: int, dilation: int, padding: int) -> jax.Array:
+    """x (N, H, W, C) shared or (N, H, W, E, C); dw (E, k, k, C) -> (N, H', W', E, C)."""
+    k = dw.shape[1]
+    shared = x.ndim == 4
+    xp = jnp.pad(x, [(0, 0), (padding, padding), (padding, padding)] + [(0, 0)] * (x.ndim - 3))
+    h_out = out_size(x.shape[1], k, stride, dilation, padding)
+    w_out = out_size(x.shape[2], k, stride, dilation, padding)
+    out = None
+    for i in range(k):
+        for j in range(k):
+            patch = xp[:, i * dilation: i * dilation + stride * (h_out - 1) + 1: stride,
+                       j * dilation: j * dilation + stride * (w_out - 1) + 1: stride]
+            term = (patch[..., None, :] if shared else patch) * dw[:, i, j, :]
+            out = term if out is None else out + term
+    return out
+
+
+def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int, dilation: int, padding: int,
+                   form: str = "grouped") -> jax.Array:
+    """Depthwise kxk conv: x (N, H, W, C), kernel (k, k, R*C) -> (N, H', W', R*C); output channel
+    o reads input channel o % C (R edges sharing one input)."""
+    if form not in FORMS:
+        raise unknown("depthwise form", form, FORMS)
+    C, RC = x.shape[-1], kernel.shape[-1]
+    if RC != C:
+        x = jnp.tile(x, (1, 1, 1, RC // C))
+    if form == "grouped":
+        return conv(x, kernel[:, :, None, :], stride, padding, dilation, groups=RC)
+    if form == "shift":
+        return _shift(x, kernel[None], stride, dilation, padding)[..., 0, :]
+    return conv(x, kernel[:, :, :, None] * jnp.eye(RC, dtype=kernel.dtype), stride, padding, dilation)
+
+
+def separable(x: jax.Array, dw: jax.Array, pw: jax.Array, stride: int, dilation: int, padding: int,
+              form: str = "dense") -> jax.Array:
+    """Depthwise kxk then pointwise 1x1 for E edges: x (N, H, W, C) shared by the edges or
+    (N, H, W, E, C) one per edge, dw (E, k, k, C), pw (E, C, D) -> (N, H', W', E, D)."""
+    if form not in FORMS:
+        raise unknown("depthwise form", form, FORMS)
+    E, k, _, C = dw.shape
+    D = pw.shape[-1]
+    if form == "shift":
+        return jnp.einsum("nhwec,ecd->nhwed", _shift(x, dw, stride, dilation, padding), pw.astype(x.dtype))
+    if form == "grouped":
+        per_edge = [depthwise_conv(x if x.ndim == 4 else x[..., e, :], dw[e], stride, dilation, padding, "grouped")
+                    for e in range(E)]
+        return jnp.stack([y @ pw[e].astype(y.dtype) for e, y in enumerate(per_edge)], axis=3)
+    kernel = dw[:, :, :, :, None] * pw[:, None, None, :, :]  # (E, k, k, C, D): one dense conv per edge
+    if x.ndim == 4:
+        y = conv(x, jnp.moveaxis(kernel, 0, 3).reshape(k, k, C, E * D), stride, padding, dilation)
+        return y.reshape(y.shape[:3] + (E, D))
+    return jnp.stack([conv(x[..., e, :], kernel[e], stride, padding, dilation) for e in range(E)], axis=3)
+
+
+def batch_norm(x: jax.Array, running_mean: jax.Array, running_var: jax.Array, momentum: float,
+               eps: float) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Training-mode BN without affine parameters over the last axis: ``(y, new_mean, new_var)``,
+    y = (x - mean) / sqrt(var + eps) with the batch mean and biased variance, new = momentum *
+    old + (1 - momentum) * batch (flax's convention)."""
+    axes = tuple(range(x.ndim - 1))
+    mean = x.mean(axes)
+    var = jnp.maximum(0.0, (x * x).mean(axes) - mean * mean)
+    y = (x - mean) * jax.lax.rsqrt(var + eps)
+    return (y.astype(x.dtype), momentum * running_mean + (1 - momentum) * mean,
+            momentum * running_var + (1 - momentum) * var)
+
+
+def pool(x: jax.Array, kind: str, k: int, stride: int, padding: int) -> jax.Array:
+    """kxk max or average pooling where padding never counts: max pads with -inf, the average
+    divides by the window's input positions (PyTorch's ``count_include_pad=False``)."""
+    if kind not in POOLS:
+        raise unknown("pooling kind", kind, POOLS)
+    pad = ((0, 0), (padding, padding), (padding, padding), (0, 0))
+    window, strides = (1, k, k, 1), (1, stride, stride, 1)
+    if kind == "max":
+        return jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, window, strides, pad)
+    total = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, pad)
+    ones = jnp.ones((1,) + x.shape[1:3] + (1,), x.dtype)
+    return total / jax.lax.reduce_window(ones, 0.0, jax.lax.add, window, strides, pad)

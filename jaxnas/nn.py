@@ -1,0 +1,62 @@
+"""Building blocks every space and method shares: the architecture-parameter variable type,
+PyTorch's default initialisation (for parity with the reference codes), and parameter counting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+class ArchParam(nnx.Variable):
+    """Architecture parameters (DARTS's alphas): kept apart from ``nnx.Param`` weights."""
+
+
+# PyTorch's default conv/linear weight init: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)).
+torch_default_init = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def torch_uniform(key: jax.Array, shape: tuple[int, ...], fan_in: int, dtype=jnp.float32) -> jax.Array:
+    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): PyTorch's default init with the fan-in given explicitly,
+    for weights of E edges stacked on a leading axis (each edge initialised as its own conv)."""
+    bound = 1.0 / jnp.sqrt(jnp.asarray(fan_in, dtype))
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def conv(c_in: int, c_out: int, k: int, stride: int = 1, padding: int = 0, dilation: int = 1,
+         groups: int = 1, *, rngs: nnx.Rngs) -> nnx.Conv:
+    """A bias-free conv padded like PyTorch (explicit symmetric padding), PyTorch's init."""
+    return nnx.Conv(c_in, c_out, (k, k), strides=(stride, stride),
+                    padding=((padding, padding), (padding, padding)),
+                    kernel_dilation=(dilation, dilation), feature_group_count=groups,
+                    use_bias=False, kernel_init=torch_default_init, rngs=rngs)
+
+
+def torch_linear(c_in: int, c_out: int, rngs: nnx.Rngs) -> nnx.Linear:
+    """``nnx.Linear`` initialised as PyTorch's ``nn.Linear`` (weight and bias U(+-1/sqrt(c_in)))."""
+    bound = 1.0 / c_in ** 0.5
+    return nnx.Linear(c_in, c_out, kernel_init=torch_default_init,
+                      bias_init=lambda k, s, d=jnp.float32: jax.random.uniform(k, s, d, -bound, bound), rngs=rngs)
+
+
+def count_params(model: nnx.Module, exclude_auxiliary: bool = True) -> int:
+    """Weights (``nnx.Param``) counted as DARTS's utils.count_parameters_in_MB does: the auxiliary head excluded."""
+    state = nnx.state(model, nnx.Param)
+    total = 0
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+        if exclude_auxiliary and any(getattr(p, "key", None) == "auxiliary" for p in path):
+            continue
+        total += leaf.size
+    return total
+
+
+def split_model(model: nnx.Module) -> tuple[Any, Any, Any, Any]:
+    """Split a supernet into (graphdef, params, alphas, batch_stats); nothing else may hold state."""
+    graphdef, params, alphas, stats, rest = nnx.split(model, nnx.Param, ArchParam, nnx.BatchStat, ...)
+    leftover = jax.tree.leaves(rest)
+    if leftover:
+        raise ValueError(f"supernet holds state that is neither weights, alphas nor BN statistics: {rest}")
+    return graphdef, params, alphas, stats

@@ -1,0 +1,187 @@
+"""The ``darts`` strategy: bilevel optimisation of a supernet, then discretization (DARTS,
+Liu et al. 2019, Alg. 1; cnn/train_search.py).
+
+Set-up (data, mesh, supernet and optimizers, the jitted step), then the run driver's loop:
+each step one bilevel step; each epoch end the search-val split is evaluated with BN
+running statistics and the space's discretization gives the current architecture.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import numpy as np
+from flax import nnx
+
+from jaxnas import data as data_lib
+from jaxnas import driver, parallel, rundir, writers
+from jaxnas.errors import JaxnasError, unknown
+from jaxnas.evaluators import TableEvaluator
+from jaxnas.optim import alpha_optimizer, epoch_cosine_lr, weight_optimizer
+from jaxnas.search.bilevel import ORDERS, init_state, make_eval_step, make_search_step
+from jaxnas.search.registry import register_strategy
+from jaxnas.spaces import build_supernet, discrete_space, get_space
+
+
+def alphas_record(alphas) -> dict:
+    """Raw and softmaxed alphas as nested lists, for alphas.jsonl."""
+    out = {}
+    for key, var in alphas.items():
+        a = np.asarray(var[...])
+        out[key] = a.tolist()
+        out[f"{key}_softmax"] = np.asarray(jax.nn.softmax(a, axis=-1)).tolist()
+    return out
+
+
+def evaluate(eval_fn, state, x, y, batch_size, mean, std, mesh) -> tuple[float, float]:
+    """Loss and accuracy over all of (x, y) with BN running statistics."""
+    loss_sum, correct = 0.0, 0.0
+    for batch in data_lib.eval_batches(x, y, batch_size, mean, std):
+        l, c = eval_fn(state, parallel.put_batch(batch, mesh))
+        loss_sum += float(l)
+        correct += float(c)
+    return loss_sum / len(x), correct / len(x)
+
+
+def _alpha_scalars(alphas, op_names) -> dict:
+    """softmax(alpha) of every edge and op as flat scalars for TensorBoard (``normal/e3/sep_conv_3x3``)."""
+    out = {}
+    for key, var in alphas.items():
+        w = np.asarray(jax.nn.softmax(np.asarray(var[...]), axis=-1))
+        for e, row in enumerate(w):
+            for op, v in zip(op_names, row):
+                out[f"{key}/e{e}/{op}"] = float(v)
+    return out
+
+
+@register_strategy("darts")
+def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dict:
+    """Run a DARTS search as configured; returns the final genotype and the per-epoch history.
+
+    With ``run_dir`` it checkpoints every ``run.checkpoint_every`` steps and at each
+    epoch end; ``resume`` continues from the newest good checkpoint there, bit for bit.
+    """
+    s = cfg.search
+    if s.order not in ORDERS:
+        raise unknown("search order", s.order, ORDERS)
+    if s.epochs < 1 or s.batch_size < 1:
+        raise JaxnasError(f"search.epochs and search.batch_size must be positive, got {s.epochs} and {s.batch_size}")
+    if resume and not run_dir:
+        raise JaxnasError("resume needs a run directory")
+    space = get_space(cfg.space.name)
+
+    # data: search-train and search-val halves of the training split
+    ds = data_lib.load_dataset(cfg.data.name, cfg.data.data_dir)
+    mean, std = ds.mean_std()
+    train_idx, val_idx = data_lib.search_split(len(ds.x_train), cfg.data.train_portion)
+    augment = data_lib.resolve_augment(cfg.data.augment, ds.name)
+    train_b = data_lib.Batcher(ds.x_train, ds.y_train, train_idx, s.batch_size, mean, std, augment, cfg.seed, 0)
+    val_b = data_lib.Batcher(ds.x_train, ds.y_train, val_idx, s.batch_size, mean, std, augment, cfg.seed, 1)
+    steps = min(train_b.steps_per_epoch, s.max_steps_per_epoch or train_b.steps_per_epoch)
+
+    # mesh: every device, the batch split over them
+    mesh = parallel.make_mesh(cfg.run.devices)
+    parallel.check_batch(s.batch_size, mesh)
+    parallel.check_batch(s.eval_batch_size, mesh)
+    part = parallel.local_part()
+
+    # model and optimizers
+    model = build_supernet(cfg.space, ds.image_shape, ds.num_classes, nnx.Rngs(cfg.seed))
+    schedule = epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, s.epochs, steps)
+    w_tx, a_tx = weight_optimizer(cfg.optim, schedule), alpha_optimizer(cfg.optim)
+    graphdef, state = init_state(model, w_tx, a_tx, seed=cfg.seed)
+    model.eval()
+    graphdef_eval = nnx.split(model)[0]
+
+    # steps: the bilevel step and the evaluation, jitted over the mesh
+    step_fn = parallel.jit_data_parallel(make_search_step(graphdef, w_tx, a_tx, schedule, s.order, cfg.optim),
+                                         mesh, n_batches=2)
+    eval_fn = jax.jit(make_eval_step(graphdef_eval),
+                      in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
+                      out_shardings=parallel.replicated(mesh))
+    state = parallel.put_replicated(state, mesh)
+
+    # loop: restore, then the driver's epochs
+    ckpt = driver.checkpointer(run_dir, cfg.run.keep_checkpoints, log)
+    start, sums, count, history = 0, {}, 0, []
+    if resume:
+        tree, meta, start, history = driver.restore_run(ckpt, state, steps, mesh.devices.size, run_dir, log,
+                                                        ("metrics.jsonl", "alphas.jsonl"))
+        if tree is not None:
+            state, sums, count = parallel.put_replicated(tree, mesh), meta["sums"], meta["count"]
+    writer = writers.MetricWriter(run_dir, start, cfg.run.tensorboard, resume)
+    n_params = sum(x.size for x in jax.tree.leaves(state.params))
+    log(f"search: space={cfg.space.name} ops={','.join(model.op_names)} order={s.order} | "
+        f"{n_params / 1e6:.3f}M weights | data={ds.name} {ds.image_shape} train/val {len(train_idx)}/{len(val_idx)} | "
+        f"{mesh.devices.size} x {jax.devices()[0].device_kind} in {jax.process_count()} process(es) | "
+        f"{steps} steps/epoch")
+    arch = space.arch_from_dict(history[-1]["genotype"]) if history else None
+    progress = driver.Progress(s.epochs * steps, start, "search", cfg.run.progress and jax.process_index() == 0)
+    t0 = time.time()
+
+    def begin_epoch(epoch, first):
+        nonlocal sums, count
+        if first == 0:
+            sums, count = {}, 0
+
+    def step(epoch, i):
+        nonlocal state
+        tb = parallel.put_batch(train_b.batch(epoch, i, part), mesh, local=True)
+        vb = parallel.put_batch(val_b.batch(epoch, i, part), mesh, local=True)
+        state, metrics = step_fn(state, tb, vb)
+        return metrics
+
+    def log_step(epoch, i, gstep, m):
+        nonlocal count
+        for k, v in m.items():
+            sums[k] = sums.get(k, 0.0) + v
+        count += 1
+        progress.write(f"epoch {epoch + 1}/{s.epochs} step {i + 1}/{steps} | train loss {m['train_loss']:.4f} "
+                       f"acc {m['train_acc']:.3f} | val loss {m['val_loss']:.4f} acc {m['val_acc']:.3f} | "
+                       f"lr {m['lr']:.5f} | {progress.rate() * s.batch_size:.1f} img/s | ETA {progress.eta()}", log)
+        writer.write("steps", gstep, {"epoch": epoch + 1, "step": gstep, **m})
+
+    def end_epoch(epoch, gstep, seconds):
+        nonlocal arch
+        val_loss, val_acc = evaluate(eval_fn, state, ds.x_train[val_idx], ds.y_train[val_idx], s.eval_batch_size,
+                                     mean, std, mesh)
+        arch = nnx.merge(graphdef, state.params, state.alphas, state.batch_stats).genotype()
+        record = {"epoch": epoch + 1, "step": gstep, "time_s": round(time.time() - t0, 2),
+                  **{f"mean_{k}": v / max(count, 1) for k, v in sums.items()},
+                  "search_val_loss": val_loss, "search_val_acc": val_acc, "genotype": arch.to_dict()}
+        history.append(record)
+        progress.write(f"epoch {epoch + 1}/{s.epochs} done in {seconds:.1f}s | search-val loss {val_loss:.4f} "
+                       f"acc {val_acc:.4f} | ETA {progress.eta()} | genotype {arch}", log)
+        writer.write("metrics", gstep, record)
+        writer.write("alphas", gstep, {"epoch": epoch + 1, "ops": list(model.op_names),
+                                       **alphas_record(state.alphas)})
+        writer.tb_scalars("alpha_softmax", gstep, _alpha_scalars(state.alphas, model.op_names))
+        writer.text("genotype", gstep, str(arch))
+        writer.flush()
+
+    def save(gstep):
+        if ckpt is not None:
+            ckpt.save(gstep, state, {"step": gstep, "steps_per_epoch": steps, "sums": sums, "count": count,
+                                     "devices": int(mesh.devices.size), "processes": jax.process_count()})
+
+    driver.run_epochs(epochs=s.epochs, steps=steps, start=start, log_every=cfg.run.log_every,
+                      checkpoint_every=cfg.run.checkpoint_every, progress=progress, ckpt=ckpt, run_dir=run_dir,
+                      writer=writer, step=step, log_step=log_step, end_epoch=end_epoch, save=save,
+                      begin_epoch=begin_epoch)
+
+    # the found cell looked up in a tabular benchmark, when one is given (e.g. DARTS on NAS-Bench-201)
+    result = None
+    if cfg.evaluator.table:
+        e = cfg.evaluator
+        discrete = discrete_space(cfg.space)
+        table = TableEvaluator(e.table, discrete, e.arch_column, e.score_column, e.test_column, e.f1_column)
+        result = {"arch": discrete.encode(arch), "test": table.test(arch)}
+        log(f"{result['arch']} in {e.table}: test {result['test']['accuracy']}")
+    if run_dir and jax.process_index() == 0:
+        rundir.write_json(os.path.join(run_dir, "genotype.json"), arch.to_dict())
+        log(f"genotype written to {os.path.join(run_dir, 'genotype.json')}")
+        if result is not None:
+            rundir.write_json(os.path.join(run_dir, "result.json"), result)
+    return {"genotype": arch, "history": history, "state": state, "graphdef": graphdef, "result": result}
