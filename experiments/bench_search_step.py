@@ -31,6 +31,7 @@ def bench(args) -> dict:
     from flax import nnx
 
     from jaxnas import config as config_lib
+    from jaxnas import kernels
     from jaxnas import parallel
     from jaxnas import optim
     from jaxnas.search import bilevel as B
@@ -41,8 +42,8 @@ def bench(args) -> dict:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     cfg = config_lib.search_defaults()
     cfg.space.C, cfg.space.layers, cfg.space.ops = args.C, args.layers, args.ops
-    cfg.space.depthwise = args.depthwise
-    model = build_supernet(cfg.space, (args.image, args.image, 3), 10, nnx.Rngs(0))
+    with kernels.use(args.kernels):
+        model = build_supernet(cfg.space, (args.image, args.image, 3), 10, nnx.Rngs(0))
     schedule = optim.epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, 50, 1000)
     w_tx, a_tx = optim.weight_optimizer(cfg.optim, schedule), optim.alpha_optimizer(cfg.optim)
     graphdef, state = B.init_state(model, w_tx, a_tx)
@@ -98,7 +99,7 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--image", type=int, default=32)
     p.add_argument("--ops", default="darts")
-    p.add_argument("--depthwise", default="auto", help="auto, native, dense or shift (jaxnas/spaces/edges.py)")
+    p.add_argument("--kernels", default="auto", help="auto, native, dense, shift or grouped (jaxnas/kernels)")
     p.add_argument("--devices", type=int, default=0)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--steps", type=int, default=5)

@@ -36,7 +36,8 @@ def main() -> None:
     from jaxnas import genotype as G
     from jaxnas import parallel
     from jaxnas import train as T
-    from jaxnas.spaces.darts import DartsNetwork, count_params
+    from jaxnas.nn import count_params
+    from jaxnas.spaces.darts import DartsNetwork
 
     net = DartsNetwork(G.load(args.genotype), 3, 10, C=args.C, layers=args.layers, rngs=nnx.Rngs(0))
     graphdef, params, stats = nnx.split(net, nnx.Param, nnx.BatchStat)

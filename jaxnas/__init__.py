@@ -15,8 +15,9 @@ The public API (everything below is documented where it is defined):
 
 __version__ = "0.1.0"
 
-from jaxnas import kernels
+from jaxnas import kernels, relaxations
 from jaxnas.api import evaluate_run, load_config, run_search, run_train
+from jaxnas.data import load_dataset
 from jaxnas.evaluators import register_evaluator
 from jaxnas.genotype import Genotype, derive_from_alphas, derive_from_weights
 from jaxnas.genotype import load as load_genotype
@@ -32,7 +33,8 @@ from jaxnas.spaces.darts import DartsNetwork
 
 __all__ = ["ArchParam", "DartsNetwork", "DiscreteSpace", "Genotype", "SearchState", "Space", "Strategy",
            "alpha_optimizer", "build_supernet", "count_params", "derive_from_alphas", "derive_from_weights",
-           "epoch_cosine_lr", "evaluate_run", "init_state", "kernels", "load_config", "load_genotype",
+           "epoch_cosine_lr", "evaluate_run", "init_state", "kernels", "load_config", "load_dataset", "load_genotype",
            "make_eval_step", "make_search_step", "register_discrete_strategy", "register_evaluator",
-           "register_op", "register_relaxation", "register_space", "register_strategy", "run_search", "run_train",
+           "register_op", "register_relaxation", "register_space", "register_strategy", "relaxations", "run_search",
+           "run_train",
            "split_model", "weight_optimizer"]

@@ -13,28 +13,20 @@ from collections.abc import Callable
 
 import jax
 
-from jaxnas.errors import unknown
+from jaxnas.registry import Registry
 
 Relaxation = Callable[[jax.Array, "jax.Array | None"], jax.Array]
-RELAXATIONS: dict[str, Relaxation] = {}
+RELAXATIONS: Registry = Registry("relaxation")
 
 
 def register_relaxation(name: str):
     """Decorator registering ``relax(alphas, key) -> weights`` as ``space.relaxation=<name>``."""
 
-    def wrap(fn: Relaxation) -> Relaxation:
-        if name in RELAXATIONS:
-            raise ValueError(f"relaxation {name!r} is already registered")
-        RELAXATIONS[name] = fn
-        return fn
-
-    return wrap
+    return lambda fn: RELAXATIONS.add(name, fn)
 
 
 def get_relaxation(name: str) -> Relaxation:
-    if name not in RELAXATIONS:
-        raise unknown("relaxation", name, RELAXATIONS)
-    return RELAXATIONS[name]
+    return RELAXATIONS.lookup(name)
 
 
 @register_relaxation("softmax")

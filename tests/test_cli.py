@@ -10,7 +10,7 @@ from jaxnas.cli import main
     (["search", "--config.data.name=imagenet9"], "unknown dataset 'imagenet9'"),
     (["search", "--config.space.name=nb999"], "unknown space 'nb999'; allowed: darts"),
     (["search", "--config.search.order=third"], "unknown search order 'third'"),
-    (["search", "--config.space.depthwise=im2col"], "unknown depthwise implementation 'im2col'; allowed: auto, native, dense, shift"),
+    (["search", "--config.run.kernels=im2col"], "unknown kernel implementation 'im2col'; allowed: auto, native, dense, shift, grouped"),
     (["search", "--config.search.epochz=1"], "unknown config field 'search.epochz'"),
     (["search", "--config.search.epochs=x"], "must be an integer, got 'x'"),
     (["search", "--config", "nope.py"], "config file 'nope.py' does not exist"),

@@ -3,13 +3,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxnas import native
+from jaxnas.kernels import build, native, reference
 
 
 def test_kernel_builds_and_registers_on_cpu():
     # the machines this project runs its CI on have a C++ compiler: the kernel must build there
-    assert native.available()
-    assert any(p.name.startswith("kernels-") for p in native.cache_dir().iterdir())
+    assert build.available()
+    assert any(p.name.startswith("kernels-") for p in build.cache_dir().iterdir())
 
 
 @pytest.mark.parametrize("N,H,W,C,R,K,stride,dilation,padding", [
@@ -26,7 +26,7 @@ def test_depthwise_conv_equals_xla_grouped_conv_in_values_and_gradients(N, H, W,
     x = jax.random.normal(kx, (N, H, W, C))
     k = jax.random.normal(kk, (K, K, R * C))
     y = native.depthwise_conv(x, k, stride, dilation, padding)
-    ref = native.reference(x, k, stride, dilation, padding)
+    ref = reference.depthwise_conv(x, k, stride, dilation, padding)
     assert y.shape == ref.shape
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
     g = jax.random.normal(kg, y.shape)
@@ -34,7 +34,7 @@ def test_depthwise_conv_equals_xla_grouped_conv_in_values_and_gradients(N, H, W,
     def grads(fn):
         return jax.grad(lambda x, k: jnp.sum(fn(x, k, stride, dilation, padding) * g), (0, 1))(x, k)
 
-    for a, b in zip(jax.jit(lambda: grads(native.depthwise_conv))(), grads(native.reference)):
+    for a, b in zip(jax.jit(lambda: grads(native.depthwise_conv))(), grads(reference.depthwise_conv)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
@@ -57,13 +57,13 @@ def test_hand_computed_case_and_repeatable_results():
 
 def test_disabled_kernel_is_reported_unavailable(monkeypatch):
     monkeypatch.setenv("JAXNAS_NATIVE", "0")
-    native._load.cache_clear()
+    build._load.cache_clear()
     try:
-        assert not native.available()
+        assert not build.available()
     finally:
         monkeypatch.delenv("JAXNAS_NATIVE")
-        native._load.cache_clear()
-    assert native.available()
+        build._load.cache_clear()
+    assert build.available()
 
 
 def test_second_derivatives_equal_xla_grouped_conv():
@@ -78,7 +78,7 @@ def test_second_derivatives_equal_xla_grouped_conv():
             return jnp.sum(gx ** 2) + jnp.sum(jnp.sin(gk))
         return jax.grad(inner, (0, 1))(x, k)
 
-    for a, b in zip(outer(native.depthwise_conv), outer(native.reference)):
+    for a, b in zip(outer(native.depthwise_conv), outer(reference.depthwise_conv)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
@@ -157,7 +157,7 @@ def test_separable_equals_grouped_conv_then_pointwise_to_second_derivatives(
     def spec(x, dw, pw):  # XLA's grouped conv per edge, then its 1x1 conv
         xs = x.reshape(N, H, W, -1)
         kernel = jnp.moveaxis(dw, 0, 2).reshape(K, K, E * C)
-        y = native.reference(xs, kernel, stride, dilation, padding)
+        y = reference.depthwise_conv(xs, kernel, stride, dilation, padding)
         return jnp.stack([y[..., e * C:(e + 1) * C] @ pw[e] for e in range(E)], axis=3)
 
     y = native.separable(x, dw, pw, stride, dilation, padding)
@@ -184,7 +184,7 @@ def test_separable_equals_grouped_conv_then_pointwise_to_second_derivatives(
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3 * float(jnp.abs(b).max()))
 
 
-@pytest.mark.parametrize("kind", native.POOLS)
+@pytest.mark.parametrize("kind", reference.POOLS)
 @pytest.mark.parametrize("N,H,W,C,k,stride,padding", [
     (2, 7, 6, 3, 3, 1, 1),     # channels below one vector block
     (2, 8, 8, 20, 3, 2, 1),    # a full block plus a tail, stride 2 (DARTS's reduction cells)
@@ -194,15 +194,15 @@ def test_pool_equals_xla_reduce_window_to_second_derivatives(kind, N, H, W, C, k
     kx, kg = jax.random.split(jax.random.key(6))
     x = jnp.round(2 * jax.random.normal(kx, (N, H, W, C))) / 2  # many ties: the gradient goes to the first max
     y = native.pool(x, kind, k, stride, padding)
-    np.testing.assert_allclose(y, native.pool_reference(x, kind, k, stride, padding), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(y, reference.pool(x, kind, k, stride, padding), rtol=1e-6, atol=1e-6)
     g = jax.random.normal(kg, y.shape)
 
     def grad_x(fn, g):
         return jax.grad(lambda x: jnp.sum(fn(x, kind, k, stride, padding) * g))(x)
 
-    np.testing.assert_allclose(grad_x(native.pool, g), grad_x(native.pool_reference, g), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(grad_x(native.pool, g), grad_x(reference.pool, g), rtol=1e-6, atol=1e-6)
 
     def second(fn):  # through the gradient, with respect to the cotangent
         return jax.grad(lambda g: jnp.sum(jnp.sin(grad_x(fn, g))))(g)
 
-    np.testing.assert_allclose(second(native.pool), second(native.pool_reference), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(second(native.pool), second(reference.pool), rtol=1e-5, atol=1e-6)

@@ -38,7 +38,7 @@ def test_one_two_and_four_devices_give_the_same_search_state():
     # the alphas moved, so the comparison is not of untouched initial values
     cfg = tiny_cfg()
     init = build_supernet(cfg.space, (8, 8, 1), 10, nnx.Rngs(0)).alphas_normal[...]
-    assert np.abs(np.asarray(ref.alphas["alphas_normal"][...]) - np.asarray(init)).min() > 1e-4
+    assert np.abs(np.asarray(ref.alphas["alphas_normal"][...]) - np.asarray(init)).mean() > 1e-4
 
 
 def test_second_order_on_two_devices_matches_one():

@@ -62,7 +62,7 @@ def test_finite_guard_checks_one_step_late_and_names_step_and_quantity():
     import pytest
 
     from jaxnas.errors import JaxnasError
-    from jaxnas.loop import FiniteGuard
+    from jaxnas.driver import FiniteGuard
 
     guard = FiniteGuard()
     guard.push(6, {"train_loss": 1.0, "alpha_grad_norm": 2.0})

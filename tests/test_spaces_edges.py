@@ -1,25 +1,56 @@
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from jaxnas import ops
+from jaxnas import kernels, ops
 from jaxnas.errors import JaxnasError
-from jaxnas.spaces.edges import SourceEdges, separable
+from jaxnas.kernels import build, separable
+from jaxnas.ops.darts_primitives import StackedDilConv, StackedFactorizedReduce, StackedSepConv
+from jaxnas.ops.nb201_convs import StackedReLUConvBN
+from jaxnas.spaces.edges import PerEdge, SourceEdges
 
 
-def _reference(E, C, stride, names, seed, search_bn=True):
-    """The same edges as plain MixedOps, built from the same random stream."""
-    rngs = nnx.Rngs(seed)
-    return [ops.MixedOp(C, stride, names, affine=False, search_bn=search_bn, rngs=rngs) for _ in range(E)]
+def _set(var, value):
+    var.set_value(jnp.asarray(value).reshape(var[...].shape))
+
+
+def _copy_dil(src, e, dst):
+    _set(dst.depthwise.kernel, src.dw[...][e])
+    _set(dst.pointwise.kernel, src.pw[...][e])
+
+
+def _reference(group, names, search_bn=True):
+    """The same edges as plain MixedOps (the per-edge form), holding the batched form's weights."""
+    ref = [ops.MixedOp(group.C, group.stride, names, affine=False, search_bn=search_bn, rngs=nnx.Rngs(99))
+           for _ in range(group.E)]
+    for i in range(len(names)):
+        src = group.ops.get(str(i)) if str(i) in group.ops else None
+        for e, mixed in enumerate(ref):
+            dst = mixed.ops[i]
+            if isinstance(src, StackedSepConv):
+                _copy_dil(src.block1, e, dst.block1)
+                _copy_dil(src.block2, e, dst.block2)
+            elif isinstance(src, StackedDilConv):
+                _copy_dil(src, e, dst)
+            elif isinstance(src, StackedReLUConvBN):
+                _set(dst.conv.kernel, src.kernel[...][e])
+            elif isinstance(src, StackedFactorizedReduce):
+                _set(dst.conv1.kernel, src.k1[...][e])
+                _set(dst.conv2.kernel, src.k2[...][e])
+            elif isinstance(src, PerEdge):
+                nnx.update(dst, nnx.state(src.edges[e]))
+    return ref
 
 
 # the shift form (slow to compile, not the default) only at stride 1, to keep the suite short
 @pytest.mark.parametrize("impl, stride", [("native", 1), ("native", 2), ("dense", 1), ("dense", 2), ("shift", 1)])
 def test_batched_edges_equal_separate_mixed_ops(impl, stride):
     names = ops.DARTS_OPS
-    group = SourceEdges(3, 4, stride, names, rngs=nnx.Rngs(0), dw_impl=impl)
-    ref = _reference(3, 4, stride, names, 0)
+    with kernels.use(impl):
+        group = SourceEdges(3, 4, stride, names, rngs=nnx.Rngs(0))
+    ref = _reference(group, names)
     x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4))
     w = jax.nn.softmax(jax.random.normal(jax.random.key(1), (3, len(names))), -1)
     np.testing.assert_allclose(group(x, w), np.stack([ref[e](x, w[e]) for e in range(3)], 3), rtol=1e-4, atol=1e-4)
@@ -45,15 +76,16 @@ def test_user_ops_and_nb201_convs_take_the_per_edge_and_batched_paths():
         ops.register_op("test_edges_op")(lambda C, stride, affine, rngs: ops.ReLUConvBN(C, C, 3, stride, 1, affine,
                                                                                        rngs=rngs))
     group = SourceEdges(2, 3, 1, names, rngs=nnx.Rngs(1))
-    assert group.kinds == ("none", "conv", "conv", "generic")
-    ref = _reference(2, 3, 1, names, 1)
+    assert "0" not in group.ops and isinstance(group.ops["1"], StackedReLUConvBN)
+    assert isinstance(group.ops["3"], PerEdge)  # registered without a batched form: per edge
+    ref = _reference(group, names)
     x = jax.random.normal(jax.random.key(2), (2, 5, 5, 3))
     w = jax.nn.softmax(jax.random.normal(jax.random.key(3), (2, 4)), -1)
     np.testing.assert_allclose(group(x, w), np.stack([ref[e](x, w[e]) for e in range(2)], 3), rtol=1e-4, atol=1e-4)
     # NAS-Bench-201's supernet: no BN after the pool
     nb = ops.NB201_OPS
     group = SourceEdges(3, 3, 1, nb, rngs=nnx.Rngs(4), search_bn=False)
-    ref = _reference(3, 3, 1, nb, 4, search_bn=False)
+    ref = _reference(group, nb, search_bn=False)
     w = jax.nn.softmax(jax.random.normal(jax.random.key(5), (3, len(nb))), -1)
     np.testing.assert_allclose(group(x, w), np.stack([ref[e](x, w[e]) for e in range(3)], 3), rtol=1e-4, atol=1e-4)
 
@@ -64,26 +96,35 @@ def test_dense_and_shift_separable_forms_agree_with_a_hand_computed_case():
     dw, pw = np.ones((1, 3, 3, 1), np.float32), np.full((1, 1, 1), 2.0, np.float32)
     xp = np.pad(x[0, :, :, 0], 1)
     expected = 2 * np.array([[xp[i:i + 3, j:j + 3].sum() for j in range(4)] for i in range(4)])
-    for impl in ("native", "dense", "shift"):
+    for impl in ("native", "dense", "shift", "grouped"):
         y = separable(x, dw, pw, 1, 1, 1, impl)
         np.testing.assert_allclose(y[0, :, :, 0, 0], expected)
 
 
-def test_unknown_depthwise_form_is_named():
-    with pytest.raises(JaxnasError, match="depthwise implementation 'im2col'"):
-        SourceEdges(1, 2, 1, ("none", "skip_connect"), rngs=nnx.Rngs(0), dw_impl="im2col")
+def test_unknown_kernel_implementation_is_named():
+    with pytest.raises(JaxnasError, match="kernel implementation 'im2col'"):
+        with kernels.use("im2col"):
+            pass
 
 
 def test_auto_falls_back_to_the_dense_form_without_the_native_kernel(monkeypatch):
-    from jaxnas import native
-    from jaxnas.spaces.edges import resolve_impl
-
-    assert resolve_impl("auto") == ("native" if native.available() else "dense")
+    assert kernels.resolve("auto") == ("native" if build.available() else "dense")
     monkeypatch.setenv("JAXNAS_NATIVE", "0")
-    native._load.cache_clear()
+    build._load.cache_clear()
     try:
-        assert resolve_impl("auto") == "dense" and resolve_impl("native") == "dense"
-        assert resolve_impl("shift") == "shift"
+        assert kernels.resolve("auto") == "dense" and kernels.resolve("native") == "dense"
+        assert kernels.resolve("shift") == "shift"
     finally:
         monkeypatch.delenv("JAXNAS_NATIVE")
-        native._load.cache_clear()
+        build._load.cache_clear()
+
+
+def test_stacked_weights_are_initialised_like_separate_ops_and_build_abstractly():
+    """Each edge's stacked weights are U(+-1/sqrt(fan_in)) of its own op, and a supernet's edges
+    build under jax.eval_shape (no concrete arrays needed)."""
+    group = SourceEdges(4, 16, 1, ops.DARTS_OPS, rngs=nnx.Rngs(0))
+    sep = group.ops[str(ops.DARTS_OPS.index("sep_conv_5x5"))].block1
+    assert np.abs(np.asarray(sep.dw[...])).max() <= 1 / 5 and np.abs(np.asarray(sep.dw[...])).max() > 0.9 / 5
+    assert np.abs(np.asarray(sep.pw[...])).max() <= 1 / 4 and np.abs(np.asarray(sep.pw[...])).max() > 0.9 / 4
+    shapes = jax.eval_shape(lambda: nnx.state(SourceEdges(2, 4, 2, ops.DARTS_OPS, rngs=nnx.Rngs(0))))
+    assert len(jax.tree.leaves(shapes)) > 0

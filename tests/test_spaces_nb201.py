@@ -6,7 +6,7 @@ from flax import nnx
 
 from jaxnas.errors import JaxnasError
 from jaxnas.spaces import nb201
-from jaxnas.spaces.darts import count_params
+from jaxnas.nn import count_params
 
 BEST = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 ISSUE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"
@@ -69,9 +69,9 @@ def test_cell_wiring_by_hand():
     np.testing.assert_array_equal(cell(x), x)
     arch2 = nb201.from_str("|skip_connect~0|+|skip_connect~0|skip_connect~1|+|avg_pool_3x3~0|none~1|skip_connect~2|")
     cell2 = nb201.InferCell(arch2, 4, rngs=nnx.Rngs(0))
-    from jaxnas.ops import avg_pool
+    from jaxnas.kernels import reference
 
-    np.testing.assert_allclose(cell2(x), avg_pool(x, 3, 1, 1) + 2 * x, rtol=1e-6)
+    np.testing.assert_allclose(cell2(x), reference.pool(x, "avg", 3, 1, 1) + 2 * x, rtol=1e-6)
 
 
 def test_supernet_argmax_discretization_and_onehot_equals_discrete():

@@ -11,7 +11,7 @@ from jaxnas import config as config_lib
 from jaxnas import rundir
 from jaxnas.cli import main
 from jaxnas.errors import JaxnasError
-from jaxnas.evaluate import TableEvaluator
+from jaxnas.evaluators import TableEvaluator
 from jaxnas.search import DISCRETE_STRATEGIES, discrete, get_strategy
 from jaxnas.spaces import discrete_space, nb201
 
@@ -141,7 +141,7 @@ def test_cli_search_with_a_table_writes_history_result_and_plot(table, tmp_path,
 
 
 def test_sigterm_then_resume_continues_the_same_search(table, tmp_path):
-    from jaxnas.loop import Preempted
+    from jaxnas.driver import Preempted
 
     ref_cfg = _cfg(table, "evolution", 40, population=8, tournament=3)
     ref_cfg.run.workdir, ref_cfg.run.name = str(tmp_path), "ref"

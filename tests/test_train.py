@@ -93,7 +93,7 @@ def test_sigterm_then_resume_gives_the_uninterrupted_weights(tmp_path):
     import signal
 
     from jaxnas import checkpoint
-    from jaxnas.loop import Preempted
+    from jaxnas.driver import Preempted
 
     def cfg_named(name):
         cfg = C.load(None, "train")

@@ -5,9 +5,9 @@
 """
 
 from jaxnas.evaluators.registry import EVALUATORS, final_tester, make_evaluator, register_evaluator
-from jaxnas.evaluators.supernet import SupernetEvaluator
 from jaxnas.evaluators.table import TableEvaluator
 from jaxnas.evaluators.train import TrainEvaluator, make_classifier_steps
+from jaxnas.evaluators.supernet import SupernetEvaluator  # noqa: I001  (registered in this order)
 
 __all__ = ["EVALUATORS", "SupernetEvaluator", "TableEvaluator", "TrainEvaluator", "final_tester",
            "make_classifier_steps", "make_evaluator", "register_evaluator"]

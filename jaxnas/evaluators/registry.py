@@ -10,30 +10,21 @@ macro_f1, ...: the final report on the test split). It is registered by name as 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 
-from jaxnas.errors import unknown
+from jaxnas.registry import Registry
 
-EVALUATORS: dict[str, Callable] = {}
+EVALUATORS: Registry = Registry("evaluator.kind")
 
 
 def register_evaluator(name: str):
     """Decorator registering ``make(space, cfg, log) -> evaluator`` as ``evaluator.kind=<name>``."""
 
-    def wrap(factory: Callable) -> Callable:
-        if name in EVALUATORS:
-            raise ValueError(f"evaluator {name!r} is already registered")
-        EVALUATORS[name] = factory
-        return factory
-
-    return wrap
+    return lambda factory: EVALUATORS.add(name, factory)
 
 
 def make_evaluator(cfg, space, log=print):
     """The evaluator named by ``evaluator.kind``."""
-    if cfg.evaluator.kind not in EVALUATORS:
-        raise unknown("evaluator.kind", cfg.evaluator.kind, EVALUATORS)
-    return EVALUATORS[cfg.evaluator.kind](space, cfg, log)
+    return EVALUATORS.lookup(cfg.evaluator.kind)(space, cfg, log)
 
 
 def final_tester(cfg, space, evaluator, log=print):

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from flax import nnx
 
 from jaxnas.errors import unknown
+from jaxnas.registry import Registry
 
 OpFactory = Callable[..., nnx.Module]
 
@@ -34,7 +35,7 @@ class OpSpec:
     zero: bool = False
 
 
-OPS: dict[str, OpSpec] = {}
+OPS: Registry = Registry("op")
 
 
 def register_op(name: str, *, bn_in_search: bool = False, batched: OpFactory | None = None, zero: bool = False):
@@ -42,18 +43,14 @@ def register_op(name: str, *, bn_in_search: bool = False, batched: OpFactory | N
     optionally with its batched form ``batched(E, C, stride, bn, rngs)`` (see the module docstring)."""
 
     def wrap(factory: OpFactory) -> OpFactory:
-        if name in OPS:
-            raise ValueError(f"op {name!r} is already registered")
-        OPS[name] = OpSpec(name, factory, bn_in_search, batched, zero)
+        OPS.add(name, OpSpec(name, factory, bn_in_search, batched, zero))
         return factory
 
     return wrap
 
 
 def get_op(name: str) -> OpSpec:
-    if name not in OPS:
-        raise unknown("op", name, OPS)
-    return OPS[name]
+    return OPS.lookup(name)
 
 
 DARTS_OPS = (

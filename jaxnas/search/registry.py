@@ -12,35 +12,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from jaxnas.errors import unknown
+from jaxnas.registry import Registry
 from jaxnas.search import discrete
 
-STRATEGIES: dict[str, Callable] = {}
-DISCRETE_STRATEGIES: dict[str, type] = {}
+STRATEGIES: Registry = Registry("search strategy")
+DISCRETE_STRATEGIES: Registry = Registry("discrete search strategy")
 
 
 def register_strategy(name: str):
     """Decorator registering ``run(cfg, run_dir, log, resume) -> dict`` as ``search.strategy=<name>``."""
 
-    def wrap(fn):
-        STRATEGIES[name] = fn
-        return fn
-
-    return wrap
+    return lambda fn: STRATEGIES.add(name, fn)
 
 
 def register_discrete_strategy(name: str):
     """Register an ask/tell ``Strategy`` class; ``jaxnas search --config.search.strategy=<name>`` runs it."""
 
     def wrap(cls):
-        DISCRETE_STRATEGIES[name] = cls
-        STRATEGIES[name] = discrete.runner(cls)
-        return cls
+        STRATEGIES.add(name, discrete.runner(cls))
+        return DISCRETE_STRATEGIES.add(name, cls)
 
     return wrap
 
 
 def get_strategy(name: str) -> Callable:
-    if name not in STRATEGIES:
-        raise unknown("search strategy", name, STRATEGIES)
-    return STRATEGIES[name]
+    return STRATEGIES.lookup(name)

@@ -48,6 +48,24 @@ def reduction_layers(layers: int) -> tuple[int, ...]:
     return tuple(sorted({layers // 3, 2 * layers // 3}))
 
 
+def build_cells(layers: int, C: int, stem_channels: int, make_cell) -> tuple[list, list[int]]:
+    """DARTS's macro layout (model_search.py / model.py ``Network``): C channels, doubled at each
+    reduction cell; each cell reads the two previous outputs. ``make_cell(C_pp, C_p, C, reduction,
+    reduction_prev) -> (cell, output channels)``; returns the cells and each one's output channels."""
+    C_pp, C_p, c_curr = stem_channels, stem_channels, C
+    cells, channels, reduction_prev = [], [], False
+    for i in range(layers):
+        reduction = i in reduction_layers(layers)
+        if reduction:
+            c_curr *= 2
+        cell, c_out = make_cell(C_pp, C_p, c_curr, reduction, reduction_prev)
+        cells.append(cell)
+        channels.append(c_out)
+        reduction_prev = reduction
+        C_pp, C_p = C_p, c_out
+    return cells, channels
+
+
 class SearchCell(nnx.Module):
     """A DARTS search cell (cnn/model_search.py ``Cell``); the edges leaving each state
     run together (``edges.SourceEdges``)."""
@@ -88,18 +106,11 @@ class DartsSupernet(nnx.Module):
         c_curr = stem_multiplier * C
         self.stem_conv = conv(in_channels, c_curr, 3, 1, 1, rngs=rngs)
         self.stem_bn = batch_norm(c_curr, True, rngs=rngs)
-        C_pp, C_p, c_curr = c_curr, c_curr, C
-        cells, reduction_prev = [], False
         self.reductions = reduction_layers(layers)
-        for i in range(layers):
-            reduction = i in self.reductions
-            if reduction:
-                c_curr *= 2
-            cells.append(SearchCell(nodes, C_pp, C_p, c_curr, reduction, reduction_prev, self.op_names, rngs=rngs))
-            reduction_prev = reduction
-            C_pp, C_p = C_p, nodes * c_curr
+        cells, channels = build_cells(layers, C, c_curr, lambda C_pp, C_p, c, red, red_prev: (
+            SearchCell(nodes, C_pp, C_p, c, red, red_prev, self.op_names, rngs=rngs), nodes * c))
         self.cells = nnx.List(cells)
-        self.classifier = torch_linear(C_p, num_classes, rngs)
+        self.classifier = torch_linear(channels[-1], num_classes, rngs)
         shape = (num_edges(nodes), len(self.op_names))
         self.alphas_normal = ArchParam(1e-3 * jax.random.normal(rngs.params(), shape))
         self.alphas_reduce = ArchParam(1e-3 * jax.random.normal(rngs.params(), shape))
@@ -190,24 +201,17 @@ class DartsNetwork(nnx.Module):
         c_curr = stem_multiplier * C
         self.stem_conv = conv(in_channels, c_curr, 3, 1, 1, rngs=rngs)
         self.stem_bn = batch_norm(c_curr, True, rngs=rngs)
-        C_pp, C_p, c_curr = c_curr, c_curr, C
-        cells, reduction_prev = [], False
         self.reductions = reduction_layers(layers)
         self.aux_after = 2 * layers // 3
-        c_aux = None
-        for i in range(layers):
-            reduction = i in self.reductions
-            if reduction:
-                c_curr *= 2
-            cell = EvalCell(genotype, C_pp, C_p, c_curr, reduction, reduction_prev, rngs=rngs)
-            cells.append(cell)
-            reduction_prev = reduction
-            C_pp, C_p = C_p, cell.multiplier * c_curr
-            if i == self.aux_after:
-                c_aux = C_p
+
+        def make_cell(C_pp, C_p, c, red, red_prev):
+            cell = EvalCell(genotype, C_pp, C_p, c, red, red_prev, rngs=rngs)
+            return cell, cell.multiplier * c
+
+        cells, channels = build_cells(layers, C, c_curr, make_cell)
         self.cells = nnx.List(cells)
-        self.auxiliary = AuxiliaryHead(c_aux, num_classes, rngs=rngs) if auxiliary else None
-        self.classifier = torch_linear(C_p, num_classes, rngs)
+        self.auxiliary = AuxiliaryHead(channels[self.aux_after], num_classes, rngs=rngs) if auxiliary else None
+        self.classifier = torch_linear(channels[-1], num_classes, rngs)
 
     def __call__(self, x, drop_prob=0.0, key=None):
         """Logits and auxiliary logits (None without the head); drop-path only when ``key`` is given."""

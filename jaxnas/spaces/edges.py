@@ -40,7 +40,7 @@ class SourceEdges(nnx.Module):
 
     def __init__(self, E: int, C: int, stride: int, op_names: Sequence[str], *, rngs: nnx.Rngs,
                  search_bn: bool = True):
-        self.E, self.stride = E, stride
+        self.E, self.C, self.stride = E, C, stride
         self.op_names = tuple(op_names)
         self.impl = kernels.resolve()
         ops = {}

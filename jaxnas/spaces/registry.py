@@ -20,7 +20,8 @@ from typing import Any
 import ml_collections
 from flax import nnx
 
-from jaxnas.errors import JaxnasError, unknown
+from jaxnas.errors import JaxnasError
+from jaxnas.registry import Registry
 from jaxnas.spaces.base import Arch, DiscreteSpace
 from jaxnas.spaces.weight_sharing import onehot_supernet
 
@@ -72,7 +73,7 @@ class Space:
         return onehot_supernet(self, space, cfg, ds, tx)
 
 
-SPACES: dict[str, Space] = {}
+SPACES: Registry = Registry("space")
 
 
 def register_space(name: str):
@@ -83,16 +84,14 @@ def register_space(name: str):
             raise TypeError(f"register_space({name!r}) decorates a jaxnas.spaces.Space subclass, got {cls!r}")
         space = cls()
         space.name = name
-        SPACES[name] = space
+        SPACES.add(name, space)
         return cls
 
     return wrap
 
 
 def get_space(name: str) -> Space:
-    if name not in SPACES:
-        raise unknown("space", name, SPACES)
-    return SPACES[name]
+    return SPACES.lookup(name)
 
 
 def build_supernet(space_cfg, in_shape, num_classes: int, rngs: nnx.Rngs) -> nnx.Module:
