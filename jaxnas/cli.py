@@ -9,11 +9,18 @@ import argparse
 import os
 import sys
 
+import jax
+
+from jaxnas import api, distributed, plot, rundir
+from jaxnas import config as config_lib
+from jaxnas import data as data_lib
+from jaxnas import genotype as genotype_lib
+from jaxnas.driver import Preempted
+from jaxnas.errors import JaxnasError
+
 
 def _setup_jax(cache_dir: str) -> None:
     """Persistent XLA compilation cache: repeated runs skip most of the compile time."""
-    import jax
-
     cache = cache_dir or os.environ.get("JAXNAS_CACHE_DIR") or os.path.join(
         os.path.expanduser("~"), ".cache", "jaxnas", "xla")
     jax.config.update("jax_compilation_cache_dir", cache)
@@ -22,9 +29,6 @@ def _setup_jax(cache_dir: str) -> None:
 
 def _resolve(args, overrides: list[str], kind: str):
     """The run's config and directory: a new run, or ``--resume`` of an existing one."""
-    from jaxnas import config as config_lib
-    from jaxnas import distributed, rundir
-
     extra = [f"--config.genotype={args.genotype}"] if getattr(args, "genotype", "") else []
     if getattr(args, "strategy", ""):
         extra.append(f"--config.search.strategy={args.strategy}")
@@ -50,17 +54,11 @@ def _resolve(args, overrides: list[str], kind: str):
 
 
 def _log(msg: str) -> None:
-    import jax
-
     if jax.process_index() == 0:
         print(msg, flush=True)
 
 
 def cmd_search(args, overrides: list[str]) -> int:
-    import jax
-
-    from jaxnas import api, plot
-
     cfg, path = _resolve(args, overrides, "search")
     result = api.run_search(cfg, path, log=_log, resume=bool(args.resume))
     found = (result.get("result") or {}).get("arch") or result["genotype"]
@@ -71,16 +69,12 @@ def cmd_search(args, overrides: list[str]) -> int:
 
 
 def cmd_train(args, overrides: list[str]) -> int:
-    from jaxnas import api
-
     cfg, path = _resolve(args, overrides, "train")
     api.run_train(cfg, path, log=_log, resume=bool(args.resume))
     return 0
 
 
 def cmd_eval(args, overrides: list[str]) -> int:
-    from jaxnas import api
-
     if overrides:
         raise _UsageError(f"unrecognized arguments: {' '.join(overrides)}")
     _setup_jax("")
@@ -89,8 +83,6 @@ def cmd_eval(args, overrides: list[str]) -> int:
 
 
 def cmd_genotype(args, overrides: list[str]) -> int:
-    from jaxnas import genotype as genotype_lib
-
     if overrides:
         raise _UsageError(f"unrecognized arguments: {' '.join(overrides)}")
     g = genotype_lib.load(args.genotype)
@@ -99,8 +91,6 @@ def cmd_genotype(args, overrides: list[str]) -> int:
 
 
 def cmd_plot(args, overrides: list[str]) -> int:
-    from jaxnas import plot
-
     if overrides:
         raise _UsageError(f"unrecognized arguments: {' '.join(overrides)}")
     for path in plot.plot_run(args.run_dir, args.out or None):
@@ -109,8 +99,6 @@ def cmd_plot(args, overrides: list[str]) -> int:
 
 
 def cmd_prepare(args, overrides: list[str]) -> int:
-    from jaxnas import data as data_lib
-
     data_lib.prepare_tfds(args.dataset, args.data_dir or None)
     print(f"prepared {args.dataset}")
     return 0
@@ -160,7 +148,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from jaxnas.driver import Preempted
     from jaxnas.errors import JaxnasError
 
     argv = sys.argv[1:] if argv is None else argv

@@ -11,6 +11,7 @@ space, declared by the registered space itself (``Space.defaults``).
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import os
@@ -270,8 +271,6 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides: list[str]) -> ml_
 def import_extensions(modules: str) -> None:
     """Import the comma-separated modules of ``run.imports`` (your own ops, spaces, strategies) so that
     their registrations are visible to the CLI. Like a .py config, this runs code you name."""
-    import importlib
-
     for name in (m.strip() for m in modules.split(",") if m.strip()):
         try:
             importlib.import_module(name)

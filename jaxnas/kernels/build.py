@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 
 import jax
+import jaxlib
 
 
 _HERE = Path(__file__).parent
@@ -64,8 +65,6 @@ def build(verbose: bool = False) -> Path:
     The file name hashes the sources, jaxlib's version, the flags and the CPU, so a
     changed kernel, jaxlib or machine gets its own build.
     """
-    import jaxlib
-
     cxx = _compiler()
     if cxx is None:
         raise RuntimeError("no C++ compiler found (set CXX)")

@@ -11,6 +11,7 @@ linear classifier. See ../shared/notes/nb201-reference.md for the facts checked.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import functools
 import itertools
@@ -313,8 +314,6 @@ def synthetic_table(path: str, ops: Sequence[str] = NB201_OPS, seed: int = 0, no
     """Write a MADE-UP tabular benchmark over the cells with these ops (for tests and demos, not
     NAS-Bench-201 data): score = 80 + a per-(edge, op) effect + small pairwise noise, in percent,
     with columns arch, index, val_acc, test_acc, f1, train_time."""
-    import csv
-
     rng = np.random.default_rng(seed)
     effect = rng.normal(0, 2.0, size=(len(EDGES), len(ops)))
     pair = rng.normal(0, noise, size=(len(EDGES), len(ops), len(EDGES), len(ops)))
