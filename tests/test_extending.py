@@ -217,3 +217,17 @@ def test_the_config_takes_a_user_space_fields_from_the_space():
     assert cfg.space.to_dict() == {"name": "test_toy", "hidden": 8, "relaxation": "softmax"}
     with pytest.raises(JaxnasError, match="unknown config field 'space.depth'"):
         config_lib.apply_overrides(cfg, ["--config.space.depth=3"])
+
+
+def test_the_custom_search_example_runs_on_the_public_api():
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).parents[1]
+    source = (root / "experiments" / "custom_search.py").read_text()
+    assert "from jaxnas" not in source and "import jaxnas\n" in source  # only the public surface
+    out = subprocess.run([sys.executable, "experiments/custom_search.py"], capture_output=True, text=True,
+                         timeout=300, cwd=root)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "genotype (DARTS's rule on softmax of the raw alphas): normal:" in out.stdout
