@@ -7,12 +7,20 @@ nothing is written to disk.
 
 from __future__ import annotations
 
+import jax
 import ml_collections
+from flax import nnx
 
 from jaxnas import config as config_lib
+from jaxnas import data as data_lib
+from jaxnas import genotype as genotype_lib
 from jaxnas import kernels
 from jaxnas import train as train_lib
+from jaxnas.errors import unknown
+from jaxnas.evaluators import EVALUATORS, make_evaluator
 from jaxnas.search import get_strategy
+from jaxnas.search.bilevel import ORDERS
+from jaxnas.spaces import build_supernet, discrete_space
 
 
 def load_config(spec: str | None = None, overrides: list[str] | tuple[str, ...] = (),
@@ -20,6 +28,36 @@ def load_config(spec: str | None = None, overrides: list[str] | tuple[str, ...] 
     """A validated config: ``None`` (the tiny default on digits), ``configs/x.py[:arg]`` or a
     ``.json`` file, then ``"a.b=value"`` overrides, exactly as the CLI reads them."""
     return config_lib.apply_overrides(config_lib.load(spec, kind), list(overrides))
+
+
+def check_search(cfg: ml_collections.ConfigDict) -> None:
+    """Everything ``run_search`` would refuse, without training: the strategy, the data, the space and
+    its supernet (built abstractly) or discrete form, and a table evaluator's file. Raises JaxnasError."""
+    get_strategy(cfg.search.strategy)
+    ds = data_lib.load_dataset(cfg.data.name, cfg.data.data_dir)
+    data_lib.resolve_augment(cfg.data.augment, ds.name)
+    if cfg.search.strategy == "darts":
+        if cfg.search.order not in ORDERS:
+            raise unknown("search order", cfg.search.order, ORDERS)
+        with kernels.use(cfg.run.kernels):
+            jax.eval_shape(lambda: nnx.state(build_supernet(cfg.space, ds.image_shape, ds.num_classes,
+                                                            nnx.Rngs(cfg.seed))))
+    else:
+        space = discrete_space(cfg.space, ds.image_shape)
+        if cfg.evaluator.kind == "table":
+            make_evaluator(cfg, space)
+        else:
+            EVALUATORS.lookup(cfg.evaluator.kind)
+
+
+def check_train(cfg: ml_collections.ConfigDict) -> None:
+    """Everything ``run_train`` would refuse, without training: the genotype, the data and the network."""
+    genotype = genotype_lib.load(cfg.genotype)
+    ds = data_lib.load_dataset(cfg.data.name, cfg.data.data_dir)
+    if cfg.train.dtype not in train_lib.DTYPES:
+        raise unknown("train.dtype", cfg.train.dtype, train_lib.DTYPES)
+    with kernels.use(cfg.run.kernels):
+        jax.eval_shape(lambda: nnx.state(train_lib.build_network(cfg, genotype, ds.image_shape, ds.num_classes)))
 
 
 def run_search(cfg: ml_collections.ConfigDict, run_dir: str | None = None, log=print, resume: bool = False) -> dict:
@@ -35,6 +73,7 @@ def run_train(cfg: ml_collections.ConfigDict, run_dir: str | None = None, log=pr
         return train_lib.run(cfg, run_dir, log=log, resume=resume)
 
 
-def evaluate_run(run_dir: str, log=print) -> dict:
-    """Reload a finished train run's weights and recompute its test metrics."""
-    return train_lib.evaluate_run(run_dir, log=log)
+def evaluate_run(run_dir: str, log=print, imports: str = "") -> dict:
+    """Reload a finished train run's weights and recompute its test metrics (``imports``: the modules the
+    run was made with, which the caller has imported; a run directory never makes jaxnas import anything)."""
+    return train_lib.evaluate_run(run_dir, log=log, imports=imports)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 
 import jax
 import numpy as np
@@ -28,10 +29,13 @@ def save(path: str, **trees) -> None:
 
 def load(path: str, **templates):
     """Fill each template pytree's leaves from ``path``; shapes and names must match exactly."""
-    if not os.path.exists(path):
+    if not os.path.isfile(path):
         raise JaxnasError(f"no saved weights at {path!r}")
-    with np.load(path, allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files}
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # truncated, not a zip, object arrays
+        raise JaxnasError(f"saved weights {path!r} cannot be read ({type(e).__name__}: {e})") from None
     out = []
     for name, tree in templates.items():
         leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
@@ -52,8 +56,10 @@ class Checkpointer:
     A checkpoint is a flat dict of named numpy arrays (the template pytree's key paths)
     plus a JSON ``meta`` dict (position in the data order, running sums, ...). Orbax
     writes into a temporary directory and renames it when complete, so a write cut
-    short by SIGKILL is never listed; a finished checkpoint that fails to load is
-    skipped with a warning and the one before it is used. Saving copies the arrays
+    short by SIGKILL is never listed. A finished checkpoint that fails to load (files
+    truncated, deleted or overwritten) is moved aside to ``damaged-<step>`` with a warning
+    and the one before it is used, so the resumed run can write that step again; one
+    that loads but does not fit the model is skipped and kept. Saving copies the arrays
     to host memory first, so the caller may donate or overwrite its buffers at once.
     """
 
@@ -86,13 +92,42 @@ class Checkpointer:
             try:
                 out = self._mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(),
                                                                        meta=ocp.args.JsonRestore()))
+                if not isinstance(out["meta"], dict):
+                    raise ValueError(f"its meta is {type(out['meta']).__name__}, not a JSON object")
+            except Exception as e:  # damaged files (orbax, tensorstore and JSON raise many kinds): set aside
+                self._set_aside(step, e)
+                continue
+            try:
                 tree = _unflat(template, out["state"], f"checkpoint {step}")
-            except Exception as e:  # a damaged checkpoint: say so and fall back to the previous one
-                self.log(f"warning: checkpoint {step} in {self.directory} cannot be loaded ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''}); trying an older one")
+            except JaxnasError as e:  # intact, but not this model's: keep it, try an older one
+                self.log(f"warning: {e}; trying an older one")
                 continue
             return tree, out["meta"], step
         return None
+
+    def meta(self, step: int) -> dict | None:
+        """The JSON meta of checkpoint ``step`` alone, or None when it cannot be read."""
+        ocp = self._ocp
+        try:
+            out = self._mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        except Exception:  # damaged: restore() sets it aside
+            return None
+        return out["meta"] if isinstance(out["meta"], dict) else None
+
+    def _set_aside(self, step: int, error: Exception) -> None:
+        """Move a damaged checkpoint out of orbax's sight (``damaged-<step>``), so its step can be written again."""
+        src, dest = os.path.join(self.directory, str(step)), os.path.join(self.directory, f"damaged-{step}")
+        n = 1
+        while os.path.exists(dest):
+            dest, n = os.path.join(self.directory, f"damaged-{step}.{n}"), n + 1
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        if jax.process_index() == 0 and os.path.isdir(src):
+            os.replace(src, dest)
+            self.log(f"warning: checkpoint {step} in {self.directory} cannot be loaded ({reason}); moved to "
+                     f"{dest}; trying an older one")
+        else:
+            self.log(f"warning: checkpoint {step} in {self.directory} cannot be loaded ({reason}); trying an older one")
+        self._mngr.reload()
 
     def wait(self) -> None:
         self._mngr.wait_until_finished()

@@ -6,7 +6,9 @@ Bad input of any kind ends in one line on stderr and exit code 2, no traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
 import sys
 
 import jax
@@ -28,20 +30,23 @@ def _setup_jax(cache_dir: str) -> None:
 
 
 def _resolve(args, overrides: list[str], kind: str):
-    """The run's config and directory: a new run, or ``--resume`` of an existing one."""
+    """The run's config and directory: a new run, or ``--resume`` of an existing one (``--check``: the
+    config alone, checked, and no directory)."""
     extra = [f"--config.genotype={args.genotype}"] if getattr(args, "genotype", "") else []
     if getattr(args, "strategy", ""):
         extra.append(f"--config.search.strategy={args.strategy}")
     if getattr(args, "space", ""):
         extra.append(f"--config.space.name={args.space}")
-    for item in overrides:  # modules named on the command line register their spaces before the config is read
-        if item.startswith("--config.run.imports="):
-            config_lib.import_extensions(item.split("=", 1)[1])
+    given = _imports(overrides)  # modules named on the command line register their spaces before the config is read
+    config_lib.import_extensions(given)
     if args.resume:
         cfg = config_lib.for_resume(args.resume, args.config, overrides + extra, kind)
+        config_lib.check_run_imports(cfg.run.imports, given, args.resume)
     else:
         cfg = config_lib.apply_overrides(config_lib.load(args.config, kind), overrides + extra)
-    config_lib.import_extensions(cfg.run.imports)
+        config_lib.import_extensions(cfg.run.imports)  # a config file is code the user runs
+    if getattr(args, "check", False):
+        return cfg, None
     _setup_jax(cfg.run.compile_cache)
     distributed.initialize(cfg.run, log=lambda msg: print(msg, flush=True))
     if args.resume:
@@ -53,14 +58,46 @@ def _resolve(args, overrides: list[str], kind: str):
     return cfg, path
 
 
+def _imports(overrides: list[str]) -> str:
+    """The ``--config.run.imports=`` of the command line (the last one), or ''."""
+    given = [o.split("=", 1)[1] for o in overrides if o.startswith("--config.run.imports=")]
+    return given[-1] if given else ""
+
+
+def _only_imports(overrides: list[str]) -> str:
+    """``eval`` and ``plot`` take no overrides but ``--config.run.imports``."""
+    bad = [o for o in overrides if not o.startswith("--config.run.imports=")]
+    if bad:
+        raise _UsageError(f"unrecognized arguments: {' '.join(bad)} (only --config.run.imports=... is taken here)")
+    given = _imports(overrides)
+    config_lib.import_extensions(given)
+    return given
+
+
 def _log(msg: str) -> None:
     if jax.process_index() == 0:
         print(msg, flush=True)
 
 
+@contextlib.contextmanager
+def _cleaning_up(path: str, resume: bool):
+    """Run the body; a new run that fails before writing any result leaves no folder behind."""
+    try:
+        yield
+    except JaxnasError:
+        if not resume and jax.process_index() == 0 and rundir.only_started(path):
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
 def cmd_search(args, overrides: list[str]) -> int:
     cfg, path = _resolve(args, overrides, "search")
-    result = api.run_search(cfg, path, log=_log, resume=bool(args.resume))
+    if args.check:
+        api.check_search(cfg)
+        print("ok: the config, data and space are valid (nothing was run)")
+        return 0
+    with _cleaning_up(path, bool(args.resume)):
+        result = api.run_search(cfg, path, log=_log, resume=bool(args.resume))
     found = (result.get("result") or {}).get("arch") or result["genotype"]
     _log(f"final architecture: {found}")
     if jax.process_index() == 0 and result.get("history") and "best_score" in result["history"][-1]:
@@ -70,15 +107,19 @@ def cmd_search(args, overrides: list[str]) -> int:
 
 def cmd_train(args, overrides: list[str]) -> int:
     cfg, path = _resolve(args, overrides, "train")
-    api.run_train(cfg, path, log=_log, resume=bool(args.resume))
+    if args.check:
+        api.check_train(cfg)
+        print("ok: the config, genotype, data and network are valid (nothing was run)")
+        return 0
+    with _cleaning_up(path, bool(args.resume)):
+        api.run_train(cfg, path, log=_log, resume=bool(args.resume))
     return 0
 
 
 def cmd_eval(args, overrides: list[str]) -> int:
-    if overrides:
-        raise _UsageError(f"unrecognized arguments: {' '.join(overrides)}")
+    imports = _only_imports(overrides)
     _setup_jax("")
-    api.evaluate_run(args.run_dir)
+    api.evaluate_run(args.run_dir, imports=imports)
     return 0
 
 
@@ -91,9 +132,8 @@ def cmd_genotype(args, overrides: list[str]) -> int:
 
 
 def cmd_plot(args, overrides: list[str]) -> int:
-    if overrides:
-        raise _UsageError(f"unrecognized arguments: {' '.join(overrides)}")
-    for path in plot.plot_run(args.run_dir, args.out or None):
+    imports = _only_imports(overrides)
+    for path in plot.plot_run(args.run_dir, args.out or None, imports=imports):
         print(path)
     return 0
 
@@ -124,11 +164,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--strategy", default="", help="shorthand for --config.search.strategy "
                                                    "(darts, random, greedy, evolution, rsws)")
     s.add_argument("--space", default="", help="shorthand for --config.space.name (darts, nb201, chain)")
+    s.add_argument("--check", action="store_true", help="check the config, data and space, then stop (no run)")
     s.set_defaults(fn=cmd_search)
     t = sub.add_parser("train", help="retrain a genotype from scratch and test it (default: DARTS_V2, tiny, digits)")
     t.add_argument("--config", default=None, help="configs/<name>.py[:arg] or a .json config (default: tiny digits)")
     t.add_argument("--genotype", default="", help="a published name (DARTS_V2) or runs/<search run>/genotype.json")
     t.add_argument("--resume", default="", metavar="RUN_DIR", help="continue a stopped training from its last checkpoint")
+    t.add_argument("--check", action="store_true", help="check the config, genotype and data, then stop (no run)")
     t.set_defaults(fn=cmd_train)
     e = sub.add_parser("eval", help="reload a train run's weights and recompute its test metrics")
     e.add_argument("run_dir")
@@ -159,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             raise _UsageError(f"unrecognized arguments: {' '.join(bad)} (config overrides look like --config.a.b=value)")
         return args.fn(args, rest)
     except (JaxnasError, _UsageError) as e:
-        print(f"jaxnas: error: {e}", file=sys.stderr)
+        message = str(e).replace("\r", "\\r").replace("\n", "\\n")  # one line, whatever the input held
+        print(f"jaxnas: error: {message}", file=sys.stderr)
         return 2
     except Preempted as e:
         print(f"jaxnas: stopped by {e}", file=sys.stderr)

@@ -18,6 +18,7 @@ import os
 
 import ml_collections
 
+from jaxnas import rundir
 from jaxnas.errors import JaxnasError
 from jaxnas.spaces import SPACES, get_space
 
@@ -39,7 +40,8 @@ def search_defaults() -> ml_collections.ConfigDict:
     c.space = space_group("darts")  # the fields of the space named space.name (its Space.defaults)
     c.data = ml_collections.ConfigDict(dict(name="cifar10", data_dir="", train_portion=0.5, augment="auto"))
     c.search = ml_collections.ConfigDict(dict(
-        strategy="darts", order="first", epochs=50, batch_size=64, max_steps_per_epoch=0, eval_batch_size=256))
+        strategy="darts", order="first", epochs=50, batch_size=64, max_steps_per_epoch=0, eval_batch_size=256,
+        eval_examples=0))  # search-val images evaluated at each epoch end (0: all of them)
     c.optim = ml_collections.ConfigDict(dict(
         lr=0.025, lr_min=0.001, momentum=0.9, weight_decay=3e-4, grad_clip=5.0,
         arch_lr=3e-4, arch_beta1=0.5, arch_beta2=0.999, arch_weight_decay=1e-3))
@@ -126,6 +128,46 @@ def tiny_train() -> ml_collections.ConfigDict:
     return c
 
 
+# The allowed range of every numeric field, declared once beside the defaults above and checked
+# whenever a config is read (``apply_overrides``, which every command and ``jaxnas.load_config``
+# end with): (lowest, highest), inclusive, None for no bound; "open" ranges exclude the bounds.
+RANGES = {
+    "seed": (0, 2 ** 32 - 1),
+    "run.devices": (0, None), "run.log_every": (1, None), "run.checkpoint_every": (0, None),
+    "run.keep_checkpoints": (1, None), "run.num_processes": (0, None), "run.init_timeout": (1, None),
+    "data.cutout": (0, None),
+    "search.epochs": (1, None), "search.batch_size": (1, None), "search.eval_batch_size": (1, None),
+    "search.max_steps_per_epoch": (0, None), "search.eval_examples": (0, None),
+    "train.epochs": (1, None), "train.batch_size": (1, None), "train.eval_batch_size": (1, None),
+    "train.max_steps_per_epoch": (0, None),
+    "model.C": (1, None), "model.layers": (1, None), "model.stem_multiplier": (1, None),
+    "model.drop_path_prob": (0.0, 1.0), "model.auxiliary_weight": (0.0, None),
+    "optim.lr": (0.0, None), "optim.lr_min": (0.0, None), "optim.momentum": (0.0, 1.0),
+    "optim.weight_decay": (0.0, None), "optim.grad_clip": (0.0, None), "optim.arch_lr": (0.0, None),
+    "optim.arch_beta1": (0.0, 1.0), "optim.arch_beta2": (0.0, 1.0), "optim.arch_weight_decay": (0.0, None),
+    "discrete.budget_evals": (0, None), "discrete.budget_seconds": (0.0, None), "discrete.population": (1, None),
+    "discrete.tournament": (1, None), "discrete.greedy_sweeps": (1, None), "discrete.ws_epochs": (1, None),
+    "discrete.ws_eval_batches": (1, None),
+    "evaluator.epochs": (1, None), "evaluator.batch_size": (1, None), "evaluator.lr": (0.0, None),
+    "evaluator.weight_decay": (0.0, None), "evaluator.final_epochs": (0, None),
+}
+OPEN_RANGES = {"data.train_portion": (0.0, 1.0)}
+
+
+def check_ranges(cfg) -> None:
+    """Every numeric field inside its declared range (``RANGES``); else one error naming it."""
+    for key, value in flatten(cfg).items():
+        if key in RANGES:
+            lo, hi = RANGES[key]
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                allowed = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+                raise JaxnasError(f"config field {key!r} must be {allowed}, got {value!r}")
+        elif key in OPEN_RANGES:
+            lo, hi = OPEN_RANGES[key]
+            if not lo < value < hi:
+                raise JaxnasError(f"config field {key!r} must be in ({lo}, {hi}), got {value!r}")
+
+
 DEFAULTS = {"search": search_defaults, "train": train_defaults}
 TINY = {"search": tiny_search, "train": tiny_train}
 
@@ -187,9 +229,22 @@ def from_dict(raw: dict, kind: str) -> ml_collections.ConfigDict:
     """A config read as data (a run directory's config.json): checked field by field, then completed."""
     if not isinstance(raw, dict):
         raise JaxnasError(f"a config must be a JSON object of field groups, got {type(raw).__name__}")
-    cfg = _with_space(ml_collections.ConfigDict(raw))
+    cfg = _with_space(_from_data(raw, "run config"))
     _check_against(cfg, _schema(cfg, kind))
     return _fill(cfg, kind)
+
+
+def _from_data(raw: dict, where: str) -> ml_collections.ConfigDict:
+    """A ConfigDict of JSON data whose every key is a field name (a string without dots)."""
+    def check(node, path):
+        for key, value in node.items():
+            if not isinstance(key, str) or not key or "." in key:
+                raise JaxnasError(f"{where}: {'.'.join(path + [key])!r} is not a config field name")
+            if isinstance(value, dict):
+                check(value, path + [key])
+
+    check(raw, [])
+    return ml_collections.ConfigDict(raw)
 
 
 def _schema(cfg, kind: str) -> ml_collections.ConfigDict:
@@ -208,11 +263,7 @@ def load(spec: str | None, kind: str = "search") -> ml_collections.ConfigDict:
         if not os.path.exists(path):
             raise JaxnasError(f"config file {path!r} does not exist")
         if path.endswith(".json"):
-            try:
-                with open(path) as f:
-                    cfg = ml_collections.ConfigDict(json.load(f))
-            except json.JSONDecodeError as e:
-                raise JaxnasError(f"config file {path!r} is not valid JSON: {e}") from None
+            cfg = _from_data(rundir.read_json(path, "config file"), f"config file {path!r}")
         elif path.endswith(".py"):
             cfg = _load_py(path, arg or None)
         else:
@@ -265,7 +316,16 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides: list[str]) -> ml_
         node[parts[-1]] = _parse_value(value, node[parts[-1]], path)
         if path == "space.name":
             cfg = _with_space(cfg)
+    check_ranges(cfg)
     return cfg
+
+
+def check_run_imports(saved: str, given: str, run_dir: str) -> None:
+    """Reading a run never imports what it names: a run made with ``run.imports`` needs the same
+    modules named on the command line (``--config.run.imports=...``)."""
+    if saved and saved != given:
+        raise JaxnasError(f"run {run_dir!r} was made with run.imports={saved!r}; jaxnas never imports what a run "
+                          f"directory names: pass --config.run.imports={saved} to import it")
 
 
 def import_extensions(modules: str) -> None:
@@ -299,18 +359,21 @@ def flatten(cfg, prefix: str = "") -> dict:
     return out
 
 
+def fingerprint(cfg) -> dict:
+    """The fields that decide a run's numbers (all but ``RESUME_FREE``), as saved in its checkpoints."""
+    return {k: v for k, v in flatten(cfg).items() if k not in RESUME_FREE}
+
+
 def for_resume(run_dir: str, spec: str | None, overrides: list[str], kind: str) -> ml_collections.ConfigDict:
     """The config of the run in ``run_dir``; ``spec``/``overrides`` may only restate it (or change RESUME_FREE)."""
     path = os.path.join(run_dir, "config.json")
     meta = os.path.join(run_dir, "meta.json")
     if not os.path.isdir(run_dir) or not os.path.exists(path) or not os.path.exists(meta):
         raise JaxnasError(f"--resume {run_dir!r}: not a jaxnas run directory (config.json and meta.json expected)")
-    with open(meta) as f:
-        saved_kind = json.load(f).get("kind")
+    saved_kind = rundir.read_json(meta, "run file").get("kind")
     if saved_kind != kind:
         raise JaxnasError(f"--resume {run_dir!r} is a {saved_kind} run, not a {kind} run")
-    with open(path) as f:
-        saved = from_dict(json.load(f), kind)
+    saved = from_dict(rundir.read_json(path, "run config"), kind)
     cfg = apply_overrides(load(spec, kind) if spec else from_dict(saved.to_dict(), kind), overrides)
     a, b = flatten(saved), flatten(cfg)
     diff = [k for k in sorted(set(a) | set(b)) if k not in RESUME_FREE and a.get(k) != b.get(k)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zipfile
 from typing import Iterator
 
 import numpy as np
@@ -66,8 +67,13 @@ def _check_arrays(name: str, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, 
         raise JaxnasError(f"dataset {name!r}: {len(x)} images but {len(y)} labels")
     if not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
         raise JaxnasError(f"dataset {name!r}: labels must be non-negative integers, got dtype {y.dtype}")
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)) or x.dtype == np.bool_:
+        raise JaxnasError(f"dataset {name!r}: images must be real numbers (uint8 0..255 or floats 0..1), "
+                          f"got dtype {x.dtype}")
     if x.dtype != np.uint8:
         x = x.astype(np.float32)
+        if not np.isfinite(x).all():
+            raise JaxnasError(f"dataset {name!r}: the images hold NaN or Inf values")
     return x, y.astype(np.int32)
 
 
@@ -81,12 +87,12 @@ def load_digits() -> Dataset:
 
 
 def load_npz(path: str) -> Dataset:
-    if not os.path.exists(path):
+    if not os.path.isfile(path):
         raise JaxnasError(f"dataset file {path!r} does not exist")
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise JaxnasError(f"dataset file {path!r} is not a readable .npz of plain arrays: {e}") from None
     if "x" not in arrays or "y" not in arrays:
         raise JaxnasError(f"dataset file {path!r} must hold arrays 'x' and 'y' (found {', '.join(arrays) or 'none'})")
@@ -99,6 +105,9 @@ def load_npz(path: str) -> Dataset:
     else:
         parts = _holdout(x, y)
     num_classes = int(max(parts[1].max(initial=0), parts[3].max(initial=0))) + 1
+    if len(np.unique(parts[1])) < 2:
+        raise JaxnasError(f"dataset {path!r}: the training labels hold {len(np.unique(parts[1]))} class; "
+                          f"classification needs at least 2")
     return Dataset(os.path.basename(path), *parts, num_classes=num_classes)
 
 

@@ -148,16 +148,32 @@ class Progress:
             self._bar.close()
 
 
-def restore_run(ckpt, template, steps: int, devices: int, run_dir: str, log, epoch_logs=("metrics.jsonl",)):
+def restore_run(ckpt, template, steps: int, devices: int, run_dir: str, log, epoch_logs=("metrics.jsonl",),
+                config: dict | None = None):
     """Resume a run: ``(tree, meta, start, history)`` from the newest good checkpoint, or
     ``(None, None, 0, [])`` when there is none. Log records written after the checkpoint are
-    dropped from ``steps.jsonl`` (by step) and from ``epoch_logs`` (by epoch)."""
+    dropped from ``steps.jsonl`` (by step) and from ``epoch_logs`` (by epoch).
+
+    ``config`` (the fields that decide the numbers, as saved in every checkpoint's meta) must
+    equal what the checkpoint was made with: a hand-edited config.json is an error naming the
+    field, and checkpoints that exist but none of which can be used are an error, never a
+    silent restart from step 0."""
+    had = ckpt.steps()
+    newest = ckpt.meta(had[-1]) if had else None
+    if config is not None and newest is not None and newest.get("config") not in (None, config):
+        _config_mismatch(newest["config"], config, had[-1], run_dir)
     restored = ckpt.restore(jax.device_get(template))
+    if restored is None and had:
+        raise JaxnasError(f"none of the checkpoints in {ckpt.directory} ({', '.join(map(str, had))}) can be used "
+                          f"(see the warnings above); move that folder away to start the run over")
     if restored is None:
         log(f"no checkpoint in {ckpt.directory}; starting from step 0")
         tree, meta, start = None, None, 0
     else:
         tree, meta, start = restored
+    saved = (meta or {}).get("config")
+    if tree is not None and config is not None and saved is not None and saved != config:
+        _config_mismatch(saved, config, start, run_dir)
     if tree is not None and meta["steps_per_epoch"] != steps:
         raise JaxnasError(f"checkpoint {start} was written with {meta['steps_per_epoch']} steps per epoch, "
                           f"this run has {steps}; was the dataset changed?")
@@ -174,6 +190,13 @@ def restore_run(ckpt, template, steps: int, devices: int, run_dir: str, log, epo
     if tree is not None:
         log(f"resumed from the checkpoint at step {start} (epoch {epochs_done + 1}, step {start % steps + 1} next)")
     return tree, meta, start, history
+
+
+def _config_mismatch(saved: dict, config: dict, step: int, run_dir: str) -> None:
+    diff = [k for k in sorted(set(saved) | set(config)) if saved.get(k) != config.get(k)]
+    shown = "; ".join(f"{k}: checkpoint {step} has {saved.get(k)!r}, the config now {config.get(k)!r}" for k in diff[:3])
+    raise JaxnasError(f"--resume {run_dir!r}: the run's config.json no longer matches its checkpoints ({shown}"
+                      f"{'; ...' if len(diff) > 3 else ''}); restore config.json or start a new run")
 
 
 def checkpoint_due(step: int, every: int, stop: StopOnSignal) -> bool:

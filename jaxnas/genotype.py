@@ -112,11 +112,11 @@ def load(name_or_path: str) -> Genotype:
     """A published genotype by name (see ``PUBLISHED``) or a JSON file written by ``save``."""
     if name_or_path in PUBLISHED:
         return PUBLISHED[name_or_path]
-    if not os.path.exists(name_or_path):
+    if not os.path.isfile(name_or_path):
         raise JaxnasError(f"genotype {name_or_path!r} is neither a file nor a published name "
                           f"({', '.join(PUBLISHED)})")
     try:
-        with open(name_or_path) as f:
+        with open(name_or_path, encoding="utf-8") as f:
             d = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise JaxnasError(f"genotype file {name_or_path!r} is not valid JSON: {e}") from None

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 
 from jaxnas import config as config_lib
+from jaxnas import rundir
 from jaxnas.errors import JaxnasError
 from jaxnas.ops import resolve_op_set
 from jaxnas.spaces import get_space
@@ -42,7 +44,7 @@ def _layout(triples) -> dict[str, tuple[float, float]]:
     appearance, a topological order for cells), zig-zagging up and down, the sink last."""
     states = list(dict.fromkeys([s for s, _, _ in triples] + [t for _, t, _ in triples]))
     targets = {t for _, t, _ in triples}
-    sources = [s for s in states if s not in targets]
+    sources = sorted(s for s in states if s not in targets)  # the same order in every cell: c_{k-1} on top
     pos = {s: (0.0, (len(sources) - 1) / 2 * 1.6 - j * 1.6) for j, s in enumerate(sources)}
     rest = [s for s in states if s in targets]
     for j, s in enumerate(rest):
@@ -102,7 +104,8 @@ def alphas_figure(records: list[dict], key: str, op_names, title: str, edge_name
             continue
         for o, name in enumerate(op_names):
             ax.plot(epochs, w[:, e, o], label=name, lw=1.2)
-        ax.set_title(f"edge {e}: {edge_names[e]}" if edge_names else f"edge {e}", fontsize=8)
+        label = re.sub(r"c\{(k-[12])\}", r"$c_{\1}$", edge_names[e]) if edge_names else ""
+        ax.set_title(f"edge {e}: {label}" if label else f"edge {e}", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.ticklabel_format(axis="y", useOffset=False)
         if e // cols == rows - 1 or e + cols >= n_edges:
@@ -155,27 +158,24 @@ def _read_jsonl(path: str) -> list[dict]:
     return out
 
 
-def plot_run(run_dir: str, out_dir: str | None = None) -> list[str]:
-    """Write every figure the run's files allow into ``<run_dir>/plots``; returns the paths."""
+def plot_run(run_dir: str, out_dir: str | None = None, imports: str = "") -> list[str]:
+    """Write every figure the run's files allow into ``<run_dir>/plots``; returns the paths. Nothing the
+    run names is imported: a run made with ``run.imports`` needs ``imports`` (already imported) to match."""
     cfg_path, meta_path = os.path.join(run_dir, "config.json"), os.path.join(run_dir, "meta.json")
     if not (os.path.exists(cfg_path) and os.path.exists(meta_path)):
         raise JaxnasError(f"{run_dir!r} is not a jaxnas run directory (config.json and meta.json expected)")
-    with open(meta_path) as f:
-        kind = json.load(f).get("kind", "search")
+    kind = rundir.read_json(meta_path, "run file").get("kind", "search")
     out_dir = out_dir or os.path.join(run_dir, "plots")
     os.makedirs(out_dir, exist_ok=True)
     written = []
-    with open(cfg_path) as f:
-        cfg = config_lib.from_dict(json.load(f), kind)
-    if kind == "search":
-        config_lib.import_extensions(cfg.run.imports)
+    cfg = config_lib.from_dict(rundir.read_json(cfg_path, "run config"), kind)
+    config_lib.check_run_imports(cfg.run.imports, imports, run_dir)
     space = get_space(cfg.space.name) if kind == "search" else get_space("darts")
     metrics = _read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
     g_path = os.path.join(run_dir, "genotype.json")
     raw = None
     if os.path.exists(g_path):
-        with open(g_path) as f:
-            raw = json.load(f)
+        raw = rundir.read_json(g_path, "genotype file")
     elif metrics and "genotype" in metrics[-1]:
         raw = metrics[-1]["genotype"]
     if raw is not None:

@@ -26,18 +26,44 @@ def package_versions() -> dict[str, str]:
             out[name] = "not installed"
     return out
 
+def check_writable(path: str) -> None:
+    """Fail at once, with the path named, where a run could not write (a read-only folder)."""
+    probe = os.path.join(path, f".jaxnas-write-test-{os.getpid()}")
+    try:
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise JaxnasError(f"cannot write in {path!r} ({e.strerror or e}); a run needs a writable folder") from None
+
+
+def _data_label(name: str) -> str:
+    """A dataset's name for a folder name: a file's stem (``path/to/x.npz`` -> ``x``), else the name."""
+    base = os.path.basename(name.rstrip("/"))
+    return os.path.splitext(base)[0] if os.path.splitext(base)[1] else name.replace("/", "_")
+
+
 def create(cfg, kind: str) -> str:
-    """Make ``<workdir>/<name or timestamp-kind>`` and write config.json and meta.json into it (process 0)."""
+    """Make ``<workdir>/<name or timestamp-kind-data>`` and write config.json and meta.json into it
+    (process 0). ``run.name`` is one path component; an existing run is never overwritten."""
     if jax.process_count() > 1 and not cfg.run.name:
         raise JaxnasError("a multi-process run needs --config.run.name so that all processes share one run directory")
-    name = cfg.run.name or f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{kind}-{cfg.data.name.replace('/', '_')}"
+    name = cfg.run.name
+    if name and (name in (".", "..") or os.sep in name or "/" in name or os.path.isabs(name)):
+        raise JaxnasError(f"run.name {name!r} must be one folder name (no path separators, not '.' or '..'); "
+                          f"choose the parent folder with run.workdir")
+    name = name or f"{datetime.datetime.now():%Y%m%d-%H%M%S}-{kind}-{_data_label(cfg.data.name)}"
     path = os.path.join(cfg.run.workdir, name)
-    os.makedirs(path, exist_ok=True)
-    if jax.process_index() != 0:
-        return path
-    if any(os.path.exists(os.path.join(path, f)) for f in ("checkpoints", "search_state.json", "metrics.jsonl")):
+    if jax.process_index() == 0 and os.path.exists(os.path.join(path, "config.json")):
         raise JaxnasError(f"run directory {path!r} already holds a run; continue it with --resume {path} "
                           f"or choose another run.name")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise JaxnasError(f"cannot create the run directory {path!r} ({e.strerror or e})") from None
+    if jax.process_index() != 0:
+        return path
+    check_writable(path)
     write_json(os.path.join(path, "config.json"), cfg.to_dict())
     devices = jax.devices()
     write_json(os.path.join(path, "meta.json"), {
@@ -54,9 +80,26 @@ def create(cfg, kind: str) -> str:
     })
     return path
 
+def only_started(path: str) -> bool:
+    """True when a run folder holds nothing but what starting it wrote (config.json, meta.json,
+    TensorBoard headers, empty folders): a start that failed before any result."""
+    for root, _, files in os.walk(path):
+        rel = os.path.relpath(root, path)
+        for f in files:
+            if rel == "." and f in ("config.json", "meta.json"):
+                continue
+            if rel.split(os.sep)[0] == "tb":
+                continue
+            return False
+    return True
+
+
 def record_resume(path: str) -> None:
     """Append when, with how many devices and what command a run was resumed (resumes.jsonl)."""
     if jax.process_index() == 0:
+        check_writable(path)
+        if os.path.isdir(os.path.join(path, "checkpoints")):
+            check_writable(os.path.join(path, "checkpoints"))
         append_jsonl(os.path.join(path, "resumes.jsonl"), {
             "time": datetime.datetime.now().isoformat(timespec="seconds"), "command": sys.argv,
             "device_count": jax.device_count(), "device_kind": jax.devices()[0].device_kind,
@@ -70,6 +113,23 @@ def write_json(path: str, obj) -> None:
         json.dump(obj, f, indent=2, sort_keys=True)
         f.write("\n")
     os.replace(tmp, path)
+
+def read_json(path: str, what: str = "file") -> dict:
+    """A JSON object read from ``path``; anything else (missing, not UTF-8, not JSON, not an object,
+    a folder) is one JaxnasError naming the file and what is wrong."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except FileNotFoundError:
+        raise JaxnasError(f"{what} {path!r} does not exist") from None
+    except IsADirectoryError:
+        raise JaxnasError(f"{what} {path!r} is a folder, not a JSON file") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise JaxnasError(f"{what} {path!r} is not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise JaxnasError(f"{what} {path!r} holds a JSON {type(value).__name__}, not an object")
+    return value
+
 
 def append_jsonl(path: str, record: dict) -> None:
     with open(path, "a") as f:

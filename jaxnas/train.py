@@ -7,7 +7,6 @@ on the held-out test split, which is never used for any choice.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -19,7 +18,9 @@ from flax import nnx
 
 from jaxnas import checkpoint, driver, parallel, rundir, writers
 from jaxnas import config as config_lib
-from jaxnas import data as data_lib, genotype as genotype_lib, metrics as metrics_lib
+from jaxnas import data as data_lib
+from jaxnas import genotype as genotype_lib
+from jaxnas import metrics as metrics_lib
 from jaxnas.errors import JaxnasError
 from jaxnas.nn import count_params
 from jaxnas.optim import epoch_cosine_lr, weight_optimizer
@@ -148,7 +149,8 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
     start, sums, history = 0, {"loss": 0.0, "acc": 0.0}, []
     if resume:
         template = {"params": params, "stats": stats, "opt": opt, "key": jax.random.key_data(key)}
-        tree, meta, start, history = driver.restore_run(ckpt, template, steps, mesh.devices.size, run_dir, log)
+        tree, meta, start, history = driver.restore_run(ckpt, template, steps, mesh.devices.size, run_dir, log,
+                                                        config=config_lib.fingerprint(cfg))
         if tree is not None:
             params, stats, opt = tree["params"], tree["stats"], tree["opt"]
             key, sums = jax.random.wrap_key_data(tree["key"]), meta["sums"]
@@ -159,6 +161,8 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
         f"| {mesh.devices.size} x {jax.devices()[0].device_kind} in {jax.process_count()} process(es) | "
         f"{steps} steps/epoch")
     progress = driver.Progress(t.epochs * steps, start, "train", cfg.run.progress and jax.process_index() == 0)
+    if start < t.epochs * steps:
+        log("compiling the train step (the first step; XLA's persistent cache shortens later runs)")
     t0, last, drop_prob = time.time(), {}, 0.0
 
     def begin_epoch(epoch, first):
@@ -197,7 +201,8 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
         if ckpt is not None:
             ckpt.save(gstep, {"params": params, "stats": stats, "opt": opt, "key": jax.random.key_data(key)},
                       {"step": gstep, "steps_per_epoch": steps, "sums": {k: float(v) for k, v in sums.items()},
-                       "devices": int(mesh.devices.size), "processes": jax.process_count()})
+                       "devices": int(mesh.devices.size), "processes": jax.process_count(),
+                       "config": config_lib.fingerprint(cfg)})
 
     driver.run_epochs(epochs=t.epochs, steps=steps, start=start, log_every=cfg.run.log_every,
                       checkpoint_every=cfg.run.checkpoint_every, progress=progress, ckpt=ckpt, run_dir=run_dir,
@@ -214,15 +219,14 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
     return {"test": result, "history": history}
 
 
-def evaluate_run(run_dir: str, log=print) -> dict:
-    """Reload a finished ``jaxnas train`` run's weights and recompute its test metrics."""
+def evaluate_run(run_dir: str, log=print, imports: str = "") -> dict:
+    """Reload a finished ``jaxnas train`` run's weights and recompute its test metrics. Nothing the run
+    names is imported: a run made with ``run.imports`` needs ``imports`` (already imported) to match."""
     for name in ("config.json", "genotype.json", "weights.npz"):
         if not os.path.exists(os.path.join(run_dir, name)):
             raise JaxnasError(f"{run_dir!r} is not a finished train run: {name} is missing")
-    with open(os.path.join(run_dir, "config.json")) as f:
-        raw = json.load(f)
-    cfg = config_lib.from_dict(raw, "train")
-    config_lib.import_extensions(cfg.run.imports)
+    cfg = config_lib.from_dict(rundir.read_json(os.path.join(run_dir, "config.json"), "run config"), "train")
+    config_lib.check_run_imports(cfg.run.imports, imports, run_dir)
     genotype = genotype_lib.load(os.path.join(run_dir, "genotype.json"))
     ds, model, mesh, params, stats, predict = _prepare(cfg, genotype)
     params, stats = checkpoint.load(os.path.join(run_dir, "weights.npz"), params=params, batch_stats=stats)

@@ -63,3 +63,48 @@ def test_shape_mismatch_is_named(tmp_path):
     bad = {"w": np.zeros((3, 2), np.float32), "opt": (np.float32(0), np.int32(0))}
     assert checkpoint.Checkpointer(str(tmp_path / "ck"), log=warnings.append).restore(bad) is None
     assert "'w' is float32[2, 3], the model expects float32[3, 2]" in warnings[0]
+
+
+def _damage(step_dir, how):
+    files = [os.path.join(r, f) for r, _, fs in os.walk(step_dir) for f in fs]
+    for path in files:
+        if how == "truncated":
+            with open(path, "r+b") as fh:
+                fh.truncate(os.path.getsize(path) // 2)
+        elif how == "deleted":
+            os.remove(path)
+        else:
+            with open(path, "wb") as fh:
+                fh.write(os.urandom(64))
+
+
+@pytest.mark.parametrize("how", ["truncated", "deleted", "garbage"])
+def test_a_damaged_newest_checkpoint_is_set_aside_and_its_step_can_be_written_again(tmp_path, how):
+    d = tmp_path / "ck"
+    ck = checkpoint.Checkpointer(str(d), keep=3, log=lambda *_: None)
+    ck.save(1, _tree(1.0), {"step": 1})
+    ck.save(2, _tree(2.0), {"step": 2})
+    ck.close()
+    _damage(d / "2", how)
+    warnings = []
+    ck = checkpoint.Checkpointer(str(d), keep=3, log=warnings.append)
+    tree, meta, step = ck.restore(_tree(0.0))
+    assert step == 1 and meta["step"] == 1 and ck.steps() == [1]
+    assert (d / "damaged-2").is_dir() and "moved to" in warnings[0]
+    ck.save(2, _tree(4.0), {"step": 2})  # orbax refused this before: "Checkpoint for step 2 already exists"
+    ck.close()
+    tree, _, step = checkpoint.Checkpointer(str(d), log=lambda *_: None).restore(_tree(0.0))
+    assert step == 2 and float(tree["opt"][0]) == 4.0
+
+
+def test_weights_that_are_not_a_readable_npz_are_one_error(tmp_path):
+    path = tmp_path / "w.npz"
+    checkpoint.save(str(path), params=_tree(1.0))
+    data = path.read_bytes()
+    for bad in (data[: len(data) // 2], b"not a zip at all"):
+        path.write_bytes(bad)
+        with pytest.raises(JaxnasError, match="cannot be read"):
+            checkpoint.load(str(path), params=_tree(0.0))
+    np.savez(str(path), **{"params:w": np.array([object()], dtype=object)})
+    with pytest.raises(JaxnasError, match="cannot be read"):
+        checkpoint.load(str(path), params=_tree(0.0))

@@ -146,3 +146,40 @@ def test_resume_before_the_first_checkpoint_starts_over_with_clean_logs(tmp_path
     get_strategy("darts")(cfg, path, log=logs.append, resume=True)
     assert any("no checkpoint" in m for m in logs)
     assert _logs(path) == _logs(ref_dir)
+
+
+def _tiny_run(tmp_path, name, **over):
+    args = [a for a in TINY if "checkpoint_every" not in a and "max_steps" not in a] + [
+        "--config.run.checkpoint_every=0", "--config.search.max_steps_per_epoch=3",
+        f"--config.run.workdir={tmp_path}", f"--config.run.name={name}"]
+    cfg = config_lib.apply_overrides(config_lib.load(None), args)
+    path = rundir.create(cfg, "search")
+    return cfg, path, get_strategy("darts")(cfg, path, log=lambda *_: None)
+
+
+def test_a_damaged_newest_checkpoint_is_set_aside_and_the_resumed_search_ends_as_an_uninterrupted_one(tmp_path):
+    _, _, ref = _tiny_run(tmp_path, "ref")
+    _, path, _ = _tiny_run(tmp_path, "cut")
+    step_dir = os.path.join(path, "checkpoints", "6")
+    for root, _, files in os.walk(step_dir):  # truncate every file of the newest checkpoint (a full disk)
+        for f in files:
+            with open(os.path.join(root, f), "r+b") as fh:
+                fh.truncate(os.path.getsize(os.path.join(root, f)) // 3)
+    logs = []
+    out = get_strategy("darts")(config_lib.for_resume(path, None, [], "search"), path, log=logs.append, resume=True)
+    assert any("moved to" in m for m in logs) and any("resumed from the checkpoint at step 3" in m for m in logs)
+    assert os.path.isdir(os.path.join(path, "checkpoints", "damaged-6"))
+    assert checkpoint.Checkpointer(os.path.join(path, "checkpoints")).steps() == [3, 6]
+    for a, b in zip(jax.tree.leaves(ref["state"].alphas), jax.tree.leaves(out["state"].alphas)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_hand_edited_run_config_is_an_error_naming_the_field_never_a_restart(tmp_path):
+    _, path, _ = _tiny_run(tmp_path, "edited")
+    cfg_path = os.path.join(path, "config.json")
+    saved = json.load(open(cfg_path))
+    saved["search"]["epochs"] = 5
+    json.dump(saved, open(cfg_path, "w"))
+    with pytest.raises(JaxnasError, match="search.epochs: checkpoint 6 has 2, the config now 5"):
+        get_strategy("darts")(config_lib.for_resume(path, None, [], "search"), path, log=lambda *_: None, resume=True)
+    assert checkpoint.Checkpointer(os.path.join(path, "checkpoints")).steps() == [3, 6]  # nothing replaced

@@ -89,6 +89,29 @@ def test_bf16_compute_keeps_f32_weights():
     assert np.isfinite(float(m["loss"]))
 
 
+def test_a_damaged_newest_checkpoint_is_set_aside_and_retraining_resumes_to_the_same_weights(tmp_path):
+    def cfg_named(name):
+        cfg = C.load(None, "train")
+        cfg.model.C, cfg.model.layers, cfg.train.epochs, cfg.train.max_steps_per_epoch = 4, 2, 2, 3
+        cfg.run.checkpoint_every, cfg.run.workdir, cfg.run.name = 0, str(tmp_path), name
+        return cfg
+
+    ref_dir = rundir.create(cfg_named("ref"), "train")
+    T.run(cfg_named("ref"), ref_dir, log=lambda *_: None)
+    path = rundir.create(cfg_named("cut"), "train")
+    T.run(cfg_named("cut"), path, log=lambda *_: None)
+    for root, _, files in os.walk(os.path.join(path, "checkpoints", "6")):  # garbage over the newest checkpoint
+        for f in files:
+            with open(os.path.join(root, f), "wb") as fh:
+                fh.write(b"\x00garbage")
+    logs = []
+    T.run(C.for_resume(path, None, [], "train"), path, log=logs.append, resume=True)
+    assert any("moved to" in m for m in logs) and any("resumed from the checkpoint at step 3" in m for m in logs)
+    a, b = np.load(os.path.join(path, "weights.npz")), np.load(os.path.join(ref_dir, "weights.npz"))
+    for k in a.files:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
 def test_sigterm_then_resume_gives_the_uninterrupted_weights(tmp_path):
     import signal
 

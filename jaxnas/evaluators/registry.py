@@ -10,7 +10,6 @@ macro_f1, ...: the final report on the test split). It is registered by name as 
 
 from __future__ import annotations
 
-
 from jaxnas.registry import Registry
 
 EVALUATORS: Registry = Registry("evaluator.kind")

@@ -5,6 +5,7 @@ training-time column that a time budget then counts, as the benchmark's simulate
 from __future__ import annotations
 
 import csv
+import io
 import os
 
 from jaxnas.errors import JaxnasError
@@ -19,7 +20,7 @@ class TableEvaluator:
                  test_column: str = "test_acc", f1_column: str = "", cost_column: str = ""):
         if not path:
             raise JaxnasError("evaluator.kind=table needs evaluator.table=<path to a CSV>")
-        if not os.path.exists(path):
+        if not os.path.isfile(path):
             raise JaxnasError(f"tabular benchmark file {path!r} does not exist")
         self.space, self.path = space, path
         self.has_cost = bool(cost_column)  # without it every cost is 0 and a time budget never ends
@@ -28,29 +29,33 @@ class TableEvaluator:
             self.columns["f1"] = f1_column
         if cost_column:
             self.columns["cost"] = cost_column
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            header = reader.fieldnames or []
-            missing = [c for c in self.columns.values() if c not in header]
-            if missing:
-                raise JaxnasError(f"{path}: column(s) {', '.join(missing)} missing; the file has: "
-                                  f"{', '.join(header) or 'no header'}")
-            self.rows: dict[str, dict] = {}
-            for line, row in enumerate(reader, start=2):
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                text = f.read()
+        except UnicodeDecodeError as e:
+            raise JaxnasError(f"tabular benchmark file {path!r} is not UTF-8 text ({e})") from None
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        header = reader.fieldnames or []
+        missing = [c for c in self.columns.values() if c not in header]
+        if missing:
+            raise JaxnasError(f"{path}: column(s) {', '.join(missing)} missing; the file has: "
+                              f"{', '.join(header) or 'no header'}")
+        self.rows: dict[str, dict] = {}
+        for line, row in enumerate(reader, start=2):
+            try:
+                arch = space.decode(row[arch_column])
+            except JaxnasError as e:
+                raise JaxnasError(f"{path} line {line}: {e}") from None
+            values = {}
+            for key, col in self.columns.items():
+                if key == "arch":
+                    continue
                 try:
-                    arch = space.decode(row[arch_column])
-                except JaxnasError as e:
-                    raise JaxnasError(f"{path} line {line}: {e}") from None
-                values = {}
-                for key, col in self.columns.items():
-                    if key == "arch":
-                        continue
-                    try:
-                        values[key] = float(row[col])
-                    except (TypeError, ValueError):
-                        raise JaxnasError(f"{path} line {line}: column {col!r} is {row[col]!r}, "
-                                          f"not a number") from None
-                self.rows[space.encode(arch)] = values
+                    values[key] = float(row[col])
+                except (TypeError, ValueError):
+                    raise JaxnasError(f"{path} line {line}: column {col!r} is {row[col]!r}, "
+                                      f"not a number") from None
+            self.rows[space.encode(arch)] = values
         if not self.rows:
             raise JaxnasError(f"{path}: no rows")
 

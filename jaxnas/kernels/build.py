@@ -16,13 +16,13 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import warnings
 from pathlib import Path
 
 import jax
 import jaxlib
-
 
 _HERE = Path(__file__).parent
 _SOURCES = [_HERE / "depthwise.cc", _HERE / "batchnorm.cc", _HERE / "pool.cc"]
@@ -75,6 +75,7 @@ def build(verbose: bool = False) -> Path:
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
+    print(f"jaxnas: compiling the native CPU kernels (once; cached in {path.parent}) ...", file=sys.stderr, flush=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
     os.close(fd)
     try:

@@ -5,8 +5,8 @@
 ``evolution`` and ``rsws`` (weight sharing), driven by ``discrete.py``.
 """
 
+from jaxnas.search import differentiable, evolution, greedy, random_search, rsws  # noqa: E402,F401
 from jaxnas.search.registry import (DISCRETE_STRATEGIES, STRATEGIES, get_strategy, register_discrete_strategy,
                                     register_strategy)
-from jaxnas.search import differentiable, evolution, greedy, random_search, rsws  # noqa: E402,F401
 
 __all__ = ["DISCRETE_STRATEGIES", "STRATEGIES", "get_strategy", "register_discrete_strategy", "register_strategy"]

@@ -17,6 +17,7 @@ from flax import nnx
 
 from jaxnas import data as data_lib
 from jaxnas import driver, parallel, rundir, writers
+from jaxnas.config import fingerprint
 from jaxnas.errors import JaxnasError, unknown
 from jaxnas.evaluators import TableEvaluator
 from jaxnas.optim import alpha_optimizer, epoch_cosine_lr, weight_optimizer
@@ -108,7 +109,7 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
     start, sums, count, history = 0, {}, 0, []
     if resume:
         tree, meta, start, history = driver.restore_run(ckpt, state, steps, mesh.devices.size, run_dir, log,
-                                                        ("metrics.jsonl", "alphas.jsonl"))
+                                                        ("metrics.jsonl", "alphas.jsonl"), fingerprint(cfg))
         if tree is not None:
             state, sums, count = parallel.put_replicated(tree, mesh), meta["sums"], meta["count"]
     writer = writers.MetricWriter(run_dir, start, cfg.run.tensorboard, resume)
@@ -119,6 +120,8 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
         f"{steps} steps/epoch")
     arch = space.arch_from_dict(history[-1]["genotype"]) if history else None
     progress = driver.Progress(s.epochs * steps, start, "search", cfg.run.progress and jax.process_index() == 0)
+    if start < s.epochs * steps:
+        log(f"compiling the {s.order}-order search step (the first step; XLA's persistent cache shortens later runs)")
     t0 = time.time()
 
     def begin_epoch(epoch, first):
@@ -143,17 +146,20 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
                        f"lr {m['lr']:.5f} | {progress.rate() * s.batch_size:.1f} img/s | ETA {progress.eta()}", log)
         writer.write("steps", gstep, {"epoch": epoch + 1, "step": gstep, **m})
 
+    eval_idx = val_idx[:s.eval_examples] if s.eval_examples else val_idx
+    eval_what = "search-val" if len(eval_idx) == len(val_idx) else f"{len(eval_idx)} search-val images"
+
     def end_epoch(epoch, gstep, seconds):
         nonlocal arch
-        val_loss, val_acc = evaluate(eval_fn, state, ds.x_train[val_idx], ds.y_train[val_idx], s.eval_batch_size,
+        val_loss, val_acc = evaluate(eval_fn, state, ds.x_train[eval_idx], ds.y_train[eval_idx], s.eval_batch_size,
                                      mean, std, mesh)
         arch = nnx.merge(graphdef, state.params, state.alphas, state.batch_stats).genotype()
         record = {"epoch": epoch + 1, "step": gstep, "time_s": round(time.time() - t0, 2),
                   **{f"mean_{k}": v / max(count, 1) for k, v in sums.items()},
                   "search_val_loss": val_loss, "search_val_acc": val_acc, "genotype": arch.to_dict()}
         history.append(record)
-        progress.write(f"epoch {epoch + 1}/{s.epochs} done in {seconds:.1f}s | search-val loss {val_loss:.4f} "
-                       f"acc {val_acc:.4f} | ETA {progress.eta()} | genotype {arch}", log)
+        progress.write(f"epoch {epoch + 1}/{s.epochs} done in {seconds:.1f}s | {eval_what}, BN running statistics: "
+                       f"loss {val_loss:.4f} acc {val_acc:.4f} | ETA {progress.eta()} | genotype {arch}", log)
         writer.write("metrics", gstep, record)
         writer.write("alphas", gstep, {"epoch": epoch + 1, "ops": list(model.op_names),
                                        **alphas_record(state.alphas)})
@@ -164,7 +170,8 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
     def save(gstep):
         if ckpt is not None:
             ckpt.save(gstep, state, {"step": gstep, "steps_per_epoch": steps, "sums": sums, "count": count,
-                                     "devices": int(mesh.devices.size), "processes": jax.process_count()})
+                                     "devices": int(mesh.devices.size), "processes": jax.process_count(),
+                                     "config": fingerprint(cfg)})
 
     driver.run_epochs(epochs=s.epochs, steps=steps, start=start, log_every=cfg.run.log_every,
                       checkpoint_every=cfg.run.checkpoint_every, progress=progress, ckpt=ckpt, run_dir=run_dir,

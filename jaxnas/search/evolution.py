@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections import deque
 
 from jaxnas.errors import JaxnasError
-from jaxnas.search.registry import register_discrete_strategy
 from jaxnas.search.base import Strategy
+from jaxnas.search.registry import register_discrete_strategy
 
 
 @register_discrete_strategy("evolution")

@@ -10,8 +10,8 @@ scores best or the maximum depth is reached. Ties keep the earlier value.
 
 from __future__ import annotations
 
-from jaxnas.search.registry import register_discrete_strategy
 from jaxnas.search.base import Strategy
+from jaxnas.search.registry import register_discrete_strategy
 
 
 @register_discrete_strategy("greedy")

@@ -3,8 +3,8 @@ the baseline of Li & Talwalkar 2019 and of NAS-Bench-201)."""
 
 from __future__ import annotations
 
-from jaxnas.search.registry import register_discrete_strategy
 from jaxnas.search.base import Strategy
+from jaxnas.search.registry import register_discrete_strategy
 
 
 @register_discrete_strategy("random")

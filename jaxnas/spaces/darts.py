@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-
 from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from flax import nnx
-
-import ml_collections
 
 from jaxnas import genotype as genotype_lib
 from jaxnas import kernels
@@ -33,6 +31,7 @@ from jaxnas.relaxations import get_relaxation, relax_all
 from jaxnas.spaces.base import DiscreteSpace
 from jaxnas.spaces.edges import SourceEdges, cell_states
 from jaxnas.spaces.registry import Space, register_space
+
 
 def edge_row(node: int, source: int) -> int:
     """Alpha row of the edge from state ``source`` into intermediate node ``node``."""
@@ -324,6 +323,8 @@ class DartsSpace(Space):
                 raise JaxnasError(f"space.{field} must be a positive integer, got {cfg[field]!r}")
         if len(in_shape) != 3:
             raise JaxnasError(f"the DARTS space takes images (H, W, C), got input shape {tuple(in_shape)}")
+        if all(name == "none" for name in resolve_op_set(_ops(cfg))):
+            raise JaxnasError(f"space.ops {cfg.ops!r} has no op besides none: there is nothing to search")
         return DartsSupernet(in_shape[-1], num_classes, C=cfg.C, layers=cfg.layers, nodes=cfg.nodes,
                              stem_multiplier=cfg.stem_multiplier, ops=_ops(cfg), relaxation=cfg.relaxation, rngs=rngs)
 
