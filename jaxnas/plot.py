@@ -62,7 +62,7 @@ def cell_figure(triples, title: str):
     xs, ys = zip(*pos.values())
     fig, ax = plt.subplots(figsize=(2.0 + 1.6 * (max(xs) - min(xs)) / 2.2, 1.6 + 1.1 * (max(ys) - min(ys))))
     colors = {"c_{k-2}": "#a6d5a6", "c_{k-1}": "#a6d5a6", "c_{k}": "#f2d589"}
-    seen = {}
+    seen, placed = {}, list(pos.values())  # label centres so far, the state boxes included
     for s, t, op in triples:
         k = seen[(s, t)] = seen.get((s, t), -1) + 1
         rad = 0.25 * (k + 1) * (-1) ** k if k or sum(1 for a, b, _ in triples if (a, b) == (s, t)) > 1 else 0.12
@@ -70,11 +70,19 @@ def cell_figure(triples, title: str):
         arrow = FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=12, shrinkA=16, shrinkB=16,
                                 connectionstyle=f"arc3,rad={rad}", color="0.35" if op else "0.6", lw=1.0)
         ax.add_patch(arrow)
-        if op:  # on the arc, 60% of the way to the target, where edges into one state fan in
-            t = 0.6
+        if op:  # on the arc, where the label is farthest from the labels and boxes already placed
             dx, dy = x1 - x0, y1 - y0
-            bulge = 2 * t * (1 - t) * rad  # matplotlib's arc3: control point = midpoint + rad * (dy, -dx)
-            mx, my = x0 + t * dx + bulge * dy, y0 + t * dy - bulge * dx
+
+            def point(f):  # matplotlib's arc3 is a quadratic Bezier with control midpoint + rad * (dy, -dx)
+                bulge = 2 * f * (1 - f) * rad
+                return x0 + f * dx + bulge * dy, y0 + f * dy - bulge * dx
+
+            def clearance(f):
+                px, py = point(f)
+                return min([((px - qx) / 1.1) ** 2 + ((py - qy) / 0.3) ** 2 for qx, qy in placed] + [1e9])
+
+            mx, my = point(max((0.5, 0.4, 0.6, 0.3, 0.7, 0.25, 0.75), key=clearance))
+            placed.append((mx, my))
             ax.text(mx, my, op, ha="center", va="center", fontsize=7, color="#8b1a1a",
                     bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85})
     for s, (x, y) in pos.items():

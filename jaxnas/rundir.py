@@ -100,6 +100,14 @@ def record_resume(path: str) -> None:
         check_writable(path)
         if os.path.isdir(os.path.join(path, "checkpoints")):
             check_writable(os.path.join(path, "checkpoints"))
+        for name in sorted(os.listdir(path)):  # the logs a resumed run appends to
+            if name.endswith((".jsonl", ".json")):
+                try:
+                    with open(os.path.join(path, name), "a"):
+                        pass
+                except OSError as e:
+                    raise JaxnasError(f"cannot write {os.path.join(path, name)!r} ({e.strerror or e}); "
+                                      f"a resumed run appends to it") from None
         append_jsonl(os.path.join(path, "resumes.jsonl"), {
             "time": datetime.datetime.now().isoformat(timespec="seconds"), "command": sys.argv,
             "device_count": jax.device_count(), "device_kind": jax.devices()[0].device_kind,

@@ -70,6 +70,16 @@ def test_a_read_only_run_folder_is_one_error_before_any_work(tmp_path, capsys):
     finally:
         for u in undo:
             u()
+    cfg.run.name = "logs"
+    logs = rundir.create(cfg, "search")
+    metrics = os.path.join(logs, "metrics.jsonl")
+    open(metrics, "w").close()
+    undo = _read_only(metrics)
+    try:
+        code, err = _cli(["search", "--resume", logs], capsys)
+        assert code == 2 and "metrics.jsonl" in err and "appends to it" in err and err.count("\n") == 1
+    finally:
+        undo()
 
 
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]", b"\xff\xfe\x00garbage"])
