@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import zipfile
 
@@ -79,11 +80,41 @@ class Checkpointer:
         return sorted(self._mngr.all_steps())
 
     def save(self, step: int, tree, meta: dict) -> None:
-        """Start writing checkpoint ``step`` (asynchronously, after a synchronous copy to host)."""
+        """Start writing checkpoint ``step`` (asynchronously, after a synchronous copy to host). A write
+        that failed (the previous one, in the background, or this one) stops the run with one error
+        naming the folder; the checkpoints already written are kept."""
         ocp = self._ocp
         arrays = {k: np.array(v, copy=True) for k, v in _flat(tree).items()}
-        self._mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(arrays),
-                                                      meta=ocp.args.JsonSave(meta)), force=True)
+        with self._failing(f"checkpoint {step}"):
+            self._mngr.check_for_errors()
+            self._probe()  # before orbax starts a write it could not finish (its threads would wait for it)
+            self._mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(arrays),
+                                                          meta=ocp.args.JsonSave(meta)), force=True)
+
+    @contextlib.contextmanager
+    def _failing(self, what: str):
+        try:
+            yield
+        except JaxnasError:
+            raise
+        except Exception as e:  # orbax and tensorstore raise many kinds for a folder that cannot be written
+            kept = [s for s in self._listed() if s is not None]
+            raise JaxnasError(f"{what} could not be written to {self.directory} ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''}); the checkpoints kept: "
+                              f"{', '.join(map(str, kept)) or 'none'}") from None
+
+    def _probe(self) -> None:
+        """Raise OSError now if the folder cannot take a new checkpoint."""
+        probe = os.path.join(self.directory, f".write-test-{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+
+    def _listed(self) -> list[int]:
+        try:
+            return self.steps()
+        except Exception:  # the folder itself is unreadable
+            return []
 
     def restore(self, template):
         """``(tree, meta, step)`` from the newest loadable checkpoint, or None when there is none."""
@@ -130,11 +161,15 @@ class Checkpointer:
         self._mngr.reload()
 
     def wait(self) -> None:
-        self._mngr.wait_until_finished()
+        with self._failing("a checkpoint"):
+            self._mngr.wait_until_finished()
+            self._mngr.check_for_errors()
 
     def close(self) -> None:
-        self._mngr.wait_until_finished()
-        self._mngr.close()
+        try:
+            self.wait()
+        finally:
+            self._mngr.close()
 
 
 def _unflat(template, arrays: dict, where: str):

@@ -155,10 +155,14 @@ OPEN_RANGES = {"data.train_portion": (0.0, 1.0)}
 
 
 def check_ranges(cfg) -> None:
-    """Every numeric field inside its declared range (``RANGES``); else one error naming it."""
+    """Every numeric field inside its declared range (``RANGES``, and the space's own ``Space.ranges``);
+    else one error naming it."""
+    ranges = dict(RANGES)
+    if "space" in cfg and "name" in cfg.space:
+        ranges.update({f"space.{k}": r for k, r in get_space(cfg.space.name).ranges().items()})
     for key, value in flatten(cfg).items():
-        if key in RANGES:
-            lo, hi = RANGES[key]
+        if key in ranges:
+            lo, hi = ranges[key]
             if (lo is not None and value < lo) or (hi is not None and value > hi):
                 allowed = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
                 raise JaxnasError(f"config field {key!r} must be {allowed}, got {value!r}")

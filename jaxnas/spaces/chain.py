@@ -324,6 +324,9 @@ class ChainSpace(Space):
         return ml_collections.ConfigDict(dict(max_depth=6, filters="16,32", kernels="1,3,5", units="64,128",
                                               pools="max,avg", merges="sum,concat", branches=2))
 
+    def ranges(self):
+        return {"max_depth": (0, 64), "branches": (0, 8)}
+
     def discrete(self, cfg, in_shape=None):
         return ChainDiscrete(self.fields(cfg), in_shape)
 

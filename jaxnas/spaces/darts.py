@@ -317,6 +317,9 @@ class DartsSpace(Space):
         return ml_collections.ConfigDict(dict(C=16, layers=8, nodes=4, stem_multiplier=3, ops="auto",
                                               relaxation="softmax"))
 
+    def ranges(self):
+        return {"C": (1, 4096), "layers": (1, 200), "nodes": (1, 16), "stem_multiplier": (1, 16)}
+
     def supernet(self, cfg, in_shape, num_classes, rngs):
         for field in ("C", "layers", "nodes", "stem_multiplier"):
             if int(cfg[field]) < 1:

@@ -291,6 +291,9 @@ class NB201Space(Space):
         # ops "auto": the benchmark's 5 ops; cells_per_stage: N of the benchmark's network
         return ml_collections.ConfigDict(dict(C=16, cells_per_stage=5, ops="auto", relaxation="softmax"))
 
+    def ranges(self):
+        return {"C": (1, 4096), "cells_per_stage": (1, 200)}
+
     def supernet(self, cfg, in_shape, num_classes, rngs):
         ops = "nb201" if cfg.ops == "auto" else cfg.ops
         return NB201Supernet(in_shape[-1], num_classes, C=cfg.C, N=cfg.cells_per_stage, ops=ops,

@@ -2,7 +2,8 @@
 
 A space offers (override what it has):
 
-* ``defaults()``: its config fields and their defaults (the ``space`` group besides ``name``);
+* ``defaults()``: its config fields and their defaults (the ``space`` group besides ``name``), and
+  ``ranges()``: the allowed range of each numeric one;
 * ``supernet(cfg, in_shape, num_classes, rngs)``: a module whose architecture parameters are
   ``jaxnas.nn.ArchParam`` variables and which has ``genotype()`` (gradient-based search);
 * ``discrete(cfg, in_shape)``: a ``DiscreteSpace`` (random, greedy, evolution, weight sharing);
@@ -35,6 +36,10 @@ class Space:
     def defaults(self) -> ml_collections.ConfigDict:
         """The space's config fields (besides ``name``) with their defaults."""
         return ml_collections.ConfigDict()
+
+    def ranges(self) -> dict[str, tuple]:
+        """The allowed (lowest, highest) of each numeric field of ``defaults()``, checked when a config is read."""
+        return {}
 
     def fields(self, space_cfg) -> ml_collections.ConfigDict:
         """``space_cfg`` completed with this space's defaults, without the fields of other spaces."""
