@@ -42,6 +42,7 @@ def bench(args) -> dict:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     cfg = config_lib.search_defaults()
     cfg.space.C, cfg.space.layers, cfg.space.ops = args.C, args.layers, args.ops
+    cfg.space.allow_no_normal_cell = args.layers < 3
     with kernels.use(args.kernels):
         model = build_supernet(cfg.space, (args.image, args.image, 3), 10, nnx.Rngs(0))
     schedule = optim.epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, 50, 1000)

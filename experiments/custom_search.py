@@ -50,7 +50,7 @@ def softmax_t2(alphas, key=None):
 
 
 def main() -> None:
-    cfg = jaxnas.load_config(None, ["space.layers=1", "space.nodes=2", "space.C=8",
+    cfg = jaxnas.load_config(None, ["space.layers=3", "space.nodes=2", "space.C=8",
                                     "space.ops=none,skip_connect,scaled_relu,sep_conv_3x3",
                                     "space.relaxation=softmax_t2", "search.batch_size=32"])
     ds = jaxnas.load_dataset("digits")

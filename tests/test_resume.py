@@ -18,7 +18,8 @@ from jaxnas.errors import JaxnasError
 from jaxnas.search import get_strategy
 
 CACHE = jax.config.jax_compilation_cache_dir
-TINY = ["--config.space.C=4", "--config.space.layers=1", "--config.space.nodes=2",
+TINY = ["--config.space.C=4", "--config.space.layers=1", "--config.space.allow_no_normal_cell=true",
+        "--config.space.nodes=2",
         "--config.space.ops=none,skip_connect,sep_conv_3x3", "--config.search.epochs=2",
         "--config.search.batch_size=16", "--config.search.eval_batch_size=64",
         "--config.search.max_steps_per_epoch=8", "--config.run.log_every=1", "--config.run.checkpoint_every=1",

@@ -91,3 +91,12 @@ def test_evaluation_network_takes_genotypes_with_other_node_counts():
     assert [c.multiplier for c in net.cells] == [2, 1, 1]
     logits, aux = net(jnp.ones((2, 8, 8, 1)))
     assert logits.shape == (2, 10) and aux is None
+
+
+def test_a_supernet_without_normal_cells_is_refused_unless_asked_for():
+    cfg = tiny_cfg()
+    cfg.space.allow_no_normal_cell = False
+    for layers in (1, 2):
+        cfg.space.layers = layers
+        with pytest.raises(JaxnasError, match=f"space.layers={layers} builds only reduction cells"):
+            build_supernet(cfg.space, (8, 8, 1), 10, nnx.Rngs(0))

@@ -118,9 +118,6 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
         f"{n_params / 1e6:.3f}M weights | data={ds.name} {ds.image_shape} train/val {len(train_idx)}/{len(val_idx)} | "
         f"{mesh.devices.size} x {jax.devices()[0].device_kind} in {jax.process_count()} process(es) | "
         f"{steps} steps/epoch")
-    if getattr(model, "reductions", None) is not None and len(model.reductions) >= len(model.cells):
-        log(f"warning: every one of the {len(model.cells)} cells reduces, so no normal cell is trained; the normal "
-            f"cell of the genotype comes from untrained alphas (DARTS's normal cells need space.layers >= 3)")
     arch = space.arch_from_dict(history[-1]["genotype"]) if history else None
     progress = driver.Progress(s.epochs * steps, start, "search", cfg.run.progress and jax.process_index() == 0)
     if start < s.epochs * steps:

@@ -314,8 +314,10 @@ class DartsSpace(Space):
 
     def defaults(self):
         # ops "auto": DARTS's 8 ops; relaxation: jaxnas.relaxations (softmax: DARTS)
+        # allow_no_normal_cell: layers 1 and 2 hold only reduction cells, so the genotype's normal cell would
+        # come from untrained alphas; refused unless asked for (the tests' 1-cell supernets compile fast)
         return ml_collections.ConfigDict(dict(C=16, layers=8, nodes=4, stem_multiplier=3, ops="auto",
-                                              relaxation="softmax"))
+                                              relaxation="softmax", allow_no_normal_cell=False))
 
     def ranges(self):
         return {"C": (1, 4096), "layers": (1, 200), "nodes": (1, 16), "stem_multiplier": (1, 16)}
@@ -326,6 +328,10 @@ class DartsSpace(Space):
                 raise JaxnasError(f"space.{field} must be a positive integer, got {cfg[field]!r}")
         if len(in_shape) != 3:
             raise JaxnasError(f"the DARTS space takes images (H, W, C), got input shape {tuple(in_shape)}")
+        if len(reduction_layers(cfg.layers)) >= cfg.layers and not cfg.allow_no_normal_cell:
+            raise JaxnasError(f"space.layers={cfg.layers} builds only reduction cells, so the normal cell would be "
+                              f"derived from untrained alphas; use space.layers >= 3 (or set "
+                              f"space.allow_no_normal_cell=true for a reduction-cell-only supernet)")
         if all(name == "none" for name in resolve_op_set(_ops(cfg))):
             raise JaxnasError(f"space.ops {cfg.ops!r} has no op besides none: there is nothing to search")
         return DartsSupernet(in_shape[-1], num_classes, C=cfg.C, layers=cfg.layers, nodes=cfg.nodes,
