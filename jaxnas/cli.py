@@ -90,14 +90,22 @@ def _cleaning_up(path: str, resume: bool):
         raise
 
 
-def cmd_search(args, overrides: list[str]) -> int:
-    cfg, path = _resolve(args, overrides, "search")
+def _run(args, overrides: list[str], kind: str, check, run, what: str):
+    """A search or training from the command line: ``--check`` validates only; else the run, whose
+    folder is removed again if it fails before any result. Returns ``(result or None, run dir)``."""
+    cfg, path = _resolve(args, overrides, kind)
     if args.check:
-        api.check_search(cfg)
-        print("ok: the config, data and space are valid (nothing was run)")
-        return 0
+        check(cfg)
+        print(f"ok: the config, {what} are valid (nothing was run)")
+        return None, path
     with _cleaning_up(path, bool(args.resume)):
-        result = api.run_search(cfg, path, log=_log, resume=bool(args.resume))
+        return run(cfg, path, log=_log, resume=bool(args.resume)), path
+
+
+def cmd_search(args, overrides: list[str]) -> int:
+    result, path = _run(args, overrides, "search", api.check_search, api.run_search, "data and space")
+    if result is None:
+        return 0
     found = (result.get("result") or {}).get("arch") or result["genotype"]
     _log(f"final architecture: {found}")
     if jax.process_index() == 0 and result.get("history") and "best_score" in result["history"][-1]:
@@ -106,13 +114,7 @@ def cmd_search(args, overrides: list[str]) -> int:
 
 
 def cmd_train(args, overrides: list[str]) -> int:
-    cfg, path = _resolve(args, overrides, "train")
-    if args.check:
-        api.check_train(cfg)
-        print("ok: the config, genotype, data and network are valid (nothing was run)")
-        return 0
-    with _cleaning_up(path, bool(args.resume)):
-        api.run_train(cfg, path, log=_log, resume=bool(args.resume))
+    _run(args, overrides, "train", api.check_train, api.run_train, "genotype, data and network")
     return 0
 
 
