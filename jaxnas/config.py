@@ -72,7 +72,10 @@ def space_group(name: str, given=None) -> ml_collections.ConfigDict:
             continue
         if key in defaults:
             ref = defaults[key]
-            out[key] = float(given[key]) if isinstance(ref, float) and _type_ok(given[key], ref) else given[key]
+            if not _type_ok(given[key], ref):
+                raise JaxnasError(f"config field 'space.{key}' must be {type(ref).__name__}, got {given[key]!r} "
+                                  f"({type(given[key]).__name__})")
+            out[key] = float(given[key]) if isinstance(ref, float) else given[key]
         elif key not in known:
             raise JaxnasError(f"unknown config field 'space.{key}'; allowed for space {name!r}: "
                               f"{', '.join(sorted(['name', *defaults.keys()]))}")
@@ -81,7 +84,9 @@ def space_group(name: str, given=None) -> ml_collections.ConfigDict:
 
 def _with_space(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """``cfg`` with its space group rebuilt for ``space.name`` (see ``space_group``)."""
-    if "space" in cfg and isinstance(cfg.space, (ml_collections.ConfigDict, dict)):
+    if "space" in cfg and not isinstance(cfg.space, (ml_collections.ConfigDict, dict)):
+        raise JaxnasError(f"config field 'space' must be a group of fields, got {cfg.space!r}")
+    if "space" in cfg:
         name = cfg.space.get("name", "darts")
         if not isinstance(name, str):
             raise JaxnasError(f"config field 'space.name' must be str, got {name!r} ({type(name).__name__})")

@@ -63,8 +63,15 @@ def test_any_genotype_file_is_valid_or_one_line(doc, tmp_path_factory, capsys):
     _one_line_or_ok(["train", "--check", f"--genotype={path}", "--config.data.name=digits"], capsys)
 
 
+GROUPS = {g: sorted(k.split(".", 1)[1] for k in FIELDS if k.startswith(g + ".")) for g in
+          sorted({k.split(".")[0] for k in FIELDS if "." in k})}
+configs = st.dictionaries(st.sampled_from(sorted(GROUPS) + ["seed"]), st.one_of(
+    json_values, st.sampled_from(sorted(GROUPS)).flatmap(
+        lambda g: st.dictionaries(st.sampled_from(GROUPS[g] + ["name"]), json_values, max_size=3))), max_size=3)
+
+
 @SETTINGS
-@given(doc=json_values)
+@given(doc=st.one_of(json_values, configs))
 def test_any_json_config_is_valid_or_one_line(doc, tmp_path_factory, capsys):
     path = tmp_path_factory.mktemp("c") / "c.json"
     path.write_text(json.dumps(doc))
