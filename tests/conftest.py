@@ -1,6 +1,9 @@
 """Test setup: 4 fake CPU devices (multi-device tests) and a shared compilation cache."""
 
+import builtins
 import os
+import shutil
+import subprocess
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ["XLA_FLAGS"] += "" if "device_count" in os.environ["XLA_FLAGS"] else \
@@ -30,6 +33,37 @@ def tiny_cfg(**search) -> ml_collections.ConfigDict:
     for k, v in search.items():
         c.search[k] = v
     return c
+
+
+@pytest.fixture
+def read_only(monkeypatch):
+    """``read_only(path)`` makes a folder or file unwritable, for root too: chmod, else the immutable
+    flag (``chattr +i``), else (a file system without it) ``open`` refusing writes under ``path``."""
+    undo = []
+
+    def make(path):
+        path = str(path)
+        mode = os.stat(path).st_mode & 0o777
+        os.chmod(path, 0o500 if os.path.isdir(path) else 0o400)
+        undo.append(lambda: os.chmod(path, mode))
+        if not os.access(path, os.W_OK):
+            return
+        if shutil.which("chattr") and subprocess.run(["chattr", "+i", path], capture_output=True).returncode == 0:
+            undo.append(lambda: subprocess.run(["chattr", "-i", path], capture_output=True))
+            return
+        real_open = builtins.open
+
+        def guarded(file, mode="r", *args, **kwargs):
+            target = os.path.abspath(os.fspath(file)) if isinstance(file, (str, os.PathLike)) else ""
+            if any(c in mode for c in "wax+") and (target == path or target.startswith(path + os.sep)):
+                raise PermissionError(13, "Permission denied", target)
+            return real_open(file, mode, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", guarded)
+
+    yield make
+    for u in reversed(undo):
+        u()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ executed when a run is read back."""
 
 import json
 import os
-import subprocess
 
 import pytest
 
@@ -47,39 +46,24 @@ def test_an_existing_run_is_never_overwritten_and_a_failed_start_leaves_nothing(
     assert rundir._data_label("path/to/x.npz") == "x" and rundir._data_label("cifar10") == "cifar10"
 
 
-def _read_only(path):
-    """Make ``path`` unwritable even for root where possible (chmod, else the immutable flag)."""
-    os.chmod(path, 0o500)
-    if os.access(path, os.W_OK) and subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
-        pytest.skip("cannot make a folder read-only for this user")
-    return lambda: (subprocess.run(["chattr", "-i", str(path)], capture_output=True), os.chmod(path, 0o700))
-
-
-def test_a_read_only_run_folder_is_one_error_before_any_work(tmp_path, capsys):
+def test_a_read_only_run_folder_is_one_error_before_any_work(tmp_path, capsys, read_only):
     ro = tmp_path / "ro"
     ro.mkdir()
     cfg = config_lib.load(None)
     cfg.run.workdir, cfg.run.name = str(tmp_path), "existing"
     existing = rundir.create(cfg, "search")
-    undo = [_read_only(ro), _read_only(existing)]
-    try:
-        code, err = _cli(["search", f"--config.run.workdir={ro}"], capsys)
-        assert code == 2 and "cannot" in err and str(ro) in err and err.count("\n") == 1
-        code, err = _cli(["search", "--resume", existing], capsys)  # a resume checks before any work too
-        assert code == 2 and "cannot write in" in err and err.count("\n") == 1
-    finally:
-        for u in undo:
-            u()
     cfg.run.name = "logs"
     logs = rundir.create(cfg, "search")
     metrics = os.path.join(logs, "metrics.jsonl")
     open(metrics, "w").close()
-    undo = _read_only(metrics)
-    try:
-        code, err = _cli(["search", "--resume", logs], capsys)
-        assert code == 2 and "metrics.jsonl" in err and "appends to it" in err and err.count("\n") == 1
-    finally:
-        undo()
+    for path in (ro, existing, metrics):
+        read_only(path)
+    code, err = _cli(["search", f"--config.run.workdir={ro}"], capsys)
+    assert code == 2 and "cannot" in err and str(ro) in err and err.count("\n") == 1
+    code, err = _cli(["search", "--resume", existing], capsys)  # a resume checks before any work too
+    assert code == 2 and "cannot write in" in err and err.count("\n") == 1
+    code, err = _cli(["search", "--resume", logs], capsys)
+    assert code == 2 and "metrics.jsonl" in err and "appends to it" in err and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]", b"\xff\xfe\x00garbage"])
