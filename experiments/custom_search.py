@@ -44,7 +44,7 @@ def scaled_relu(C, stride, affine, rngs):
 
 
 @jaxnas.register_relaxation("softmax_t2")
-def softmax_t2(alphas, key=None):
+def softmax_t2(alphas, key=None, hyper=None):
     """Softmax at temperature 2 (a flatter mixture than DARTS's)."""
     return jax.nn.softmax(alphas / 2.0, axis=-1)
 

@@ -10,17 +10,22 @@ The public API (everything below is documented where it is defined):
   ``Genotype``, ``load_genotype``, ``DartsNetwork`` (the retraining network), ``count_params``;
 * extension points, one registration each: ``register_op``, ``register_space`` (a ``Space``
   subclass), ``register_relaxation``, ``register_strategy`` / ``register_discrete_strategy``,
-  ``register_evaluator``; and ``kernels`` (the one setting for native CPU vs XLA kernels).
+  ``register_evaluator``; and ``kernels`` (the one setting for native CPU vs XLA kernels);
+* the DARTS family (``jaxnas.methods``): ``method_config`` (a method's official defaults),
+  ``methods.parts``, and the method parts' registrations ``register_regularizer``,
+  ``register_perturbation``, ``register_method``.
 """
 
 __version__ = "0.1.0"
 
-from jaxnas import kernels, relaxations
+from jaxnas import kernels, methods, relaxations
 from jaxnas.api import evaluate_run, load_config, run_search, run_train
+from jaxnas.config import method_config
 from jaxnas.data import load_dataset
 from jaxnas.evaluators import register_evaluator
 from jaxnas.genotype import Genotype, derive_from_alphas, derive_from_weights
 from jaxnas.genotype import load as load_genotype
+from jaxnas.methods import register_method, register_perturbation, register_regularizer
 from jaxnas.nn import ArchParam, count_params, split_model
 from jaxnas.ops import register_op
 from jaxnas.optim import alpha_optimizer, epoch_cosine_lr, weight_optimizer
@@ -34,7 +39,7 @@ from jaxnas.spaces.darts import DartsNetwork
 __all__ = ["ArchParam", "DartsNetwork", "DiscreteSpace", "Genotype", "SearchState", "Space", "Strategy",
            "alpha_optimizer", "build_supernet", "count_params", "derive_from_alphas", "derive_from_weights",
            "epoch_cosine_lr", "evaluate_run", "init_state", "kernels", "load_config", "load_dataset", "load_genotype",
-           "make_eval_step", "make_search_step", "register_discrete_strategy", "register_evaluator",
-           "register_op", "register_relaxation", "register_space", "register_strategy", "relaxations", "run_search",
-           "run_train",
+           "make_eval_step", "make_search_step", "method_config", "methods", "register_discrete_strategy",
+           "register_evaluator", "register_method", "register_op", "register_perturbation", "register_regularizer",
+           "register_relaxation", "register_space", "register_strategy", "relaxations", "run_search", "run_train",
            "split_model", "weight_optimizer"]

@@ -20,6 +20,7 @@ import ml_collections
 
 from jaxnas import rundir
 from jaxnas.errors import JaxnasError
+from jaxnas.methods import METHODS, method_defaults
 from jaxnas.spaces import SPACES, get_space
 
 
@@ -43,8 +44,9 @@ def search_defaults() -> ml_collections.ConfigDict:
         strategy="darts", order="first", epochs=50, batch_size=64, max_steps_per_epoch=0, eval_batch_size=256,
         eval_examples=0))  # search-val images evaluated at each epoch end (0: all of them)
     c.optim = ml_collections.ConfigDict(dict(
-        lr=0.025, lr_min=0.001, momentum=0.9, weight_decay=3e-4, grad_clip=5.0,
+        lr=0.025, lr_min=0.001, momentum=0.9, nesterov=False, weight_decay=3e-4, grad_clip=5.0,
         arch_lr=3e-4, arch_beta1=0.5, arch_beta2=0.999, arch_weight_decay=1e-3))
+    c.method = method_defaults()  # the DARTS-family parts (jaxnas/methods): regularizer, perturbation, schedules
     # Discrete strategies (random, greedy, evolution, rsws): budget, strategy settings and evaluator.
     c.discrete = ml_collections.ConfigDict(dict(
         budget_evals=100, budget_seconds=0.0,  # stop at whichever comes first; 0 = no limit of that kind
@@ -92,6 +94,16 @@ def _with_space(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             raise JaxnasError(f"config field 'space.name' must be str, got {name!r} ({type(name).__name__})")
         cfg.space = space_group(name, cfg.space)
     return cfg
+
+
+def method_config(name: str, space: str = "darts") -> ml_collections.ConfigDict:
+    """A search config with method ``name``'s official defaults (``jaxnas.methods``) on space ``space``."""
+    configure = METHODS.lookup(name)
+    c = search_defaults()
+    c.space = space_group(space)
+    c.method.name = name
+    configure(c)
+    return c
 
 
 def tiny_search() -> ml_collections.ConfigDict:
@@ -143,6 +155,7 @@ RANGES = {
     "data.cutout": (0, None),
     "search.epochs": (1, None), "search.batch_size": (1, None), "search.eval_batch_size": (1, None),
     "search.max_steps_per_epoch": (0, None), "search.eval_examples": (0, None),
+    "method.pgd_steps": (1, None), "method.arch_start_epoch": (0, None),
     "train.epochs": (1, None), "train.batch_size": (1, None), "train.eval_batch_size": (1, None),
     "train.max_steps_per_epoch": (0, None),
     "model.C": (1, None), "model.layers": (1, None), "model.stem_multiplier": (1, None),

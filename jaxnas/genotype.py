@@ -16,6 +16,7 @@ import numpy as np
 
 from jaxnas.errors import JaxnasError, unknown
 from jaxnas.ops import OPS
+from jaxnas.relaxations import softmax_np
 
 Edge = tuple[str, int]
 
@@ -123,21 +124,23 @@ def load(name_or_path: str) -> Genotype:
     return from_dict(d)
 
 
-def derive_cell(weights: np.ndarray, op_names: Sequence[str], nodes: int, k: int = 2) -> tuple[Edge, ...]:
+def derive_cell(weights: np.ndarray, op_names: Sequence[str], nodes: int, k: int = 2,
+                distributions: bool = True) -> tuple[Edge, ...]:
     """DARTS's discretization of one cell (model_search.py ``genotype()``).
 
     ``weights``: softmax(alpha), shape (n_edges, n_ops), edges node-major. For each
     node, edge strength is its largest non-``none`` weight; the top-k edges are kept
     by a stable descending sort (ties -> lower source index) and listed in that
     order; each kept edge takes its strongest non-``none`` op by a strict '>' scan
-    (ties -> lower op index).
+    (ties -> lower op index). ``distributions=False`` accepts any non-negative strengths
+    (sigmoid(alpha) for FairDARTS, softmax(alpha) * beta for PC-DARTS).
     """
     w = np.asarray(weights, np.float32)
     n_edges = sum(2 + i for i in range(nodes))
     if w.shape != (n_edges, len(op_names)):
         raise JaxnasError(f"alpha weights have shape {w.shape}, expected ({n_edges}, {len(op_names)}) "
                           f"for {nodes} nodes and {len(op_names)} ops")
-    if (w < 0).any() or not np.allclose(w.sum(-1), 1.0, atol=1e-3):
+    if distributions and ((w < 0).any() or not np.allclose(w.sum(-1), 1.0, atol=1e-3)):
         raise JaxnasError("the edge weights are not distributions over the ops (rows >= 0 summing to 1): "
                           "raw alphas? derive from them with genotype.derive_from_alphas")
     candidates = [j for j, name in enumerate(op_names) if name != "none"]
@@ -168,16 +171,10 @@ def derive_from_weights(weights_normal: np.ndarray, weights_reduce: np.ndarray, 
                     derive_cell(weights_reduce, op_names, nodes), concat)
 
 
-def _softmax(a: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, np.float64)
-    e = np.exp(a - a.max(-1, keepdims=True))
-    return (e / e.sum(-1, keepdims=True)).astype(np.float32)
-
-
 def derive_from_alphas(alphas_normal: np.ndarray, alphas_reduce: np.ndarray, op_names: Sequence[str],
                        nodes: int) -> Genotype:
     """Genotype of a DARTS supernet from its raw alphas: DARTS's rule on softmax(alpha) per edge."""
-    return derive_from_weights(_softmax(alphas_normal), _softmax(alphas_reduce), op_names, nodes)
+    return derive_from_weights(softmax_np(alphas_normal), softmax_np(alphas_reduce), op_names, nodes)
 
 
 def _g(normal, reduce) -> Genotype:

@@ -20,11 +20,12 @@ def epoch_cosine_lr(lr: float, lr_min: float, epochs: int, steps_per_epoch: int)
 
 
 def weight_optimizer(cfg, schedule: Callable) -> optax.GradientTransformation:
-    """SGD as in DARTS/PyTorch: clip the raw gradient norm, coupled L2 decay, momentum."""
+    """SGD as in DARTS/PyTorch: clip the raw gradient norm, coupled L2 decay, momentum (Nesterov's with
+    ``nesterov``, as PyTorch's ``SGD(nesterov=True)``: GDAS)."""
     return optax.chain(
         optax.clip_by_global_norm(cfg.grad_clip),
         optax.add_decayed_weights(cfg.weight_decay),
-        optax.sgd(schedule, momentum=cfg.momentum),
+        optax.sgd(schedule, momentum=cfg.momentum, nesterov=bool(cfg.get("nesterov", False))),
     )
 
 

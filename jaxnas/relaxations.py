@@ -1,42 +1,75 @@
 """Relaxations: how a supernet turns architecture parameters into the weights of each edge's ops.
 
-A relaxation is ``relax(alphas, key) -> weights``, alphas (edges, ops) to weights of the
+A relaxation is ``relax(alphas, key, hyper) -> weights``, alphas (edges, ops) to weights of the
 same shape, registered by name with ``register_relaxation``; a space's supernet applies the
 one named by ``space.relaxation``. ``key`` is a PRNG key for sampling relaxations (from the
 search state, so resume and several devices draw the same); it is None when the network is
-evaluated or discretized, and a relaxation then returns its deterministic weights.
+evaluated, and a relaxation then returns its deterministic weights. ``hyper`` maps the names
+of the method's scheduled values (``tau``, ...; ``jaxnas.methods.schedules``) to scalars.
+
+Two declarations travel with a relaxation:
+
+* ``hard=True``: its weights are straight-through one-hot rows (GDAS). A mixed op then runs
+  only the ops that some edge selected and lets each other op contribute its weight as a
+  scalar, which is exactly 0 in value but passes the gradient on to every alpha (GDAS's
+  ``hardwts[i]`` trick, ``search_cells.py::forward_gdas``).
+* ``strengths(alphas) -> array``: the edge/op strengths the discretization ranks (numpy);
+  softmax(alpha) by default, sigmoid(alpha) for FairDARTS.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
 
 import jax
+import numpy as np
 
 from jaxnas.registry import Registry
 
-Relaxation = Callable[[jax.Array, "jax.Array | None"], jax.Array]
+Relaxation = Callable[[jax.Array, "jax.Array | None", Mapping], jax.Array]
 RELAXATIONS: Registry = Registry("relaxation")
 
 
-def register_relaxation(name: str):
-    """Decorator registering ``relax(alphas, key) -> weights`` as ``space.relaxation=<name>``."""
+def softmax_np(a) -> np.ndarray:
+    """softmax over the last axis in float64, returned as float32 (the discretization's strengths)."""
+    a = np.asarray(a, np.float64)
+    e = np.exp(a - a.max(-1, keepdims=True))
+    return (e / e.sum(-1, keepdims=True)).astype(np.float32)
 
-    return lambda fn: RELAXATIONS.add(name, fn)
+
+@dataclasses.dataclass(frozen=True)
+class RelaxationSpec:
+    name: str
+    fn: Relaxation
+    hard: bool = False
+    strengths: Callable[[np.ndarray], np.ndarray] = softmax_np
 
 
-def get_relaxation(name: str) -> Relaxation:
+def register_relaxation(name: str, *, hard: bool = False, strengths: Callable | None = None):
+    """Decorator registering ``relax(alphas, key, hyper) -> weights`` as ``space.relaxation=<name>``."""
+
+    def wrap(fn: Relaxation) -> Relaxation:
+        RELAXATIONS.add(name, RelaxationSpec(name, fn, hard, strengths or softmax_np))
+        return fn
+
+    return wrap
+
+
+def get_relaxation(name: str) -> RelaxationSpec:
     return RELAXATIONS.lookup(name)
 
 
 @register_relaxation("softmax")
-def softmax(alphas: jax.Array, key: jax.Array | None = None) -> jax.Array:
+def softmax(alphas: jax.Array, key: jax.Array | None = None, hyper: Mapping | None = None) -> jax.Array:
     """DARTS's continuous relaxation (Liu et al. 2019, Eq. 2): softmax over each edge's ops."""
     return jax.nn.softmax(alphas, axis=-1)
 
 
-def relax_all(name: str, alphas: dict[str, jax.Array], key: jax.Array | None) -> dict[str, jax.Array]:
+def relax_all(name: str, alphas: dict[str, jax.Array], key: jax.Array | None,
+              hyper: Mapping | None = None) -> dict[str, jax.Array]:
     """Apply relaxation ``name`` to several alpha matrices, each with its own key (None: no keys)."""
-    fn = get_relaxation(name)
+    fn = get_relaxation(name).fn
+    hyper = {} if hyper is None else hyper
     keys = [None] * len(alphas) if key is None else list(jax.random.split(key, len(alphas)))
-    return {k: fn(a, sub) for (k, a), sub in zip(sorted(alphas.items()), keys)}
+    return {k: fn(a, sub, hyper) for (k, a), sub in zip(sorted(alphas.items()), keys)}

@@ -45,7 +45,7 @@ if "test_scaled_relu" not in jaxnas.ops.OPS:
 
 
 # ---------------------------------------------------------------- a relaxation that samples
-def gumbel_soft(alphas, key):
+def gumbel_soft(alphas, key, hyper):
     """Gumbel-softmax (tau 1) when a key is given, softmax otherwise."""
     if key is None:
         return jax.nn.softmax(alphas, -1)
@@ -81,7 +81,7 @@ class ToySupernet(nnx.Module):
         self.alphas = jaxnas.ArchParam(1e-3 * jax.random.normal(rngs.params(), (2, len(TOY_OPS))))
 
     def __call__(self, x, key=None):
-        w = jaxnas.relaxations.get_relaxation(self.relaxation)(self.alphas[...], key)
+        w = jaxnas.relaxations.get_relaxation(self.relaxation).fn(self.alphas[...], key, {})
         h = self.dense(x.reshape(x.shape[0], -1))
         for e in range(2):
             h = w[e, 0] * jax.nn.relu(h) + w[e, 1] * jnp.tanh(h)

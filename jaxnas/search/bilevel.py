@@ -10,10 +10,18 @@ then a weight update on a search-train batch. The architecture gradient is
                  - lr * (grad_alpha L_train(w+) - grad_alpha L_train(w-)) / (2 eps),
                  w+- = w +- eps * grad_w' L_val(w', alpha), eps = 0.01 / ||grad_w' L_val||.
 
+* ``single``:    single-level (SNAS): grad_alpha L_train(w, alpha) and grad_w L_train(w, alpha) from
+                 one pass on the search-train batch, both updates applied.
+
 The step is a pure function of a ``SearchState`` pytree; the model's structure
 (``graphdef``) is closed over and merged inside the step. The state's PRNG key is split
 every step and feeds the supernet's relaxation (sampling relaxations; softmax ignores it),
 so a resumed or multi-device run draws the same architectures.
+
+A DARTS-family method adds its parts (``jaxnas.methods.Parts``): scheduled values computed
+from the step count (so they resume with it), a regularizer whose gradient is added to the
+architecture gradient, a perturbation of the relaxed weights before the weight step, and an
+epoch before which the architecture is not updated.
 """
 
 from __future__ import annotations
@@ -27,9 +35,10 @@ from flax import nnx
 
 from jaxnas.errors import unknown
 from jaxnas.losses import accuracy, cross_entropy
+from jaxnas.methods import Parts, op_alphas
 from jaxnas.nn import split_model
 
-ORDERS = ("first", "second", "second_fd")
+ORDERS = ("first", "second", "second_fd", "single")
 
 
 class SearchState(NamedTuple):
@@ -51,13 +60,25 @@ def init_state(model: nnx.Module, w_tx, a_tx, seed: int = 0) -> tuple[Any, Searc
     return graphdef, state
 
 
-def make_loss_fn(graphdef) -> Callable:
-    """loss(params, alphas, stats, batch, key=None) -> (loss, (logits, new_stats)), training-mode BN;
-    ``key`` feeds the relaxation."""
+def _call(model, x, key, hyper, weights):
+    """The supernet's logits; ``hyper`` and ``weights`` are passed only when given, so a supernet that
+    takes just ``(x, key)`` works with every method that needs neither."""
+    extra = {}
+    if hyper:
+        extra["hyper"] = hyper
+    if weights is not None:
+        extra["weights"] = weights
+    return model(x, key, **extra)
 
-    def loss_fn(params, alphas, stats, batch, key=None):
+
+def make_loss_fn(graphdef) -> Callable:
+    """loss(params, alphas, stats, batch, key=None, hyper=None, weights=None) -> (loss, (logits, new_stats)),
+    training-mode BN; ``key`` feeds the relaxation, ``hyper`` holds the scheduled values, ``weights``
+    replaces the relaxed edge weights."""
+
+    def loss_fn(params, alphas, stats, batch, key=None, hyper=None, weights=None):
         model = nnx.merge(graphdef, params, alphas, stats, copy=True)
-        logits = model(batch["x"], key)
+        logits = _call(model, batch["x"], key, hyper, weights)
         return cross_entropy(logits, batch["y"]), (logits, nnx.state(model, nnx.BatchStat))
 
     return loss_fn
@@ -68,8 +89,8 @@ def _tree_norm(tree) -> jax.Array:
 
 
 def make_hypergradient(graphdef, order: str, cfg) -> Callable:
-    """``hypergrad(state, lr, train_batch, val_batch, k_train=None, k_val=None) -> (grad_alpha, val_loss,
-    val_logits, bn_stats)``; the keys feed the relaxation on the train and val batches.
+    """``hypergrad(state, lr, train_batch, val_batch, k_train=None, k_val=None, hyper=None) -> (grad_alpha,
+    val_loss, val_logits, bn_stats)``; the keys feed the relaxation on the train and val batches.
 
     ``cfg`` holds momentum and weight_decay, used by the second-order unrolled step.
     """
@@ -80,77 +101,137 @@ def make_hypergradient(graphdef, order: str, cfg) -> Callable:
     grad_a = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)
     momentum, wd = cfg.momentum, cfg.weight_decay
 
-    def unrolled(params, alphas, stats, w_opt, lr, train_batch, key):
+    def unrolled(params, alphas, stats, w_opt, lr, train_batch, key, hyper):
         """w' = w - lr * (momentum * buf + grad_w L_train(w, alpha) + wd * w), no clipping (DARTS)."""
-        _, g = grad_w(params, alphas, stats, train_batch, key)
+        _, g = grad_w(params, alphas, stats, train_batch, key, hyper)
         buf = optax.tree_utils.tree_get(w_opt, "trace")
         return jax.tree.map(lambda w, b, gw: w - lr * (momentum * b + gw + wd * w), params, buf, g)
 
-    def hypergrad(state: SearchState, lr, train_batch, val_batch, k_train=None, k_val=None):
+    def hypergrad(state: SearchState, lr, train_batch, val_batch, k_train=None, k_val=None, hyper=None):
         p, a, s = state.params, state.alphas, state.batch_stats
-        if order == "first":
-            (loss, (logits, s)), g = grad_a(p, a, s, val_batch, k_val)
+        if order in ("first", "single"):
+            (loss, (logits, s)), g = grad_a(p, a, s, val_batch, k_val, hyper)
             return g, loss, logits, s
 
         if order == "second":
             def val_of_unrolled(alphas):
-                w2 = unrolled(p, alphas, s, state.w_opt, lr, train_batch, k_train)
-                return loss_fn(w2, alphas, s, val_batch, k_val)
+                w2 = unrolled(p, alphas, s, state.w_opt, lr, train_batch, k_train, hyper)
+                return loss_fn(w2, alphas, s, val_batch, k_val, hyper)
 
             (loss, (logits, s2)), g = jax.value_and_grad(val_of_unrolled, has_aux=True)(a)
             return g, loss, logits, s2
 
-        w2 = unrolled(p, a, s, state.w_opt, lr, train_batch, k_train)
+        w2 = unrolled(p, a, s, state.w_opt, lr, train_batch, k_train, hyper)
         (loss, (logits, s2)), (g_w, g_a) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
-            w2, a, s, val_batch, k_val)
+            w2, a, s, val_batch, k_val, hyper)
         eps = 0.01 / _tree_norm(g_w)
         w_plus = jax.tree.map(lambda w, v: w + eps * v, p, g_w)
         w_minus = jax.tree.map(lambda w, v: w - eps * v, p, g_w)
-        _, g_plus = grad_a(w_plus, a, s, train_batch, k_train)
-        _, g_minus = grad_a(w_minus, a, s, train_batch, k_train)
+        _, g_plus = grad_a(w_plus, a, s, train_batch, k_train, hyper)
+        _, g_minus = grad_a(w_minus, a, s, train_batch, k_train, hyper)
         g = jax.tree.map(lambda d, gp, gm: d - lr * (gp - gm) / (2 * eps), g_a, g_plus, g_minus)
         return g, loss, logits, s2
 
     return hypergrad
 
 
-def make_search_step(graphdef, w_tx, a_tx, schedule: Callable, order: str, cfg) -> Callable:
+def _no_parts() -> Parts:
+    return Parts(lambda step: {}, None, None, 7, 0)
+
+
+def make_search_step(graphdef, w_tx, a_tx, schedule: Callable, order: str, cfg, parts: Parts | None = None
+                     ) -> Callable:
     """Build ``step(state, train_batch, val_batch) -> (state, metrics)`` (not yet jitted).
 
     BN running statistics follow the val pass of the architecture step and the train
     pass of the weight step (DARTS also folds in its extra unrolled/finite-difference
-    passes; running statistics never enter a training-mode loss).
+    passes; running statistics never enter a training-mode loss). ``parts``: a method's
+    parts (``jaxnas.methods.parts``); None is plain DARTS.
     """
+    parts = parts or _no_parts()
     hypergrad = make_hypergradient(graphdef, order, cfg)
-    grad_w = jax.value_and_grad(make_loss_fn(graphdef), argnums=0, has_aux=True)
+    loss_fn = make_loss_fn(graphdef)
+    grad_w = jax.value_and_grad(loss_fn, argnums=0, has_aux=True)
+    grad_both = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)
+
+    def reg_grad(alphas, hyper):
+        """The weighted regularizer and its gradient in the alphas (it depends on nothing else)."""
+        if parts.regularizer is None:
+            return jnp.zeros(()), jax.tree.map(jnp.zeros_like, alphas)
+        value, g = jax.value_and_grad(lambda a: parts.regularizer(op_alphas(a)))(alphas)
+        return hyper["reg"] * value, jax.tree.map(lambda x: hyper["reg"] * x, g)
+
+    def arch_update(state, g_a, hyper):
+        reg, g_reg = reg_grad(state.alphas, hyper)
+        g_a = jax.tree.map(jnp.add, g_a, g_reg)
+        a_updates, a_opt = a_tx.update(g_a, state.a_opt, state.alphas)
+        return optax.apply_updates(state.alphas, a_updates), a_opt, g_a, reg
+
+    def weights_for_step(state, alphas, stats, train_batch, key, k_pert, hyper):
+        """The relaxed weights for the weight step: perturbed (SDARTS), or None (the supernet relaxes)."""
+        if parts.perturbation is None:
+            return None
+        model = nnx.merge(graphdef, state.params, alphas, stats, copy=True)
+        weights = jax.lax.stop_gradient(model.relax(key, hyper))
+
+        def train_loss(w):
+            return loss_fn(state.params, alphas, stats, train_batch, key, hyper, w)[0]
+
+        return jax.lax.stop_gradient(parts.perturbation(weights, k_pert, hyper["eps"], train_loss, parts.pgd_steps))
 
     def step(state: SearchState, train_batch: dict, val_batch: dict):
         lr = schedule(state.step)
+        hyper = parts.hyper(state.step)
         key, k_train, k_val = jax.random.split(state.key, 3)
-        g_a, val_loss, val_logits, stats = hypergrad(state, lr, train_batch, val_batch, k_train, k_val)
-        a_updates, a_opt = a_tx.update(g_a, state.a_opt, state.alphas)
-        alphas = optax.apply_updates(state.alphas, a_updates)
+        metrics = {}
 
-        (train_loss, (train_logits, stats)), g_w = grad_w(state.params, alphas, stats, train_batch, k_train)
+        if order == "single":
+            (train_loss, (train_logits, stats)), (g_w, g_a) = grad_both(
+                state.params, state.alphas, state.batch_stats, train_batch, k_train, hyper)
+            alphas, a_opt, g_a, reg = arch_update(state, g_a, hyper)
+        else:
+            def arch(_):
+                g, loss, logits, st = hypergrad(state, lr, train_batch, val_batch, k_train, k_val, hyper)
+                return (*arch_update(state, g, hyper), loss, logits, st)
+
+            def warm_up(_):
+                """No architecture update yet (PC-DARTS's first epochs): the val batch is only scored."""
+                loss, (logits, _) = loss_fn(state.params, state.alphas, state.batch_stats, val_batch, k_val, hyper)
+                zeros = jax.tree.map(jnp.zeros_like, state.alphas)
+                return state.alphas, state.a_opt, zeros, jnp.zeros(()), loss, logits, state.batch_stats
+
+            if parts.arch_start_step > 0:
+                out = jax.lax.cond(state.step >= parts.arch_start_step, arch, warm_up, None)
+            else:
+                out = arch(None)
+            alphas, a_opt, g_a, reg, val_loss, val_logits, stats = out
+            metrics.update(val_loss=val_loss, val_acc=accuracy(val_logits, val_batch["y"]))
+            weights = weights_for_step(state, alphas, stats, train_batch, k_train,
+                                       jax.random.fold_in(k_train, 1), hyper)
+            (train_loss, (train_logits, stats)), g_w = grad_w(state.params, alphas, stats, train_batch, k_train,
+                                                             hyper, weights)
         w_updates, w_opt = w_tx.update(g_w, state.w_opt, state.params)
         params = optax.apply_updates(state.params, w_updates)
 
         metrics = {
-            "train_loss": train_loss, "train_acc": accuracy(train_logits, train_batch["y"]),
-            "val_loss": val_loss, "val_acc": accuracy(val_logits, val_batch["y"]),
+            "train_loss": train_loss, "train_acc": accuracy(train_logits, train_batch["y"]), **metrics,
             "lr": lr, "grad_norm": _tree_norm(g_w), "alpha_grad_norm": _tree_norm(g_a),
+            **({"reg": reg} if parts.regularizer is not None else {}),
+            **hyper,
         }
         return SearchState(state.step + 1, params, alphas, stats, w_opt, a_opt, key), metrics
 
     return step
 
 
-def make_eval_step(graphdef_eval) -> Callable:
-    """``eval(state, batch) -> (sum of losses, number correct)`` with running BN statistics."""
+def make_eval_step(graphdef_eval, parts: Parts | None = None) -> Callable:
+    """``eval(state, batch) -> (sum of losses, number correct)`` with running BN statistics and the
+    relaxation's deterministic weights at the state's scheduled values."""
+    parts = parts or _no_parts()
 
     def eval_step(state: SearchState, batch: dict):
         model = nnx.merge(graphdef_eval, state.params, state.alphas, state.batch_stats)
-        logits = model(batch["x"])
+        logits = _call(model, batch["x"], None, parts.hyper(state.step), None)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"])
         w = batch["mask"]
         return (losses * w).sum(), ((jnp.argmax(logits, -1) == batch["y"]) * w).sum()

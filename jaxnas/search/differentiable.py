@@ -16,7 +16,7 @@ import numpy as np
 from flax import nnx
 
 from jaxnas import data as data_lib
-from jaxnas import driver, parallel, rundir, writers
+from jaxnas import driver, methods, parallel, rundir, writers
 from jaxnas.config import fingerprint
 from jaxnas.errors import JaxnasError, unknown
 from jaxnas.evaluators import TableEvaluator
@@ -27,12 +27,13 @@ from jaxnas.spaces import build_supernet, discrete_space, get_space
 
 
 def alphas_record(alphas) -> dict:
-    """Raw and softmaxed alphas as nested lists, for alphas.jsonl."""
+    """Raw and softmaxed alphas as nested lists, for alphas.jsonl (edge betas, 1-D, raw only)."""
     out = {}
     for key, var in alphas.items():
         a = np.asarray(var[...])
         out[key] = a.tolist()
-        out[f"{key}_softmax"] = np.asarray(jax.nn.softmax(a, axis=-1)).tolist()
+        if a.ndim == 2:
+            out[f"{key}_softmax"] = np.asarray(jax.nn.softmax(a, axis=-1)).tolist()
     return out
 
 
@@ -50,6 +51,8 @@ def _alpha_scalars(alphas, op_names) -> dict:
     """softmax(alpha) of every edge and op as flat scalars for TensorBoard (``normal/e3/sep_conv_3x3``)."""
     out = {}
     for key, var in alphas.items():
+        if np.ndim(var[...]) != 2:
+            continue
         w = np.asarray(jax.nn.softmax(np.asarray(var[...]), axis=-1))
         for e, row in enumerate(w):
             for op, v in zip(op_names, row):
@@ -72,6 +75,7 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
     if resume and not run_dir:
         raise JaxnasError("resume needs a run directory")
     space = get_space(cfg.space.name)
+    methods.registry.check(cfg.method)
 
     # data: search-train and search-val halves of the training split
     ds = data_lib.load_dataset(cfg.data.name, cfg.data.data_dir)
@@ -92,14 +96,15 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
     model = build_supernet(cfg.space, ds.image_shape, ds.num_classes, nnx.Rngs(cfg.seed))
     schedule = epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, s.epochs, steps)
     w_tx, a_tx = weight_optimizer(cfg.optim, schedule), alpha_optimizer(cfg.optim)
+    parts = methods.parts(cfg.method, s.epochs, steps)
     graphdef, state = init_state(model, w_tx, a_tx, seed=cfg.seed)
     model.eval()
     graphdef_eval = nnx.split(model)[0]
 
     # steps: the bilevel step and the evaluation, jitted over the mesh
-    step_fn = parallel.jit_data_parallel(make_search_step(graphdef, w_tx, a_tx, schedule, s.order, cfg.optim),
+    step_fn = parallel.jit_data_parallel(make_search_step(graphdef, w_tx, a_tx, schedule, s.order, cfg.optim, parts),
                                          mesh, n_batches=2)
-    eval_fn = jax.jit(make_eval_step(graphdef_eval),
+    eval_fn = jax.jit(make_eval_step(graphdef_eval, parts),
                       in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
                       out_shardings=parallel.replicated(mesh))
     state = parallel.put_replicated(state, mesh)
@@ -114,7 +119,7 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
             state, sums, count = parallel.put_replicated(tree, mesh), meta["sums"], meta["count"]
     writer = writers.MetricWriter(run_dir, start, cfg.run.tensorboard, resume)
     n_params = sum(x.size for x in jax.tree.leaves(state.params))
-    log(f"search: space={cfg.space.name} ops={','.join(model.op_names)} order={s.order} | "
+    log(f"search: method={cfg.method.name} space={cfg.space.name} ops={','.join(model.op_names)} order={s.order} | "
         f"{n_params / 1e6:.3f}M weights | data={ds.name} {ds.image_shape} train/val {len(train_idx)}/{len(val_idx)} | "
         f"{mesh.devices.size} x {jax.devices()[0].device_kind} in {jax.process_count()} process(es) | "
         f"{steps} steps/epoch")
@@ -141,9 +146,11 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
         for k, v in m.items():
             sums[k] = sums.get(k, 0.0) + v
         count += 1
+        val = f"val loss {m['val_loss']:.4f} acc {m['val_acc']:.3f} | " if "val_loss" in m else ""
+        sched = "".join(f"{k} {float(m[k]):.4g} | " for k in methods.HYPER if k in m)
         progress.write(f"epoch {epoch + 1}/{s.epochs} step {i + 1}/{steps} | train loss {m['train_loss']:.4f} "
-                       f"acc {m['train_acc']:.3f} | val loss {m['val_loss']:.4f} acc {m['val_acc']:.3f} | "
-                       f"lr {m['lr']:.5f} | {progress.rate() * s.batch_size:.1f} img/s | ETA {progress.eta()}", log)
+                       f"acc {m['train_acc']:.3f} | {val}lr {m['lr']:.5f} | {sched}"
+                       f"{progress.rate() * s.batch_size:.1f} img/s | ETA {progress.eta()}", log)
         writer.write("steps", gstep, {"epoch": epoch + 1, "step": gstep, **m})
 
     eval_idx = val_idx[:s.eval_examples] if s.eval_examples else val_idx

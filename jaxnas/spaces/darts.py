@@ -29,7 +29,7 @@ from jaxnas.nn import ArchParam, conv, torch_linear
 from jaxnas.ops import FactorizedReduce, Identity, ReLUConvBN, batch_norm, get_op, resolve_op_set
 from jaxnas.relaxations import get_relaxation, relax_all
 from jaxnas.spaces.base import DiscreteSpace
-from jaxnas.spaces.edges import SourceEdges, cell_states
+from jaxnas.spaces.edges import SourceEdges, cell_states, group_softmax
 from jaxnas.spaces.registry import Space, register_space
 
 
@@ -70,7 +70,7 @@ class SearchCell(nnx.Module):
     run together (``edges.SourceEdges``)."""
 
     def __init__(self, nodes: int, C_pp: int, C_p: int, C: int, reduction: bool, reduction_prev: bool,
-                 op_names: Sequence[str], *, rngs: nnx.Rngs):
+                 op_names: Sequence[str], *, rngs: nnx.Rngs, **variant):
         self.nodes, self.reduction = nodes, reduction
         if reduction_prev:
             self.pre0 = FactorizedReduce(C_pp, C, affine=False, rngs=rngs)
@@ -82,51 +82,90 @@ class SearchCell(nnx.Module):
                              for s in range(nodes + 1))
         self.rows = tuple(tuple(edge_row(t - 2, s) for t in ts) for s, ts in enumerate(self.targets))
         self.sources = nnx.List([
-            SourceEdges(len(t), C, 2 if reduction and s < 2 else 1, op_names, rngs=rngs)
+            SourceEdges(len(t), C, 2 if reduction and s < 2 else 1, op_names, rngs=rngs, **variant)
             for s, t in enumerate(self.targets)])
 
-    def __call__(self, s0: jax.Array, s1: jax.Array, weights: jax.Array) -> jax.Array:
-        states = cell_states(self.sources, [self.pre0(s0), self.pre1(s1)], self.rows, self.targets, weights)
+    def __call__(self, s0: jax.Array, s1: jax.Array, weights: jax.Array, edge_scale: jax.Array | None = None,
+                 skip: jax.Array | float = 1.0) -> jax.Array:
+        """``variant``: the mixed op's options (``edges.SourceEdges``: partial, aux_skip, hard)."""
+        states = cell_states(self.sources, [self.pre0(s0), self.pre1(s1)], self.rows, self.targets, weights,
+                             edge_scale, skip)
         return jnp.concatenate(states[2:], axis=-1)
 
 
 class DartsSupernet(nnx.Module):
     """DARTS ``Network`` (search model): stem, cells, global pooling, linear classifier.
 
-    ``relaxation`` names the map from alphas to edge weights (``jaxnas.relaxations``)."""
+    ``relaxation`` names the map from alphas to edge weights (``jaxnas.relaxations``);
+    ``partial_channels``, ``edge_norm`` and ``aux_skip`` are the mixed-op variants of PC-DARTS
+    and DARTS- (``edges.SourceEdges``). With ``edge_norm`` each cell type has per-edge betas
+    (``betas_normal``, ``betas_reduce``, PC-DARTS's init 1e-3 * N(0, 1)), softmaxed over each
+    node's incoming edges."""
 
     def __init__(self, in_channels: int, num_classes: int, *, C: int = 16, layers: int = 8, nodes: int = 4,
                  stem_multiplier: int = 3, ops: str | Sequence[str] = "darts", relaxation: str = "softmax",
-                 rngs: nnx.Rngs):
+                 partial_channels: int = 1, edge_norm: bool = False, aux_skip: bool = False, rngs: nnx.Rngs):
         self.op_names = resolve_op_set(ops)
-        get_relaxation(relaxation)
+        spec = get_relaxation(relaxation)
         self.relaxation = relaxation
-        self.nodes = nodes
+        self.nodes, self.edge_norm, self.aux_skip = nodes, edge_norm, aux_skip
+        variant = dict(partial=partial_channels, aux_skip=aux_skip, hard=spec.hard)
         c_curr = stem_multiplier * C
         self.stem_conv = conv(in_channels, c_curr, 3, 1, 1, rngs=rngs)
         self.stem_bn = batch_norm(c_curr, True, rngs=rngs)
         self.reductions = reduction_layers(layers)
         cells, channels = build_cells(layers, C, c_curr, lambda C_pp, C_p, c, red, red_prev: (
-            SearchCell(nodes, C_pp, C_p, c, red, red_prev, self.op_names, rngs=rngs), nodes * c))
+            SearchCell(nodes, C_pp, C_p, c, red, red_prev, self.op_names, rngs=rngs, **variant), nodes * c))
         self.cells = nnx.List(cells)
         self.classifier = torch_linear(channels[-1], num_classes, rngs)
         shape = (num_edges(nodes), len(self.op_names))
         self.alphas_normal = ArchParam(1e-3 * jax.random.normal(rngs.params(), shape))
         self.alphas_reduce = ArchParam(1e-3 * jax.random.normal(rngs.params(), shape))
+        if edge_norm:
+            self.betas_normal = ArchParam(1e-3 * jax.random.normal(rngs.params(), shape[:1]))
+            self.betas_reduce = ArchParam(1e-3 * jax.random.normal(rngs.params(), shape[:1]))
 
-    def __call__(self, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
-        """Logits; ``key`` feeds a sampling relaxation (None: its deterministic weights)."""
+    def relax(self, key: jax.Array | None = None, hyper: dict | None = None) -> dict[str, jax.Array]:
+        """The edge weights of both cell types, ``{"normal", "reduce"}``, from the relaxation."""
+        return relax_all(self.relaxation, {"normal": self.alphas_normal[...], "reduce": self.alphas_reduce[...]},
+                         key, hyper)
+
+    def edge_scales(self) -> dict[str, jax.Array] | None:
+        """PC-DARTS's normalized edge weights per cell type, or None without edge normalization."""
+        if not self.edge_norm:
+            return None
+        sizes = [2 + i for i in range(self.nodes)]
+        return {"normal": group_softmax(self.betas_normal[...], sizes),
+                "reduce": group_softmax(self.betas_reduce[...], sizes)}
+
+    def __call__(self, x: jax.Array, key: jax.Array | None = None, hyper: dict | None = None,
+                 weights: dict | None = None) -> jax.Array:
+        """Logits. ``key`` feeds a sampling relaxation (None: its deterministic weights), ``hyper`` holds
+        the scheduled values (``tau``, ``skip``, ...), ``weights`` replaces the relaxed weights (SDARTS's
+        perturbed ones)."""
+        w = self.relax(key, hyper) if weights is None else weights
+        scales = self.edge_scales()
+        skip = (hyper or {}).get("skip", 1.0)
         s0 = s1 = self.stem_bn(self.stem_conv(x))
-        w = relax_all(self.relaxation, {"normal": self.alphas_normal[...], "reduce": self.alphas_reduce[...]}, key)
-        w_normal, w_reduce = w["normal"], w["reduce"]
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, w_reduce if cell.reduction else w_normal)
+            kind = "reduce" if cell.reduction else "normal"
+            s0, s1 = s1, cell(s0, s1, w[kind], None if scales is None else scales[kind], skip)
         return self.classifier(s1.mean(axis=(1, 2)))
 
     def genotype(self) -> genotype_lib.Genotype:
-        """DARTS's discretization of the current alphas (``genotype.derive_from_alphas``)."""
-        return genotype_lib.derive_from_alphas(np.asarray(self.alphas_normal[...]),
-                                               np.asarray(self.alphas_reduce[...]), self.op_names, self.nodes)
+        """DARTS's discretization (``genotype.derive_cell``) of the relaxation's strengths (softmax(alpha);
+        sigmoid(alpha) for FairDARTS), times the normalized edge weights under edge normalization
+        (PC-DARTS ranks edges by alpha * beta)."""
+        strengths = get_relaxation(self.relaxation).strengths
+        scales = self.edge_scales()
+        cells = {}
+        for kind in ("normal", "reduce"):
+            w = strengths(np.asarray(getattr(self, f"alphas_{kind}")[...]))
+            if scales is not None:
+                w = w * np.asarray(scales[kind])[:, None]
+            cells[kind] = genotype_lib.derive_cell(w, self.op_names, self.nodes, distributions=False)
+        concat = tuple(range(2, 2 + self.nodes))
+        return genotype_lib.Genotype(cells["normal"], concat, cells["reduce"], concat)
 
 
 # ---------------------------------------------------------------- the discrete (evaluation) network
@@ -316,11 +355,14 @@ class DartsSpace(Space):
         # ops "auto": DARTS's 8 ops; relaxation: jaxnas.relaxations (softmax: DARTS)
         # allow_no_normal_cell: layers 1 and 2 hold only reduction cells, so the genotype's normal cell would
         # come from untrained alphas; refused unless asked for (the tests' 1-cell supernets compile fast)
+        # partial_channels, edge_norm, aux_skip: the mixed-op variants of PC-DARTS and DARTS- (edges.SourceEdges)
         return ml_collections.ConfigDict(dict(C=16, layers=8, nodes=4, stem_multiplier=3, ops="auto",
-                                              relaxation="softmax", allow_no_normal_cell=False))
+                                              relaxation="softmax", partial_channels=1, edge_norm=False,
+                                              aux_skip=False, allow_no_normal_cell=False))
 
     def ranges(self):
-        return {"C": (1, 4096), "layers": (1, 200), "nodes": (1, 16), "stem_multiplier": (1, 16)}
+        return {"C": (1, 4096), "layers": (1, 200), "nodes": (1, 16), "stem_multiplier": (1, 16),
+                "partial_channels": (1, 4096)}
 
     def supernet(self, cfg, in_shape, num_classes, rngs):
         for field in ("C", "layers", "nodes", "stem_multiplier"):
@@ -335,7 +377,9 @@ class DartsSpace(Space):
         if all(name == "none" for name in resolve_op_set(_ops(cfg))):
             raise JaxnasError(f"space.ops {cfg.ops!r} has no op besides none: there is nothing to search")
         return DartsSupernet(in_shape[-1], num_classes, C=cfg.C, layers=cfg.layers, nodes=cfg.nodes,
-                             stem_multiplier=cfg.stem_multiplier, ops=_ops(cfg), relaxation=cfg.relaxation, rngs=rngs)
+                             stem_multiplier=cfg.stem_multiplier, ops=_ops(cfg), relaxation=cfg.relaxation,
+                             partial_channels=cfg.partial_channels, edge_norm=cfg.edge_norm, aux_skip=cfg.aux_skip,
+                             rngs=rngs)
 
     def discrete(self, cfg, in_shape=None):
         return DartsDiscrete(self.fields(cfg), in_shape)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxnas import kernels
+from jaxnas.errors import JaxnasError
 from jaxnas.ops import batch_norm, get_op
 
 
@@ -34,52 +35,127 @@ class PerEdge(nnx.Module):
         return jnp.stack([m(x) for m in self.edges], axis=3)
 
 
+def group_softmax(betas: jax.Array, sizes: Sequence[int]) -> jax.Array:
+    """PC-DARTS's edge normalization (Xu et al. 2020, Eq. 4; model_search.py ``weights2``): softmax of
+    the per-edge betas over each node's incoming edges, ``sizes`` consecutive groups of edge rows."""
+    out, start = [], 0
+    for n in sizes:
+        out.append(jax.nn.softmax(betas[start:start + n]))
+        start += n
+    return jnp.concatenate(out)
+
+
+def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
+    """PC-DARTS's ``channel_shuffle`` on the last axis: channel g*(C/groups)+j moves to j*groups+g."""
+    c = x.shape[-1]
+    return x.reshape(x.shape[:-1] + (groups, c // groups)).swapaxes(-1, -2).reshape(x.shape)
+
+
 class SourceEdges(nnx.Module):
     """The mixed ops of E edges that all read one state ``x``; equal to E ``ops.MixedOp``
-    run one by one (tests/test_spaces_edges.py)."""
+    run one by one (tests/test_spaces_edges.py).
+
+    Variants of the mixed op (each off by default):
+
+    * ``partial=K`` (PC-DARTS, Xu et al. 2020, Sec. 3.1): only the first C/K channels go through the
+      ops; the rest bypass them (2x2 max-pooled at stride 2), are concatenated after them and the
+      channels shuffled in K groups.
+    * ``aux_skip`` (DARTS-, Chu et al. 2021, Eq. 3): an extra ``skip * skip_connect(x)`` per edge,
+      ``skip`` the scheduled beta; its stride-2 form is a non-affine FactorizedReduce.
+    * ``hard`` (GDAS, Dong & Yang 2019): the weights are straight-through one-hot rows; an op no edge
+      selected is not run, and an edge's unselected ops contribute their weight as a value (see
+      ``jaxnas.relaxations``).
+    """
 
     def __init__(self, E: int, C: int, stride: int, op_names: Sequence[str], *, rngs: nnx.Rngs,
-                 search_bn: bool = True):
-        self.E, self.C, self.stride = E, C, stride
+                 search_bn: bool = True, partial: int = 1, aux_skip: bool = False, hard: bool = False):
+        if partial < 1 or C % partial:
+            raise JaxnasError(f"space.partial_channels={partial} must divide the cell's channel count {C}")
+        if partial > 1 and aux_skip:
+            raise JaxnasError("space.partial_channels > 1 and space.aux_skip cannot be combined "
+                              "(no official code defines the auxiliary skip over partial channels)")
+        self.E, self.C, self.stride, self.partial, self.hard = E, C, stride, partial, hard
         self.op_names = tuple(op_names)
         self.impl = kernels.resolve()
+        c_ops = C // partial
         ops = {}
         for i, name in enumerate(self.op_names):
             spec = get_op(name)
             if spec.zero:
                 continue
             bn = spec.bn_in_search and search_bn
-            ops[str(i)] = spec.batched(E, C, stride, bn, rngs) if spec.batched else \
-                PerEdge(name, E, C, stride, bn, rngs)
+            ops[str(i)] = spec.batched(E, c_ops, stride, bn, rngs) if spec.batched else \
+                PerEdge(name, E, c_ops, stride, bn, rngs)
         self.ops = nnx.Dict(ops)
+        aux = None
+        if aux_skip:
+            spec = get_op("skip_connect")
+            aux = spec.batched(E, C, stride, False, rngs) if spec.batched else \
+                PerEdge("skip_connect", E, C, stride, False, rngs)
+        self.aux = nnx.data(aux)
 
-    def __call__(self, x: jax.Array, weights: jax.Array) -> jax.Array:
-        """x (N, H, W, C); weights (E, n_ops). Returns (N, H', W', E, C): edge e is
-        ``out[..., e, :]`` (this layout needs no transposes)."""
+    def _out_shape(self, x: jax.Array, channels: int) -> tuple[int, ...]:
+        s = self.stride
+        return x[:, ::s, ::s, None, :].shape[:3] + (self.E, channels)
+
+    def _mixed(self, x: jax.Array, weights: jax.Array, scaled: jax.Array) -> jax.Array:
+        """sum_o w_o * o(x) over the op channels; ``weights`` decide what a hard relaxation selected,
+        ``scaled`` (weights times any edge scale) multiply."""
+        shape = self._out_shape(x, x.shape[-1])
         out = None
         for i in range(len(self.op_names)):
+            w = scaled[:, i, None]  # (E, 1) broadcasts over the (E, C) trailing axes
             if str(i) not in self.ops:
-                continue
-            term = self.ops[str(i)](x) * weights[:, i, None]  # (E, 1) broadcasts over the (E, C) trailing axes
+                if not self.hard:
+                    continue
+                term = jnp.broadcast_to(w * (weights[:, i, None] == 0), shape)  # a none op left unselected
+            elif self.hard:
+                sel = weights[:, i, None] != 0
+                term = nnx.cond(jnp.any(sel), lambda op, x, w, sel: w * jnp.where(sel, op(x), 1.0),
+                                lambda op, x, w, sel: jnp.broadcast_to(w, shape), self.ops[str(i)], x, w, sel)
+            else:
+                term = self.ops[str(i)](x) * w
             out = term if out is None else out + term
-        if out is None:  # every op is none
-            s = self.stride
-            out = jnp.zeros(x[:, ::s, ::s, None, :].shape[:3] + (self.E, x.shape[-1]), x.dtype)
+        return jnp.zeros(shape, x.dtype) if out is None else out  # every op is none
+
+    def __call__(self, x: jax.Array, weights: jax.Array, edge_scale: jax.Array | None = None,
+                 skip: jax.Array | float = 1.0) -> jax.Array:
+        """x (N, H, W, C); weights (E, n_ops); edge_scale (E,) multiplies each edge's output (PC-DARTS's
+        edge normalization); ``skip``: the auxiliary skip's beta. Returns (N, H', W', E, C): edge e is
+        ``out[..., e, :]`` (this layout needs no transposes)."""
+        scaled = weights if edge_scale is None else weights * edge_scale[:, None]
+        if self.partial == 1:
+            out = self._mixed(x, weights, scaled)
+        else:
+            c_ops = self.C // self.partial
+            mixed = self._mixed(x[..., :c_ops], weights, scaled)
+            rest = x[..., c_ops:]
+            if self.stride == 2:
+                rest = kernels.pool(rest, "max", 2, 2, 0, self.impl)
+            rest = jnp.broadcast_to(rest[..., None, :], mixed.shape[:3] + (self.E, rest.shape[-1]))
+            if edge_scale is not None:
+                rest = rest * edge_scale[:, None]
+            out = channel_shuffle(jnp.concatenate([mixed, rest], axis=-1), self.partial)
+        if self.aux is not None:
+            out = out + skip * self.aux(x)
         return out
 
 
-def cell_states(sources, inputs: Sequence[jax.Array], rows, targets, weights: jax.Array) -> list[jax.Array]:
+def cell_states(sources, inputs: Sequence[jax.Array], rows, targets, weights: jax.Array,
+                edge_scale: jax.Array | None = None, skip: jax.Array | float = 1.0) -> list[jax.Array]:
     """The states of a cell: ``inputs``, then each node as the sum of the edges into it.
 
     ``sources[s]`` (a ``SourceEdges``) reads state s and feeds states ``targets[s]`` with weight
-    rows ``rows[s]``; every edge goes from an earlier state to a later one.
+    rows ``rows[s]`` (and ``edge_scale`` entries, when given); every edge goes from an earlier
+    state to a later one.
     """
     impl = sources[0].impl
     states, pending = list(inputs), {}
     for s, source in enumerate(sources):
         if s == len(states):
             states.append(kernels.materialize(pending.pop(s), impl))
-        out = source(states[s], weights[jnp.array(rows[s])])
+        idx = jnp.array(rows[s])
+        out = source(states[s], weights[idx], None if edge_scale is None else edge_scale[idx], skip)
         for k, t in enumerate(targets[s]):
             edge = out[..., k, :]
             pending[t] = pending[t] + edge if t in pending else edge

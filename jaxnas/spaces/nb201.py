@@ -29,7 +29,7 @@ from jaxnas.nn import ArchParam, conv, torch_linear
 from jaxnas.ops import NB201_OPS, ReLUConvBN, batch_norm, get_op, resolve_op_set
 from jaxnas.relaxations import get_relaxation, relax_all
 from jaxnas.spaces.base import DiscreteSpace
-from jaxnas.spaces.edges import SourceEdges, cell_states
+from jaxnas.spaces.edges import SourceEdges, cell_states, group_softmax
 from jaxnas.spaces.registry import Space, register_space
 
 NODES = 4
@@ -161,15 +161,15 @@ class SearchCell(nnx.Module):
     The edges leaving each node run together (``edges.SourceEdges``): one dense conv per op.
     """
 
-    def __init__(self, C: int, op_names: Sequence[str], *, rngs: nnx.Rngs):
+    def __init__(self, C: int, op_names: Sequence[str], *, rngs: nnx.Rngs, **variant):
         # node i feeds edges rows[i] (indices into EDGES, the alpha rows) towards targets[i]
         self.rows = tuple(tuple(k for k, (_, src) in enumerate(EDGES) if src == i) for i in range(NODES - 1))
         self.targets = tuple(tuple(EDGES[k][0] for k in r) for r in self.rows)
-        self.sources = nnx.List([SourceEdges(len(r), C, 1, op_names, rngs=rngs, search_bn=False)
+        self.sources = nnx.List([SourceEdges(len(r), C, 1, op_names, rngs=rngs, search_bn=False, **variant)
                                  for r in self.rows])
 
-    def __call__(self, x, weights):
-        return cell_states(self.sources, [x], self.rows, self.targets, weights)[-1]
+    def __call__(self, x, weights, edge_scale=None, skip=1.0):
+        return cell_states(self.sources, [x], self.rows, self.targets, weights, edge_scale, skip)[-1]
 
 
 class _Skeleton(nnx.Module):
@@ -206,26 +206,47 @@ class NB201Network(_Skeleton):
 
 class NB201Supernet(_Skeleton):
     """The space's supernet for differentiable search (DARTS on NAS-Bench-201): one alpha matrix (6, ops)
-    shared by every cell, turned into edge weights by the relaxation named ``relaxation``."""
+    shared by every cell, turned into edge weights by the relaxation named ``relaxation``.
+    ``partial_channels``, ``edge_norm`` (per-edge betas softmaxed over each node's 1, 2, 3 inputs)
+    and ``aux_skip`` are the mixed-op variants of PC-DARTS and DARTS- (``edges.SourceEdges``)."""
 
     def __init__(self, in_channels: int, num_classes: int, *, C: int = 16, N: int = 5,
-                 ops: str | Sequence[str] = "nb201", relaxation: str = "softmax", rngs: nnx.Rngs):
+                 ops: str | Sequence[str] = "nb201", relaxation: str = "softmax", partial_channels: int = 1,
+                 edge_norm: bool = False, aux_skip: bool = False, rngs: nnx.Rngs):
         self.op_names = resolve_op_set(ops)
-        get_relaxation(relaxation)
-        self.relaxation = relaxation
-        self._build(in_channels, num_classes, C, N, lambda c: SearchCell(c, self.op_names, rngs=rngs), rngs)
+        spec = get_relaxation(relaxation)
+        self.relaxation, self.edge_norm = relaxation, edge_norm
+        variant = dict(partial=partial_channels, aux_skip=aux_skip, hard=spec.hard)
+        self._build(in_channels, num_classes, C, N, lambda c: SearchCell(c, self.op_names, rngs=rngs, **variant),
+                    rngs)
         self.alphas = ArchParam(1e-3 * jax.random.normal(rngs.params(), (len(EDGES), len(self.op_names))))
+        if edge_norm:
+            self.betas = ArchParam(1e-3 * jax.random.normal(rngs.params(), (len(EDGES),)))
 
-    def __call__(self, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
-        """Logits; ``key`` feeds a sampling relaxation (None: its deterministic weights)."""
-        weights = relax_all(self.relaxation, {"alphas": self.alphas[...]}, key)["alphas"]
+    def relax(self, key: jax.Array | None = None, hyper: dict | None = None) -> dict[str, jax.Array]:
+        """The edge weights ``{"alphas": (6, ops)}`` from the relaxation."""
+        return relax_all(self.relaxation, {"alphas": self.alphas[...]}, key, hyper)
+
+    def edge_scales(self) -> dict[str, jax.Array] | None:
+        if not self.edge_norm:
+            return None
+        return {"alphas": group_softmax(self.betas[...], list(range(1, NODES)))}
+
+    def __call__(self, x: jax.Array, key: jax.Array | None = None, hyper: dict | None = None,
+                 weights: dict | None = None) -> jax.Array:
+        """Logits; ``key`` feeds a sampling relaxation (None: its deterministic weights), ``hyper`` holds the
+        scheduled values, ``weights`` replaces the relaxed weights (SDARTS's perturbed ones)."""
+        w = (self.relax(key, hyper) if weights is None else weights)["alphas"]
+        scales = self.edge_scales()
+        scale = None if scales is None else scales["alphas"]
+        skip = (hyper or {}).get("skip", 1.0)
         x = self.stem_bn(self.stem_conv(x))
         for layer in self.layers:
-            x = layer(x, weights) if isinstance(layer, SearchCell) else layer(x)
+            x = layer(x, w, scale, skip) if isinstance(layer, SearchCell) else layer(x)
         return self._head(x)
 
     def genotype(self) -> NB201Arch:
-        """argmax of the alphas per edge (the benchmark's DARTS/GDAS discretization)."""
+        """argmax of the alphas per edge (the benchmark's discretization for every method)."""
         best = np.asarray(self.alphas[...]).argmax(-1)
         return NB201Arch(tuple(self.op_names[i] for i in best))
 
@@ -289,15 +310,18 @@ class NB201Space(Space):
 
     def defaults(self):
         # ops "auto": the benchmark's 5 ops; cells_per_stage: N of the benchmark's network
-        return ml_collections.ConfigDict(dict(C=16, cells_per_stage=5, ops="auto", relaxation="softmax"))
+        # partial_channels, edge_norm, aux_skip: the mixed-op variants of PC-DARTS and DARTS- (edges.SourceEdges)
+        return ml_collections.ConfigDict(dict(C=16, cells_per_stage=5, ops="auto", relaxation="softmax",
+                                              partial_channels=1, edge_norm=False, aux_skip=False))
 
     def ranges(self):
-        return {"C": (1, 4096), "cells_per_stage": (1, 200)}
+        return {"C": (1, 4096), "cells_per_stage": (1, 200), "partial_channels": (1, 4096)}
 
     def supernet(self, cfg, in_shape, num_classes, rngs):
         ops = "nb201" if cfg.ops == "auto" else cfg.ops
         return NB201Supernet(in_shape[-1], num_classes, C=cfg.C, N=cfg.cells_per_stage, ops=ops,
-                             relaxation=cfg.relaxation, rngs=rngs)
+                             relaxation=cfg.relaxation, partial_channels=cfg.partial_channels,
+                             edge_norm=cfg.edge_norm, aux_skip=cfg.aux_skip, rngs=rngs)
 
     def discrete(self, cfg, in_shape=None):
         return NB201Discrete(self.fields(cfg), in_shape)

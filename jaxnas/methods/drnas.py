@@ -1,0 +1,60 @@
+"""DrNAS (Chen et al., ICLR 2021): mixing weights sampled from a Dirichlet over each edge's ops.
+
+Official code: xiangning-chen/DrNAS ``utils.py::process_step_vector`` (``Dirichlet(ELU(theta) + 1).rsample()``
+on every forward pass), ``201-space/search_model.py`` (the KL regularizer), ``architect.py``
+(``reg_type='l2'``: Adam weight decay ``reg_scale``; ``'kl'``: no weight decay).
+"""
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import digamma, gammaln
+
+from jaxnas.methods.registry import register_method, register_regularizer
+from jaxnas.relaxations import register_relaxation
+
+
+def concentration(alphas: jax.Array) -> jax.Array:
+    """DrNAS's Dirichlet concentration ``ELU(theta) + 1`` (positive for every theta)."""
+    return jax.nn.elu(alphas) + 1.0
+
+
+@register_relaxation("dirichlet")
+def dirichlet(alphas: jax.Array, key: jax.Array | None, hyper: Mapping) -> jax.Array:
+    """A Dirichlet sample per edge with a pathwise gradient (DrNAS Eq. 3; ``jax.random.dirichlet`` is
+    differentiable in its concentration by implicit reparameterization). Without a key, the mean."""
+    conc = concentration(alphas)
+    if key is None:
+        return conc / conc.sum(-1, keepdims=True)
+    return jax.random.dirichlet(key, conc)
+
+
+def kl_to_uniform(conc: jax.Array) -> jax.Array:
+    """KL(Dir(conc) || Dir(1)) per row: lnG(a0) - sum lnG(a_i) - lnG(K) + sum (a_i - 1)(psi(a_i) - psi(a0))."""
+    a0 = conc.sum(-1)
+    k = conc.shape[-1]
+    return (gammaln(a0) - gammaln(conc).sum(-1) - gammaln(float(k))
+            + ((conc - 1.0) * (digamma(conc) - digamma(a0)[..., None])).sum(-1))
+
+
+@register_regularizer("dirichlet_kl")
+def dirichlet_kl(alphas: list[jax.Array]) -> jax.Array:
+    """DrNAS's ``reg_type='kl'``: sum over edges of KL(Dir(ELU(theta) + 1) || Dir(1)) (times ``reg_scale``)."""
+    return sum(jnp.sum(kl_to_uniform(concentration(a))) for a in alphas)
+
+
+@register_method("drnas")
+def configure(cfg) -> None:
+    """NB201 (``201-space/train_search.py``): 100 epochs, batch 64, lr 0.025 -> 0.001, arch Adam 3e-4
+    (0.5, 0.999), l2 regularizer = Adam weight decay 1e-3, no partial channels. DARTS space
+    (``DARTS-space/train_search.py``): lr 0.1, arch lr 6e-4, partial channels K=4 (the second stage's;
+    jaxnas runs one stage: see docs/methods.md)."""
+    cfg.space.relaxation = "dirichlet"
+    cfg.optim.arch_weight_decay = 1e-3
+    if cfg.space.name == "nb201":
+        cfg.search.epochs = 100
+    else:
+        cfg.search.epochs = 50
+        cfg.optim.lr, cfg.optim.lr_min, cfg.optim.arch_lr = 0.1, 0.0, 6e-4
+        cfg.space.partial_channels = 4
