@@ -216,7 +216,7 @@ def make_search_step(graphdef, w_tx, a_tx, schedule: Callable, order: str, cfg, 
         metrics = {
             "train_loss": train_loss, "train_acc": accuracy(train_logits, train_batch["y"]), **metrics,
             "lr": lr, "grad_norm": _tree_norm(g_w), "alpha_grad_norm": _tree_norm(g_a),
-            **({"reg": reg} if parts.regularizer is not None else {}),
+            **({"reg_loss": reg} if parts.regularizer is not None else {}),
             **hyper,
         }
         return SearchState(state.step + 1, params, alphas, stats, w_opt, a_opt, key), metrics
