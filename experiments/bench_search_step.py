@@ -1,6 +1,11 @@
 """Time the jit-compiled DARTS search step on random data.
 
     python experiments/bench_search_step.py --order all --batch 32 --C 16 --layers 8 --image 32
+    python experiments/bench_search_step.py --method all --batch 32     # every DARTS-family method
+
+``--method NAME`` times that method's step (``jaxnas.methods``: its relaxation, mixed-op variants,
+regularizer, perturbation and order, at the schedules' first-epoch values) on the DARTS space;
+``--method all`` runs each in its own process. The first line printed describes the machine.
 
 Prints, per order: compile time, median step time, images/s (train + val images
 per step), the process's peak resident memory, and XLA's own estimate of the
@@ -22,7 +27,7 @@ import subprocess
 import sys
 import time
 
-from benchutil import peak_rss_gb, reset_peak_rss
+from benchutil import machine, peak_rss_gb, reset_peak_rss
 
 
 def bench(args) -> dict:
@@ -33,15 +38,18 @@ def bench(args) -> dict:
     from jaxnas import config as config_lib
     from jaxnas import kernels
     from jaxnas import parallel
-    from jaxnas import optim
+    from jaxnas import methods, optim
     from jaxnas.search import bilevel as B
     from jaxnas.spaces import build_supernet
 
     if args.cache:
         jax.config.update("jax_compilation_cache_dir", args.cache)
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-    cfg = config_lib.search_defaults()
-    cfg.space.C, cfg.space.layers, cfg.space.ops = args.C, args.layers, args.ops
+    cfg = config_lib.method_config(args.method, "darts") if args.method else config_lib.search_defaults()
+    order = cfg.search.order if args.method else args.order
+    cfg.space.C, cfg.space.layers = args.C, args.layers
+    if args.ops != "darts" or cfg.space.ops == "auto":
+        cfg.space.ops = args.ops
     cfg.space.allow_no_normal_cell = args.layers < 3
     with kernels.use(args.kernels):
         model = build_supernet(cfg.space, (args.image, args.image, 3), 10, nnx.Rngs(0))
@@ -49,7 +57,9 @@ def bench(args) -> dict:
     w_tx, a_tx = optim.weight_optimizer(cfg.optim, schedule), optim.alpha_optimizer(cfg.optim)
     graphdef, state = B.init_state(model, w_tx, a_tx)
     mesh = parallel.make_mesh(args.devices)
-    step = parallel.jit_data_parallel(B.make_search_step(graphdef, w_tx, a_tx, schedule, args.order, cfg.optim),
+    parts = methods.parts(cfg.method, 50, 1000)
+    parts = parts._replace(arch_start_step=0)  # time the architecture step too
+    step = parallel.jit_data_parallel(B.make_search_step(graphdef, w_tx, a_tx, schedule, order, cfg.optim, parts),
                                       mesh, 2)
     state = parallel.put_replicated(state, mesh)
     rng = np.random.default_rng(0)
@@ -80,7 +90,7 @@ def bench(args) -> dict:
         jax.profiler.stop_trace()
     median = statistics.median(times)
     return {
-        "order": args.order, "batch": args.batch, "C": args.C, "layers": args.layers, "image": args.image,
+        "method": args.method or "darts", "order": order, "batch": args.batch, "C": args.C, "layers": args.layers, "image": args.image,
         "devices": mesh.devices.size, "device_kind": jax.devices()[0].device_kind,
         "compile_s": round(compile_s, 1), "median_step_s": round(median, 3),
         "images_per_s": round(2 * args.batch / median, 1),
@@ -106,7 +116,21 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--profile", default="")
     p.add_argument("--cache", default="", help="persistent compilation cache directory")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--method", default="", help="a DARTS-family method (jaxnas.methods), or all")
     args = p.parse_args()
+    if "--child" not in sys.argv:
+        print(json.dumps({"machine": machine()}), flush=True)
+    if args.method == "all":
+        from jaxnas.methods import METHODS
+
+        for name in METHODS:
+            argv = [a for a in sys.argv[1:] if not a.startswith("--method") and a != "all"]
+            subprocess.run([sys.executable, os.path.abspath(__file__), "--method", name, "--child"] + argv, check=True)
+        return
+    if args.method:
+        print(json.dumps(bench(args)), flush=True)
+        return
     if args.order != "all":
         print(json.dumps(bench(args)), flush=True)
         return
@@ -114,7 +138,7 @@ def main() -> None:
         argv = [a for a in sys.argv[1:] if not a.startswith("--order")]
         if "all" in argv:
             argv.remove("all")
-        subprocess.run([sys.executable, os.path.abspath(__file__), "--order", order] + argv, check=True)
+        subprocess.run([sys.executable, os.path.abspath(__file__), "--order", order, "--child"] + argv, check=True)
 
 
 if __name__ == "__main__":

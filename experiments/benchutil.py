@@ -33,3 +33,24 @@ def peak_rss_gb() -> float:
 
         kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return round(kb / 1e6, 2)
+
+
+def machine() -> dict:
+    """The CPU model, its vector extensions and core count (Linux /proc/cpuinfo; platform otherwise)."""
+    import os
+    import platform
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+    except OSError:
+        pass
+    vector = [v for v in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "amx_tile")
+              if v in flags]
+    return {"cpu": model, "vector": vector, "cores": os.cpu_count()}

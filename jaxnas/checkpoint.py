@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import zipfile
 
@@ -85,6 +86,7 @@ class Checkpointer:
         naming the folder; the checkpoints already written are kept."""
         ocp = self._ocp
         arrays = {k: np.array(v, copy=True) for k, v in _flat(tree).items()}
+        meta = json.loads(json.dumps(meta))  # a snapshot: the caller's dicts change while orbax writes
         with self._failing(f"checkpoint {step}"):
             self._mngr.check_for_errors()
             self._probe()  # before orbax starts a write it could not finish (its threads would wait for it)

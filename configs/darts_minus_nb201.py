@@ -1,0 +1,18 @@
+"""DARTS- (Chu et al., ICLR 2021) in the NAS-Bench-201 space, with the official code's defaults.
+
+    jaxnas search --config configs/darts_minus_nb201.py
+
+an auxiliary skip on every edge, its beta decayed 1 -> 0 over 50 epochs. Defaults and their sources: docs/methods.md.
+The benchmark's protocol (CIFAR-10 train split halved into search-train and search-val, argmax per
+edge). Published NAS-Bench-201 CIFAR-10 test accuracy of the found cell: 93.80 (optimum 94.37).
+With --config.evaluator.table=<your exported CSV> the cell is looked up at the end and its test
+accuracy written to result.json; experiments/nb201_methods.py runs 3 seeds of every method.
+"""
+
+from jaxnas.config import method_config
+
+
+def get_config(arg=None):
+    c = method_config("darts_minus", "nb201")
+    c.space.C, c.space.cells_per_stage = 16, 5
+    return c
