@@ -26,6 +26,7 @@ import time
 
 import jax
 
+from jaxnas import cli
 from jaxnas import config as config_lib
 from jaxnas.errors import JaxnasError
 from jaxnas.methods import METHODS
@@ -84,6 +85,7 @@ def main() -> None:
         print("error: --table is required (a NAS-Bench-201 CSV with arch and test_acc columns)", file=sys.stderr)
         sys.exit(2)
 
+    cli._setup_jax("")  # the persistent compilation cache: seeds after the first skip compiling
     print(f"{jax.device_count()} x {jax.devices()[0].device_kind}, seeds {seeds}", flush=True)
     results = {}
     for name in names:
