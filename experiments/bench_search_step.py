@@ -47,6 +47,11 @@ def bench(args) -> dict:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     cfg = config_lib.method_config(args.method, "darts") if args.method else config_lib.search_defaults()
     order = cfg.search.order if args.method else args.order
+    if cfg.method.stages:  # a progressive search: time its last stage's supernet (every op kept)
+        from jaxnas.methods.progressive import parse_stages
+
+        cfg.space.partial_channels = parse_stages(cfg.method.stages, cfg.search.epochs)[-1].partial
+        cfg.method.stages = ""
     cfg.space.C, cfg.space.layers = args.C, args.layers
     if args.ops != "darts" or cfg.space.ops == "auto":
         cfg.space.ops = args.ops

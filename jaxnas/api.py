@@ -14,7 +14,7 @@ from flax import nnx
 from jaxnas import config as config_lib
 from jaxnas import data as data_lib
 from jaxnas import genotype as genotype_lib
-from jaxnas import kernels
+from jaxnas import kernels, methods
 from jaxnas import train as train_lib
 from jaxnas.errors import unknown
 from jaxnas.evaluators import EVALUATORS, make_evaluator
@@ -39,6 +39,7 @@ def check_search(cfg: ml_collections.ConfigDict) -> None:
     if cfg.search.strategy == "darts":
         if cfg.search.order not in ORDERS:
             raise unknown("search order", cfg.search.order, ORDERS)
+        methods.parts(cfg.method, cfg.search.epochs, 1)
         with kernels.use(cfg.run.kernels):
             jax.eval_shape(lambda: nnx.state(build_supernet(cfg.space, ds.image_shape, ds.num_classes,
                                                             nnx.Rngs(cfg.seed))))

@@ -119,7 +119,8 @@ class Checkpointer:
             return []
 
     def restore(self, template):
-        """``(tree, meta, step)`` from the newest loadable checkpoint, or None when there is none."""
+        """``(tree, meta, step)`` from the newest loadable checkpoint, or None when there is none.
+        ``template``: the tree's structure, or a function of the checkpoint's meta that returns it."""
         ocp = self._ocp
         for step in reversed(self.steps()):
             try:
@@ -131,7 +132,8 @@ class Checkpointer:
                 self._set_aside(step, e)
                 continue
             try:
-                tree = _unflat(template, out["state"], f"checkpoint {step}")
+                tree = _unflat(template(out["meta"]) if callable(template) else template, out["state"],
+                               f"checkpoint {step}")
             except JaxnasError as e:  # intact, but not this model's: keep it, try an older one
                 self.log(f"warning: {e}; trying an older one")
                 continue

@@ -150,7 +150,8 @@ class Progress:
 
 def restore_run(ckpt, template, steps: int, devices: int, run_dir: str, log, epoch_logs=("metrics.jsonl",),
                 config: dict | None = None):
-    """Resume a run: ``(tree, meta, start, history)`` from the newest good checkpoint, or
+    """Resume a run: ``(tree, meta, start, history)`` from the newest good checkpoint (``template``: the
+    state's structure, or a function of a checkpoint's meta returning it), or
     ``(None, None, 0, [])`` when there is none. Log records written after the checkpoint are
     dropped from ``steps.jsonl`` (by step) and from ``epoch_logs`` (by epoch).
 
@@ -162,7 +163,7 @@ def restore_run(ckpt, template, steps: int, devices: int, run_dir: str, log, epo
     newest = ckpt.meta(had[-1]) if had else None
     if config is not None and newest is not None and newest.get("config") not in (None, config):
         _config_mismatch(newest["config"], config, had[-1], run_dir)
-    restored = ckpt.restore(jax.device_get(template))
+    restored = ckpt.restore(template if callable(template) else jax.device_get(template))
     if restored is None and had:
         raise JaxnasError(f"none of the checkpoints in {ckpt.directory} ({', '.join(map(str, had))}) can be used "
                           f"(see the warnings above); move that folder away to start the run over")

@@ -405,3 +405,69 @@ def test_the_worked_example_adds_a_method_in_one_file():
     assert np.isfinite(out["history"][-1]["search_val_loss"])
     h = _hyper("annealed", epochs=2, spe=1)
     assert h(0)["tau"] == approx(5.0) and h(1)["tau"] == approx(0.5)
+
+
+# ---------------------------------------------------------------- progressive search (DrNAS)
+
+
+def test_stages_parse_and_refuse_what_cannot_be_done():
+    from jaxnas.methods import progressive as P
+    st = P.parse_stages("25:6:8,25:4:4", 50)
+    assert st == [P.Stage(0, 25, 6, 8), P.Stage(25, 25, 4, 4)]
+    assert [P.stage_of(st, e) for e in (0, 24, 25, 49)] == [0, 0, 1, 1]
+    assert P.parse_stages("", 7) == []
+    for text, match in (("25:6:8,20:4:4", "adds up to 45"), ("25:6", "epochs:K:ops"), ("25:4:8,25:6:4", "widen"),
+                        ("25:6:4,25:4:8", "do not come back")):
+        with pytest.raises(JaxnasError, match=match):
+            P.parse_stages(text, 50)
+
+
+def test_prune_keeps_the_strongest_unpruned_ops_and_widen_copies_channels():
+    from jaxnas.methods import progressive as P
+    a = {"alphas_normal": np.array([[0.1, 0.5, 0.3, -0.2], [0.9, 0.0, 0.8, 0.7]], np.float32)}
+    pruned, masks = P.prune(a, None, 3)
+    np.testing.assert_array_equal(masks["alphas_normal"], [[True, True, True, False], [True, False, True, True]])
+    np.testing.assert_allclose(pruned["alphas_normal"], [[0.1, 0.5, 0.3, 0.0], [0.9, 0.0, 0.8, 0.7]])
+    again, masks = P.prune(pruned, masks, 2)  # the pruned 0.0 entries never come back
+    np.testing.assert_array_equal(masks["alphas_normal"], [[False, True, True, False], [True, False, True, False]])
+    old = {"w": np.arange(6.0).reshape(2, 3), "pw": np.arange(9.0).reshape(3, 3), "same": np.ones(4)}
+    new = {"w": np.zeros((2, 5)), "pw": np.zeros((5, 5)), "same": np.zeros(4)}
+    out = P.widen_tree(old, new, seed=0)
+    idx = [int(np.argmax(np.all(out["w"][:, j:j + 1] == old["w"], axis=0))) for j in (3, 4)]
+    np.testing.assert_array_equal(out["w"], np.concatenate([old["w"], old["w"][:, idx]], axis=1))
+    # one channel map for every leaf: the pointwise matrix copies the same channels on both axes
+    np.testing.assert_array_equal(out["pw"][3:, 3:], old["pw"][np.ix_(idx, idx)])
+    np.testing.assert_array_equal(out["same"], old["same"])
+
+
+def test_an_op_mask_renormalizes_the_relaxed_weights_and_the_genotype_ignores_masked_ops():
+    ops = ("none", "skip_connect", "sep_conv_3x3", "max_pool_3x3")
+    model = DartsSupernet(1, 10, C=4, layers=1, nodes=2, ops=ops, relaxation="dirichlet", rngs=nnx.Rngs(0))
+    mask = np.ones((5, 4), bool)
+    mask[:, 2] = False  # sep_conv pruned everywhere
+    model.alphas_normal[...] = model.alphas_normal[...].at[:, 2].set(5.0)  # ... though its alphas are the largest
+    model.set_op_mask({"alphas_normal": mask, "alphas_reduce": mask})
+    w = model.relax(jax.random.PRNGKey(0))["normal"]
+    assert float(jnp.abs(w[:, 2]).max()) == 0.0
+    np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-6)
+    assert all(op != "sep_conv_3x3" for op, _ in model.genotype().normal)
+
+
+def test_progressive_search_prunes_widens_and_resumes_exactly_across_stages(tmp_path):
+    over = dict(space__C=12, space__ops="none,skip_connect,sep_conv_3x3", space__partial_channels=4,
+                method__stages="1:4:3,1:2:2", run__checkpoint_every=1)
+    cfg, ref_path, ref = _run("drnas", "darts", tmp_path, "ref", **over)
+    from jaxnas import checkpoint
+    mask = np.asarray(checkpoint.Checkpointer(os.path.join(ref_path, "checkpoints")).meta(4)["op_mask"]["alphas_normal"])
+    assert mask.shape == (5, 3) and (mask.sum(-1) == 2).all()  # each edge pruned to its 2 strongest ops
+    sep = [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(ref["state"].params)[0]
+           if "pw" in jax.tree_util.keystr(path)]
+    assert sep and all(leaf.shape[-1] == 12 for leaf in sep)  # the reduction cell's 24 channels: 24/4 -> 24/2
+    for gone in (["4"], ["3", "4"]):  # resume mid-stage-2 (step 3), then from stage 1's last step (2)
+        _, path, _ = _run("drnas", "darts", tmp_path, f"cut{len(gone)}", **over)
+        for step in gone:
+            shutil.rmtree(os.path.join(path, "checkpoints", step))
+        out = get_strategy("darts")(config_lib.for_resume(path, None, [], "search"), path, log=lambda *_: None,
+                                    resume=True)
+        for x, y in zip(jax.tree.leaves(ref["state"]), jax.tree.leaves(out["state"])):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -48,15 +48,15 @@ def dirichlet_kl(alphas: list[jax.Array]) -> jax.Array:
 def configure(cfg) -> None:
     """NB201 (``201-space/train_search.py``): 100 epochs, batch 64, lr 0.025 -> 0.001, arch Adam 3e-4
     (0.5, 0.999), l2 regularizer = Adam weight decay 1e-3, no partial channels. DARTS space
-    (``DARTS-space/train_search.py``): the search network of 20 cells at C=36, batch 64, 50 epochs, lr 0.1
-    cosine to 0, arch lr 6e-4, partial channels K=4 (the official search runs 25 epochs at K=6 with 8 ops,
-    then prunes each edge to its 4 best ops and widens to K=4 for 25 more; jaxnas runs the second stage's
-    network for all 50: docs/methods.md)."""
+    (``DARTS-space/train_search.py``): the search network of 20 cells at C=36, batch 64, lr 0.1 cosine to 0
+    over 50 epochs, arch lr 6e-4, progressive: 25 epochs at K=6 with the 8 ops, then each edge pruned to
+    its 4 best ops and the ops widened to K=4 for 25 more (``ks=[6, 4]``, ``num_keeps=[7, 4]``)."""
     cfg.space.relaxation = "dirichlet"
     cfg.optim.arch_weight_decay = 1e-3
     if cfg.space.name == "nb201":
         cfg.search.epochs = 100
     else:
         cfg.search.epochs = 50
-        cfg.space.C, cfg.space.layers, cfg.space.partial_channels = 36, 20, 4
+        cfg.space.C, cfg.space.layers, cfg.space.partial_channels = 36, 20, 6
+        cfg.method.stages = "25:6:8,25:4:4"
         cfg.optim.lr, cfg.optim.lr_min, cfg.optim.arch_lr = 0.1, 0.0, 6e-4

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxnas.errors import JaxnasError
+from jaxnas.methods import progressive
 from jaxnas.registry import Registry
 
 REGULARIZERS: Registry = Registry("regularizer")
@@ -70,6 +71,7 @@ def method_defaults() -> ml_collections.ConfigDict:
         perturbation="none",       # none or a registered perturbation (random, pgd)
         pgd_steps=7,               # SDARTS-ADV's attack steps
         arch_start_epoch=0,        # epochs of weight training before the first architecture update
+        stages="",                 # progressive search, "epochs:K:ops,..." (DrNAS; jaxnas/methods/progressive.py)
         tau=schedule(1.0, 1.0),    # relaxation temperature (GDAS, SNAS)
         reg=schedule(0.0, 0.0),    # weight of the regularizer
         skip=schedule(1.0, 1.0),   # DARTS-'s auxiliary-skip beta (with space.aux_skip)
@@ -124,6 +126,7 @@ def parts(m, epochs: int, steps_per_epoch: int) -> Parts:
             out[name] = jnp.asarray(start + (end - start) * t, jnp.float32)
         return out
 
+    progressive.parse_stages(m.stages, epochs)
     reg = None if m.regularizer == "none" else REGULARIZERS.lookup(m.regularizer)
     pert = None if m.perturbation == "none" else PERTURBATIONS.lookup(m.perturbation)
     if reg is not None and "reg" not in specs:

@@ -12,11 +12,13 @@ import os
 import time
 
 import jax
+import ml_collections
 import numpy as np
 from flax import nnx
 
 from jaxnas import data as data_lib
 from jaxnas import driver, methods, parallel, rundir, writers
+from jaxnas.methods import progressive
 from jaxnas.config import fingerprint
 from jaxnas.errors import JaxnasError, unknown
 from jaxnas.evaluators import TableEvaluator
@@ -92,28 +94,77 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
     parallel.check_batch(s.eval_batch_size, mesh)
     part = parallel.local_part()
 
-    # model and optimizers
-    model = build_supernet(cfg.space, ds.image_shape, ds.num_classes, nnx.Rngs(cfg.seed))
+    # model and optimizers; a progressive search (method.stages) builds one supernet per stage
+    stages = progressive.parse_stages(cfg.method.stages, s.epochs)
     schedule = epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, s.epochs, steps)
     w_tx, a_tx = weight_optimizer(cfg.optim, schedule), alpha_optimizer(cfg.optim)
     parts = methods.parts(cfg.method, s.epochs, steps)
-    graphdef, state = init_state(model, w_tx, a_tx, seed=cfg.seed)
-    model.eval()
-    graphdef_eval = nnx.split(model)[0]
 
-    # steps: the bilevel step and the evaluation, jitted over the mesh
-    step_fn = parallel.jit_data_parallel(make_search_step(graphdef, w_tx, a_tx, schedule, s.order, cfg.optim, parts),
-                                         mesh, n_batches=2)
-    eval_fn = jax.jit(make_eval_step(graphdef_eval, parts),
-                      in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
-                      out_shardings=parallel.replicated(mesh))
+    def build_stage(k: int, masks):
+        """The supernet of stage k with these op masks, its fresh state and its jitted steps."""
+        space_cfg = cfg.space
+        if stages:
+            space_cfg = ml_collections.ConfigDict(cfg.space.to_dict())
+            space_cfg.partial_channels = stages[k].partial
+        net = build_supernet(space_cfg, ds.image_shape, ds.num_classes, nnx.Rngs(cfg.seed))
+        if stages and not hasattr(net, "set_op_mask"):
+            raise JaxnasError(f"method.stages needs a supernet with op masks; space {cfg.space.name!r} has none")
+        if stages and stages[0].keep < len(net.op_names):
+            raise JaxnasError(f"method.stages: the first stage must keep all {len(net.op_names)} ops, "
+                              f"got {stages[0].keep}")
+        if masks is not None:
+            net.set_op_mask(masks)
+        gdef, fresh = init_state(net, w_tx, a_tx, seed=cfg.seed)
+        net.eval()
+        gdef_eval = nnx.split(net)[0]
+        # steps: the bilevel step and the evaluation, jitted over the mesh
+        step_j = parallel.jit_data_parallel(make_search_step(gdef, w_tx, a_tx, schedule, s.order, cfg.optim, parts),
+                                            mesh, n_batches=2)
+        eval_j = jax.jit(make_eval_step(gdef_eval, parts),
+                         in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
+                         out_shardings=parallel.replicated(mesh))
+        return net, gdef, fresh, step_j, eval_j
+
+    stage, masks = 0, None
+    model, graphdef, state, step_fn, eval_fn = build_stage(0, None)
     state = parallel.put_replicated(state, mesh)
+
+    def template(meta: dict):
+        """The state of the stage a checkpoint was written in (its meta names the stage and the masks)."""
+        nonlocal stage, masks, model, graphdef, step_fn, eval_fn
+        k, m = meta.get("stage", 0), meta.get("op_mask")
+        m = None if m is None else {name: np.asarray(v, bool) for name, v in m.items()}
+        if (k, m is None) == (stage, masks is None) and (m is None or all(
+                np.array_equal(m[n], masks[n]) for n in m)):
+            return jax.device_get(state)
+        stage, masks = k, m
+        model, graphdef, fresh, step_fn, eval_fn = build_stage(k, m)
+        return jax.device_get(fresh)
+
+    def enter_stage(k: int) -> None:
+        """Prune each edge to the stage's ops and widen the weights to its K (methods.progressive)."""
+        nonlocal stage, masks, model, graphdef, state, step_fn, eval_fn
+        old = jax.device_get(state)
+        alphas = {n: np.asarray(v[...]) for n, v in old.alphas.items() if str(n).startswith("alphas")}
+        pruned, masks = progressive.prune(alphas, masks, stages[k].keep)
+        model, graphdef, fresh, step_fn, eval_fn = build_stage(k, masks)
+        new_alphas = jax.tree_util.tree_map_with_path(
+            lambda path, x: pruned.get(path[0].key, x), old.alphas)
+        seed = cfg.seed + k
+        state = parallel.put_replicated(old._replace(
+            params=progressive.widen_tree(old.params, fresh.params, seed), alphas=new_alphas,
+            batch_stats=progressive.widen_tree(old.batch_stats, fresh.batch_stats, seed),
+            w_opt=progressive.widen_tree(old.w_opt, fresh.w_opt, seed)), mesh)
+        stage = k
+        log(f"stage {k + 1}/{len(stages)} from epoch {stages[k].start + 1}: {stages[k].keep} ops per edge kept, "
+            f"partial channels K={stages[k].partial}")
 
     # loop: restore, then the driver's epochs
     ckpt = driver.checkpointer(run_dir, cfg.run.keep_checkpoints, log)
     start, sums, count, history = 0, {}, 0, []
     if resume:
-        tree, meta, start, history = driver.restore_run(ckpt, state, steps, mesh.devices.size, run_dir, log,
+        tree, meta, start, history = driver.restore_run(ckpt, template if stages else state, steps,
+                                                        mesh.devices.size, run_dir, log,
                                                         ("metrics.jsonl", "alphas.jsonl"), fingerprint(cfg))
         if tree is not None:
             state, sums, count = parallel.put_replicated(tree, mesh), meta["sums"], meta["count"]
@@ -133,6 +184,8 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
         nonlocal sums, count
         if first == 0:
             sums, count = {}, 0
+            if stages and progressive.stage_of(stages, epoch) != stage:
+                enter_stage(progressive.stage_of(stages, epoch))
 
     def step(epoch, i):
         nonlocal state
@@ -178,7 +231,8 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
         if ckpt is not None:
             ckpt.save(gstep, state, {"step": gstep, "steps_per_epoch": steps, "sums": sums, "count": count,
                                      "devices": int(mesh.devices.size), "processes": jax.process_count(),
-                                     "config": fingerprint(cfg)})
+                                     "config": fingerprint(cfg), "stage": stage,
+                                     "op_mask": None if masks is None else {n: m.tolist() for n, m in masks.items()}})
 
     driver.run_epochs(epochs=s.epochs, steps=steps, start=start, log_every=cfg.run.log_every,
                       checkpoint_every=cfg.run.checkpoint_every, progress=progress, ckpt=ckpt, run_dir=run_dir,

@@ -124,11 +124,29 @@ class DartsSupernet(nnx.Module):
         if edge_norm:
             self.betas_normal = ArchParam(1e-3 * jax.random.normal(rngs.params(), shape[:1]))
             self.betas_reduce = ArchParam(1e-3 * jax.random.normal(rngs.params(), shape[:1]))
+        self.op_mask = None  # static: the ops still searched per edge (progressive search), see set_op_mask
+
+    def set_op_mask(self, masks: dict | None) -> None:
+        """Restrict each edge to the ops marked True (``{"alphas_normal": (edges, ops) bools, ...}``; None:
+        every op): their relaxed weights are renormalized over the kept ops (for a Dirichlet this is
+        exactly the Dirichlet of the kept concentrations) and the discretization ignores the others."""
+        self.op_mask = None if masks is None else tuple(
+            (k, tuple(tuple(bool(v) for v in row) for row in np.asarray(masks[k]))) for k in sorted(masks))
+
+    def _mask(self, kind: str):
+        return None if self.op_mask is None else np.asarray(dict(self.op_mask)[f"alphas_{kind}"], bool)
 
     def relax(self, key: jax.Array | None = None, hyper: dict | None = None) -> dict[str, jax.Array]:
         """The edge weights of both cell types, ``{"normal", "reduce"}``, from the relaxation."""
-        return relax_all(self.relaxation, {"normal": self.alphas_normal[...], "reduce": self.alphas_reduce[...]},
-                         key, hyper)
+        w = relax_all(self.relaxation, {"normal": self.alphas_normal[...], "reduce": self.alphas_reduce[...]},
+                      key, hyper)
+        if self.op_mask is None:
+            return w
+        out = {}
+        for kind, v in w.items():
+            kept = v * self._mask(kind)
+            out[kind] = kept / kept.sum(-1, keepdims=True)
+        return out
 
     def edge_scales(self) -> dict[str, jax.Array] | None:
         """PC-DARTS's normalized edge weights per cell type, or None without edge normalization."""
@@ -161,6 +179,8 @@ class DartsSupernet(nnx.Module):
         cells = {}
         for kind in ("normal", "reduce"):
             w = strengths(np.asarray(getattr(self, f"alphas_{kind}")[...]))
+            if self.op_mask is not None:
+                w = w * self._mask(kind)
             if scales is not None:
                 w = w * np.asarray(scales[kind])[:, None]
             cells[kind] = genotype_lib.derive_cell(w, self.op_names, self.nodes, distributions=False)
