@@ -323,6 +323,8 @@ def _run(method, space, tmp_path=None, name="run", **over):
     cfg.search.epochs, cfg.search.batch_size, cfg.search.eval_batch_size = 2, 16, 64
     cfg.search.max_steps_per_epoch, cfg.search.eval_examples = 2, 64
     cfg.method.arch_start_epoch = min(cfg.method.arch_start_epoch, 1)
+    if cfg.method.stages:  # DrNAS's progressive search, one epoch a stage: K 2 -> 1, 3 ops -> 2
+        cfg.method.stages, cfg.space.partial_channels = "1:2:3,1:1:2", 2
     cfg.run.progress = False
     cfg.run.checkpoint_every = 0
     for k, v in over.items():

@@ -28,7 +28,7 @@ class Stage(NamedTuple):
 
 def parse_stages(text: str, epochs: int) -> list[Stage]:
     """``"25:6:8,25:4:4"`` -> stages; ``""`` -> [] (one stage, no pruning). Their epochs must add up to
-    ``search.epochs``; the first stage keeps every op and K never decreases (channels only widen)."""
+    ``search.epochs``; K never grows (the ops only widen) and pruned ops never come back."""
     if not text.strip():
         return []
     stages, start = [], 0

@@ -71,7 +71,8 @@ def method_defaults() -> ml_collections.ConfigDict:
         perturbation="none",       # none or a registered perturbation (random, pgd)
         pgd_steps=7,               # SDARTS-ADV's attack steps
         arch_start_epoch=0,        # epochs of weight training before the first architecture update
-        stages="",                 # progressive search, "epochs:K:ops,..." (DrNAS; jaxnas/methods/progressive.py)
+        stages="",                 # progressive search "epochs:K:ops,..." (DrNAS; methods/progressive.py); its K
+                                   # replace space.partial_channels
         tau=schedule(1.0, 1.0),    # relaxation temperature (GDAS, SNAS)
         reg=schedule(0.0, 0.0),    # weight of the regularizer
         skip=schedule(1.0, 1.0),   # DARTS-'s auxiliary-skip beta (with space.aux_skip)
