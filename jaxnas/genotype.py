@@ -125,7 +125,7 @@ def load(name_or_path: str) -> Genotype:
 
 
 def derive_cell(weights: np.ndarray, op_names: Sequence[str], nodes: int, k: int = 2,
-                distributions: bool = True) -> tuple[Edge, ...]:
+                distributions: bool = True, threshold: float = 0.0) -> tuple[Edge, ...]:
     """DARTS's discretization of one cell (model_search.py ``genotype()``).
 
     ``weights``: softmax(alpha), shape (n_edges, n_ops), edges node-major. For each
@@ -133,7 +133,9 @@ def derive_cell(weights: np.ndarray, op_names: Sequence[str], nodes: int, k: int
     by a stable descending sort (ties -> lower source index) and listed in that
     order; each kept edge takes its strongest non-``none`` op by a strict '>' scan
     (ties -> lower op index). ``distributions=False`` accepts any non-negative strengths
-    (sigmoid(alpha) for FairDARTS, softmax(alpha) * beta for PC-DARTS).
+    (sigmoid(alpha) for FairDARTS, softmax(alpha) * beta for PC-DARTS). ``threshold``: a kept
+    edge whose best strength is below it gets ``none`` (FairDARTS's ``threshold_sparse`` parse,
+    ``fairdarts/utils.py::parse``: the node then has fewer inputs).
     """
     w = np.asarray(weights, np.float32)
     n_edges = sum(2 + i for i in range(nodes))
@@ -157,7 +159,7 @@ def derive_cell(weights: np.ndarray, op_names: Sequence[str], nodes: int, k: int
             for j in candidates:
                 if best is None or rows[src][j] > rows[src][best]:
                     best = j
-            gene.append((op_names[best], src))
+            gene.append((op_names[best] if rows[src][best] >= threshold else "none", src))
         start += i + 2
     return tuple(gene)
 

@@ -473,3 +473,20 @@ def test_progressive_search_prunes_widens_and_resumes_exactly_across_stages(tmp_
                                     resume=True)
         for x, y in zip(jax.tree.leaves(ref["state"]), jax.tree.leaves(out["state"])):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_fairdarts_threshold_drops_weak_kept_edges_and_the_cell_still_retrains():
+    from jaxnas import genotype as G
+    from jaxnas.spaces.darts import DartsNetwork
+    ops = ("skip_connect", "sep_conv_3x3", "max_pool_3x3")
+    w = np.array([[0.9, 0.1, 0.2], [0.3, 0.5, 0.1],                    # node 0: sigmoid strengths of 2 edges
+                  [0.1, 0.95, 0.2], [0.2, 0.1, 0.86], [0.1, 0.1, 0.1]],  # node 1: 3 edges
+                 np.float32)
+    cell = G.derive_cell(w, ops, 2, distributions=False, threshold=0.85)
+    assert cell == (("skip_connect", 0), ("none", 1), ("sep_conv_3x3", 0), ("max_pool_3x3", 1))
+    assert G.derive_cell(w, ops, 2, distributions=False)[1] == ("sep_conv_3x3", 1)  # DARTS's parse keeps it
+    g = G.validate(G.Genotype(cell, (2, 3), cell, (2, 3)))
+    net = DartsNetwork(g, 1, 10, C=4, layers=3, auxiliary=False, rngs=nnx.Rngs(0))
+    logits, _ = net(jnp.ones((2, 8, 8, 1)))  # a none edge adds zero: node 0 is skip(c_{k-2}) alone
+    assert logits.shape == (2, 10) and np.isfinite(np.asarray(logits)).all()
+    assert config_lib.method_config("fairdarts", "darts").space.op_threshold == 0.85

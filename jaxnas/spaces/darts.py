@@ -104,11 +104,12 @@ class DartsSupernet(nnx.Module):
 
     def __init__(self, in_channels: int, num_classes: int, *, C: int = 16, layers: int = 8, nodes: int = 4,
                  stem_multiplier: int = 3, ops: str | Sequence[str] = "darts", relaxation: str = "softmax",
-                 partial_channels: int = 1, edge_norm: bool = False, aux_skip: bool = False, rngs: nnx.Rngs):
+                 partial_channels: int = 1, edge_norm: bool = False, aux_skip: bool = False, op_threshold: float = 0.0,
+                 rngs: nnx.Rngs):
         self.op_names = resolve_op_set(ops)
         spec = get_relaxation(relaxation)
         self.relaxation = relaxation
-        self.nodes, self.edge_norm, self.aux_skip = nodes, edge_norm, aux_skip
+        self.nodes, self.edge_norm, self.aux_skip, self.op_threshold = nodes, edge_norm, aux_skip, op_threshold
         variant = dict(partial=partial_channels, aux_skip=aux_skip, hard=spec.hard)
         c_curr = stem_multiplier * C
         self.stem_conv = conv(in_channels, c_curr, 3, 1, 1, rngs=rngs)
@@ -173,7 +174,8 @@ class DartsSupernet(nnx.Module):
     def genotype(self) -> genotype_lib.Genotype:
         """DARTS's discretization (``genotype.derive_cell``) of the relaxation's strengths (softmax(alpha);
         sigmoid(alpha) for FairDARTS), times the normalized edge weights under edge normalization
-        (PC-DARTS ranks edges by alpha * beta)."""
+        (PC-DARTS ranks edges by alpha * beta); a kept edge weaker than ``op_threshold`` gets ``none``
+        (FairDARTS's threshold_sparse)."""
         strengths = get_relaxation(self.relaxation).strengths
         scales = self.edge_scales()
         cells = {}
@@ -183,7 +185,8 @@ class DartsSupernet(nnx.Module):
                 w = w * self._mask(kind)
             if scales is not None:
                 w = w * np.asarray(scales[kind])[:, None]
-            cells[kind] = genotype_lib.derive_cell(w, self.op_names, self.nodes, distributions=False)
+            cells[kind] = genotype_lib.derive_cell(w, self.op_names, self.nodes, distributions=False,
+                                                   threshold=self.op_threshold)
         concat = tuple(range(2, 2 + self.nodes))
         return genotype_lib.Genotype(cells["normal"], concat, cells["reduce"], concat)
 
@@ -362,7 +365,7 @@ def _ops(space_cfg) -> str:
 def darts_cell_edges(edges, concat, nodes: int) -> list[tuple[str, str, str]]:
     """A DARTS cell as ``(source, target, op)`` triples over named states c_{k-2}, c_{k-1}, 0.., c_{k}."""
     names = ["c_{k-2}", "c_{k-1}"] + [str(i) for i in range(nodes)]
-    out = [(names[src], str(i // 2), op) for i, (op, src) in enumerate(edges)]
+    out = [(names[src], str(i // 2), op) for i, (op, src) in enumerate(edges) if op != "none"]
     out += [(names[j], "c_{k}", "") for j in concat]
     return out
 
@@ -376,13 +379,14 @@ class DartsSpace(Space):
         # allow_no_normal_cell: layers 1 and 2 hold only reduction cells, so the genotype's normal cell would
         # come from untrained alphas; refused unless asked for (the tests' 1-cell supernets compile fast)
         # partial_channels, edge_norm, aux_skip: the mixed-op variants of PC-DARTS and DARTS- (edges.SourceEdges)
+        # op_threshold: kept edges whose best op is weaker get none (FairDARTS's threshold_sparse; 0: off)
         return ml_collections.ConfigDict(dict(C=16, layers=8, nodes=4, stem_multiplier=3, ops="auto",
                                               relaxation="softmax", partial_channels=1, edge_norm=False,
-                                              aux_skip=False, allow_no_normal_cell=False))
+                                              aux_skip=False, op_threshold=0.0, allow_no_normal_cell=False))
 
     def ranges(self):
         return {"C": (1, 4096), "layers": (1, 200), "nodes": (1, 16), "stem_multiplier": (1, 16),
-                "partial_channels": (1, 4096)}
+                "partial_channels": (1, 4096), "op_threshold": (0.0, 1.0)}
 
     def supernet(self, cfg, in_shape, num_classes, rngs):
         for field in ("C", "layers", "nodes", "stem_multiplier"):
@@ -399,7 +403,7 @@ class DartsSpace(Space):
         return DartsSupernet(in_shape[-1], num_classes, C=cfg.C, layers=cfg.layers, nodes=cfg.nodes,
                              stem_multiplier=cfg.stem_multiplier, ops=_ops(cfg), relaxation=cfg.relaxation,
                              partial_channels=cfg.partial_channels, edge_norm=cfg.edge_norm, aux_skip=cfg.aux_skip,
-                             rngs=rngs)
+                             op_threshold=cfg.op_threshold, rngs=rngs)
 
     def discrete(self, cfg, in_shape=None):
         return DartsDiscrete(self.fields(cfg), in_shape)
