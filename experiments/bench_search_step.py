@@ -64,8 +64,10 @@ def bench(args) -> dict:
     mesh = parallel.make_mesh(args.devices)
     parts = methods.parts(cfg.method, 50, 1000)
     parts = parts._replace(arch_start_step=0)  # time the architecture step too
-    step = parallel.jit_data_parallel(B.make_search_step(graphdef, w_tx, a_tx, schedule, order, cfg.optim, parts),
-                                      mesh, 2)
+    model.eval()
+    graphdef_eval = nnx.split(model)[0]  # SDARTS-ADV attacks in evaluation mode
+    step = parallel.jit_data_parallel(B.make_search_step(graphdef, w_tx, a_tx, schedule, order, cfg.optim, parts,
+                                                         graphdef_eval), mesh, 2)
     state = parallel.put_replicated(state, mesh)
     rng = np.random.default_rng(0)
     batch = lambda: parallel.put_batch({  # noqa: E731

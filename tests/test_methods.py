@@ -490,3 +490,26 @@ def test_fairdarts_threshold_drops_weak_kept_edges_and_the_cell_still_retrains()
     logits, _ = net(jnp.ones((2, 8, 8, 1)))  # a none edge adds zero: node 0 is skip(c_{k-2}) alone
     assert logits.shape == (2, 10) and np.isfinite(np.asarray(logits)).all()
     assert config_lib.method_config("fairdarts", "darts").space.op_threshold == 0.85
+
+
+def test_the_sdarts_attack_runs_in_evaluation_mode():
+    """With the evaluation graph the PGD attack's loss uses BN running statistics, so the step differs from
+    one whose attack uses batch statistics; without a perturbation the evaluation graph changes nothing."""
+    def step_with(perturbation, use_eval):
+        cfg = tiny_cfg()
+        if perturbation:
+            cfg.method.perturbation, cfg.method.eps = perturbation, methods.schedule(0.3, 0.3)
+        model = build_supernet(cfg.space, (8, 8, 1), 10, nnx.Rngs(0))
+        schedule = optim.epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, 4, 2)
+        w_tx, a_tx = optim.weight_optimizer(cfg.optim, schedule), optim.alpha_optimizer(cfg.optim)
+        graphdef, state = B.init_state(model, w_tx, a_tx)
+        model.eval()
+        step = jax.jit(B.make_search_step(graphdef, w_tx, a_tx, schedule, "first", cfg.optim,
+                                          methods.parts(cfg.method, 4, 2), nnx.split(model)[0] if use_eval else None))
+        return step(state, _batches(0), _batches(1))[0].params
+
+    def same(a, b):
+        return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+    assert not same(step_with("pgd", True), step_with("pgd", False))
+    assert same(step_with("", True), step_with("", False))

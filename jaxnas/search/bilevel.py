@@ -139,20 +139,22 @@ def _no_parts() -> Parts:
     return Parts(lambda step: {}, None, None, 7, 0)
 
 
-def make_search_step(graphdef, w_tx, a_tx, schedule: Callable, order: str, cfg, parts: Parts | None = None
-                     ) -> Callable:
+def make_search_step(graphdef, w_tx, a_tx, schedule: Callable, order: str, cfg, parts: Parts | None = None,
+                     graphdef_eval=None) -> Callable:
     """Build ``step(state, train_batch, val_batch) -> (state, metrics)`` (not yet jitted).
 
     BN running statistics follow the val pass of the architecture step and the train
     pass of the weight step (DARTS also folds in its extra unrolled/finite-difference
     passes; running statistics never enter a training-mode loss). ``parts``: a method's
-    parts (``jaxnas.methods.parts``); None is plain DARTS.
+    parts (``jaxnas.methods.parts``); None is plain DARTS. ``graphdef_eval``: the supernet in
+    evaluation mode, for a perturbation's loss (SDARTS attacks with BN running statistics).
     """
     parts = parts or _no_parts()
     hypergrad = make_hypergradient(graphdef, order, cfg)
     loss_fn = make_loss_fn(graphdef)
     grad_w = jax.value_and_grad(loss_fn, argnums=0, has_aux=True)
     grad_both = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)
+    attack_loss = loss_fn if graphdef_eval is None else make_loss_fn(graphdef_eval)
 
     def reg_grad(alphas, hyper):
         """The weighted regularizer and its gradient in the alphas (it depends on nothing else)."""
@@ -175,7 +177,7 @@ def make_search_step(graphdef, w_tx, a_tx, schedule: Callable, order: str, cfg, 
         weights = jax.lax.stop_gradient(model.relax(key, hyper))
 
         def train_loss(w):
-            return loss_fn(state.params, alphas, stats, train_batch, key, hyper, w)[0]
+            return attack_loss(state.params, alphas, stats, train_batch, key, hyper, w)[0]
 
         return jax.lax.stop_gradient(parts.perturbation(weights, k_pert, hyper["eps"], train_loss, parts.pgd_steps))
 

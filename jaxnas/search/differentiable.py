@@ -118,8 +118,8 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
         net.eval()
         gdef_eval = nnx.split(net)[0]
         # steps: the bilevel step and the evaluation, jitted over the mesh
-        step_j = parallel.jit_data_parallel(make_search_step(gdef, w_tx, a_tx, schedule, s.order, cfg.optim, parts),
-                                            mesh, n_batches=2)
+        step_j = parallel.jit_data_parallel(make_search_step(gdef, w_tx, a_tx, schedule, s.order, cfg.optim, parts,
+                                                             gdef_eval), mesh, n_batches=2)
         eval_j = jax.jit(make_eval_step(gdef_eval, parts),
                          in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
                          out_shardings=parallel.replicated(mesh))
