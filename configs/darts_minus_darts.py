@@ -12,5 +12,4 @@ from jaxnas.config import method_config
 
 
 def get_config(arg=None):
-    c = method_config("darts_minus", "darts")
-    return c
+    return method_config("darts_minus", "darts")

@@ -13,5 +13,4 @@ from jaxnas.config import method_config
 
 
 def get_config(arg=None):
-    c = method_config("drnas", "darts")
-    return c
+    return method_config("drnas", "darts")

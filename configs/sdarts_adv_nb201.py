@@ -13,6 +13,4 @@ from jaxnas.config import method_config
 
 
 def get_config(arg=None):
-    c = method_config("sdarts_adv", "nb201")
-    c.space.C, c.space.cells_per_stage = 16, 5
-    return c
+    return method_config("sdarts_adv", "nb201")

@@ -364,7 +364,6 @@ def test_a_sampling_method_on_one_and_four_devices_agrees():
         cfg = tiny_cfg()
         cfg.space.relaxation = "gumbel_hard"
         cfg.method.tau = methods.schedule(10.0, 0.1, "epochs-1")
-        _, state, _ = _step_fn(cfg)
         model = build_supernet(cfg.space, (8, 8, 1), 10, nnx.Rngs(0))
         schedule = optim.epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, 4, 2)
         w_tx, a_tx = optim.weight_optimizer(cfg.optim, schedule), optim.alpha_optimizer(cfg.optim)
