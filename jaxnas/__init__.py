@@ -2,7 +2,8 @@
 
 The public API (everything below is documented where it is defined):
 
-* configs and workflows: ``load_config``, ``run_search``, ``run_train``, ``evaluate_run``;
+* configs and workflows: ``load_config``, ``run_search``, ``run_train``, ``evaluate_run``,
+  ``run_optimize`` (dataset optimization; its parts in ``jaxnas.optimize``, models by ``register_model``);
 * supernets and the bilevel step: ``build_supernet``, ``SearchState``, ``init_state``,
   ``make_search_step``, ``make_eval_step``, ``weight_optimizer``, ``alpha_optimizer``,
   ``epoch_cosine_lr``, ``split_model``;
@@ -19,7 +20,8 @@ The public API (everything below is documented where it is defined):
 __version__ = "0.1.0"
 
 from jaxnas import kernels, methods, relaxations
-from jaxnas.api import evaluate_run, load_config, run_search, run_train
+from jaxnas import optimize
+from jaxnas.api import evaluate_run, load_config, run_optimize, run_search, run_train
 from jaxnas.config import method_config
 from jaxnas.data import load_dataset
 from jaxnas.evaluators import register_evaluator
@@ -28,6 +30,7 @@ from jaxnas.genotype import load as load_genotype
 from jaxnas.methods import register_method, register_perturbation, register_regularizer
 from jaxnas.nn import ArchParam, count_params, split_model
 from jaxnas.ops import register_op
+from jaxnas.optimize import register_model
 from jaxnas.optim import alpha_optimizer, epoch_cosine_lr, weight_optimizer
 from jaxnas.relaxations import register_relaxation
 from jaxnas.search import register_discrete_strategy, register_strategy
@@ -39,7 +42,8 @@ from jaxnas.spaces.darts import DartsNetwork
 __all__ = ["ArchParam", "DartsNetwork", "DiscreteSpace", "Genotype", "SearchState", "Space", "Strategy",
            "alpha_optimizer", "build_supernet", "count_params", "derive_from_alphas", "derive_from_weights",
            "epoch_cosine_lr", "evaluate_run", "init_state", "kernels", "load_config", "load_dataset", "load_genotype",
-           "make_eval_step", "make_search_step", "method_config", "methods", "register_discrete_strategy",
-           "register_evaluator", "register_method", "register_op", "register_perturbation", "register_regularizer",
-           "register_relaxation", "register_space", "register_strategy", "relaxations", "run_search", "run_train",
+           "make_eval_step", "make_search_step", "method_config", "methods", "optimize", "register_discrete_strategy",
+           "register_evaluator", "register_method", "register_model", "register_op", "register_perturbation", "register_regularizer",
+           "register_relaxation", "register_space", "register_strategy", "relaxations", "run_optimize", "run_search",
+           "run_train",
            "split_model", "weight_optimizer"]

@@ -74,6 +74,41 @@ def run_train(cfg: ml_collections.ConfigDict, run_dir: str | None = None, log=pr
         return train_lib.run(cfg, run_dir, log=log, resume=resume)
 
 
+def check_optimize(cfg: ml_collections.ConfigDict) -> None:
+    """Everything ``run_optimize`` would refuse before training: the data and its split, the baseline's
+    hyperparameters and model, the searched hyperparameters and the space."""
+    from jaxnas.optimize import hpspace, models, split, study, workflow
+
+    d = cfg.data
+    pool = split.load_pool(d.name, d.data_dir, d.num_classes)
+    split.stratified_split(pool, d.val_fraction, d.test_fraction, cfg.seed)
+    base = workflow.baseline_hparams(cfg)
+    jax.eval_shape(lambda: nnx.state(models.build(base["model"], pool.image_shape, pool.num_classes,
+                                                  nnx.Rngs(0), cfg)))
+    hpspace.parse_all(cfg.optimize.hparams.to_dict())
+    study.make_pruner(cfg.optimize, 1)
+    if cfg.optimize.arch == "space":
+        discrete_space(cfg.space, pool.image_shape)
+
+
+def run_optimize(cfg: ml_collections.ConfigDict | None = None, run_dir: str | None = None, log=print,
+                 resume: bool = False, data: dict | None = None) -> dict:
+    """Dataset optimization (a ``kind="optimize"`` config; ``None``: the default on digits): split, baseline,
+    Optuna study on val, both models retrained and tested once; returns the report as a dict.
+
+    ``data``: in-memory arrays instead of ``cfg.data.name``: ``{"x": ..., "y": ...}`` and optionally
+    ``"x_test"``, ``"y_test"`` (images (N, H, W[, C]) uint8 or floats in 0..1, integer labels)."""
+    from jaxnas.optimize import split, workflow
+
+    cfg = cfg if cfg is not None else load_config(None, kind="optimize")
+    pool = None
+    if data is not None:
+        pool = split.pool_from_arrays("arrays", data["x"], data["y"], data.get("x_test"), data.get("y_test"),
+                                      cfg.data.num_classes)
+    with kernels.use(cfg.run.kernels):
+        return workflow.run(cfg, run_dir, log=log, resume=resume, pool=pool)
+
+
 def evaluate_run(run_dir: str, log=print, imports: str = "") -> dict:
     """Reload a finished train run's weights and recompute its test metrics (``imports``: the modules the
     run was made with, which the caller has imported; a run directory never makes jaxnas import anything)."""

@@ -1,4 +1,4 @@
-"""The ``jaxnas`` command line: ``search``, ``train``, ``eval``, ``genotype``, ``prepare``.
+"""The ``jaxnas`` command line: ``search``, ``train``, ``optimize``, ``eval``, ``genotype``, ``plot``, ``prepare``.
 
 Bad input of any kind ends in one line on stderr and exit code 2, no traceback.
 """
@@ -118,6 +118,14 @@ def cmd_train(args, overrides: list[str]) -> int:
     return 0
 
 
+def cmd_optimize(args, overrides: list[str]) -> int:
+    result, path = _run(args, overrides, "optimize", api.check_optimize, api.run_optimize,
+                        "data, split, baseline and search space")
+    if result is not None:
+        _log(f"report: {os.path.join(path, 'report.md')}")
+    return 0
+
+
 def cmd_eval(args, overrides: list[str]) -> int:
     imports = _only_imports(overrides)
     _setup_jax("")
@@ -174,6 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", default="", metavar="RUN_DIR", help="continue a stopped training from its last checkpoint")
     t.add_argument("--check", action="store_true", help="check the config, genotype and data, then stop (no run)")
     t.set_defaults(fn=cmd_train)
+    o = sub.add_parser("optimize", help="split a dataset, train a baseline, optimize architecture and "
+                                        "hyperparameters on val, compare both on test (default: digits)",
+                       epilog="e.g. --config configs/optimize_digits.py --config.data.name=my_data.npz "
+                              "--config.optimize.trials=50")
+    o.add_argument("--config", default=None, help="configs/<name>.py[:arg] or a .json config (default: digits)")
+    o.add_argument("--resume", default="", metavar="RUN_DIR", help="continue a stopped run; finished trials are kept")
+    o.add_argument("--check", action="store_true", help="check the config, data and split, then stop (no run)")
+    o.set_defaults(fn=cmd_optimize)
     e = sub.add_parser("eval", help="reload a train run's weights and recompute its test metrics")
     e.add_argument("run_dir")
     e.set_defaults(fn=cmd_eval)

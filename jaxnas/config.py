@@ -145,6 +145,53 @@ def tiny_train() -> ml_collections.ConfigDict:
     return c
 
 
+def optimize_defaults() -> ml_collections.ConfigDict:
+    """Dataset optimization (``jaxnas optimize``): split, baseline, Optuna study, test comparison.
+    jaxnas/optimize/ documents each part; docs/optimize.md the workflow."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.data = ml_collections.ConfigDict(dict(
+        name="digits", data_dir="", val_fraction=0.15,
+        test_fraction=0.15,  # drawn only when the dataset has no test split of its own
+        num_classes=0))      # 0: the largest label + 1
+    c.space = space_group("chain")  # the architectures of optimize.arch = "space"
+    c.space.filters, c.space.kernels, c.space.units, c.space.max_depth = "32,64,128", "3,5", "128", 6
+    c.space.branches = 0
+    c.optimize = ml_collections.ConfigDict(dict(
+        trials=30, seconds=0.0,  # budget: finished trials and/or seconds, whichever ends first (0: no limit)
+        metric="accuracy",       # accuracy or macro_f1, on the validation split
+        arch="space",            # space: the space's decisions joint with the hyperparameters; fixed: hparams.model
+        startup_trials=8,        # random trials before TPE
+        pruner="hyperband", min_epochs=2, reduction_factor=3))
+    c.optimize.model = ml_collections.ConfigDict(dict(C=16, layers=5, stem_multiplier=3))  # genotype:... models
+    # the baseline: fixed hyperparameters, the first network a user writes (trainer.py documents each)
+    c.optimize.baseline = ml_collections.ConfigDict(dict(
+        model="cnn", lr=1e-3, weight_decay=1e-4, batch_size=64, epochs=20, label_smoothing=0.0, augment="none",
+        optimizer="adamw", momentum=0.9))
+    # the searched ones (jaxnas/optimize/hpspace.py); "" keeps the baseline's value
+    c.optimize.hparams = ml_collections.ConfigDict(dict(
+        model="", lr="log:3e-4:0.3", weight_decay="log:1e-6:1e-2", batch_size="choice:32,64,128", epochs="int:5:30",
+        label_smoothing="float:0:0.2", augment="choice:none,crop_flip,crop_flip_cutout",
+        optimizer="choice:sgd,adamw", momentum="float:0.8:0.99 if optimizer=sgd"))
+    c.compare = ml_collections.ConfigDict(dict(
+        refit="train+val",  # or train: the weights of the best val epoch
+        seeds=1, resamples=2000, confidence=0.95))
+    c.run = run_defaults(log_every=1, checkpoint_every=0)
+    return c
+
+
+def tiny_optimize() -> ml_collections.ConfigDict:
+    """The no-argument ``jaxnas optimize``: the embedded digits, a few minutes on 2 CPU cores."""
+    c = optimize_defaults()
+    c.space.filters, c.space.kernels, c.space.units, c.space.pools = "32,64", "3", "", "max"
+    c.space.max_depth = 5
+    c.optimize.trials = 16
+    c.optimize.startup_trials = 6
+    c.optimize.hparams.epochs = "int:5:20"
+    c.optimize.hparams.augment = "choice:none,crop,crop_cutout"  # no flips: digits are not mirror-symmetric
+    return c
+
+
 # The allowed range of every numeric field, declared once beside the defaults above and checked
 # whenever a config is read (``apply_overrides``, which every command and ``jaxnas.load_config``
 # end with): (lowest, highest), inclusive, None for no bound; "open" ranges exclude the bounds.
@@ -168,8 +215,16 @@ RANGES = {
     "discrete.ws_eval_batches": (1, None),
     "evaluator.epochs": (1, None), "evaluator.batch_size": (1, None), "evaluator.lr": (0.0, None),
     "evaluator.weight_decay": (0.0, None), "evaluator.final_epochs": (0, None),
+    "data.num_classes": (0, None), "optimize.trials": (1, None), "optimize.seconds": (0.0, None),
+    "optimize.startup_trials": (0, None), "optimize.min_epochs": (1, None), "optimize.reduction_factor": (2, None),
+    "optimize.model.C": (1, None), "optimize.model.layers": (1, None), "optimize.model.stem_multiplier": (1, None),
+    "optimize.baseline.lr": (0.0, None), "optimize.baseline.weight_decay": (0.0, None),
+    "optimize.baseline.batch_size": (1, None), "optimize.baseline.epochs": (1, None),
+    "optimize.baseline.label_smoothing": (0.0, 1.0), "optimize.baseline.momentum": (0.0, 1.0),
+    "compare.seeds": (1, None), "compare.resamples": (100, None),
 }
-OPEN_RANGES = {"data.train_portion": (0.0, 1.0)}
+OPEN_RANGES = {"data.train_portion": (0.0, 1.0), "data.val_fraction": (0.0, 1.0), "data.test_fraction": (0.0, 1.0),
+               "compare.confidence": (0.0, 1.0)}
 
 
 def check_ranges(cfg) -> None:
@@ -190,8 +245,8 @@ def check_ranges(cfg) -> None:
                 raise JaxnasError(f"config field {key!r} must be in ({lo}, {hi}), got {value!r}")
 
 
-DEFAULTS = {"search": search_defaults, "train": train_defaults}
-TINY = {"search": tiny_search, "train": tiny_train}
+DEFAULTS = {"search": search_defaults, "train": train_defaults, "optimize": optimize_defaults}
+TINY = {"search": tiny_search, "train": tiny_train, "optimize": tiny_optimize}
 
 
 def _check_against(cfg, schema, prefix: str = "") -> None:

@@ -77,16 +77,21 @@ def _check_arrays(name: str, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, 
     return x, y.astype(np.int32)
 
 
-def load_digits() -> Dataset:
-    """scikit-learn's 8x8 digits (values 0..16), scaled to 0..1, with a fixed 20% test split."""
+def load_digits(holdout: bool = True) -> Dataset:
+    """scikit-learn's 8x8 digits (values 0..16), scaled to 0..1, with a fixed 20% test split
+    (``holdout=False``: all 1,797 images in ``x_train`` and an empty test split)."""
     from sklearn.datasets import load_digits as sk_digits
 
     d = sk_digits()
     x = (d.images / 16.0).astype(np.float32)[..., None]
-    return Dataset("digits", *_holdout(x, d.target.astype(np.int32)), num_classes=10)
+    y = d.target.astype(np.int32)
+    parts = _holdout(x, y) if holdout else (x, y, x[:0], y[:0])
+    return Dataset("digits", *parts, num_classes=10)
 
 
-def load_npz(path: str) -> Dataset:
+def load_npz(path: str, holdout: bool = True) -> Dataset:
+    """A user's ``.npz``: ``x``, ``y`` and optionally ``x_test``, ``y_test``; without a test split, a fixed
+    20% holdout (``holdout=False``: none, the test split is empty)."""
     if not os.path.isfile(path):
         raise JaxnasError(f"dataset file {path!r} does not exist")
     try:
@@ -103,7 +108,7 @@ def load_npz(path: str) -> Dataset:
             raise JaxnasError(f"dataset {path!r}: x_test images {xt.shape[1:]} differ from x {x.shape[1:]}")
         parts = (x, y, xt, yt)
     else:
-        parts = _holdout(x, y)
+        parts = _holdout(x, y) if holdout else (x, y, x[:0], y[:0])
     num_classes = int(max(parts[1].max(initial=0), parts[3].max(initial=0))) + 1
     if len(np.unique(parts[1])) < 2:
         raise JaxnasError(f"dataset {path!r}: the training labels hold {len(np.unique(parts[1]))} class; "
@@ -143,12 +148,13 @@ def load_tfds(name: str, data_dir: str | None = None) -> Dataset:
     return Dataset(name, x, y, xt, yt, num_classes)
 
 
-def load_dataset(name: str, data_dir: str = "") -> Dataset:
-    """The embedded ``digits``, a ``.npz`` path, or a TFDS image dataset by name."""
+def load_dataset(name: str, data_dir: str = "", holdout: bool = True) -> Dataset:
+    """The embedded ``digits``, a ``.npz`` path, or a TFDS image dataset by name. A source without its
+    own test split gets a fixed 20% holdout as test split; ``holdout=False`` leaves its test split empty."""
     if name == "digits":
-        return load_digits()
+        return load_digits(holdout)
     if name.endswith(".npz"):
-        return load_npz(name)
+        return load_npz(name, holdout)
     if name in TFDS_IMAGE_DATASETS:
         return load_tfds(name, data_dir)
     raise JaxnasError(f"unknown dataset {name!r}; allowed: digits (embedded), a path ending in .npz, "
@@ -227,12 +233,13 @@ class Batcher:
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, indices: np.ndarray, batch_size: int,
-                 mean: np.ndarray, std: np.ndarray, augment: str, seed: int, stream: int, cutout: int = 0):
+                 mean: np.ndarray, std: np.ndarray, augment: str, seed: int, stream: int, cutout: int = 0,
+                 pad: int = 4):
         if batch_size > len(indices):
             raise JaxnasError(f"batch size {batch_size} is larger than the {len(indices)} examples of the split")
         self.x, self.y, self.indices = x, y, indices
         self.batch_size, self.augment, self.seed, self.stream = batch_size, augment, seed, stream
-        self.cutout = cutout
+        self.cutout, self.pad = cutout, pad
         self.mean, self.std = mean.astype(np.float32), std.astype(np.float32)
         self.steps_per_epoch = len(indices) // batch_size
 
@@ -251,7 +258,7 @@ class Batcher:
         rows = slice(index * n, (index + 1) * n)
         idx = perm[step * self.batch_size:(step + 1) * self.batch_size][rows]
         rng = np.random.default_rng([self.seed, self.stream, epoch, cycle, step, 1])
-        x = augment_batch(self.x[idx], self.augment, rng, total=self.batch_size, part=rows)
+        x = augment_batch(self.x[idx], self.augment, rng, pad=self.pad, total=self.batch_size, part=rows)
         x = cutout((to_unit(x) - self.mean) / self.std, self.cutout, rng, total=self.batch_size, part=rows)
         return {"x": x, "y": self.y[idx]}
 

@@ -139,9 +139,13 @@ def read_json(path: str, what: str = "file") -> dict:
     return value
 
 
+def json_line(record: dict) -> str:
+    return json.dumps(record, sort_keys=True) + "\n"
+
+
 def append_jsonl(path: str, record: dict) -> None:
     with open(path, "a") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.write(json_line(record))
 
 def read_jsonl(path: str) -> list[dict]:
     with open(path) as f:

@@ -1,0 +1,189 @@
+"""The automatic optimization: an Optuna study over hyperparameters and architecture, scored on val.
+
+Optuna (Akiba et al. 2019) does the searching: TPE (Bergstra et al. 2011; multivariate, Falkner et
+al. 2018's grouping for the conditional and architecture parameters) proposes, Hyperband
+(Li et al. 2018) prunes on the per-epoch validation scores, and the study lives in a SQLite file in the
+run directory (``study.db``), so ``optuna-dashboard sqlite:///<run>/study.db`` shows it and a killed run
+resumes with no finished trial lost: a trial that was running when the process died is marked failed
+and enqueued again with the same parameters. The budget is ``optimize.trials`` finished trials and/or
+``optimize.seconds`` of optimization time, whichever ends first (counted across resumes).
+
+The architecture (``optimize.arch = "space"``): every decision of the configured space's discrete
+form (``DiscreteSpace.choices``) is one categorical parameter of the trial, drawn in order, so TPE
+searches it jointly with the hyperparameters. ``"fixed"``: the model is the hyperparameter ``model``
+(the baseline's, or a ``choice:`` of model specs).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+import zlib
+
+import numpy as np
+
+from jaxnas import rundir
+from jaxnas.driver import eta
+from jaxnas.errors import JaxnasError
+from jaxnas.optimize import hpspace, trainer
+from jaxnas.spaces import discrete_space
+
+ARCH_SOURCES = ("fixed", "space")
+PRUNERS = ("hyperband", "median", "none")
+
+
+def _optuna():
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return optuna
+
+
+def suggest_arch(trial, space) -> object:
+    """An architecture of ``space`` drawn decision by decision from the trial (one categorical each;
+    the parameter's name carries a digest of its choice list, since later choices depend on earlier ones)."""
+    arch = space.initial()
+    i = 0
+    while i < space.num_decisions(arch):
+        options = list(space.choices(arch, i))
+        names = [str(o) for o in options]
+        digest = f"{zlib.crc32('|'.join(names).encode()):08x}"[:6]
+        pick = trial.suggest_categorical(f"arch.{i}.{digest}", names)
+        arch = space.with_choice(arch, i, options[names.index(pick)])
+        i += 1
+    return arch
+
+
+def make_pruner(o, max_epochs: int):
+    optuna = _optuna()
+    if o.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=o.min_epochs, max_resource=max(max_epochs, o.min_epochs),
+                                              reduction_factor=o.reduction_factor)
+    if o.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=o.startup_trials, n_warmup_steps=o.min_epochs)
+    if o.pruner == "none":
+        return optuna.pruners.NopPruner()
+    raise JaxnasError(f"unknown optimize.pruner {o.pruner!r}; allowed: {', '.join(PRUNERS)}")
+
+
+def baseline_params(params: list[hpspace.Param], fixed: dict) -> dict:
+    """The baseline's values of the searched hyperparameters that the declared space contains."""
+    out = {}
+    for p in params:
+        v = fixed.get(p.name)
+        if p.when and fixed.get(p.when[0]) != p.when[1]:
+            continue
+        if (p.kind == "choice" and v in p.choices) or (p.kind != "choice" and isinstance(v, (int, float))
+                                                       and p.low <= v <= p.high):
+            out[p.name] = v
+    return out
+
+
+def open_study(cfg, run_dir: str | None, resume: bool, max_epochs: int, first: dict | None = None):
+    """The study (SQLite in ``run_dir``, else in memory). A new study's first trial is ``first`` (the
+    baseline's hyperparameters, so the study starts from what the user had); on resume, trials left
+    running are failed and enqueued again."""
+    optuna = _optuna()
+    o = cfg.optimize
+    storage = f"sqlite:///{os.path.abspath(os.path.join(run_dir, 'study.db'))}" if run_dir else None
+    sampler = optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=o.startup_trials, multivariate=True,
+                                         group=True, warn_independent_sampling=False)
+    study = optuna.create_study(storage=storage, sampler=sampler, pruner=make_pruner(o, max_epochs),
+                                study_name="jaxnas-optimize", direction="maximize", load_if_exists=resume)
+    states = optuna.trial.TrialState
+    if first and not study.get_trials(deepcopy=False):
+        study.enqueue_trial(first, user_attrs={"from": "baseline hyperparameters"})
+    for t in study.get_trials(deepcopy=False, states=(states.RUNNING, states.WAITING)):
+        if t.state == states.RUNNING:
+            study.tell(t.number, state=states.FAIL)
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+    return study
+
+
+def _records(study) -> list[dict]:
+    return [t.user_attrs["record"] for t in study.get_trials(deepcopy=False) if "record" in t.user_attrs]
+
+
+def run_study(cfg, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, num_classes: int,
+              fixed: dict, run_dir: str | None = None, log=print, resume: bool = False) -> dict:
+    """Run the trials; returns ``{"best": record of the best complete trial, "records": all, "seconds": ..}``."""
+    optuna = _optuna()
+    o = cfg.optimize
+    if o.arch not in ARCH_SOURCES:
+        raise JaxnasError(f"unknown optimize.arch {o.arch!r}; allowed: {', '.join(ARCH_SOURCES)}")
+    params = hpspace.parse_all(o.hparams.to_dict())
+    max_epochs = int(hpspace.max_value(params, "epochs", fixed))
+    space = discrete_space(cfg.space, x.shape[1:]) if o.arch == "space" else None
+    study = open_study(cfg, run_dir, resume, max_epochs, baseline_params(params, fixed))
+    path = os.path.join(run_dir, "trials.jsonl") if run_dir else None
+    records = _records(study)
+    if path:  # the database is the record; the JSON lines are rewritten from it on resume
+        with open(path, "w") as f:
+            f.writelines(rundir.json_line(r) for r in records)
+    finished = len(records)
+    spent = float(study.user_attrs.get("seconds", 0.0))
+    t_start = time.time()
+    best = max((r for r in records if r["state"] == "complete"), key=lambda r: r["value"], default=None)
+    if finished and resume:
+        log(f"optimize: resuming after {finished} finished trial(s), {spent:.0f} s spent")
+
+    while finished < o.trials and not (o.seconds and spent + time.time() - t_start >= o.seconds):
+        trial = study.ask()
+        hp = hpspace.suggest(trial, params, fixed)
+        if space is not None:
+            hp["model"] = f"{space.name}:{space.encode(suggest_arch(trial, space))}"
+        seed = int(cfg.seed) + 1 + trial.number
+        curve: list[float] = []
+
+        def on_epoch(epoch: int, value: float) -> None:
+            curve.append(value)
+            trial.report(value, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        t0 = time.time()
+        state, value, note = "complete", None, ""
+        try:
+            trainer.check_hparams(hp, "optimize.hparams")
+            fitted = trainer.fit(hp["model"], hp, x, y, train_idx, num_classes, seed, cfg, val_idx=val_idx,
+                                 on_epoch=on_epoch, metric=o.metric)
+            value, num_params = fitted.history[-1]["val"], fitted.num_params
+        except optuna.TrialPruned:
+            state, num_params = "pruned", None
+        except trainer.Diverged as e:
+            state, note, num_params = "failed", str(e), None
+        record = {"trial": trial.number, "state": state, "value": value, "params": {k: hp[k] for k in sorted(hp)},
+                  "epochs_run": len(curve), "val_curve": curve, "seconds": round(time.time() - t0, 3),
+                  "seed": seed, "num_params": num_params,
+                  "elapsed": round(spent + time.time() - t_start, 3)}
+        if note:
+            record["note"] = note
+        if "retry_of" in trial.user_attrs:
+            record["retry_of"] = trial.user_attrs["retry_of"]
+        trial.set_user_attr("record", record)
+        if state == "complete":
+            study.tell(trial, value)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED if state == "pruned"
+                       else optuna.trial.TrialState.FAIL)
+        study.set_user_attr("seconds", record["elapsed"])
+        if path:
+            rundir.append_jsonl(path, record)
+        finished += 1
+        if state == "complete" and (best is None or value > best["value"]):
+            best = record
+        left = o.trials - finished
+        if o.seconds:
+            left = min(left, math.ceil((o.seconds - record["elapsed"]) / max(record["elapsed"] / finished, 1e-9)))
+        shown = f"{value:.4f}" if value is not None else f"{state} after {len(curve)} epoch(s)"
+        best_text = f"{best['value']:.4f} (trial {best['trial']})" if best else "none yet"
+        log(f"trial {trial.number} [{finished}/{o.trials}] {o.metric} {shown} | best {best_text} | "
+            f"{hp['model']} lr {hp['lr']:.3g} {hp['optimizer']} bs {hp['batch_size']} ep {hp['epochs']} "
+            f"aug {hp['augment']} | {record['seconds']:.1f}s | ETA {eta(finished, finished + max(left, 0), record['elapsed'])}")
+    if best is None:
+        raise JaxnasError(f"optimize: none of the {finished} trial(s) completed (all pruned or diverged); "
+                          f"raise optimize.trials or narrow optimize.hparams (e.g. lower learning rates)")
+    return {"best": best, "records": _records(study), "seconds": float(study.user_attrs.get("seconds", 0.0))}
