@@ -5,7 +5,8 @@
 * ``""``: not searched; the baseline's value is used;
 * ``"log:1e-4:0.3"``: a float drawn on a log scale; ``"float:0:0.2"``: on a linear scale;
 * ``"int:5:30"``; ``"logint:16:256"``;
-* ``"choice:sgd,adamw"``: categorical (values read as int, then float, else text);
+* ``"choice:sgd,adamw"``: categorical (values read as int, then float, else text); separated by ``|``
+  instead where a value holds commas: ``"choice:cnn:32,64|cnn:64,128"``;
 * any of these followed by ``" if <other>=<value>"``: searched only when the hyperparameter
   ``<other>`` took ``<value>`` (else the baseline's value), e.g. ``"float:0.8:0.99 if optimizer=sgd"``.
 
@@ -71,7 +72,8 @@ def parse(name: str, spec: str) -> Param | None:
         raise JaxnasError(f"optimize.hparams.{name}={spec!r}: unknown kind {kind!r}; allowed: {', '.join(KINDS)} "
                           f"(e.g. log:1e-4:0.3, choice:sgd,adamw), or '' for the baseline's value")
     if kind == "choice":
-        choices = tuple(_value(c.strip()) for c in rest.split(",") if c.strip())
+        sep = "|" if "|" in rest else ","
+        choices = tuple(_value(c.strip()) for c in rest.split(sep) if c.strip())
         if not choices:
             raise JaxnasError(f"optimize.hparams.{name}={spec!r}: a choice needs at least one value")
         return Param(name, kind, choices=choices, when=when)

@@ -90,7 +90,7 @@ def open_study(cfg, run_dir: str | None, resume: bool, max_epochs: int, first: d
     o = cfg.optimize
     storage = f"sqlite:///{os.path.abspath(os.path.join(run_dir, 'study.db'))}" if run_dir else None
     sampler = optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=o.startup_trials, multivariate=True,
-                                         group=True, warn_independent_sampling=False)
+                                         group=True)
     study = optuna.create_study(storage=storage, sampler=sampler, pruner=make_pruner(o, max_epochs),
                                 study_name="jaxnas-optimize", direction="maximize", load_if_exists=resume)
     states = optuna.trial.TrialState

@@ -1,0 +1,227 @@
+"""Dataset optimization: the split, the statistics, the search space, the models, the workflow
+(test split read once per model and seed, pruned trials, resume after SIGKILL) and bad data."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import optuna
+import pytest
+
+from jaxnas import api, cli
+from jaxnas.errors import JaxnasError
+from jaxnas.optimize import hpspace, models, stats, workflow
+from jaxnas.optimize import split as split_lib
+
+
+def _pool(n_per_class=(30, 20, 10), test=None, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.concatenate([np.full(n, c) for c, n in enumerate(n_per_class)]).astype(np.int32)
+    x = rng.random((len(y), 8, 8, 1)).astype(np.float32)
+    if test is None:
+        return split_lib.pool_from_arrays("t", x, y)
+    yt = np.arange(test) % len(n_per_class)
+    return split_lib.pool_from_arrays("t", x, y, rng.random((test, 8, 8, 1)).astype(np.float32), yt)
+
+
+# --- the split --------------------------------------------------------------------------------------
+
+def test_split_is_stratified_disjoint_complete_and_reproducible_from_its_seed():
+    pool = _pool((40, 20, 10))
+    s = split_lib.stratified_split(pool, 0.2, 0.1, seed=3)
+    parts = [s.train, s.val, s.test]
+    assert sum(map(len, parts)) == len(pool.y)
+    assert len(set(np.concatenate(parts))) == len(pool.y)  # disjoint and covering
+    assert s.test_source == "drawn"
+    for c, n in enumerate((40, 20, 10)):  # per class: round(n * fraction), at least 1
+        assert (pool.y[s.test] == c).sum() == max(1, round(n * 0.1))
+        assert (pool.y[s.val] == c).sum() == max(1, round(n * 0.2))
+    again = split_lib.stratified_split(pool, 0.2, 0.1, seed=3)
+    assert again.digest() == s.digest()
+    assert split_lib.stratified_split(pool, 0.2, 0.1, seed=4).digest() != s.digest()
+
+
+def test_a_dataset_with_its_own_test_split_keeps_it_and_draws_only_train_and_val(tmp_path):
+    pool = _pool((12, 12), test=7)
+    s = split_lib.stratified_split(pool, 0.25, 0.3, seed=0)
+    assert s.test_source == "dataset"
+    np.testing.assert_array_equal(s.test, np.arange(7))
+    assert len(s.train) + len(s.val) == 24 and (pool.y[s.val] == 0).sum() == 3
+    split_lib.save(s, pool, str(tmp_path / "split.json"), (0.25, 0.3))
+    saved = json.loads((tmp_path / "split.json").read_text())
+    assert saved["indices"]["val"] == s.val.tolist() and saved["split_sha256"] == s.digest()
+    assert saved["class_counts"]["test"] == [4, 3]
+
+
+# --- the statistics, against hand-computed values ---------------------------------------------------
+
+def test_mcnemar_exact_p_values_by_hand():
+    y = np.zeros(10, int)
+    a = np.array([0, 1, 1, 1, 1, 1, 1, 0, 0, 0])  # wrong on 6
+    b = np.array([1, 0, 0, 0, 0, 0, 0, 0, 0, 0])  # wrong on 1
+    r = stats.mcnemar(y, a, b)
+    assert (r["only_a"], r["only_b"]) == (1, 6)
+    assert r["p_value"] == pytest.approx(2 * (1 + 7) / 2 ** 7)  # 2 P(X <= 1), X ~ Bin(7, 1/2) = 0.125
+    assert stats.mcnemar(y, b, b)["p_value"] == 1.0
+
+
+def test_paired_bootstrap_interval_matches_the_binomial_quantiles():
+    # 10 examples only B gets right, 10 both get right: the resampled difference is K/20 with
+    # K ~ Binomial(20, 1/2); P(K <= 5) = 0.0207 < 0.025 < P(K <= 6) = 0.0577, so the 95% percentile
+    # interval is [6/20, 14/20].
+    y = np.zeros(20, int)
+    a = np.r_[np.ones(10, int), np.zeros(10, int)]
+    b = np.zeros(20, int)
+    r = stats.paired_bootstrap(y, a, b, 2, "accuracy", resamples=20000, seed=1)
+    assert r["difference"] == 0.5
+    assert (r["low"], r["high"]) == (pytest.approx(0.30), pytest.approx(0.70))
+    f = stats.paired_bootstrap(y, a, b, 2, "macro_f1", resamples=200, seed=1)
+    assert f["low"] <= f["difference"] <= f["high"]
+
+
+# --- the declared search space ----------------------------------------------------------------------
+
+def test_hyperparameter_specs_parse_and_conditions_follow_their_parent():
+    params = hpspace.parse_all({"momentum": "float:0.8:0.99 if optimizer=sgd", "optimizer": "choice:sgd,adamw",
+                                "lr": "log:1e-4:0.3", "epochs": "", "model": "choice:cnn|cnn:8,16"})
+    assert [p.name for p in params][:3] == ["optimizer", "lr", "model"]
+    assert params[2].choices == ("cnn", "cnn:8,16")
+    fixed = {"momentum": 0.9, "epochs": 7}
+    hp = hpspace.suggest(optuna.trial.FixedTrial({"optimizer": "adamw", "lr": 0.01, "model": "cnn"}), params, fixed)
+    assert hp == {"optimizer": "adamw", "lr": 0.01, "momentum": 0.9, "epochs": 7, "model": "cnn"}
+    hp = hpspace.suggest(optuna.trial.FixedTrial({"optimizer": "sgd", "lr": 0.01, "momentum": 0.85,
+                                                  "model": "cnn"}), params, fixed)
+    assert hp["momentum"] == 0.85
+    for spec in ("log:0:1", "uniform:1:2", "int:1.5:3", "float:2:1", "choice:", "log:1e-3 if x"):
+        with pytest.raises(JaxnasError, match="optimize.hparams.lr"):
+            hpspace.parse_all({"lr": spec})
+    with pytest.raises(JaxnasError, match="not searched"):
+        hpspace.parse_all({"momentum": "float:0.8:0.9 if optimizer=sgd"})
+
+
+def test_the_plain_cnn_has_the_hand_counted_parameters():
+    from flax import nnx
+
+    from jaxnas.nn import count_params
+
+    cfg = api.load_config(None, kind="optimize")
+    m = models.build("cnn", (8, 8, 1), 10, nnx.Rngs(0), cfg)
+    # conv 3x3x1x32 + 32, conv 3x3x32x64 + 64, linear (2*2*64) x 10 + 10
+    assert count_params(m) == (9 * 32 + 32) + (9 * 32 * 64 + 64) + (256 * 10 + 10)
+    with pytest.raises(JaxnasError, match="unknown model"):
+        models.build("resnet", (8, 8, 1), 10, nnx.Rngs(0), cfg)
+
+
+# --- the workflow -----------------------------------------------------------------------------------
+
+def _tiny(tmp_path, **over):
+    cfg = api.load_config(None, kind="optimize")
+    cfg.optimize.arch = "fixed"
+    cfg.optimize.baseline.model, cfg.optimize.baseline.epochs = "cnn:4,8", 2
+    cfg.optimize.hparams.model = "choice:cnn:4,8|cnn:8"
+    cfg.optimize.hparams.epochs = "int:1:2"
+    cfg.optimize.hparams.batch_size = "choice:64"
+    cfg.optimize.hparams.augment = "choice:none,crop_cutout"
+    cfg.optimize.trials, cfg.optimize.startup_trials, cfg.optimize.min_epochs = 4, 2, 1
+    cfg.compare.resamples = 200
+    cfg.run.workdir = str(tmp_path)
+    for k, v in over.items():
+        node = cfg
+        *path, last = k.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = v
+    return cfg
+
+
+def test_the_workflow_reads_the_test_split_once_per_model_and_seed_and_records_pruned_trials(tmp_path, monkeypatch):
+    calls = []
+    real = workflow.TestSplit.predict
+    monkeypatch.setattr(workflow.TestSplit, "predict", lambda self, name, f: calls.append(name) or real(self, name, f))
+    cfg = _tiny(tmp_path, **{"compare.seeds": 2, "optimize.pruner": "median", "optimize.startup_trials": 1,
+                             "optimize.hparams.lr": "choice:0.001,1e-9", "optimize.trials": 5})
+    run_dir = str(tmp_path / "run")
+    os.makedirs(run_dir)
+    report = api.run_optimize(cfg, run_dir, log=lambda m: None)
+    assert sorted(calls) == ["baseline-seed1000", "baseline-seed2000", "optimized-seed1000", "optimized-seed2000"]
+    assert report["test_accesses_this_process"] == {c: 1 for c in calls}
+    records = [json.loads(line) for line in open(os.path.join(run_dir, "trials.jsonl"))]
+    assert [r["trial"] for r in records] == list(range(5))
+    assert records[0]["params"]["lr"] == 0.001  # the first trial is the baseline's hyperparameters
+    tiny_lr = [r for r in records if r["params"]["lr"] == 1e-9]
+    assert tiny_lr and all(r["state"] == "pruned" and r["epochs_run"] == 1 for r in tiny_lr)
+    study = optuna.load_study(study_name="jaxnas-optimize", storage=f"sqlite:///{run_dir}/study.db")
+    assert {t.number: t.state.name.lower() for t in study.trials} == {r["trial"]: r["state"] for r in records}
+    assert report["optimized"]["val"] == max(r["value"] for r in records if r["state"] == "complete")
+    assert len(report["baseline"]["over_seeds"]["seeds"]) == 2
+    for name in ("report.json", "report.md", "split.json", "plots/anytime.png", "plots/confusion.png",
+                 "plots/per_class_f1.png"):
+        assert os.path.exists(os.path.join(run_dir, name)), name
+    with pytest.raises(RuntimeError, match="already used"):
+        t = workflow.TestSplit(np.zeros((2, 8, 8, 1)), np.zeros(2, int))
+        t.accesses["x"] += 1
+        t.predict("x", None)
+
+
+def test_run_optimize_takes_in_memory_arrays(tmp_path):
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 40)
+    x = (rng.random((120, 8, 8)) * 0.2 + (y[:, None, None] == np.arange(8)[None, :, None]) * 0.8).astype(np.float32)
+    cfg = _tiny(tmp_path, **{"optimize.trials": 2})
+    report = api.run_optimize(cfg, data={"x": x, "y": y}, log=lambda m: None)
+    assert report["dataset"] == "arrays" and report["num_classes"] == 3
+    assert report["split"]["test"] == 18 and report["baseline"]["test"]["accuracy"] > 0.5
+
+
+def _launch(args, cwd):
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    return subprocess.Popen([sys.executable, "-m", "jaxnas", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_a_killed_optimize_run_resumes_without_redoing_finished_trials(tmp_path):
+    args = ["optimize", "--config.run.name=r", f"--config.run.workdir={tmp_path}", "--config.optimize.arch=fixed",
+            "--config.optimize.baseline.model=cnn:4,8", "--config.optimize.baseline.epochs=2",
+            "--config.optimize.hparams.epochs=int:2:3", "--config.optimize.hparams.model=choice:cnn:4,8|cnn:8",
+            "--config.optimize.trials=5", "--config.compare.resamples=200"]
+    run = tmp_path / "r"
+    p = _launch(args, tmp_path)
+    deadline = time.time() + 240
+    while time.time() < deadline and p.poll() is None:
+        path = run / "trials.jsonl"
+        if path.exists() and len(path.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.2)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    before = [json.loads(line) for line in (run / "trials.jsonl").read_text().splitlines()]
+    assert 2 <= len(before) < 5, before
+    out = subprocess.run([sys.executable, "-m", "jaxnas", "optimize", "--resume", str(run)], cwd=tmp_path,
+                         env=dict(os.environ, PYTHONPATH=os.getcwd()), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    after = [json.loads(line) for line in (run / "trials.jsonl").read_text().splitlines()]
+    assert after[:len(before)] == before  # finished trials are kept as they were, not redone
+    assert sum(r["state"] != "failed" or "retry_of" in r for r in after) == 5
+    assert len({r["trial"] for r in after}) == len(after)
+    assert "resuming after" in out.stdout and (run / "report.json").exists()
+
+
+# --- bad data: one line, exit 2 ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("arrays, message", [
+    (dict(x=np.zeros((5, 8, 8)), y=np.array([0, 0, 0, 1, 1])), "class 1 has 2 training example"),
+    (dict(x=np.zeros((4, 8, 8)), y=np.zeros(5, int)), "4 images but 5 labels"),
+    (dict(x=np.full((6, 8, 8), np.nan), y=np.array([0, 0, 0, 1, 1, 1])), "NaN or Inf"),
+    (dict(x=np.zeros((6, 8, 8)), y=np.array([0, 0, 0, 1, 1, 7])), "label 7 is outside 0..2"),
+])
+def test_bad_data_is_one_line_and_exit_code_2(tmp_path, capsys, arrays, message):
+    path = tmp_path / "d.npz"
+    np.savez(path, **arrays)
+    code = cli.main(["optimize", "--check", f"--config.data.name={path}", "--config.data.num_classes=3"
+                     if "label 7" in message else "--config.data.num_classes=0"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1, err
