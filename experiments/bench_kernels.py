@@ -3,8 +3,10 @@
     python experiments/bench_kernels.py            # batch 32, C=16: the benchmark's search step
     python experiments/bench_kernels.py --quick    # fewer shapes and repetitions
 
-First the machine: CPU model, vector extensions, cores, and two probes compiled here for this CPU
-(``gcc -O3 -march=native -fopenmp``, one thread per core): the FMA peak (independent vector FMA chains,
+    JAXNAS_NATIVE_MARCH=x86-64-v3 python experiments/bench_kernels.py   # the AVX2 build, on any x86 CPU
+
+First the machine: CPU model, vector extensions, cores, and two probes compiled here for the kernels'
+target (``gcc -O3 -march=native -fopenmp``, or ``$JAXNAS_NATIVE_MARCH``; one thread per core): the FMA peak (independent vector FMA chains,
 GFLOP/s) and the stream triad bandwidth (a[i] = b[i] + s * c[i] over arrays far larger than the caches,
 GB/s counting 3 arrays). Then, per kernel and shape, forward and forward+backward (the gradient of the
 cotangent), native and XLA (``jaxnas.kernels.reference``): the median time, GFLOP/s, the minimum memory
@@ -79,7 +81,8 @@ def probes() -> dict:
     with open(src, "w") as f:
         f.write(PROBE_C)
     try:
-        subprocess.run(["gcc", "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", src, "-o", lib], check=True,
+        march = f"-march={os.environ.get('JAXNAS_NATIVE_MARCH') or 'native'}"  # the kernels' target: same vectors
+        subprocess.run(["gcc", "-O3", march, "-fopenmp", "-shared", "-fPIC", src, "-o", lib], check=True,
                        capture_output=True)
     except (OSError, subprocess.CalledProcessError) as e:
         print(f"probe not built ({e}); fractions of peak left out", file=sys.stderr)

@@ -88,7 +88,9 @@ def check_optimize(cfg: ml_collections.ConfigDict) -> None:
     hpspace.parse_all(cfg.optimize.hparams.to_dict())
     study.make_pruner(cfg.optimize, 1)
     if cfg.optimize.arch == "space":
-        discrete_space(cfg.space, pool.image_shape)
+        space = discrete_space(cfg.space, pool.image_shape)
+        if cfg.optimize.first_arch:
+            study.arch_params(space, cfg.optimize.first_arch)
 
 
 def run_optimize(cfg: ml_collections.ConfigDict | None = None, run_dir: str | None = None, log=print,

@@ -159,8 +159,12 @@ def optimize_defaults() -> ml_collections.ConfigDict:
     c.space.branches = 0
     c.optimize = ml_collections.ConfigDict(dict(
         trials=30, seconds=0.0,  # budget: finished trials and/or seconds, whichever ends first (0: no limit)
+        trial_seconds=0.0,       # a trial past this is stopped after its current step, as pruned (0: no limit)
         metric="accuracy",       # accuracy or macro_f1, on the validation split
-        arch="space",            # space: the space's decisions joint with the hyperparameters; fixed: hparams.model
+        arch="space",  # space: its decisions joint with the hyperparameters; fixed: hparams.model; search: below
+        first_arch="",  # arch=space: the first trial's architecture (a string of the space), a warm start
+        search="",     # arch=search: a search config (.py[:arg] or .json; "": jaxnas search's default) run once
+        search_overrides="",  # on train/val first, e.g. "search.epochs=3;space.C=4"; its architecture is then fixed
         startup_trials=8,        # random trials before TPE
         pruner="hyperband", min_epochs=2, reduction_factor=3))
     c.optimize.model = ml_collections.ConfigDict(dict(C=16, layers=5, stem_multiplier=3))  # genotype:... models
@@ -185,6 +189,7 @@ def tiny_optimize() -> ml_collections.ConfigDict:
     c = optimize_defaults()
     c.space.filters, c.space.kernels, c.space.units, c.space.pools = "32,64", "3", "", "max"
     c.space.max_depth = 5
+    c.optimize.first_arch = "conv3x3-32 > maxpool > conv3x3-64 > maxpool"  # the baseline's layout (with BN)
     c.optimize.trials = 16
     c.optimize.startup_trials = 6
     c.optimize.hparams.epochs = "int:5:20"
@@ -215,7 +220,7 @@ RANGES = {
     "discrete.ws_eval_batches": (1, None),
     "evaluator.epochs": (1, None), "evaluator.batch_size": (1, None), "evaluator.lr": (0.0, None),
     "evaluator.weight_decay": (0.0, None), "evaluator.final_epochs": (0, None),
-    "data.num_classes": (0, None), "optimize.trials": (1, None), "optimize.seconds": (0.0, None),
+    "data.num_classes": (0, None), "optimize.trials": (1, None), "optimize.seconds": (0.0, None), "optimize.trial_seconds": (0.0, None),
     "optimize.startup_trials": (0, None), "optimize.min_epochs": (1, None), "optimize.reduction_factor": (2, None),
     "optimize.model.C": (1, None), "optimize.model.layers": (1, None), "optimize.model.stem_multiplier": (1, None),
     "optimize.baseline.lr": (0.0, None), "optimize.baseline.weight_decay": (0.0, None),

@@ -103,6 +103,24 @@ def test_hyperparameter_specs_parse_and_conditions_follow_their_parent():
         hpspace.parse_all({"momentum": "float:0.8:0.9 if optimizer=sgd"})
 
 
+@pytest.mark.parametrize("space, arch", [("chain", "conv3x3-32 > maxpool > conv3x3-16 > maxpool"),
+                                         ("nb201", "|nor_conv_3x3~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|"
+                                                   "nor_conv_1x1~1|skip_connect~2|")])
+def test_an_architecture_is_drawn_decision_by_decision_and_a_warm_start_draws_it_back(space, arch):
+    from jaxnas.config import space_group
+    from jaxnas.optimize import study
+    from jaxnas.spaces import discrete_space
+
+    d = discrete_space(space_group(space), (8, 8, 1))
+    params = study.arch_params(d, arch)
+    assert d.encode(study.suggest_arch(optuna.trial.FixedTrial(params), d)) == d.encode(d.decode(arch))
+    drawn = study.suggest_arch(optuna.trial.FixedTrial(params), d)
+    assert len(params) == d.num_decisions(drawn) and d.encode(drawn) == d.encode(d.decode(arch))
+    if space == "chain":
+        with pytest.raises(JaxnasError, match="decision 2 is 'conv3x3-64'"):
+            study.arch_params(d, "conv3x3-32 > maxpool > conv3x3-64")
+
+
 def test_the_plain_cnn_has_the_hand_counted_parameters():
     from flax import nnx
 
@@ -114,6 +132,24 @@ def test_the_plain_cnn_has_the_hand_counted_parameters():
     assert count_params(m) == (9 * 32 + 32) + (9 * 32 * 64 + 64) + (256 * 10 + 10)
     with pytest.raises(JaxnasError, match="unknown model"):
         models.build("resnet", (8, 8, 1), 10, nnx.Rngs(0), cfg)
+
+
+def test_a_registered_model_is_built_from_its_spec():
+    from flax import nnx
+
+    from jaxnas.nn import count_params
+
+    @models.register_model("test_mlp")
+    def _mlp(arg, in_shape, num_classes, rngs, cfg):
+        return nnx.Sequential(lambda x: x.reshape(x.shape[0], -1),
+                              nnx.Linear(int(np.prod(in_shape)), int(arg or 8), rngs=rngs),
+                              nnx.Linear(int(arg or 8), num_classes, rngs=rngs))
+
+    try:
+        m = models.build("test_mlp:5", (8, 8, 1), 10, nnx.Rngs(0), api.load_config(None, kind="optimize"))
+        assert count_params(m) == (64 * 5 + 5) + (5 * 10 + 10)
+    finally:
+        del models.MODELS["test_mlp"]
 
 
 # --- the workflow -----------------------------------------------------------------------------------
@@ -175,6 +211,29 @@ def test_run_optimize_takes_in_memory_arrays(tmp_path):
     report = api.run_optimize(cfg, data={"x": x, "y": y}, log=lambda m: None)
     assert report["dataset"] == "arrays" and report["num_classes"] == 3
     assert report["split"]["test"] == 18 and report["baseline"]["test"]["accuracy"] > 0.5
+
+
+def test_an_architecture_search_on_train_and_val_then_hyperparameters_for_what_it_found(tmp_path):
+    cfg = _tiny(tmp_path, **{"optimize.arch": "search", "optimize.trials": 2, "optimize.model.C": 4,
+                             "optimize.model.layers": 2, "optimize.hparams.model": "",
+                             "optimize.search_overrides": "space.C=4;space.layers=1;space.nodes=2;"
+                             "space.allow_no_normal_cell=true;space.ops=none,skip_connect,sep_conv_3x3;"
+                             "search.epochs=1;search.batch_size=32;run.log_every=1000"})
+    run_dir = str(tmp_path / "run")
+    os.makedirs(run_dir)
+    report = api.run_optimize(cfg, run_dir, log=lambda m: None)
+    found = f"genotype:{run_dir}/arch_search/genotype.json"
+    assert json.load(open(os.path.join(run_dir, "arch_search.json")))["model"] == found
+    records = [json.loads(line) for line in open(os.path.join(run_dir, "trials.jsonl"))]
+    assert {r["params"]["model"] for r in records} == {found} == {report["optimized"]["model"]}
+    # the search saw train (its search-train split) and val (search-val) and nothing of the test split
+    split = json.load(open(os.path.join(run_dir, "split.json")))["indices"]
+    pool = split_lib.load_pool("digits")
+    with np.load(os.path.join(run_dir, "search_data.npz")) as d:
+        np.testing.assert_array_equal(d["x"], pool.x[np.r_[split["train"], split["val"]]])
+    scfg = json.load(open(os.path.join(run_dir, "arch_search", "config.json")))
+    assert int(np.floor(scfg["data"]["train_portion"] * (len(split["train"]) + len(split["val"])))) == \
+        len(split["train"])
 
 
 def _launch(args, cwd):

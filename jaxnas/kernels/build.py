@@ -27,7 +27,13 @@ import jaxlib
 _HERE = Path(__file__).parent
 _SOURCES = [_HERE / "depthwise.cc", _HERE / "batchnorm.cc", _HERE / "pool.cc"]
 _HEADERS = [_HERE / "common.h"]
-_FLAGS = ["-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w"]
+_FLAGS = ["-O3", "-std=c++17", "-shared", "-fPIC", "-w"]
+
+
+def _march() -> str:
+    """The build target: ``-march=native``, or ``$JAXNAS_NATIVE_MARCH`` (e.g. ``x86-64-v3``: AVX2 and FMA,
+    to build for a cluster's oldest nodes, or to measure the AVX2 kernels on an AVX-512 machine)."""
+    return f"-march={os.environ.get('JAXNAS_NATIVE_MARCH') or 'native'}"
 _TARGETS = {"jaxnas_dw_fwd": "JaxnasDwFwd", "jaxnas_dw_bwd": "JaxnasDwBwd",
             "jaxnas_materialize": "JaxnasMaterialize", "jaxnas_bn_fwd": "JaxnasBnFwd",
             "jaxnas_bn_bwd": "JaxnasBnBwd", "jaxnas_sep_fwd": "JaxnasSepFwd", "jaxnas_sep_bwd": "JaxnasSepBwd",
@@ -69,7 +75,8 @@ def build(verbose: bool = False) -> Path:
     if cxx is None:
         raise RuntimeError("no C++ compiler found (set CXX)")
     include = jax.ffi.include_dir()
-    key = hashlib.sha256("\0".join([*(p.read_text() for p in _SOURCES + _HEADERS), jaxlib.__version__, cxx, *_FLAGS,
+    flags = [*_FLAGS, _march()]
+    key = hashlib.sha256("\0".join([*(p.read_text() for p in _SOURCES + _HEADERS), jaxlib.__version__, cxx, *flags,
                                     platform.machine(), _cpu_flags()]).encode()).hexdigest()[:16]
     path = cache_dir() / f"kernels-{key}.so"
     if path.exists():
@@ -79,7 +86,7 @@ def build(verbose: bool = False) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
     os.close(fd)
     try:
-        cmd = [cxx, *_FLAGS, "-I", include, "-I", str(_HERE), *map(str, _SOURCES), "-o", tmp]
+        cmd = [cxx, *flags, "-I", include, "-I", str(_HERE), *map(str, _SOURCES), "-o", tmp]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr[-2000:]}")

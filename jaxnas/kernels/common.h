@@ -1,5 +1,6 @@
 // Shared by jaxnas's XLA:CPU kernels: a parallel loop on XLA's intra-op thread pool, and
-// 16-float vectors (one AVX-512 register; GCC/Clang vector extensions).
+// vectors of one register of the build target (GCC/Clang vector extensions): 16 floats on
+// AVX-512, 8 on AVX/AVX2, 4 otherwise. One source for every target; only these widths differ.
 #ifndef JAXNAS_NATIVE_COMMON_H_
 #define JAXNAS_NATIVE_COMMON_H_
 
@@ -46,8 +47,19 @@ void ParallelFor(xla::ffi::ThreadPool& pool, int64_t n, F body) {
   state->cv.wait(lock, [&] { return state->done == n; });
 }
 
-// Channels run in blocks of B floats, loaded and stored unaligned.
+// Channels run in blocks of B floats (one vector register of the target the compiler builds for),
+// loaded and stored unaligned. Register tiles hold kTileColumns output columns x kTileEdges edges
+// accumulators: 16 of AVX-512's 32 registers, 8 of AVX2's 16 (a wider tile spills on AVX2).
+#if defined(__AVX512F__)
 constexpr int64_t B = 16;
+constexpr int kTileEdges = 4;
+#elif defined(__AVX__)
+constexpr int64_t B = 8;
+constexpr int kTileEdges = 2;
+#else
+constexpr int64_t B = 4;
+constexpr int kTileEdges = 2;
+#endif
 typedef float V __attribute__((vector_size(B * sizeof(float))));
 inline V Load(const float* p) { V v; std::memcpy(&v, p, sizeof(V)); return v; }
 inline void Store(float* p, V v) { std::memcpy(p, &v, sizeof(V)); }

@@ -32,6 +32,7 @@ namespace ffi = xla::ffi;
 namespace {
 
 using jaxnas::B;
+using jaxnas::kTileEdges;
 using jaxnas::Load;
 using jaxnas::ParallelFor;
 using jaxnas::Store;
@@ -66,7 +67,7 @@ ffi::Error Check(const Geometry& g, int64_t xr, int64_t kr) {
   return ffi::Error::Success();
 }
 
-// Channels run in blocks of up to 16 (one AVX-512 register); each output block is
+// Channels run in blocks of up to B (one vector register); each output block is
 // accumulated in registers over all its taps and stored once.
 
 // out[0:len] = sum over the (a, b) pairs that pairs(fma) passes to fma of a[0:len] * b[0:len].
@@ -101,7 +102,7 @@ inline void Interior(const Geometry& g, int64_t L, int64_t Lo, int64_t* lo, int6
   *hi = top < 0 ? *lo : std::max(*lo, std::min(Lo, top / g.s + 1));
 }
 
-// One 16-channel block of WB adjacent outputs for NR edges: WB*NR independent register
+// One B-channel block of WB adjacent outputs for NR edges: WB*NR independent register
 // accumulators (latency hidden), each input vector loaded once for all NR edges.
 template <int NR, int WB>
 inline void FwdTile(const Geometry& g, const float* X, const float* Kw, float* Y, int64_t n,
@@ -150,10 +151,10 @@ void ForwardSample(const Geometry& g, const float* X, const float* Kw, float* Y)
     int64_t i0, i1;
     TapRange(ho, g, g.H, &i0, &i1);
     for (int64_t c0 = 0; c0 < C; c0 += B) {
-      if (C - c0 >= B) {  // full blocks: register tiles over up to 4 edges at a time
-        for (int64_t r0 = 0; r0 < R; r0 += 4) {
+      if (C - c0 >= B) {  // full blocks: register tiles over up to kTileEdges edges at a time
+        for (int64_t r0 = 0; r0 < R; r0 += kTileEdges) {
           const int64_t o0 = r0 * C + c0;
-          switch (std::min<int64_t>(4, R - r0)) {
+          switch (std::min<int64_t>(kTileEdges, R - r0)) {
             case 1: FwdRow<1>(g, X, Kw, Y, n, ho, i0, i1, wlo, whi, o0); break;
             case 2: FwdRow<2>(g, X, Kw, Y, n, ho, i0, i1, wlo, whi, o0); break;
             case 3: FwdRow<3>(g, X, Kw, Y, n, ho, i0, i1, wlo, whi, o0); break;
@@ -206,7 +207,7 @@ inline void GradTaps(int64_t q, const Geometry& g, int64_t Lo, int64_t* lo, int6
   *hi = std::max(a, std::min(b, g.K));
 }
 
-// Stride 1, one 16-channel block of dx at WB adjacent columns: sum over taps and edges.
+// Stride 1, one B-channel block of dx at WB adjacent columns: sum over taps and edges.
 template <int WB>
 inline void DxTile(const Geometry& g, const float* G, const float* Kw, float* DX, int64_t n,
                    int64_t h, int64_t w, int64_t i0, int64_t i1, int64_t j0, int64_t j1, int64_t c0) {
@@ -225,7 +226,7 @@ inline void DxTile(const Geometry& g, const float* G, const float* Kw, float* DX
   for (int b = 0; b < WB; ++b) Store(DX + ((n * g.H + h) * g.W + w + b) * C + c0, acc[b]);
 }
 
-// One tap's kernel gradient for one sample, one 16-channel block, NR edges: four
+// One tap's kernel gradient for one sample, one B-channel block, NR edges: four
 // interleaved partial sums over the output columns, added in a fixed order at the end.
 template <int NR>
 inline void DkTap(const Geometry& g, const float* X, const float* G, float* out, int64_t n,
@@ -305,9 +306,9 @@ void BackwardSample(const Geometry& g, const float* X, const float* Kw, const fl
       float* out = P + n * KK + (i * g.K + j) * g.Cout;
       for (int64_t c0 = 0; c0 < C; c0 += B) {
         if (C - c0 >= B) {
-          for (int64_t r0 = 0; r0 < R; r0 += 4) {
+          for (int64_t r0 = 0; r0 < R; r0 += kTileEdges) {
             const int64_t o0 = r0 * C + c0;
-            switch (std::min<int64_t>(4, R - r0)) {
+            switch (std::min<int64_t>(kTileEdges, R - r0)) {
               case 1: DkTap<1>(g, X, G, out, n, i, j, ha, hb, wa, wb, o0); break;
               case 2: DkTap<2>(g, X, G, out, n, i, j, ha, hb, wa, wb, o0); break;
               case 3: DkTap<3>(g, X, G, out, n, i, j, ha, hb, wa, wb, o0); break;
@@ -367,7 +368,7 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<f
 // depthwise channels [eC, eC + C) to outputs [eD, eD + D) with pw[e] (C x D). One
 // sample at a time, so the depthwise output stays in cache and is never stored.
 
-// out[p, e*O + j] = sum_i in[p, e*I + i] * w[e, i, j] for P pixels: 4 pixels x 16 outputs
+// out[p, e*O + j] = sum_i in[p, e*I + i] * w[e, i, j] for P pixels: 4 pixels x B outputs
 // per register tile, each weight vector loaded once for the 4 pixels.
 void Pointwise(const float* in, const float* w, float* out, int64_t P, int64_t E, int64_t I, int64_t O) {
   for (int64_t p0 = 0; p0 < P; p0 += 4) {
@@ -399,7 +400,7 @@ void Pointwise(const float* in, const float* w, float* out, int64_t P, int64_t E
 }
 
 // dw[e, c, d] = sum_p t[p, e*C + c] * g[p, e*D + d] over P pixels (one sample's part), with
-// 4 input channels x 16 outputs in registers and the pixels in a fixed order.
+// 4 input channels x B outputs in registers and the pixels in a fixed order.
 void PointwiseKernelGrad(const float* t, const float* gy, float* dw, int64_t P, int64_t E, int64_t C,
                          int64_t D) {
   for (int64_t e = 0; e < E; ++e)

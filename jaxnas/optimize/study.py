@@ -6,12 +6,16 @@ al. 2018's grouping for the conditional and architecture parameters) proposes, H
 run directory (``study.db``), so ``optuna-dashboard sqlite:///<run>/study.db`` shows it and a killed run
 resumes with no finished trial lost: a trial that was running when the process died is marked failed
 and enqueued again with the same parameters. The budget is ``optimize.trials`` finished trials and/or
-``optimize.seconds`` of optimization time, whichever ends first (counted across resumes).
+``optimize.seconds`` of optimization time, whichever ends first (counted across resumes); a trial
+still training after ``optimize.trial_seconds`` is stopped after its current step and counts as pruned.
 
 The architecture (``optimize.arch = "space"``): every decision of the configured space's discrete
 form (``DiscreteSpace.choices``) is one categorical parameter of the trial, drawn in order, so TPE
-searches it jointly with the hyperparameters. ``"fixed"``: the model is the hyperparameter ``model``
-(the baseline's, or a ``choice:`` of model specs).
+searches it jointly with the hyperparameters; ``optimize.first_arch`` (an architecture string of the
+space) is the first trial's architecture, beside the baseline's hyperparameters. ``"fixed"``: the model is the hyperparameter ``model``
+(the baseline's, or a ``choice:`` of model specs). ``"search"``: a jaxnas search (any strategy, e.g. a
+DARTS-family method) runs once on train/val beforehand (``workflow.search_architecture``) and every
+trial trains the architecture it found.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from jaxnas.errors import JaxnasError
 from jaxnas.optimize import hpspace, trainer
 from jaxnas.spaces import discrete_space
 
-ARCH_SOURCES = ("fixed", "space")
+ARCH_SOURCES = ("fixed", "space", "search")
 PRUNERS = ("hyperband", "median", "none")
 
 
@@ -42,19 +46,42 @@ def _optuna():
     return optuna
 
 
+def _decision(arch, space, i) -> tuple[str, list, list[str]]:
+    """Decision ``i``'s parameter name, options and their names (the name carries a digest of the choice
+    list, since later choices depend on earlier ones)."""
+    options = list(space.choices(arch, i))
+    names = [str(o) for o in options]
+    return f"arch.{i}.{zlib.crc32('|'.join(names).encode()):08x}"[:len(f"arch.{i}.") + 6], options, names
+
+
 def suggest_arch(trial, space) -> object:
-    """An architecture of ``space`` drawn decision by decision from the trial (one categorical each;
-    the parameter's name carries a digest of its choice list, since later choices depend on earlier ones)."""
+    """An architecture of ``space`` drawn decision by decision from the trial (one categorical each)."""
     arch = space.initial()
     i = 0
     while i < space.num_decisions(arch):
-        options = list(space.choices(arch, i))
-        names = [str(o) for o in options]
-        digest = f"{zlib.crc32('|'.join(names).encode()):08x}"[:6]
-        pick = trial.suggest_categorical(f"arch.{i}.{digest}", names)
+        name, options, names = _decision(arch, space, i)
+        pick = trial.suggest_categorical(name, names)
         arch = space.with_choice(arch, i, options[names.index(pick)])
         i += 1
     return arch
+
+
+def arch_params(space, text: str) -> dict:
+    """The trial parameters that make ``suggest_arch`` draw the architecture ``text`` (a warm start)."""
+    target = space.decode(text)
+    arch, out, i = space.initial(), {}, 0
+    while i < space.num_decisions(arch):
+        name, options, names = _decision(arch, space, i)
+        value = space.choice(target, i)
+        if value not in options:
+            raise JaxnasError(f"optimize.first_arch {text!r}: decision {i} is {value!r}, which space {space.name} does "
+                              f"not offer there; allowed: {', '.join(names)}")
+        out[name] = names[options.index(value)]
+        arch = space.with_choice(arch, i, value)
+        i += 1
+    if space.encode(arch) != space.encode(target):
+        raise JaxnasError(f"optimize.first_arch {text!r} cannot be reached decision by decision in space {space.name}")
+    return out
 
 
 def make_pruner(o, max_epochs: int):
@@ -108,8 +135,9 @@ def _records(study) -> list[dict]:
 
 
 def run_study(cfg, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, num_classes: int,
-              fixed: dict, run_dir: str | None = None, log=print, resume: bool = False) -> dict:
-    """Run the trials; returns ``{"best": record of the best complete trial, "records": all, "seconds": ..}``."""
+              fixed: dict, run_dir: str | None = None, log=print, resume: bool = False, model: str = "") -> dict:
+    """Run the trials (``model``: the architecture every trial trains, when one was searched for
+    beforehand); returns ``{"best": record of the best complete trial, "records": all, "seconds": ..}``."""
     optuna = _optuna()
     o = cfg.optimize
     if o.arch not in ARCH_SOURCES:
@@ -117,7 +145,10 @@ def run_study(cfg, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx:
     params = hpspace.parse_all(o.hparams.to_dict())
     max_epochs = int(hpspace.max_value(params, "epochs", fixed))
     space = discrete_space(cfg.space, x.shape[1:]) if o.arch == "space" else None
-    study = open_study(cfg, run_dir, resume, max_epochs, baseline_params(params, fixed))
+    first = baseline_params(params, fixed)
+    if space is not None and o.first_arch:
+        first.update(arch_params(space, o.first_arch))
+    study = open_study(cfg, run_dir, resume, max_epochs, first)
     path = os.path.join(run_dir, "trials.jsonl") if run_dir else None
     records = _records(study)
     if path:  # the database is the record; the JSON lines are rewritten from it on resume
@@ -135,8 +166,11 @@ def run_study(cfg, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx:
         hp = hpspace.suggest(trial, params, fixed)
         if space is not None:
             hp["model"] = f"{space.name}:{space.encode(suggest_arch(trial, space))}"
+        elif model:
+            hp["model"] = model
         seed = int(cfg.seed) + 1 + trial.number
         curve: list[float] = []
+        t0 = time.time()
 
         def on_epoch(epoch: int, value: float) -> None:
             curve.append(value)
@@ -144,15 +178,17 @@ def run_study(cfg, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx:
             if trial.should_prune():
                 raise optuna.TrialPruned()
 
-        t0 = time.time()
         state, value, note = "complete", None, ""
         try:
             trainer.check_hparams(hp, "optimize.hparams")
             fitted = trainer.fit(hp["model"], hp, x, y, train_idx, num_classes, seed, cfg, val_idx=val_idx,
-                                 on_epoch=on_epoch, metric=o.metric)
+                                 on_epoch=on_epoch, metric=o.metric,
+                                 deadline=t0 + o.trial_seconds if o.trial_seconds else 0.0)
             value, num_params = fitted.history[-1]["val"], fitted.num_params
         except optuna.TrialPruned:
             state, num_params = "pruned", None
+        except trainer.TimeUp as e:
+            state, note, num_params = "pruned", f"{e} (optimize.trial_seconds)", None
         except trainer.Diverged as e:
             state, note, num_params = "failed", str(e), None
         record = {"trial": trial.number, "state": state, "value": value, "params": {k: hp[k] for k in sorted(hp)},

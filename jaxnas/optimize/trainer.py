@@ -37,6 +37,10 @@ class Diverged(JaxnasError):
     """The training loss became NaN or Inf."""
 
 
+class TimeUp(Exception):
+    """A trial ran past its time limit."""
+
+
 def check_hparams(hp: dict, where: str) -> None:
     """Each hyperparameter inside what the trainer takes; else one error naming it."""
     if hp["augment"] not in AUGMENTS:
@@ -121,10 +125,11 @@ def score(y: np.ndarray, preds: np.ndarray, num_classes: int, metric: str) -> fl
 
 def fit(spec: str, hp: dict, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, num_classes: int, seed: int,
         cfg, val_idx: np.ndarray | None = None, on_epoch: Callable[[int, float], None] | None = None,
-        keep_best: bool = False, metric: str = "accuracy") -> Fitted:
+        keep_best: bool = False, metric: str = "accuracy", deadline: float = 0.0) -> Fitted:
     """Train model ``spec`` from scratch with ``hp`` on ``x[train_idx]``; score ``x[val_idx]`` after
     every epoch (``on_epoch(epoch, score)`` may raise to stop). ``keep_best``: return the weights of
-    the epoch with the best validation score (early stopping on val), else the last ones."""
+    the epoch with the best validation score (early stopping on val), else the last ones.
+    ``deadline`` (a ``time.time()``, 0: none): past it, ``TimeUp`` is raised after the current step."""
     epochs, batch_size = int(hp["epochs"]), int(hp["batch_size"])
     batch_size = min(batch_size, len(train_idx))
     model = models.build(spec, x.shape[1:], num_classes, nnx.Rngs(seed), cfg)
@@ -150,6 +155,9 @@ def fit(spec: str, hp: dict, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray
         for i in range(steps):
             params, stats, opt, loss = train(params, stats, opt, batches.batch(epoch, i))
             losses.append(loss)
+            if deadline and time.time() > deadline:
+                jax.block_until_ready(loss)
+                raise TimeUp(f"stopped in epoch {epoch + 1} after {time.time() - t0:.0f} s")
         train_loss = float(np.mean(jax.device_get(losses)))
         if not math.isfinite(train_loss):
             raise Diverged(f"model {spec}: the training loss became {train_loss} in epoch {epoch + 1} "

@@ -95,6 +95,63 @@ def _final(cfg, name: str, hp: dict, pool, split, test: TestSplit, seed: int, ru
     return out
 
 
+def search_config(cfg, data_path: str, n_train: int, n_total: int):
+    """The search config of ``optimize.search`` (+ ``search_overrides``) on the train/val data file: its
+    search-train split is exactly our train split, its search-val our val split, and no test."""
+    from jaxnas import config as config_lib
+
+    o = cfg.optimize
+    overrides = [f"--config.{item.strip()}" for item in o.search_overrides.split(";") if item.strip()]
+    scfg = config_lib.apply_overrides(config_lib.load(o.search or None, "search"), overrides)
+    scfg.data.name, scfg.data.data_dir = data_path, ""
+    scfg.data.train_portion = (n_train + 0.5) / n_total  # floor(portion * n) = n_train
+    scfg.discrete.final_test = False
+    scfg.seed = cfg.seed
+    return scfg
+
+
+def search_architecture(cfg, pool, split, run_dir: str | None, log) -> str:
+    """Run the search of ``optimize.search`` on train (weights) and val (architecture, selection), never
+    on test; return the model spec of what it found. Its run directory is ``<run>/arch_search``; a
+    search that did not finish is run again from its start."""
+    import shutil
+    import tempfile
+
+    from jaxnas import api
+    from jaxnas.spaces import discrete_space
+
+    done = os.path.join(run_dir, "arch_search.json") if run_dir else None
+    if done and os.path.exists(done):
+        return rundir.read_json(done, "architecture search result")["model"]
+    where = run_dir or tempfile.mkdtemp(prefix="jaxnas-arch-search-")
+    data_path = os.path.join(where, "search_data.npz")
+    x = np.concatenate([pool.x[split.train], pool.x[split.val]])
+    y = np.concatenate([pool.y[split.train], pool.y[split.val]])
+    np.savez(data_path, x=x, y=y, x_test=pool.x[split.val], y_test=pool.y[split.val])  # "test" = val: never ours
+    scfg = search_config(cfg, data_path, len(split.train), len(y))
+    sub = os.path.join(where, "arch_search")
+    shutil.rmtree(sub, ignore_errors=True)
+    scfg.run.workdir, scfg.run.name = where, "arch_search"
+    log(f"architecture search: {scfg.search.strategy} on space {scfg.space.name} ({scfg.search.epochs} epochs) on "
+        f"train/val; logs in {sub}")
+    found = api.run_search(scfg, rundir.create(scfg, "search") if run_dir else None, log=log)
+    arch = found["genotype"]
+    if hasattr(arch, "normal") and scfg.space.name == "darts":
+        path = os.path.join(where, "arch_search", "genotype.json")
+        if not run_dir:
+            from jaxnas import genotype as genotype_lib
+
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            genotype_lib.save(arch, path)
+        model = f"genotype:{path}"
+    else:
+        model = f"{scfg.space.name}:{discrete_space(scfg.space, pool.image_shape).encode(arch)}"
+    log(f"architecture search found {model}")
+    if done:
+        rundir.write_json(done, {"model": model, "strategy": scfg.search.strategy, "space": scfg.space.name})
+    return model
+
+
 def run(cfg, run_dir: str | None = None, log=print, resume: bool = False, pool: split_lib.Pool | None = None) -> dict:
     """The whole workflow (see the module docstring); returns the report (also ``report.json``)."""
     if cfg.compare.refit not in REFITS:
@@ -137,8 +194,9 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False, pool: 
         f"epochs (best {base_val['best_val']:.4f} at epoch {base_val['best_epoch']})")
 
     # 3. the optimization, on val only
+    found = search_architecture(cfg, pool, split, run_dir, log) if cfg.optimize.arch == "search" else ""
     result = study.run_study(cfg, pool.x, pool.y, split.train, split.val, pool.num_classes, base_hp, run_dir, log,
-                             resume)
+                             resume, model=found)
     best = result["best"]
     log(f"best trial {best['trial']}: val {cfg.optimize.metric} {best['value']:.4f} | {best['params']}")
 
