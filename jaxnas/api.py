@@ -77,7 +77,7 @@ def run_train(cfg: ml_collections.ConfigDict, run_dir: str | None = None, log=pr
 def check_optimize(cfg: ml_collections.ConfigDict) -> None:
     """Everything ``run_optimize`` would refuse before training: the data and its split, the baseline's
     hyperparameters and model, the searched hyperparameters and the space."""
-    from jaxnas.optimize import hpspace, models, split, study, workflow
+    from jaxnas.optimize import models, split, study, workflow
 
     d = cfg.data
     pool = split.load_pool(d.name, d.data_dir, d.num_classes)
@@ -85,8 +85,7 @@ def check_optimize(cfg: ml_collections.ConfigDict) -> None:
     base = workflow.baseline_hparams(cfg)
     jax.eval_shape(lambda: nnx.state(models.build(base["model"], pool.image_shape, pool.num_classes,
                                                   nnx.Rngs(0), cfg)))
-    hpspace.parse_all(cfg.optimize.hparams.to_dict())
-    study.make_pruner(cfg.optimize, 1)
+    study.check(cfg.optimize)
     if cfg.optimize.arch == "space":
         space = discrete_space(cfg.space, pool.image_shape)
         if cfg.optimize.first_arch:

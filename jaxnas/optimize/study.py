@@ -134,15 +134,28 @@ def _records(study) -> list[dict]:
     return [t.user_attrs["record"] for t in study.get_trials(deepcopy=False) if "record" in t.user_attrs]
 
 
+def check(o) -> list[hpspace.Param]:
+    """The ``optimize`` group's architecture source, pruner and searched hyperparameters, checked."""
+    if o.arch not in ARCH_SOURCES:
+        raise JaxnasError(f"unknown optimize.arch {o.arch!r}; allowed: {', '.join(ARCH_SOURCES)}")
+    params = hpspace.parse_all(o.hparams.to_dict())
+    if o.arch != "fixed" and any(p.name == "model" for p in params):
+        raise JaxnasError(f"optimize.hparams.model={o.hparams.model!r} is searched only with optimize.arch=fixed; "
+                          f"with optimize.arch={o.arch} the architecture comes from the {o.arch}: set it to ''")
+    unknown = sorted(set(o.hparams.keys()) - {*trainer.HPARAMS, "model"})
+    if unknown:
+        raise JaxnasError(f"optimize.hparams: unknown field(s) {', '.join(unknown)}")
+    make_pruner(o, 1)
+    return params
+
+
 def run_study(cfg, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, num_classes: int,
               fixed: dict, run_dir: str | None = None, log=print, resume: bool = False, model: str = "") -> dict:
     """Run the trials (``model``: the architecture every trial trains, when one was searched for
     beforehand); returns ``{"best": record of the best complete trial, "records": all, "seconds": ..}``."""
     optuna = _optuna()
     o = cfg.optimize
-    if o.arch not in ARCH_SOURCES:
-        raise JaxnasError(f"unknown optimize.arch {o.arch!r}; allowed: {', '.join(ARCH_SOURCES)}")
-    params = hpspace.parse_all(o.hparams.to_dict())
+    params = check(o)
     max_epochs = int(hpspace.max_value(params, "epochs", fixed))
     space = discrete_space(cfg.space, x.shape[1:]) if o.arch == "space" else None
     first = baseline_params(params, fixed)
