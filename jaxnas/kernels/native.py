@@ -25,8 +25,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnas.errors import unknown
-from jaxnas.kernels import reference
+from jaxnas.kernels import build, reference
 from jaxnas.kernels.reference import out_size
+
+
+def _ffi_call(target: str, *args, **kwargs):
+    """``jax.ffi.ffi_call`` of one of jaxnas's targets, registering them first in this process (a call
+    that comes before any ``available()`` check, or a cached executable, still finds its handler)."""
+    if not build.available():
+        raise RuntimeError(f"the native CPU kernels are not available here; {target} cannot run "
+                           f"(use jaxnas.kernels.use('dense') or check jaxnas.kernels.build.available())")
+    return jax.ffi.ffi_call(target, *args, **kwargs)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
@@ -40,7 +49,7 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int, dilation: int, 
     k = kernel.shape[0]
     out = jax.ShapeDtypeStruct((N, out_size(H, k, stride, dilation, padding), out_size(W, k, stride, dilation, padding),
                                 kernel.shape[-1]), jnp.float32)
-    return jax.ffi.ffi_call("jaxnas_dw_fwd", out, vmap_method="sequential")(
+    return _ffi_call("jaxnas_dw_fwd", out, vmap_method="sequential")(
         x, kernel, stride=np.int64(stride), dilation=np.int64(dilation), padding=np.int64(padding))
 
 
@@ -60,7 +69,7 @@ depthwise_conv.defvjp(_fwd, _bwd)
 def _transpose(x, kernel, g, stride, dilation, padding):
     """``(dx, dk)`` of ``y = depthwise_conv(x, kernel)`` for the cotangent ``g`` (one pass)."""
     shapes = (jax.ShapeDtypeStruct(x.shape, jnp.float32), jax.ShapeDtypeStruct(kernel.shape, jnp.float32))
-    return tuple(jax.ffi.ffi_call("jaxnas_dw_bwd", shapes, vmap_method="sequential")(
+    return tuple(_ffi_call("jaxnas_dw_bwd", shapes, vmap_method="sequential")(
         x, kernel, g, stride=np.int64(stride), dilation=np.int64(dilation), padding=np.int64(padding)))
 
 
@@ -93,7 +102,7 @@ def materialize(x: jax.Array) -> jax.Array:
     in each of them: the cell-output concatenation alone took 0.2 s a call. XLA
     cannot fuse across a custom call, so this one (a no-op on an aliased buffer) stops it.
     """
-    return jax.ffi.ffi_call("jaxnas_materialize", jax.ShapeDtypeStruct(x.shape, x.dtype),
+    return _ffi_call("jaxnas_materialize", jax.ShapeDtypeStruct(x.shape, x.dtype),
                             input_output_aliases={0: 0}, vmap_method="broadcast_all")(x)
 
 
@@ -115,7 +124,7 @@ def _sep(x, kernel, pw, stride, dilation, padding):
     k = kernel.shape[0]
     out = jax.ShapeDtypeStruct((N, out_size(H, k, stride, dilation, padding), out_size(W, k, stride, dilation, padding),
                                 pw.shape[0] * pw.shape[2]), jnp.float32)
-    return jax.ffi.ffi_call("jaxnas_sep_fwd", out, vmap_method="sequential")(
+    return _ffi_call("jaxnas_sep_fwd", out, vmap_method="sequential")(
         x, kernel, pw, stride=np.int64(stride), dilation=np.int64(dilation), padding=np.int64(padding))
 
 
@@ -135,7 +144,7 @@ def _sep_transpose(x, kernel, pw, g, stride, dilation, padding):
     """``(dx, dkernel, dpw)`` of ``_sep`` for the cotangent ``g``: one call, the depthwise output
     recomputed per sample and never stored."""
     shapes = tuple(jax.ShapeDtypeStruct(a.shape, jnp.float32) for a in (x, kernel, pw))
-    return tuple(jax.ffi.ffi_call("jaxnas_sep_bwd", shapes, vmap_method="sequential")(
+    return tuple(_ffi_call("jaxnas_sep_bwd", shapes, vmap_method="sequential")(
         x, kernel, pw, g, stride=np.int64(stride), dilation=np.int64(dilation), padding=np.int64(padding)))
 
 
@@ -178,7 +187,7 @@ def separable(x: jax.Array, dw: jax.Array, pw: jax.Array, stride: int, dilation:
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
 def _bn(x, running_mean, running_var, momentum, eps):
     ch = (jax.ShapeDtypeStruct(running_mean.shape, jnp.float32),) * 3
-    return tuple(jax.ffi.ffi_call("jaxnas_bn_fwd", (jax.ShapeDtypeStruct(x.shape, jnp.float32),) + ch,
+    return tuple(_ffi_call("jaxnas_bn_fwd", (jax.ShapeDtypeStruct(x.shape, jnp.float32),) + ch,
                                   vmap_method="sequential")(
         x, running_mean, running_var, momentum=np.float32(momentum), eps=np.float32(eps)))
 
@@ -209,7 +218,7 @@ def _bn_transpose_reference(y, invstd, g, g_inv, g_mean, g_var, momentum):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6,))
 def _bn_transpose(y, invstd, g, g_inv, g_mean, g_var, momentum):
-    return jax.ffi.ffi_call("jaxnas_bn_bwd", jax.ShapeDtypeStruct(y.shape, jnp.float32),
+    return _ffi_call("jaxnas_bn_bwd", jax.ShapeDtypeStruct(y.shape, jnp.float32),
                             vmap_method="sequential")(y, invstd, g, g_inv, g_mean, g_var,
                                                       momentum=np.float32(momentum))
 
@@ -249,7 +258,7 @@ def pool(x: jax.Array, kind: str, k: int, stride: int, padding: int) -> jax.Arra
     """``pool_reference`` in one kernel call each way: x (N, H, W, C) float32. Needs ``available()``."""
     N, H, W, C = x.shape
     out = jax.ShapeDtypeStruct((N, out_size(H, k, stride, 1, padding), out_size(W, k, stride, 1, padding), C), jnp.float32)
-    return jax.ffi.ffi_call("jaxnas_pool_fwd", out, vmap_method="sequential")(x, **_pool_attrs(kind, k, stride, padding))
+    return _ffi_call("jaxnas_pool_fwd", out, vmap_method="sequential")(x, **_pool_attrs(kind, k, stride, padding))
 
 
 def _pool_fwd(x, kind, k, stride, padding):
@@ -266,7 +275,7 @@ pool.defvjp(_pool_fwd, _pool_bwd)
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
 def _pool_transpose(x, g, kind, k, stride, padding):
     """dx of ``pool`` for the cotangent g: to each window's first maximum (max), or spread evenly."""
-    return jax.ffi.ffi_call("jaxnas_pool_bwd", jax.ShapeDtypeStruct(x.shape, jnp.float32),
+    return _ffi_call("jaxnas_pool_bwd", jax.ShapeDtypeStruct(x.shape, jnp.float32),
                             vmap_method="sequential")(x, g, **_pool_attrs(kind, k, stride, padding))
 
 
