@@ -220,7 +220,8 @@ RANGES = {
     "discrete.ws_eval_batches": (1, None),
     "evaluator.epochs": (1, None), "evaluator.batch_size": (1, None), "evaluator.lr": (0.0, None),
     "evaluator.weight_decay": (0.0, None), "evaluator.final_epochs": (0, None),
-    "data.num_classes": (0, None), "optimize.trials": (1, None), "optimize.seconds": (0.0, None), "optimize.trial_seconds": (0.0, None),
+    "data.num_classes": (0, None), "optimize.trials": (1, None), "optimize.seconds": (0.0, None),
+    "optimize.trial_seconds": (0.0, None),
     "optimize.startup_trials": (0, None), "optimize.min_epochs": (1, None), "optimize.reduction_factor": (2, None),
     "optimize.model.C": (1, None), "optimize.model.layers": (1, None), "optimize.model.stem_multiplier": (1, None),
     "optimize.baseline.lr": (0.0, None), "optimize.baseline.weight_decay": (0.0, None),
@@ -428,7 +429,8 @@ def to_json(cfg: ml_collections.ConfigDict) -> str:
 # process placement, never the numbers computed.
 RESUME_FREE = ("run.workdir", "run.name", "run.log_every", "run.compile_cache", "run.checkpoint_every",
                "run.keep_checkpoints", "run.tensorboard", "run.progress", "run.coordinator",
-               "run.num_processes", "run.process_id", "run.init_timeout")
+               "run.num_processes", "run.process_id", "run.init_timeout",
+               "optimize.trials", "optimize.seconds")  # an optimize run's budget may grow on resume
 
 
 def flatten(cfg, prefix: str = "") -> dict:

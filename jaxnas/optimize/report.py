@@ -32,7 +32,9 @@ def _model(runs: list[dict], val: float, extra: dict) -> dict:
 
 
 def build(cfg, pool, split, base_val: dict, result: dict, finals: dict, diff: dict, accesses: dict,
-          seconds: float) -> dict:
+          reads: list[str], seconds: float) -> dict:
+    """The report; ``reads``: every test prediction the run ever made (model-seed-hyperparameter digest),
+    ``accesses``: the ones made by this process."""
     records = result["records"]
     states = [r["state"] for r in records]
     acc = diff["accuracy"]
@@ -52,7 +54,7 @@ def build(cfg, pool, split, base_val: dict, result: dict, finals: dict, diff: di
         "study": {"trials": len(records), "complete": states.count("complete"), "pruned": states.count("pruned"),
                   "failed": states.count("failed"), "seconds": round(result["seconds"], 1),
                   "anytime": _anytime(records)},
-        "test_predictions": sorted(f"{n}-seed{r['seed']}" for n, runs in finals.items() for r in runs),
+        "test_predictions": reads,
         "test_accesses_this_process": accesses, "seconds": round(seconds, 1),
     }
 
@@ -115,7 +117,7 @@ def markdown(report: dict) -> str:
     b, o = report["baseline"]["hparams"], report["optimized"]["hparams"]
     parts += [f"| {k} | {b.get(k)} | {o.get(k)} |" for k in sorted(set(b) | set(o))]
     parts += ["", f"Both retrained on {report['baseline']['refit']} by the same trainer; the test split was "
-                  f"predicted once per model and seed: {', '.join(report['test_predictions'])}.",
+                  f"predicted once per model, seed and hyperparameters: {', '.join(report['test_predictions'])}.",
               "", "Plots: plots/anytime.png, plots/per_class_f1.png, plots/confusion.png"]
     return "\n".join(parts) + "\n"
 

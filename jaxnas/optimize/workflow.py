@@ -15,6 +15,8 @@ and seed and counts every access; the counts go into the report.
 from __future__ import annotations
 
 import collections
+import hashlib
+import json
 import os
 import time
 
@@ -71,7 +73,8 @@ def test_metrics(y: np.ndarray, logits: np.ndarray, num_classes: int) -> dict:
 def _final(cfg, name: str, hp: dict, pool, split, test: TestSplit, seed: int, run_dir: str | None, log) -> dict:
     """Retrain ``hp`` as ``compare.refit`` says, predict the test split once; cached in ``final/`` so a
     resumed run never predicts the test split again."""
-    cache = os.path.join(run_dir, "final", f"{name}-seed{seed}.json") if run_dir else None
+    key = hashlib.sha256(json.dumps(hp, sort_keys=True).encode()).hexdigest()[:8]  # a resumed run's new best
+    cache = os.path.join(run_dir, "final", f"{name}-seed{seed}-{key}.json") if run_dir else None
     if cache and os.path.exists(cache):
         return rundir.read_json(cache, "final result")
     refit = cfg.compare.refit
@@ -81,7 +84,7 @@ def _final(cfg, name: str, hp: dict, pool, split, test: TestSplit, seed: int, ru
         idx, val, keep_best = split.train, split.val, True
     fitted = trainer.fit(hp["model"], hp, pool.x, pool.y, idx, pool.num_classes, seed, cfg, val_idx=val,
                          keep_best=keep_best, metric=cfg.optimize.metric)
-    logits, per_example = test.predict(f"{name}-seed{seed}", fitted)
+    logits, per_example = test.predict(f"{name}-seed{seed}-{key}", fitted)
     m = test_metrics(test.labels, logits, pool.num_classes)
     out = {"model": name, "seed": seed, "hparams": hp, "refit": refit, "epochs_used": fitted.best_epoch,
            "num_params": fitted.num_params, "train_seconds": round(fitted.seconds, 3),
@@ -211,7 +214,9 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False, pool: 
     diff = {m: stats.paired_bootstrap(y, pa, pb, pool.num_classes, m, c.resamples, c.confidence, cfg.seed)
             for m in ("accuracy", "macro_f1")}
     diff["mcnemar"] = stats.mcnemar(y, pa, pb)
-    report = report_lib.build(cfg, pool, split, base_val, result, finals, diff, dict(test.accesses),
+    final_dir = os.path.join(run_dir, "final") if run_dir else ""
+    reads = sorted(f[:-5] for f in os.listdir(final_dir)) if final_dir else sorted(test.accesses)
+    report = report_lib.build(cfg, pool, split, base_val, result, finals, diff, dict(test.accesses), reads,
                               time.time() - t_start)
     if run_dir:
         report_lib.write(report, run_dir)
