@@ -175,6 +175,16 @@ def plot_run(run_dir: str, out_dir: str | None = None, imports: str = "") -> lis
     kind = rundir.read_json(meta_path, "run file").get("kind", "search")
     out_dir = out_dir or os.path.join(run_dir, "plots")
     os.makedirs(out_dir, exist_ok=True)
+    if kind == "optimize":  # the report's figures, redrawn from report.json
+        from jaxnas.optimize import report as report_lib
+
+        path = os.path.join(run_dir, "report.json")
+        if not os.path.exists(path):
+            raise JaxnasError(f"{run_dir!r} has nothing to plot yet (no report.json: the optimize run has not ended)")
+        try:
+            return report_lib.plots(rundir.read_json(path, "report"), out_dir)
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise JaxnasError(f"{path!r} is not a readable optimize report ({type(e).__name__}: {e})") from None
     written = []
     cfg = config_lib.from_dict(rundir.read_json(cfg_path, "run config"), kind)
     config_lib.check_run_imports(cfg.run.imports, imports, run_dir)

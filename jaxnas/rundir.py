@@ -14,7 +14,7 @@ import jax
 from jaxnas.errors import JaxnasError
 
 PACKAGES = ("jaxnas", "jax", "jaxlib", "flax", "optax", "chex", "numpy", "tensorflow-datasets", "ml_collections",
-            "orbax-checkpoint", "tensorboardX")
+            "orbax-checkpoint", "tensorboardX", "optuna", "scipy")
 
 
 def package_versions() -> dict[str, str]:

@@ -199,6 +199,9 @@ def test_the_workflow_reads_the_test_split_once_per_model_and_seed_and_records_p
     for name in ("report.json", "report.md", "split.json", "plots/anytime.png", "plots/confusion.png",
                  "plots/per_class_f1.png"):
         assert os.path.exists(os.path.join(run_dir, name)), name
+    from jaxnas import plot
+
+    assert len(plot.plot_run(run_dir, str(tmp_path / "redrawn"))) == 3  # jaxnas plot on an optimize run
     with pytest.raises(RuntimeError, match="already used"):
         t = workflow.TestSplit(np.zeros((2, 8, 8, 1)), np.zeros(2, int))
         t.accesses["x"] += 1
