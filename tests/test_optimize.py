@@ -12,7 +12,7 @@ import numpy as np
 import optuna
 import pytest
 
-from jaxnas import api, cli
+from jaxnas import api, cli, rundir
 from jaxnas.errors import JaxnasError
 from jaxnas.optimize import hpspace, models, stats, workflow
 from jaxnas.optimize import split as split_lib
@@ -179,9 +179,8 @@ def test_the_workflow_reads_the_test_split_once_per_model_and_seed_and_records_p
     real = workflow.TestSplit.predict
     monkeypatch.setattr(workflow.TestSplit, "predict", lambda self, name, f: calls.append(name) or real(self, name, f))
     cfg = _tiny(tmp_path, **{"compare.seeds": 2, "optimize.pruner": "median", "optimize.startup_trials": 1,
-                             "optimize.hparams.lr": "choice:0.001,1e-9", "optimize.trials": 5})
-    run_dir = str(tmp_path / "run")
-    os.makedirs(run_dir)
+                             "optimize.hparams.lr": "choice:0.001,1e-9", "optimize.trials": 5, "run.name": "run"})
+    run_dir = rundir.create(cfg, "optimize")
     report = api.run_optimize(cfg, run_dir, log=lambda m: None)
     assert sorted(c.rsplit("-", 1)[0] for c in calls) == ["baseline-seed1000", "baseline-seed2000",
                                                          "optimized-seed1000", "optimized-seed2000"]
