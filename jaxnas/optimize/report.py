@@ -140,6 +140,12 @@ def plots(report: dict, out: str) -> list[str]:
         ax.axhline(report["baseline"]["val"], color="gray", ls="--", label="baseline")
         ax.set_xlabel(label)
         ax.set_ylabel(f"val {report['metric']}")
+        values = [a["value"] for a in any_ if a["value"] is not None] + [report["baseline"]["val"]]
+        low = max(min(values), report["baseline"]["val"] - 0.1)  # the region that matters; worse trials clipped
+        hidden = sum(v < low for v in values)
+        ax.set_ylim(low - 0.01, max(values) + 0.01)
+        if hidden:
+            ax.set_title(f"{hidden} trial(s) below {low:.2f} not shown", fontsize=8)
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     paths.append(os.path.join(out, "anytime.png"))
