@@ -8,13 +8,15 @@ import subprocess
 import sys
 import time
 
+import hypothesis
+import hypothesis.strategies as st
 import numpy as np
 import optuna
 import pytest
 
 from jaxnas import api, cli, rundir
 from jaxnas.errors import JaxnasError
-from jaxnas.optimize import hpspace, models, stats, workflow
+from jaxnas.optimize import hpspace, models, stats, study, workflow
 from jaxnas.optimize import split as split_lib
 
 
@@ -120,6 +122,26 @@ def test_an_architecture_is_drawn_decision_by_decision_and_a_warm_start_draws_it
         with pytest.raises(JaxnasError, match="decision 2 is 'conv3x3-64'"):
             study.arch_params(d, "conv3x3-32 > maxpool > conv3x3-64")
 
+
+@hypothesis.given(st.one_of(st.text(max_size=40), st.builds(
+    lambda kind, a, b, cond: f"{kind}:{a}:{b}{cond}", st.sampled_from(hpspace.KINDS + ("x",)),
+    st.one_of(st.floats(allow_nan=True), st.text(max_size=4)), st.one_of(st.integers(), st.floats(), st.text(max_size=4)),
+    st.sampled_from(["", " if optimizer=sgd", " if", " if =", " if a=b"]))))
+@hypothesis.settings(max_examples=int(os.environ.get("JAXNAS_HYPOTHESIS_EXAMPLES", "200")), deadline=None,
+                     derandomize=True, database=None)
+def test_any_hyperparameter_spec_is_parsed_or_refused_with_one_line(spec):
+    # a spec is accepted only if every value it can draw is one the trainer takes; anything else is a
+    # JaxnasError (one line), never another exception
+    cfg = api.load_config(None, kind="optimize")
+    cfg.optimize.hparams.lr = spec
+    try:
+        params = study.check(cfg.optimize)
+    except JaxnasError as e:
+        assert "\n" not in str(e)
+        return
+    lr = next((p for p in params if p.name == "lr"), None)
+    if lr is not None and lr.kind != "choice":
+        assert 0 < lr.low < lr.high < float("inf")
 
 def test_the_plain_cnn_has_the_hand_counted_parameters():
     from flax import nnx

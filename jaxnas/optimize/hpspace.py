@@ -16,6 +16,7 @@ Specs are parsed as text, never evaluated.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from jaxnas.errors import JaxnasError
 
@@ -81,6 +82,8 @@ def parse(name: str, spec: str) -> Param | None:
     if len(bounds) != 2:
         raise JaxnasError(f"optimize.hparams.{name}={spec!r}: {kind} needs two bounds, as {kind}:LOW:HIGH")
     low, high = (_number(b, name, spec) for b in bounds)
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise JaxnasError(f"optimize.hparams.{name}={spec!r}: bounds must be finite numbers")
     if not low < high or (kind in ("log", "logint") and low <= 0):
         raise JaxnasError(f"optimize.hparams.{name}={spec!r}: needs LOW < HIGH{' and LOW > 0' if 'log' in kind else ''}")
     if kind in ("int", "logint") and (low != int(low) or high != int(high)):

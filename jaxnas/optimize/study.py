@@ -145,6 +145,13 @@ def check(o) -> list[hpspace.Param]:
     unknown = sorted(set(o.hparams.keys()) - {*trainer.HPARAMS, "model"})
     if unknown:
         raise JaxnasError(f"optimize.hparams: unknown field(s) {', '.join(unknown)}")
+    fixed = o.baseline.to_dict()
+    for p in params:  # every value a trial can draw is one the trainer takes
+        if p.name == "model":
+            continue
+        for value in p.choices if p.kind == "choice" else (p.low, p.high):
+            value = int(value) if p.kind in ("int", "logint") else value
+            trainer.check_hparams({**fixed, p.name: value}, "optimize.hparams")
     make_pruner(o, 1)
     return params
 

@@ -42,7 +42,13 @@ class TimeUp(Exception):
 
 
 def check_hparams(hp: dict, where: str) -> None:
-    """Each hyperparameter inside what the trainer takes; else one error naming it."""
+    """Each hyperparameter of the type and inside the range the trainer takes; else one error naming it."""
+    for name in ("batch_size", "epochs"):
+        if not isinstance(hp[name], int) or isinstance(hp[name], bool):
+            raise JaxnasError(f"{where}.{name} must be an integer, got {hp[name]!r}")
+    for name in ("lr", "weight_decay", "label_smoothing", "momentum"):
+        if not isinstance(hp[name], (int, float)) or isinstance(hp[name], bool) or not math.isfinite(hp[name]):
+            raise JaxnasError(f"{where}.{name} must be a finite number, got {hp[name]!r}")
     if hp["augment"] not in AUGMENTS:
         raise JaxnasError(f"{where}.augment: unknown augmentation {hp['augment']!r}; allowed: {', '.join(AUGMENTS)}")
     if hp["optimizer"] not in OPTIMIZERS:
