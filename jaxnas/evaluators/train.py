@@ -21,15 +21,21 @@ from jaxnas.errors import JaxnasError
 from jaxnas.evaluators.registry import register_evaluator
 
 
-def make_classifier_steps(graphdef, graphdef_eval, tx):
-    """jit-compiled ``train(params, stats, opt, batch)`` and ``predict(params, stats, x)`` for any
-    network returning logits (or a tuple whose first element is the logits)."""
+def make_classifier_steps(graphdef, graphdef_eval, tx, smoothing: float = 0.0, num_classes: int = 0):
+    """jit-compiled ``train(params, stats, opt, batch) -> (params, stats, opt, loss)`` and
+    ``predict(params, stats, x) -> logits`` for any network returning logits (or a tuple whose first
+    element is the logits). ``smoothing`` > 0: cross-entropy against labels smoothed over
+    ``num_classes`` (Szegedy et al. 2016)."""
 
     def loss_fn(params, stats, batch):
         model = nnx.merge(graphdef, params, stats, copy=True)
         out = model(batch["x"])
         logits = out[0] if isinstance(out, tuple) else out
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
+        if smoothing:
+            targets = optax.smooth_labels(jax.nn.one_hot(batch["y"], num_classes), smoothing)
+            loss = optax.softmax_cross_entropy(logits, targets).mean()
+        else:
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
         return loss, nnx.state(model, nnx.BatchStat)
 
     @jax.jit

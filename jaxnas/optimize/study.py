@@ -51,7 +51,8 @@ def _decision(arch, space, i) -> tuple[str, list, list[str]]:
     list, since later choices depend on earlier ones)."""
     options = list(space.choices(arch, i))
     names = [str(o) for o in options]
-    return f"arch.{i}.{zlib.crc32('|'.join(names).encode()):08x}"[:len(f"arch.{i}.") + 6], options, names
+    digest = f"{zlib.crc32('|'.join(names).encode()):08x}"[:6]
+    return f"arch.{i}.{digest}", options, names
 
 
 def suggest_arch(trial, space) -> object:

@@ -24,6 +24,7 @@ from flax import nnx
 from jaxnas import data as data_lib
 from jaxnas import metrics as metrics_lib
 from jaxnas.errors import JaxnasError
+from jaxnas.evaluators.train import make_classifier_steps
 from jaxnas.nn import count_params
 from jaxnas.optimize import models
 
@@ -68,31 +69,6 @@ def optimizer(hp: dict, total_steps: int) -> optax.GradientTransformation:
         return optax.adamw(schedule, weight_decay=float(hp["weight_decay"]))
     return optax.chain(optax.add_decayed_weights(float(hp["weight_decay"])),
                        optax.sgd(schedule, momentum=float(hp["momentum"]) or None))
-
-
-def make_steps(graphdef, graphdef_eval, tx, smoothing: float, num_classes: int):
-    """jit-compiled ``train(params, stats, opt, batch) -> (params, stats, opt, loss)`` and
-    ``predict(params, stats, x) -> logits``."""
-
-    def loss_fn(params, stats, batch):
-        model = nnx.merge(graphdef, params, stats, copy=True)
-        out = model(batch["x"])
-        logits = out[0] if isinstance(out, tuple) else out
-        targets = optax.smooth_labels(jax.nn.one_hot(batch["y"], num_classes), smoothing)
-        return optax.softmax_cross_entropy(logits, targets).mean(), nnx.state(model, nnx.BatchStat)
-
-    @jax.jit
-    def train(params, stats, opt, batch):
-        (loss, stats), g = jax.value_and_grad(loss_fn, has_aux=True)(params, stats, batch)
-        updates, opt = tx.update(g, opt, params)
-        return optax.apply_updates(params, updates), stats, opt, loss
-
-    @jax.jit
-    def predict(params, stats, x):
-        out = nnx.merge(graphdef_eval, params, stats)(x)
-        return out[0] if isinstance(out, tuple) else out
-
-    return train, predict
 
 
 @dataclasses.dataclass
@@ -151,7 +127,7 @@ def fit(spec: str, hp: dict, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray
                                seed, 11, cutout=h // 2 if augment.endswith("cutout") else 0, pad=max(1, h // 8))
     steps = batches.steps_per_epoch
     tx = optimizer(hp, epochs * steps)
-    train, predict = make_steps(graphdef, graphdef_eval, tx, float(hp["label_smoothing"]), num_classes)
+    train, predict = make_classifier_steps(graphdef, graphdef_eval, tx, float(hp["label_smoothing"]), num_classes)
     opt = tx.init(params)
     fitted = Fitted(params, stats, predict, mean, std, count_params(model), [], 0.0, epochs)
     best = (-math.inf, None)
