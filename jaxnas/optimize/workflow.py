@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 
+from jaxnas import metrics as metrics_lib
 from jaxnas import rundir
 from jaxnas.errors import JaxnasError
 from jaxnas.optimize import report as report_lib
@@ -61,8 +62,7 @@ def baseline_hparams(cfg) -> dict:
 
 
 def test_metrics(y: np.ndarray, logits: np.ndarray, num_classes: int) -> dict:
-    from jaxnas import metrics as metrics_lib
-
+    """Accuracy, macro-F1, per-class precision/recall/F1, the confusion matrix, and top-5 when K > 5."""
     preds = logits.argmax(-1)
     m = metrics_lib.from_confusion(metrics_lib.confusion_matrix(y, preds, num_classes))
     if num_classes > 5:
