@@ -18,16 +18,22 @@ import collections
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 import time
 
 import numpy as np
 
+from jaxnas import config as config_lib
+from jaxnas import genotype as genotype_lib
+from jaxnas import kernels, rundir
 from jaxnas import metrics as metrics_lib
-from jaxnas import rundir
 from jaxnas.errors import JaxnasError
 from jaxnas.optimize import report as report_lib
 from jaxnas.optimize import split as split_lib
 from jaxnas.optimize import stats, study, trainer
+from jaxnas.search import get_strategy
+from jaxnas.spaces import discrete_space
 
 REFITS = ("train+val", "train")
 
@@ -101,8 +107,6 @@ def _final(cfg, name: str, hp: dict, pool, split, test: TestSplit, seed: int, ru
 def search_config(cfg, data_path: str, n_train: int, n_total: int):
     """The search config of ``optimize.search`` (+ ``search_overrides``) on the train/val data file: its
     search-train split is exactly our train split, its search-val our val split, and no test."""
-    from jaxnas import config as config_lib
-
     o = cfg.optimize
     overrides = [f"--config.{item.strip()}" for item in o.search_overrides.split(";") if item.strip()]
     scfg = config_lib.apply_overrides(config_lib.load(o.search or None, "search"), overrides)
@@ -117,12 +121,6 @@ def search_architecture(cfg, pool, split, run_dir: str | None, log) -> str:
     """Run the search of ``optimize.search`` on train (weights) and val (architecture, selection), never
     on test; return the model spec of what it found. Its run directory is ``<run>/arch_search``; a
     search that did not finish is run again from its start."""
-    import shutil
-    import tempfile
-
-    from jaxnas import api
-    from jaxnas.spaces import discrete_space
-
     done = os.path.join(run_dir, "arch_search.json") if run_dir else None
     if done and os.path.exists(done):
         return rundir.read_json(done, "architecture search result")["model"]
@@ -137,13 +135,13 @@ def search_architecture(cfg, pool, split, run_dir: str | None, log) -> str:
     scfg.run.workdir, scfg.run.name = where, "arch_search"
     log(f"architecture search: {scfg.search.strategy} on space {scfg.space.name} ({scfg.search.epochs} epochs) on "
         f"train/val; logs in {sub}")
-    found = api.run_search(scfg, rundir.create(scfg, "search") if run_dir else None, log=log)
+    with kernels.use(scfg.run.kernels):
+        found = get_strategy(scfg.search.strategy)(scfg, rundir.create(scfg, "search") if run_dir else None,
+                                                   log=log, resume=False)
     arch = found["genotype"]
     if hasattr(arch, "normal") and scfg.space.name == "darts":
         path = os.path.join(where, "arch_search", "genotype.json")
         if not run_dir:
-            from jaxnas import genotype as genotype_lib
-
             os.makedirs(os.path.dirname(path), exist_ok=True)
             genotype_lib.save(arch, path)
         model = f"genotype:{path}"
