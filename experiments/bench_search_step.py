@@ -12,7 +12,8 @@ per step), the process's peak resident memory, and XLA's own estimate of the
 step's temporary buffers. ``--order all`` runs each order in its own process so
 peak memory is per order. Add ``--profile DIR`` for a jax.profiler trace.
 
-Peak RSS (`peak_rss_gb`) includes XLA's own memory while compiling; `peak_rss_steps_gb` is the
+``cores_busy`` is the process's CPU time during the timed steps over their wall time times the
+core count (1.0: every core busy throughout). Peak RSS (`peak_rss_gb`) includes XLA's own memory while compiling; `peak_rss_steps_gb` is the
 steps' own peak (the mark is reset after compiling, on Linux); ``xla_temp_gb`` is the step's
 own temporary buffers. ``--cache DIR`` turns on the persistent compilation cache.
 """
@@ -87,20 +88,27 @@ def bench(args) -> dict:
     jax.block_until_ready(m)
     if args.profile:
         jax.profiler.start_trace(args.profile, create_perfetto_trace=True)
+        os.makedirs(args.profile, exist_ok=True)
+        with open(os.path.join(args.profile, "step.hlo.txt"), "w") as f:  # profile_summary names the FFI calls
+            f.write(compiled.as_text())
     times = []
+    cpu0 = os.times()
     for _ in range(args.steps):
         t = time.perf_counter()
         state, m = compiled(state, tb, vb)
         jax.block_until_ready(m)
         times.append(time.perf_counter() - t)
+    cpu1 = os.times()
     if args.profile:
         jax.profiler.stop_trace()
+    busy = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (sum(times) * (os.cpu_count() or 1))
     median = statistics.median(times)
     return {
         "method": args.method or "darts", "order": order, "batch": args.batch, "C": args.C, "layers": args.layers, "image": args.image,
         "devices": mesh.devices.size, "device_kind": jax.devices()[0].device_kind,
         "compile_s": round(compile_s, 1), "median_step_s": round(median, 3),
         "images_per_s": round(2 * args.batch / median, 1),
+        "cores_busy": round(busy, 2),
         "peak_rss_gb": max(rss_compile, peak_rss_gb()),
         "peak_rss_steps_gb": peak_rss_gb() if rss_reset else None,
         "xla_temp_gb": round(getattr(mem, "temp_size_in_bytes", 0) / 1e9, 2) if mem else None,

@@ -176,12 +176,12 @@ def test_separable_equals_grouped_conv_then_pointwise_to_second_derivatives(
     if E != 4:  # second derivatives on the four-edge case only (compile time)
         return
 
-    def second(fn):  # the gradient of the kernels' gradient norm with respect to the input
-        return jax.grad(lambda x: sum(jnp.sum(t ** 2) for t in jax.grad(
-            lambda *a: jnp.sum(jnp.sin(fn(*a)) * g), (1, 2))(x, dw, pw)))(x)
+    def second(fn):  # the gradient of the gradient's norm: every cotangent (dx, ddw, dpw) of the transpose
+        return jax.grad(lambda *p: sum(jnp.sum(t ** 2) for t in jax.grad(
+            lambda *a: jnp.sum(jnp.sin(fn(*a)) * g), (0, 1, 2))(*p)), (0, 1, 2))(x, dw, pw)
 
-    a, b = second(native_fn), second(spec)
-    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3 * float(jnp.abs(b).max()))
+    for a, b in zip(second(native_fn), second(spec)):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3 * float(jnp.abs(b).max()))
 
 
 @pytest.mark.parametrize("kind", reference.POOLS)
@@ -202,7 +202,17 @@ def test_pool_equals_xla_reduce_window_to_second_derivatives(kind, N, H, W, C, k
 
     np.testing.assert_allclose(grad_x(native.pool, g), grad_x(reference.pool, g), rtol=1e-6, atol=1e-6)
 
-    def second(fn):  # through the gradient, with respect to the cotangent
-        return jax.grad(lambda g: jnp.sum(jnp.sin(grad_x(fn, g))))(g)
+    def second(fn):  # through the gradient, with respect to the cotangent and the input
+        return jax.grad(lambda x, g: jnp.sum(jnp.sin(jax.grad(lambda x: jnp.sum(fn(x, kind, k, stride, padding)
+                                                                               * g))(x))), (0, 1))(x, g)
 
-    np.testing.assert_allclose(second(native.pool), second(reference.pool), rtol=1e-5, atol=1e-6)
+    for a, b in zip(second(native.pool), second(reference.pool)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+    def third(fn):  # once more: the VJP of the second derivative (jaxnas_pool_jvp's transpose)
+        def second_g(g):
+            return jax.grad(lambda g: jnp.sum(jnp.sin(grad_x(fn, g))))(g)
+
+        return jax.grad(lambda g: jnp.sum(jnp.cos(second_g(g))))(g)
+
+    np.testing.assert_allclose(third(native.pool), third(reference.pool), rtol=1e-4, atol=1e-5)

@@ -34,10 +34,13 @@ def _march() -> str:
     """The build target: ``-march=native``, or ``$JAXNAS_NATIVE_MARCH`` (e.g. ``x86-64-v3``: AVX2 and FMA,
     to build for a cluster's oldest nodes, or to measure the AVX2 kernels on an AVX-512 machine)."""
     return f"-march={os.environ.get('JAXNAS_NATIVE_MARCH') or 'native'}"
+
+
 _TARGETS = {"jaxnas_dw_fwd": "JaxnasDwFwd", "jaxnas_dw_bwd": "JaxnasDwBwd",
             "jaxnas_materialize": "JaxnasMaterialize", "jaxnas_bn_fwd": "JaxnasBnFwd",
             "jaxnas_bn_bwd": "JaxnasBnBwd", "jaxnas_sep_fwd": "JaxnasSepFwd", "jaxnas_sep_bwd": "JaxnasSepBwd",
-            "jaxnas_pool_fwd": "JaxnasPoolFwd", "jaxnas_pool_bwd": "JaxnasPoolBwd"}
+            "jaxnas_pool_fwd": "JaxnasPoolFwd", "jaxnas_pool_bwd": "JaxnasPoolBwd",
+            "jaxnas_pool_jvp": "JaxnasPoolJvp"}
 
 
 def cache_dir() -> Path:

@@ -9,8 +9,9 @@ this folder, built and registered by ``build.py``) with a custom VJP.
 - ``materialize``: a no-op call XLA cannot fuse through.
 
 Every kernel is vectorised, threaded on XLA's intra-op pool, and adds its partial sums in a
-fixed order. Second derivatives (DARTS's exact second-order step) go through the XLA forms in
-``reference.py`` where a kernel's transpose is itself a native call. Call these only where
+fixed order. Second derivatives (DARTS's exact second-order step) are native calls too: the
+depthwise conv and the separable block are (tri)linear, so their transposes' VJPs are the same
+kernels at other arguments; the pool's is a gather at the window maxima (``jaxnas_pool_jvp``). Call these only where
 ``build.available()``; ``jaxnas.kernels`` chooses. The FFI calls are opaque to XLA's SPMD
 partitioner: with several devices they run on the whole (gathered) batch on each device,
 which gives the same numbers (BN statistics over the global batch included) but no speed-up.
@@ -109,15 +110,6 @@ def materialize(x: jax.Array) -> jax.Array:
 materialize.defvjp(lambda x: (materialize(x), None), lambda _, g: (materialize(g),))
 
 
-def separable_reference(x: jax.Array, kernel: jax.Array, pw: jax.Array, stride: int, dilation: int,
-                        padding: int) -> jax.Array:
-    """What ``_sep`` computes, from ``depthwise_conv`` and E matmuls: x (N, H, W, Cin),
-    kernel (k, k, E*C), pw (E, C, D) -> (N, H', W', E*D)."""
-    E, C, _ = pw.shape
-    y = depthwise_conv(x, kernel, stride, dilation, padding)
-    return jnp.concatenate([y[..., e * C:(e + 1) * C] @ pw[e] for e in range(E)], axis=-1)
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
 def _sep(x, kernel, pw, stride, dilation, padding):
     N, H, W, _ = x.shape
@@ -152,19 +144,19 @@ def _sep_transpose_fwd(x, kernel, pw, g, stride, dilation, padding):
     return _sep_transpose(x, kernel, pw, g, stride, dilation, padding), (x, kernel, pw, g)
 
 
-def _reference_transpose_vjp(spec, res, cot):
-    """The VJP of ``(*primals, g) -> vjp(reference, *primals)(g)`` at ``res``: second derivatives
-    (DARTS's exact second-order step) of a kernel whose transpose is a native call, taken
-    through its jnp/XLA reference instead."""
-    def transpose(*args):
-        return jax.vjp(spec, *args[:-1])[1](args[-1])
-
-    return jax.vjp(transpose, *res)[1](cot)
-
-
 def _sep_transpose_bwd(stride, dilation, padding, res, cot):
-    """Through ``separable_reference``, whose depthwise conv is itself differentiable to any order."""
-    return _reference_transpose_vjp(lambda *a: separable_reference(*a, stride, dilation, padding), res, cot)
+    """The block is trilinear in (x, kernel, pw), so with cotangents (a, b, c) for (dx, dkernel, dpw)
+    the scalar <a, dx> + <b, dk> + <c, dpw> is <g, S(a, k, p) + S(x, b, p) + S(x, k, c)>, and its
+    derivatives are three forward and three transpose calls of the same kernels (each differentiable
+    again, so any order of reverse-mode derivative works; DARTS's exact second-order step needs two)."""
+    x, kernel, pw, g = res
+    a, b, c = cot
+    ta = _sep_transpose(a, kernel, pw, g, stride, dilation, padding)
+    tb = _sep_transpose(x, b, pw, g, stride, dilation, padding)
+    tc = _sep_transpose(x, kernel, c, g, stride, dilation, padding)
+    dg = (_sep(a, kernel, pw, stride, dilation, padding) + _sep(x, b, pw, stride, dilation, padding)
+          + _sep(x, kernel, c, stride, dilation, padding))
+    return tb[0] + tc[0], ta[1] + tc[1], ta[2] + tb[2], dg
 
 
 _sep_transpose.defvjp(_sep_transpose_fwd, _sep_transpose_bwd)
@@ -284,8 +276,35 @@ def _pool_transpose_fwd(x, g, kind, k, stride, padding):
 
 
 def _pool_transpose_bwd(kind, k, stride, padding, res, cot):
-    """Second derivatives through XLA's form (``pool_reference``)."""
-    return _reference_transpose_vjp(lambda x: reference.pool(x, kind, k, stride, padding), res, (cot,))
+    """The transpose is linear in g, and its dependence on x is piecewise constant (the window's
+    first maximum) or none (average): d/dx = 0, d/dg = the pool's derivative at x in direction cot."""
+    x, _ = res
+    return jnp.zeros_like(x), _pool_jvp(x, cot, kind, k, stride, padding)
 
 
 _pool_transpose.defvjp(_pool_transpose_fwd, _pool_transpose_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _pool_jvp(x, t, kind, k, stride, padding):
+    """The derivative of ``pool`` at x in direction t: t at each window's first maximum of x (max), or
+    the average of t (average, linear)."""
+    if kind == "avg":
+        return pool(t, kind, k, stride, padding)
+    N, H, W, C = x.shape
+    out = jax.ShapeDtypeStruct((N, out_size(H, k, stride, 1, padding), out_size(W, k, stride, 1, padding), C), jnp.float32)
+    attrs = _pool_attrs(kind, k, stride, padding)
+    del attrs["kind"]
+    return _ffi_call("jaxnas_pool_jvp", out, vmap_method="sequential")(x, t, **attrs)
+
+
+def _pool_jvp_fwd(x, t, kind, k, stride, padding):
+    return _pool_jvp(x, t, kind, k, stride, padding), x
+
+
+def _pool_jvp_bwd(kind, k, stride, padding, x, cot):
+    """Linear in t with the pool's transpose; piecewise constant in x."""
+    return jnp.zeros_like(x), _pool_transpose(x, cot, kind, k, stride, padding)
+
+
+_pool_jvp.defvjp(_pool_jvp_fwd, _pool_jvp_bwd)

@@ -8,6 +8,9 @@
 //
 //   jaxnas_pool_fwd: x (N,H,W,C); kind (0 max, 1 average), k, stride, padding -> y (N,Ho,Wo,C)
 //   jaxnas_pool_bwd: x, g (N,Ho,Wo,C); the same attributes -> dx (N,H,W,C)
+//   jaxnas_pool_jvp: x, t (N,H,W,C); k, stride, padding -> t at each window's first maximum of x
+//                    (N,Ho,Wo,C): the max pool's derivative at x in direction t, which is also
+//                    the derivative of jaxnas_pool_bwd in g (second derivatives, exact DARTS)
 //
 // Padding never counts: a max ignores padded positions (XLA pads with -inf), an
 // average divides by the number of input positions in its window (PyTorch's
@@ -181,7 +184,74 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<f
   return ffi::Error::Success();
 }
 
+// One output position, channels [c0, c0 + len): T at the first maximum of X in each channel's window.
+inline void Gather(const Pool& g, const float* X, const float* T, float* out, int64_t i0, int64_t i1,
+                   int64_t j0, int64_t j1, int64_t c0, int64_t len) {
+  if (len == B) {
+    V best = Splat(-std::numeric_limits<float>::infinity()), acc = {};
+    for (int64_t i = i0; i < i1; ++i)
+      for (int64_t j = j0; j < j1; ++j) {
+        const V v = Load(X + (i * g.W + j) * g.C + c0);
+        best = (v > best) | (v != v) ? v : best;
+      }
+    M done = {};
+    for (int64_t i = i0; i < i1; ++i)
+      for (int64_t j = j0; j < j1; ++j) {
+        const V v = Load(X + (i * g.W + j) * g.C + c0);
+        const M hit = (v == best) & ~done;
+        acc = hit ? Load(T + (i * g.W + j) * g.C + c0) : acc;
+        done |= hit;
+      }
+    Store(out, acc);
+    return;
+  }
+  for (int64_t c = 0; c < len; ++c) {
+    float best = -std::numeric_limits<float>::infinity(), acc = 0.f;
+    for (int64_t i = i0; i < i1; ++i)
+      for (int64_t j = j0; j < j1; ++j) best = std::max(best, X[(i * g.W + j) * g.C + c0 + c]);
+    bool done = false;
+    for (int64_t i = i0; i < i1 && !done; ++i)
+      for (int64_t j = j0; j < j1 && !done; ++j)
+        if (X[(i * g.W + j) * g.C + c0 + c] == best) {
+          acc = T[(i * g.W + j) * g.C + c0 + c];
+          done = true;
+        }
+    out[c] = acc;
+  }
+}
+
+ffi::Error Jvp(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> t, ffi::ResultBuffer<ffi::F32> y,
+               int64_t k, int64_t stride, int64_t padding) {
+  Pool g;
+  if (auto e = Make(x, 0, k, stride, padding, &g); e.failure()) return e;
+  const float* X = x.typed_data();
+  const float* T = t.typed_data();
+  float* Y = y->typed_data();
+  ParallelFor(pool, g.N, [=](int64_t n) {
+    const int64_t off = n * g.H * g.W * g.C;
+    for (int64_t ho = 0; ho < g.Ho; ++ho)
+      for (int64_t wo = 0; wo < g.Wo; ++wo) {
+        int64_t i0, i1, j0, j1;
+        g.Window(ho, wo, &i0, &i1, &j0, &j1);
+        float* out = Y + ((n * g.Ho + ho) * g.Wo + wo) * g.C;
+        for (int64_t c0 = 0; c0 < g.C; c0 += B)
+          Gather(g, X + off, T + off, out + c0, i0, i1, j0, j1, c0, std::min(B, g.C - c0));
+      }
+  });
+  return ffi::Error::Success();
+}
+
 }  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxnasPoolJvp, Jvp,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("k")
+                                  .Attr<int64_t>("stride")
+                                  .Attr<int64_t>("padding"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxnasPoolFwd, Forward,
                               ffi::Ffi::Bind()
