@@ -126,6 +126,18 @@ def test_batch_norm_equals_the_jnp_form_to_second_derivatives(shape):
         return
     np.testing.assert_allclose(hessian_vector(native_loss), hessian_vector(loss(_bn_reference)), rtol=1e-3, atol=1e-4)
 
+    # the second-derivative call (jaxnas_bn_bwd2) on its own: every output, then its VJP (third order)
+    ks = jax.random.split(jax.random.key(4), 6)
+    y = native.batch_norm(x, rm, rv, 0.9, 1e-5)[0]
+    args = (y, jax.random.uniform(ks[0], (ch,), minval=0.5, maxval=2), jax.random.normal(ks[1], shape),
+            *(jax.random.normal(k, (ch,)) for k in ks[2:5]), jax.random.normal(ks[5], shape))
+    for a, b in zip(native._bn_second(*args, 0.9), native._bn_second_reference(*args, 0.9)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
+    third = [jax.grad(lambda *t: jnp.sum(jnp.sin(f(*t, 0.9)[2])), (0, 2, 6))(*args)
+             for f in (native._bn_second, native._bn_second_reference)]
+    for a, b in zip(*third):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
+
 
 def test_batch_norm_hand_case_and_repeatable_statistics():
     # channel 0 holds 1, 2, 3, 4: mean 2.5, biased variance 1.25
@@ -182,6 +194,19 @@ def test_separable_equals_grouped_conv_then_pointwise_to_second_derivatives(
 
     for a, b in zip(second(native_fn), second(spec)):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3 * float(jnp.abs(b).max()))
+
+    # the fused second-derivative call against its six-call form, and its own VJP (third order)
+    xs, kernel = x.reshape(N, H, W, -1), jnp.moveaxis(dw, 0, 2).reshape(K, K, E * C)
+    args = [xs, kernel, pw, g.reshape(g.shape[:3] + (-1,))] + [jax.random.normal(jax.random.key(i), t.shape) for i, t in enumerate((xs, kernel, pw))]
+    geometry = (stride, dilation, padding)
+    fused, calls = native._sep_second(*args, *geometry), native._sep_second_calls(*args, *geometry)
+    for a, b in zip(fused, calls):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
+    np.testing.assert_array_equal(fused[1], native._sep_second(*args, *geometry)[1])  # repeatable
+    third = jax.grad(lambda *t: jnp.sum(jnp.sin(native._sep_second(*t, *geometry)[2])), (0, 3, 4))(*args)
+    third_ref = jax.grad(lambda *t: jnp.sum(jnp.sin(native._sep_second_calls(*t, *geometry)[2])), (0, 3, 4))(*args)
+    for a, b in zip(third, third_ref):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
 
 
 @pytest.mark.parametrize("kind", reference.POOLS)

@@ -13,6 +13,8 @@
 //                  -> y = (x - mean) * invstd, invstd (Ch), new running mean, new running var
 //   jaxnas_bn_bwd: y, invstd, g (the cotangent of y), and the cotangents of invstd and of
 //                  the new running statistics (Ch each); momentum -> dx
+//   jaxnas_bn_bwd2: jaxnas_bn_bwd's inputs and a cotangent q of dx -> its VJP: the cotangents of
+//                  y, invstd, g and the three per-channel cotangents
 //
 // The statistics are the batch mean and the biased variance E[x^2] - mean^2; the
 // running statistics follow flax: new = momentum * old + (1 - momentum) * batch.
@@ -147,7 +149,67 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> y, ffi::Buffer<f
   return ffi::Error::Success();
 }
 
+// The VJP of Backward for a cotangent q of dx (second derivatives: DARTS's exact second order).
+// With dx = inv * g + ky * y + k0 as above, S_ab the per-channel sum of a * b over rows:
+//   d/dg = inv * q - (inv / M) * (S_qy * y + S_q)         d/dy = ky * q - (inv * S_qy / M) * g
+//   d/dinv = S_qg - S_qy * (S_gy + 2 g_inv inv + 2 run g_var / inv^2) / M - S_q * S_g / M
+//   d/dg_inv = -S_qy inv^2 / M,   d/dg_mean = run S_q / M,   d/dg_var = 2 run S_qy / (inv M)
+ffi::Error Second(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> y, ffi::Buffer<ffi::F32> invstd,
+                  ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> ginv, ffi::Buffer<ffi::F32> grmean,
+                  ffi::Buffer<ffi::F32> grvar, ffi::Buffer<ffi::F32> q, ffi::ResultBuffer<ffi::F32> dy,
+                  ffi::ResultBuffer<ffi::F32> dinv, ffi::ResultBuffer<ffi::F32> dg,
+                  ffi::ResultBuffer<ffi::F32> dginv, ffi::ResultBuffer<ffi::F32> dgrmean,
+                  ffi::ResultBuffer<ffi::F32> dgrvar, float momentum) {
+  const int64_t Ch = invstd.element_count();
+  int64_t M;
+  if (auto e = Shape(y, Ch, &M); e.failure()) return e;
+  const float* Y = y.typed_data();
+  const float* G = g.typed_data();
+  const float* Q = q.typed_data();
+  std::vector<double> sg, sgy, sq, sqy, sq2, sqg;
+  ChunkSums(pool, G, Y, M, Ch, &sg, &sgy);
+  ChunkSums(pool, Q, Y, M, Ch, &sq, &sqy);
+  ChunkSums(pool, Q, G, M, Ch, &sq2, &sqg);
+  std::vector<float> kq_g(Ch), ky_g(Ch), k0_g(Ch), kq_y(Ch), kg_y(Ch), zero(Ch, 0.f);
+  const double run = 1.0 - momentum;
+  for (int64_t c = 0; c < Ch; ++c) {
+    const double inv = invstd.typed_data()[c], gi = ginv.typed_data()[c], gv = grvar.typed_data()[c];
+    const double ky = (-inv * sgy[c] - gi * inv * inv + 2.0 * run * gv / inv) / M;
+    kq_g[c] = static_cast<float>(inv);
+    ky_g[c] = static_cast<float>(-inv * sqy[c] / M);
+    k0_g[c] = static_cast<float>(-inv * sq[c] / M);
+    kq_y[c] = static_cast<float>(ky);
+    kg_y[c] = static_cast<float>(-inv * sqy[c] / M);
+    dinv->typed_data()[c] = static_cast<float>(
+        sqg[c] - sqy[c] * (sgy[c] + 2.0 * gi * inv + 2.0 * run * gv / (inv * inv)) / M - sq[c] * sg[c] / M);
+    dginv->typed_data()[c] = static_cast<float>(-sqy[c] * inv * inv / M);
+    dgrmean->typed_data()[c] = static_cast<float>(run * sq[c] / M);
+    dgrvar->typed_data()[c] = static_cast<float>(2.0 * run * sqy[c] / (inv * M));
+  }
+  Affine2(pool, Q, Y, kq_g.data(), ky_g.data(), k0_g.data(), dg->typed_data(), M, Ch);
+  Affine2(pool, Q, G, kq_y.data(), kg_y.data(), zero.data(), dy->typed_data(), M, Ch);
+  return ffi::Error::Success();
+}
+
 }  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxnasBnBwd2, Second,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<float>("momentum"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxnasBnFwd, Forward,
                               ffi::Ffi::Bind()

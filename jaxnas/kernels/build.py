@@ -38,7 +38,8 @@ def _march() -> str:
 
 _TARGETS = {"jaxnas_dw_fwd": "JaxnasDwFwd", "jaxnas_dw_bwd": "JaxnasDwBwd",
             "jaxnas_materialize": "JaxnasMaterialize", "jaxnas_bn_fwd": "JaxnasBnFwd",
-            "jaxnas_bn_bwd": "JaxnasBnBwd", "jaxnas_sep_fwd": "JaxnasSepFwd", "jaxnas_sep_bwd": "JaxnasSepBwd",
+            "jaxnas_bn_bwd": "JaxnasBnBwd", "jaxnas_bn_bwd2": "JaxnasBnBwd2", "jaxnas_sep_fwd": "JaxnasSepFwd", "jaxnas_sep_bwd": "JaxnasSepBwd",
+            "jaxnas_sep_bwd2": "JaxnasSepBwd2",
             "jaxnas_pool_fwd": "JaxnasPoolFwd", "jaxnas_pool_bwd": "JaxnasPoolBwd",
             "jaxnas_pool_jvp": "JaxnasPoolJvp"}
 

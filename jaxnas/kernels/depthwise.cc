@@ -15,6 +15,7 @@
 //   jaxnas_sep_fwd: x, k (K,K,E*C), pw (E,C,D) -> the depthwise conv, then edge e's 1x1 conv
 //                   pw[e] on channels [eC, eC + C): y (N,Ho,Wo,E*D)
 //   jaxnas_sep_bwd: x, k, pw, g (N,Ho,Wo,E*D) -> dx, dk, dpw
+//   jaxnas_sep_bwd2: x, k, pw, g, a, b, c -> the VJP of jaxnas_sep_bwd for cotangents (a, b, c)
 //   jaxnas_materialize: x -> x (aliased; a copy only if XLA could not reuse the buffer).
 //     XLA cannot fuse through a custom call, so this keeps a value that many
 //     consumers read from being recomputed inside each of them.
@@ -250,9 +251,9 @@ inline void DkTap(const Geometry& g, const float* X, const float* G, float* out,
   for (int q = 0; q < NR; ++q) Store(out + o0 + q * C, (acc[0][q] + acc[1][q]) + (acc[2][q] + acc[3][q]));
 }
 
-// One sample of the backward pass: dx of the sample and its kernel-gradient part P.
-void BackwardSample(const Geometry& g, const float* X, const float* Kw, const float* G, float* DX, float* P) {
-  const int64_t n = 0, R = g.Cout / g.Cin, C = g.Cin, KK = g.K * g.K * g.Cout;
+// One sample's input gradient: DX = the transpose of the conv with kernel Kw, applied to G.
+void DxSample(const Geometry& g, const float* Kw, const float* G, float* DX) {
+  const int64_t n = 0, R = g.Cout / g.Cin, C = g.Cin;
   // stride 1: columns w whose taps all land inside the output
   const int64_t wlo = std::min(g.W, std::max<int64_t>(0, (g.K - 1) * g.d - g.p));
   const int64_t whi = std::max(wlo, std::min(g.W, g.Wo - g.p));
@@ -296,7 +297,11 @@ void BackwardSample(const Geometry& g, const float* X, const float* Kw, const fl
       }
     }
   }
-  // dk[i, j, o] (this sample's part) = sum over (ho, wo) of x[h, w, o % C] * g[ho, wo, o]
+}
+
+// One sample's kernel-gradient part P: P[i, j, o] = sum over (ho, wo) of x[h, w, o % C] * g[ho, wo, o].
+void DkSample(const Geometry& g, const float* X, const float* G, float* P) {
+  const int64_t n = 0, R = g.Cout / g.Cin, C = g.Cin, KK = g.K * g.K * g.Cout;
   for (int64_t i = 0; i < g.K; ++i) {
     int64_t ha, hb;
     Valid(i, g, g.H, g.Ho, &ha, &hb);
@@ -332,6 +337,12 @@ void BackwardSample(const Geometry& g, const float* X, const float* Kw, const fl
       }
     }
   }
+}
+
+// One sample of the backward pass: dx of the sample and its kernel-gradient part P.
+void BackwardSample(const Geometry& g, const float* X, const float* Kw, const float* G, float* DX, float* P) {
+  DxSample(g, Kw, G, DX);
+  DkSample(g, X, G, P);
 }
 
 // out = the sum of the n parts of length len, added in part order (results independent of threads).
@@ -430,6 +441,19 @@ void PointwiseKernelGrad(const float* t, const float* gy, float* dw, int64_t P, 
     }
 }
 
+inline void AddTo(float* acc, const float* v, int64_t len) {
+  for (int64_t t = 0; t < len; ++t) acc[t] += v[t];
+}
+
+// (E, C, D) -> (E, D, C): pointwise kernels transposed per edge.
+std::vector<float> TransposePw(const float* pw, int64_t E, int64_t C, int64_t D) {
+  std::vector<float> out(E * C * D);
+  for (int64_t e = 0; e < E; ++e)
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t d = 0; d < D; ++d) out[(e * D + d) * C + c] = pw[(e * C + c) * D + d];
+  return out;
+}
+
 ffi::Error SepShape(const Geometry& g, const ffi::Buffer<ffi::F32>& pw, int64_t* E, int64_t* C, int64_t* D) {
   auto pd = pw.dimensions();
   if (pd.size() != 3 || pd[0] * pd[1] != g.Cout)
@@ -479,10 +503,7 @@ ffi::Error SepBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   const float* G = gy.typed_data();
   float* DX = dx->typed_data();
   const int64_t KK = g.K * g.K * g.Cout, WW = E * C * D, P = g.Ho * g.Wo;
-  std::vector<float> pwt(WW);  // pw transposed per edge: (E, D, C)
-  for (int64_t e = 0; e < E; ++e)
-    for (int64_t c = 0; c < C; ++c)
-      for (int64_t d = 0; d < D; ++d) pwt[(e * D + d) * C + c] = PW[(e * C + c) * D + d];
+  const std::vector<float> pwt = TransposePw(PW, E, C, D);  // (E, D, C)
   const float* PWT = pwt.data();
   std::vector<float> partial(g.N * (KK + WW));
   float* PK = partial.data();
@@ -497,6 +518,62 @@ ffi::Error SepBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
     BackwardSample(g, Xn, Kw, gt.data(), DX + n * g.H * g.W * g.Cin, PK + n * KK);
   });
   SumParts(PK, g.N, KK, dk->typed_data());
+  SumParts(PP, g.N, WW, dpw->typed_data());
+  return ffi::Error::Success();
+}
+
+//   jaxnas_sep_bwd2: x, k, pw, g and cotangents a (like x), b (like k), c (like pw) of jaxnas_sep_bwd's
+//   outputs -> the VJP of jaxnas_sep_bwd: dx, dk, dpw, dg. The block S(x, k, pw) is trilinear, so
+//   <a, dx> + <b, dk> + <c, dpw> = <g, S(a, k, pw) + S(x, b, pw) + S(x, k, c)>. With D the depthwise
+//   conv, P the pointwise one, t1 = D(a, k) + D(x, b), u = P^T(g, pw), u' = P^T(g, c):
+//     dg = P(t1, pw) + P(D(x, k), c),   dpw = t1^T g,
+//     dx = D^T(u, b) + D^T(u', k),      dk = corr(u, a) + corr(u', x).
+//   One pass per sample (three depthwise convs where the six separate calls need six); parts are
+//   added in sample order.
+ffi::Error SepSecond(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
+                     ffi::Buffer<ffi::F32> pw, ffi::Buffer<ffi::F32> gy, ffi::Buffer<ffi::F32> a,
+                     ffi::Buffer<ffi::F32> b, ffi::Buffer<ffi::F32> c, ffi::ResultBuffer<ffi::F32> dx,
+                     ffi::ResultBuffer<ffi::F32> dk, ffi::ResultBuffer<ffi::F32> dpw,
+                     ffi::ResultBuffer<ffi::F32> dg, int64_t stride, int64_t dilation, int64_t padding) {
+  Geometry g = Shape(x, k, stride, dilation, padding);
+  if (auto e = Check(g, x.dimensions().size(), k.dimensions().size()); e.failure()) return e;
+  int64_t E, C, D;
+  if (auto e = SepShape(g, pw, &E, &C, &D); e.failure()) return e;
+  const float *X = x.typed_data(), *Kw = k.typed_data(), *PW = pw.typed_data(), *G = gy.typed_data();
+  const float *A = a.typed_data(), *Bk = b.typed_data(), *Cw = c.typed_data();
+  float *DX = dx->typed_data(), *DG = dg->typed_data();
+  const int64_t KK = g.K * g.K * g.Cout, WW = E * C * D, P = g.Ho * g.Wo, XS = g.H * g.W * g.Cin;
+  const std::vector<float> pwt = TransposePw(PW, E, C, D), ct = TransposePw(Cw, E, C, D);
+  const float *PWT = pwt.data(), *CT = ct.data();
+  std::vector<float> partial(g.N * (2 * KK + WW));
+  float* PK = partial.data();
+  float* PP = PK + 2 * g.N * KK;
+  ParallelFor(pool, g.N, [=](int64_t n) {
+    const int64_t TS = P * g.Cout;
+    std::vector<float> buf(4 * TS + XS + P * E * D);
+    float *t0 = buf.data(), *t1 = t0 + TS, *u = t1 + TS, *u2 = u + TS, *dx2 = u2 + TS, *y2 = dx2 + XS;
+    const float *Xn = X + n * XS, *An = A + n * XS, *Gn = G + n * P * E * D;
+    float *DGn = DG + n * P * E * D, *DXn = DX + n * XS;
+    ForwardSample(g, Xn, Kw, t0);
+    ForwardSample(g, An, Kw, t1);
+    ForwardSample(g, Xn, Bk, u);  // u is free until P^T(g, pw) below
+    AddTo(t1, u, TS);
+    Pointwise(t1, PW, DGn, P, E, C, D);
+    Pointwise(t0, Cw, y2, P, E, C, D);
+    AddTo(DGn, y2, P * E * D);
+    PointwiseKernelGrad(t1, Gn, PP + n * WW, P, E, C, D);
+    Pointwise(Gn, PWT, u, P, E, D, C);
+    Pointwise(Gn, CT, u2, P, E, D, C);
+    DxSample(g, Bk, u, DXn);
+    DxSample(g, Kw, u2, dx2);
+    AddTo(DXn, dx2, XS);
+    DkSample(g, An, u, PK + n * KK);
+    DkSample(g, Xn, u2, PK + (g.N + n) * KK);
+  });
+  std::vector<float> dk2(KK);
+  SumParts(PK, g.N, KK, dk->typed_data());
+  SumParts(PK + g.N * KK, g.N, KK, dk2.data());
+  AddTo(dk->typed_data(), dk2.data(), KK);
   SumParts(PP, g.N, WW, dpw->typed_data());
   return ffi::Error::Success();
 }
@@ -552,6 +629,24 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxnasSepBwd, SepBackward,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("stride")
+                                  .Attr<int64_t>("dilation")
+                                  .Attr<int64_t>("padding"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxnasSepBwd2, SepSecond,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()

@@ -144,19 +144,41 @@ def _sep_transpose_fwd(x, kernel, pw, g, stride, dilation, padding):
     return _sep_transpose(x, kernel, pw, g, stride, dilation, padding), (x, kernel, pw, g)
 
 
-def _sep_transpose_bwd(stride, dilation, padding, res, cot):
-    """The block is trilinear in (x, kernel, pw), so with cotangents (a, b, c) for (dx, dkernel, dpw)
-    the scalar <a, dx> + <b, dk> + <c, dpw> is <g, S(a, k, p) + S(x, b, p) + S(x, k, c)>, and its
-    derivatives are three forward and three transpose calls of the same kernels (each differentiable
-    again, so any order of reverse-mode derivative works; DARTS's exact second-order step needs two)."""
-    x, kernel, pw, g = res
-    a, b, c = cot
+def _sep_second_calls(x, kernel, pw, g, a, b, c, stride, dilation, padding):
+    """The VJP of ``_sep_transpose`` for cotangents (a, b, c) of (dx, dkernel, dpw), from the block's own
+    calls. It is trilinear in (x, kernel, pw), so <a, dx> + <b, dk> + <c, dpw> is
+    <g, S(a, k, p) + S(x, b, p) + S(x, k, c)>: three forward and three transpose calls."""
     ta = _sep_transpose(a, kernel, pw, g, stride, dilation, padding)
     tb = _sep_transpose(x, b, pw, g, stride, dilation, padding)
     tc = _sep_transpose(x, kernel, c, g, stride, dilation, padding)
     dg = (_sep(a, kernel, pw, stride, dilation, padding) + _sep(x, b, pw, stride, dilation, padding)
           + _sep(x, kernel, c, stride, dilation, padding))
     return tb[0] + tc[0], ta[1] + tc[1], ta[2] + tb[2], dg
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9))
+def _sep_second(x, kernel, pw, g, a, b, c, stride, dilation, padding):
+    """``_sep_second_calls`` in one kernel call (``jaxnas_sep_bwd2``: three depthwise convs a sample
+    where the six calls run six); its own derivatives (third order) go through the six calls."""
+    shapes = tuple(jax.ShapeDtypeStruct(t.shape, jnp.float32) for t in (x, kernel, pw, g))
+    return tuple(_ffi_call("jaxnas_sep_bwd2", shapes, vmap_method="sequential")(
+        x, kernel, pw, g, a, b, c, stride=np.int64(stride), dilation=np.int64(dilation), padding=np.int64(padding)))
+
+
+def _sep_second_fwd(*args):
+    return _sep_second(*args), args[:7]
+
+
+def _sep_second_bwd(stride, dilation, padding, res, cot):
+    return jax.vjp(lambda *t: _sep_second_calls(*t, stride, dilation, padding), *res)[1](cot)
+
+
+_sep_second.defvjp(_sep_second_fwd, _sep_second_bwd)
+
+
+def _sep_transpose_bwd(stride, dilation, padding, res, cot):
+    """Second derivatives of the block (DARTS's exact second-order step): one native call."""
+    return _sep_second(*res, *cot, stride, dilation, padding)
 
 
 _sep_transpose.defvjp(_sep_transpose_fwd, _sep_transpose_bwd)
@@ -221,8 +243,32 @@ def _bn_transpose_fwd(y, invstd, g, g_inv, g_mean, g_var, momentum):
 
 
 def _bn_transpose_bwd(momentum, args, cot):
-    """Second derivatives (DARTS's exact second-order step) through the jnp form of the same maths."""
-    return jax.vjp(lambda *a: _bn_transpose_reference(*a, momentum), *args)[1](cot)
+    """Second derivatives (DARTS's exact second-order step): one native call."""
+    return _bn_second(*args, cot, momentum)
+
+
+def _bn_second_reference(y, invstd, g, g_inv, g_mean, g_var, q, momentum):
+    """What ``jaxnas_bn_bwd2`` computes, in jnp: the VJP of ``_bn_transpose_reference`` for q."""
+    return jax.vjp(lambda *a: _bn_transpose_reference(*a, momentum), y, invstd, g, g_inv, g_mean, g_var)[1](q)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7,))
+def _bn_second(y, invstd, g, g_inv, g_mean, g_var, q, momentum):
+    shapes = tuple(jax.ShapeDtypeStruct(t.shape, jnp.float32) for t in (y, invstd, g, g_inv, g_mean, g_var))
+    return tuple(_ffi_call("jaxnas_bn_bwd2", shapes, vmap_method="sequential")(
+        y, invstd, g, g_inv, g_mean, g_var, q, momentum=np.float32(momentum)))
+
+
+def _bn_second_fwd(*args):
+    return _bn_second(*args), args[:7]
+
+
+def _bn_second_bwd(momentum, res, cot):
+    """Third and higher derivatives through the jnp form."""
+    return jax.vjp(lambda *a: _bn_second_reference(*a, momentum), *res)[1](cot)
+
+
+_bn_second.defvjp(_bn_second_fwd, _bn_second_bwd)
 
 
 _bn_transpose.defvjp(_bn_transpose_fwd, _bn_transpose_bwd)
