@@ -11,7 +11,9 @@ this folder, built and registered by ``build.py``) with a custom VJP.
 Every kernel is vectorised, threaded on XLA's intra-op pool, and adds its partial sums in a
 fixed order. Second derivatives (DARTS's exact second-order step) are native calls too: the
 depthwise conv and the separable block are (tri)linear, so their transposes' VJPs are the same
-kernels at other arguments; the pool's is a gather at the window maxima (``jaxnas_pool_jvp``). Call these only where
+kernels at other arguments (fused into one call for the block, ``jaxnas_sep_bwd2``); BN's is
+``jaxnas_bn_bwd2``; the pool's is a gather at the window maxima (``jaxnas_pool_jvp``). Third and
+higher derivatives go through the calls' compositions or the jnp forms. Call these only where
 ``build.available()``; ``jaxnas.kernels`` chooses. The FFI calls are opaque to XLA's SPMD
 partitioner: with several devices they run on the whole (gathered) batch on each device,
 which gives the same numbers (BN statistics over the global batch included) but no speed-up.
