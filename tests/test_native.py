@@ -153,26 +153,26 @@ def test_batch_norm_hand_case_and_repeatable_statistics():
     np.testing.assert_array_equal(f(xs), f(xs))
 
 
-@pytest.mark.parametrize("N,H,W,Cin,E,C,D,K,stride,dilation,padding", [
-    (2, 7, 6, 3, 2, 3, 5, 3, 1, 1, 1),      # two edges sharing the input, channels off a vector block
-    (3, 9, 7, 32, 2, 16, 16, 3, 2, 2, 2),   # one input per edge (Cin = E*C), dilated, strided
-    (2, 9, 11, 16, 4, 16, 20, 5, 1, 1, 2),  # four edges, full 4-pixel tiles plus a tail, D off a block
+@pytest.mark.parametrize("N,H,W,Cin,E,C,D,K,stride,dilation,padding,relu", [
+    (2, 7, 6, 3, 2, 3, 5, 3, 1, 1, 1, False),      # two edges sharing the input, channels off a vector block
+    (3, 9, 7, 32, 2, 16, 16, 3, 2, 2, 2, True),    # one input per edge (Cin = E*C), dilated, strided, ReLU fused
+    (2, 9, 11, 16, 4, 16, 20, 5, 1, 1, 2, True),   # four edges, full 4-pixel tiles plus a tail, D off a block
 ])
 def test_separable_equals_grouped_conv_then_pointwise_to_second_derivatives(
-        N, H, W, Cin, E, C, D, K, stride, dilation, padding):
+        N, H, W, Cin, E, C, D, K, stride, dilation, padding, relu):
     kx, kk, kp, kg = jax.random.split(jax.random.key(5), 4)
     x = jax.random.normal(kx, (N, H, W, Cin))
     dw, pw = jax.random.normal(kk, (E, K, K, C)), jax.random.normal(kp, (E, C, D))
     if Cin == E * C:
         x = x.reshape(N, H, W, E, C)
 
-    def spec(x, dw, pw):  # XLA's grouped conv per edge, then its 1x1 conv
-        xs = x.reshape(N, H, W, -1)
+    def spec(x, dw, pw):  # XLA's grouped conv per edge (of relu(x) with relu), then its 1x1 conv
+        xs = jax.nn.relu(x.reshape(N, H, W, -1)) if relu else x.reshape(N, H, W, -1)
         kernel = jnp.moveaxis(dw, 0, 2).reshape(K, K, E * C)
         y = reference.depthwise_conv(xs, kernel, stride, dilation, padding)
         return jnp.stack([y[..., e * C:(e + 1) * C] @ pw[e] for e in range(E)], axis=3)
 
-    y = native.separable(x, dw, pw, stride, dilation, padding)
+    y = native.separable(x, dw, pw, stride, dilation, padding, relu)
     np.testing.assert_allclose(y, spec(x, dw, pw), rtol=1e-4, atol=1e-4)
     g = jax.random.normal(kg, y.shape)
 
@@ -180,7 +180,7 @@ def test_separable_equals_grouped_conv_then_pointwise_to_second_derivatives(
         return jax.grad(lambda *a: jnp.sum(jnp.sin(fn(*a)) * g), (0, 1, 2))(x, dw, pw)
 
     def native_fn(*a):
-        return native.separable(*a, stride, dilation, padding)
+        return native.separable(*a, stride, dilation, padding, relu)
 
     for a, b in zip(grads(native_fn), grads(spec)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
@@ -197,12 +197,14 @@ def test_separable_equals_grouped_conv_then_pointwise_to_second_derivatives(
 
     # the fused second-derivative call against its six-call form, and its own VJP (third order)
     xs, kernel = x.reshape(N, H, W, -1), jnp.moveaxis(dw, 0, 2).reshape(K, K, E * C)
-    args = [xs, kernel, pw, g.reshape(g.shape[:3] + (-1,))] + [jax.random.normal(jax.random.key(i), t.shape) for i, t in enumerate((xs, kernel, pw))]
-    geometry = (stride, dilation, padding)
-    fused, calls = native._sep_second(*args, *geometry), native._sep_second_calls(*args, *geometry)
-    for a, b in zip(fused, calls):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
-    np.testing.assert_array_equal(fused[1], native._sep_second(*args, *geometry)[1])  # repeatable
+    args = [xs, kernel, pw, g.reshape(g.shape[:3] + (-1,))] + [
+        jax.random.normal(jax.random.key(i), t.shape) for i, t in enumerate((xs, kernel, pw))]
+    for fused_relu in (False, True):  # both forms of the call, whatever this case's relu
+        geometry = (stride, dilation, padding, fused_relu)
+        fused, calls = native._sep_second(*args, *geometry), native._sep_second_calls(*args, *geometry)
+        for a, b in zip(fused, calls):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
+        np.testing.assert_array_equal(fused[1], native._sep_second(*args, *geometry)[1])  # repeatable
     third = jax.grad(lambda *t: jnp.sum(jnp.sin(native._sep_second(*t, *geometry)[2])), (0, 3, 4))(*args)
     third_ref = jax.grad(lambda *t: jnp.sum(jnp.sin(native._sep_second_calls(*t, *geometry)[2])), (0, 3, 4))(*args)
     for a, b in zip(third, third_ref):

@@ -70,12 +70,14 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int, dilation: int, 
 
 
 def separable(x: jax.Array, dw: jax.Array, pw: jax.Array, stride: int, dilation: int, padding: int,
-              impl: str) -> jax.Array:
+              impl: str, relu: bool = False) -> jax.Array:
     """Depthwise kxk then pointwise 1x1 for E edges: x (N, H, W, C) shared or (N, H, W, E, C) one
-    per edge, dw (E, k, k, C), pw (E, C, D) -> (N, H', W', E, D)."""
+    per edge, dw (E, k, k, C), pw (E, C, D) -> (N, H', W', E, D). With ``relu`` the block reads
+    relu(x) (DARTS's ReLU before each block); the native kernels rectify inside the call, so the
+    rectified input is never stored."""
     if _native(impl, x, dw, pw):
-        return native.separable(x, dw, pw, stride, dilation, padding)
-    return reference.separable(x, dw, pw, stride, dilation, padding, _form(impl))
+        return native.separable(x, dw, pw, stride, dilation, padding, relu)
+    return reference.separable(jax.nn.relu(x) if relu else x, dw, pw, stride, dilation, padding, _form(impl))
 
 
 def batch_norm(x: jax.Array, running_mean: jax.Array, running_var: jax.Array, momentum: float, eps: float,

@@ -16,6 +16,8 @@
 //                   pw[e] on channels [eC, eC + C): y (N,Ho,Wo,E*D)
 //   jaxnas_sep_bwd: x, k, pw, g (N,Ho,Wo,E*D) -> dx, dk, dpw
 //   jaxnas_sep_bwd2: x, k, pw, g, a, b, c -> the VJP of jaxnas_sep_bwd for cotangents (a, b, c)
+//   The three separable calls take relu (0 or 1): with 1 they compute the block on relu(x), rectifying
+//   each sample's input on the fly, so DARTS's ReLU before the block is never stored.
 //   jaxnas_materialize: x -> x (aliased; a copy only if XLA could not reuse the buffer).
 //     XLA cannot fuse through a custom call, so this keeps a value that many
 //     consumers read from being recomputed inside each of them.
@@ -441,6 +443,20 @@ void PointwiseKernelGrad(const float* t, const float* gy, float* dw, int64_t P, 
     }
 }
 
+// ReLU fused into a separable call's input (relu = 1): the sample's input rectified into a buffer,
+// so the rectified tensor is never stored; its gradient is masked by the unrectified input.
+const float* Rectified(const float* x, int64_t len, bool relu, std::vector<float>* buf) {
+  if (!relu) return x;
+  buf->resize(len);
+  for (int64_t t = 0; t < len; ++t) (*buf)[t] = x[t] > 0.f ? x[t] : 0.f;
+  return buf->data();
+}
+
+// v = 0 where x <= 0 (the ReLU's derivative, 0 at 0 as in JAX).
+void MaskBy(const float* x, float* v, int64_t len) {
+  for (int64_t t = 0; t < len; ++t) v[t] = x[t] > 0.f ? v[t] : 0.f;
+}
+
 inline void AddTo(float* acc, const float* v, int64_t len) {
   for (int64_t t = 0; t < len; ++t) acc[t] += v[t];
 }
@@ -468,7 +484,7 @@ ffi::Error SepShape(const Geometry& g, const ffi::Buffer<ffi::F32>& pw, int64_t*
 //   jaxnas_sep_fwd: x (N,H,W,Cin), k (K,K,E*C), pw (E,C,D) -> y (N,Ho,Wo,E*D)
 ffi::Error SepForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
                       ffi::Buffer<ffi::F32> pw, ffi::ResultBuffer<ffi::F32> y, int64_t stride,
-                      int64_t dilation, int64_t padding) {
+                      int64_t dilation, int64_t padding, int64_t relu) {
   Geometry g = Shape(x, k, stride, dilation, padding);
   if (auto e = Check(g, x.dimensions().size(), k.dimensions().size()); e.failure()) return e;
   int64_t E, C, D;
@@ -479,8 +495,8 @@ ffi::Error SepForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
   float* Y = y->typed_data();
   const int64_t P = g.Ho * g.Wo;
   ParallelFor(pool, g.N, [=](int64_t n) {
-    std::vector<float> t(P * g.Cout);
-    ForwardSample(g, X + n * g.H * g.W * g.Cin, Kw, t.data());
+    std::vector<float> t(P * g.Cout), xr;
+    ForwardSample(g, Rectified(X + n * g.H * g.W * g.Cin, g.H * g.W * g.Cin, relu, &xr), Kw, t.data());
     Pointwise(t.data(), PW, Y + n * P * E * D, P, E, C, D);
   });
   return ffi::Error::Success();
@@ -492,7 +508,7 @@ ffi::Error SepForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
 ffi::Error SepBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
                        ffi::Buffer<ffi::F32> pw, ffi::Buffer<ffi::F32> gy, ffi::ResultBuffer<ffi::F32> dx,
                        ffi::ResultBuffer<ffi::F32> dk, ffi::ResultBuffer<ffi::F32> dpw, int64_t stride,
-                       int64_t dilation, int64_t padding) {
+                       int64_t dilation, int64_t padding, int64_t relu) {
   Geometry g = Shape(x, k, stride, dilation, padding);
   if (auto e = Check(g, x.dimensions().size(), k.dimensions().size()); e.failure()) return e;
   int64_t E, C, D;
@@ -509,13 +525,15 @@ ffi::Error SepBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   float* PK = partial.data();
   float* PP = PK + g.N * KK;
   ParallelFor(pool, g.N, [=](int64_t n) {
-    std::vector<float> t(P * g.Cout), gt(P * g.Cout);
-    const float* Xn = X + n * g.H * g.W * g.Cin;
+    std::vector<float> t(P * g.Cout), gt(P * g.Cout), xr;
+    const int64_t XS = g.H * g.W * g.Cin;
+    const float* Xn = Rectified(X + n * XS, XS, relu, &xr);
     const float* Gn = G + n * P * E * D;
     ForwardSample(g, Xn, Kw, t.data());
     Pointwise(Gn, PWT, gt.data(), P, E, D, C);
     PointwiseKernelGrad(t.data(), Gn, PP + n * WW, P, E, C, D);
-    BackwardSample(g, Xn, Kw, gt.data(), DX + n * g.H * g.W * g.Cin, PK + n * KK);
+    BackwardSample(g, Xn, Kw, gt.data(), DX + n * XS, PK + n * KK);
+    if (relu) MaskBy(X + n * XS, DX + n * XS, XS);
   });
   SumParts(PK, g.N, KK, dk->typed_data());
   SumParts(PP, g.N, WW, dpw->typed_data());
@@ -534,7 +552,8 @@ ffi::Error SepSecond(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<
                      ffi::Buffer<ffi::F32> pw, ffi::Buffer<ffi::F32> gy, ffi::Buffer<ffi::F32> a,
                      ffi::Buffer<ffi::F32> b, ffi::Buffer<ffi::F32> c, ffi::ResultBuffer<ffi::F32> dx,
                      ffi::ResultBuffer<ffi::F32> dk, ffi::ResultBuffer<ffi::F32> dpw,
-                     ffi::ResultBuffer<ffi::F32> dg, int64_t stride, int64_t dilation, int64_t padding) {
+                     ffi::ResultBuffer<ffi::F32> dg, int64_t stride, int64_t dilation, int64_t padding,
+                     int64_t relu) {
   Geometry g = Shape(x, k, stride, dilation, padding);
   if (auto e = Check(g, x.dimensions().size(), k.dimensions().size()); e.failure()) return e;
   int64_t E, C, D;
@@ -552,7 +571,13 @@ ffi::Error SepSecond(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<
     const int64_t TS = P * g.Cout;
     std::vector<float> buf(4 * TS + XS + P * E * D);
     float *t0 = buf.data(), *t1 = t0 + TS, *u = t1 + TS, *u2 = u + TS, *dx2 = u2 + TS, *y2 = dx2 + XS;
-    const float *Xn = X + n * XS, *An = A + n * XS, *Gn = G + n * P * E * D;
+    std::vector<float> xr, ar;  // with relu: x rectified, a masked (the VJP at relu(x), then masked)
+    const float *Xn = Rectified(X + n * XS, XS, relu, &xr), *An = A + n * XS, *Gn = G + n * P * E * D;
+    if (relu) {
+      ar.assign(An, An + XS);
+      MaskBy(X + n * XS, ar.data(), XS);
+      An = ar.data();
+    }
     float *DGn = DG + n * P * E * D, *DXn = DX + n * XS;
     ForwardSample(g, Xn, Kw, t0);
     ForwardSample(g, An, Kw, t1);
@@ -567,6 +592,7 @@ ffi::Error SepSecond(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<
     DxSample(g, Bk, u, DXn);
     DxSample(g, Kw, u2, dx2);
     AddTo(DXn, dx2, XS);
+    if (relu) MaskBy(X + n * XS, DXn, XS);
     DkSample(g, An, u, PK + n * KK);
     DkSample(g, Xn, u2, PK + (g.N + n) * KK);
   });
@@ -620,7 +646,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxnasSepFwd, SepForward,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<int64_t>("stride")
                                   .Attr<int64_t>("dilation")
-                                  .Attr<int64_t>("padding"));
+                                  .Attr<int64_t>("padding")
+                                  .Attr<int64_t>("relu"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxnasSepBwd, SepBackward,
                               ffi::Ffi::Bind()
@@ -634,7 +661,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxnasSepBwd, SepBackward,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<int64_t>("stride")
                                   .Attr<int64_t>("dilation")
-                                  .Attr<int64_t>("padding"));
+                                  .Attr<int64_t>("padding")
+                                  .Attr<int64_t>("relu"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxnasSepBwd2, SepSecond,
                               ffi::Ffi::Bind()
@@ -652,4 +680,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxnasSepBwd2, SepSecond,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<int64_t>("stride")
                                   .Attr<int64_t>("dilation")
-                                  .Attr<int64_t>("padding"));
+                                  .Attr<int64_t>("padding")
+                                  .Attr<int64_t>("relu"));

@@ -112,83 +112,97 @@ def materialize(x: jax.Array) -> jax.Array:
 materialize.defvjp(lambda x: (materialize(x), None), lambda _, g: (materialize(g),))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def _sep(x, kernel, pw, stride, dilation, padding):
+def _attrs(stride, dilation, padding, relu):
+    return {"stride": np.int64(stride), "dilation": np.int64(dilation), "padding": np.int64(padding),
+            "relu": np.int64(relu)}
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
+def _sep(x, kernel, pw, stride, dilation, padding, relu):
+    """The separable block on x, or on relu(x) (``relu``: rectified per sample inside the call, so the
+    rectified tensor is never stored)."""
     N, H, W, _ = x.shape
     k = kernel.shape[0]
     out = jax.ShapeDtypeStruct((N, out_size(H, k, stride, dilation, padding), out_size(W, k, stride, dilation, padding),
                                 pw.shape[0] * pw.shape[2]), jnp.float32)
     return _ffi_call("jaxnas_sep_fwd", out, vmap_method="sequential")(
-        x, kernel, pw, stride=np.int64(stride), dilation=np.int64(dilation), padding=np.int64(padding))
+        x, kernel, pw, **_attrs(stride, dilation, padding, relu))
 
 
-def _sep_fwd(x, kernel, pw, stride, dilation, padding):
-    return _sep(x, kernel, pw, stride, dilation, padding), (x, kernel, pw)
+def _sep_fwd(x, kernel, pw, stride, dilation, padding, relu):
+    return _sep(x, kernel, pw, stride, dilation, padding, relu), (x, kernel, pw)
 
 
-def _sep_bwd(stride, dilation, padding, res, g):
-    return _sep_transpose(*res, g, stride, dilation, padding)
+def _sep_bwd(stride, dilation, padding, relu, res, g):
+    return _sep_transpose(*res, g, stride, dilation, padding, relu)
 
 
 _sep.defvjp(_sep_fwd, _sep_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def _sep_transpose(x, kernel, pw, g, stride, dilation, padding):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
+def _sep_transpose(x, kernel, pw, g, stride, dilation, padding, relu):
     """``(dx, dkernel, dpw)`` of ``_sep`` for the cotangent ``g``: one call, the depthwise output
     recomputed per sample and never stored."""
     shapes = tuple(jax.ShapeDtypeStruct(a.shape, jnp.float32) for a in (x, kernel, pw))
     return tuple(_ffi_call("jaxnas_sep_bwd", shapes, vmap_method="sequential")(
-        x, kernel, pw, g, stride=np.int64(stride), dilation=np.int64(dilation), padding=np.int64(padding)))
+        x, kernel, pw, g, **_attrs(stride, dilation, padding, relu)))
 
 
-def _sep_transpose_fwd(x, kernel, pw, g, stride, dilation, padding):
-    return _sep_transpose(x, kernel, pw, g, stride, dilation, padding), (x, kernel, pw, g)
+def _sep_transpose_fwd(x, kernel, pw, g, stride, dilation, padding, relu):
+    return _sep_transpose(x, kernel, pw, g, stride, dilation, padding, relu), (x, kernel, pw, g)
 
 
-def _sep_second_calls(x, kernel, pw, g, a, b, c, stride, dilation, padding):
+def _sep_second_calls(x, kernel, pw, g, a, b, c, stride, dilation, padding, relu):
     """The VJP of ``_sep_transpose`` for cotangents (a, b, c) of (dx, dkernel, dpw), from the block's own
     calls. It is trilinear in (x, kernel, pw), so <a, dx> + <b, dk> + <c, dpw> is
-    <g, S(a, k, p) + S(x, b, p) + S(x, k, c)>: three forward and three transpose calls."""
-    ta = _sep_transpose(a, kernel, pw, g, stride, dilation, padding)
-    tb = _sep_transpose(x, b, pw, g, stride, dilation, padding)
-    tc = _sep_transpose(x, kernel, c, g, stride, dilation, padding)
-    dg = (_sep(a, kernel, pw, stride, dilation, padding) + _sep(x, b, pw, stride, dilation, padding)
-          + _sep(x, kernel, c, stride, dilation, padding))
+    <g, S(a, k, p) + S(x, b, p) + S(x, k, c)>: three forward and three transpose calls. With ``relu``
+    it is that VJP at relu(x) for the masked a, its x-part masked again (the mask is piecewise constant)."""
+    if relu:
+        mask = x > 0
+        out = _sep_second_calls(jax.nn.relu(x), kernel, pw, g, jnp.where(mask, a, 0), b, c, stride, dilation,
+                                padding, False)
+        return (jnp.where(mask, out[0], 0),) + out[1:]
+    geometry = (stride, dilation, padding, False)
+    ta = _sep_transpose(a, kernel, pw, g, *geometry)
+    tb = _sep_transpose(x, b, pw, g, *geometry)
+    tc = _sep_transpose(x, kernel, c, g, *geometry)
+    dg = _sep(a, kernel, pw, *geometry) + _sep(x, b, pw, *geometry) + _sep(x, kernel, c, *geometry)
     return tb[0] + tc[0], ta[1] + tc[1], ta[2] + tb[2], dg
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9))
-def _sep_second(x, kernel, pw, g, a, b, c, stride, dilation, padding):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9, 10))
+def _sep_second(x, kernel, pw, g, a, b, c, stride, dilation, padding, relu):
     """``_sep_second_calls`` in one kernel call (``jaxnas_sep_bwd2``: three depthwise convs a sample
     where the six calls run six); its own derivatives (third order) go through the six calls."""
     shapes = tuple(jax.ShapeDtypeStruct(t.shape, jnp.float32) for t in (x, kernel, pw, g))
     return tuple(_ffi_call("jaxnas_sep_bwd2", shapes, vmap_method="sequential")(
-        x, kernel, pw, g, a, b, c, stride=np.int64(stride), dilation=np.int64(dilation), padding=np.int64(padding)))
+        x, kernel, pw, g, a, b, c, **_attrs(stride, dilation, padding, relu)))
 
 
 def _sep_second_fwd(*args):
     return _sep_second(*args), args[:7]
 
 
-def _sep_second_bwd(stride, dilation, padding, res, cot):
-    return jax.vjp(lambda *t: _sep_second_calls(*t, stride, dilation, padding), *res)[1](cot)
+def _sep_second_bwd(stride, dilation, padding, relu, res, cot):
+    return jax.vjp(lambda *t: _sep_second_calls(*t, stride, dilation, padding, relu), *res)[1](cot)
 
 
 _sep_second.defvjp(_sep_second_fwd, _sep_second_bwd)
 
 
-def _sep_transpose_bwd(stride, dilation, padding, res, cot):
+def _sep_transpose_bwd(stride, dilation, padding, relu, res, cot):
     """Second derivatives of the block (DARTS's exact second-order step): one native call."""
-    return _sep_second(*res, *cot, stride, dilation, padding)
+    return _sep_second(*res, *cot, stride, dilation, padding, relu)
 
 
 _sep_transpose.defvjp(_sep_transpose_fwd, _sep_transpose_bwd)
 
 
-def separable(x: jax.Array, dw: jax.Array, pw: jax.Array, stride: int, dilation: int, padding: int) -> jax.Array:
+def separable(x: jax.Array, dw: jax.Array, pw: jax.Array, stride: int, dilation: int, padding: int,
+              relu: bool = False) -> jax.Array:
     """Depthwise kxk then pointwise 1x1 for E edges: x (N, H, W, C) shared or (N, H, W, E, C),
-    dw (E, k, k, C), pw (E, C, D) -> (N, H', W', E, D).
+    dw (E, k, k, C), pw (E, C, D) -> (N, H', W', E, D); of relu(x) with ``relu``.
 
     One kernel call each way (``jaxnas_sep_fwd``/``_bwd``): the depthwise convs of all E edges,
     then each edge's pointwise conv on its channels, a sample at a time, so the depthwise
@@ -196,7 +210,7 @@ def separable(x: jax.Array, dw: jax.Array, pw: jax.Array, stride: int, dilation:
     """
     E, k, _, C = dw.shape
     y = _sep(x.reshape(x.shape[:3] + (-1,)), jnp.moveaxis(dw, 0, 2).reshape(k, k, E * C), pw,
-             stride, dilation, padding)
+             stride, dilation, padding, bool(relu))
     return y.reshape(y.shape[:3] + (E, pw.shape[-1]))
 
 

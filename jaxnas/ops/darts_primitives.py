@@ -67,8 +67,8 @@ class StackedDilConv(nnx.Module):
         self.impl = kernels.resolve()
 
     def __call__(self, x):
-        y = kernels.separable(jax.nn.relu(x), self.dw[...], self.pw[...], self.stride, self.dilation, self.padding,
-                              self.impl)
+        y = kernels.separable(x, self.dw[...], self.pw[...], self.stride, self.dilation, self.padding,
+                              self.impl, relu=True)
         return self.bn(y)
 
 

@@ -107,8 +107,8 @@ class DilConv(nnx.Module):
 
     def __call__(self, x):
         d = self.depthwise
-        y = kernels.separable(jax.nn.relu(x), d.kernel[...][None, :, :, 0, :], self.pointwise.kernel[...][None, 0, 0],
-                              d.strides[0], d.kernel_dilation[0], d.padding[0][0], d.impl)
+        y = kernels.separable(x, d.kernel[...][None, :, :, 0, :], self.pointwise.kernel[...][None, 0, 0],
+                              d.strides[0], d.kernel_dilation[0], d.padding[0][0], d.impl, relu=True)
         return self.bn(y[..., 0, :])
 
 
