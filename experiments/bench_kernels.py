@@ -8,8 +8,9 @@
 First the machine: CPU model, vector extensions, cores, and two probes compiled here for the kernels'
 target (``gcc -O3 -march=native -fopenmp``, or ``$JAXNAS_NATIVE_MARCH``; one thread per core): the FMA peak (independent vector FMA chains,
 GFLOP/s) and the stream triad bandwidth (a[i] = b[i] + s * c[i] over arrays far larger than the caches,
-GB/s counting 3 arrays). Then, per kernel and shape, forward and forward+backward (the gradient of the
-cotangent), native and XLA (``jaxnas.kernels.reference``): the median time, GFLOP/s, the minimum memory
+GB/s counting 3 arrays). Then, per kernel and shape, forward, forward+backward (the gradient of the
+cotangent) and ``2nd`` (the VJP of that VJP: the second derivatives exact second-order DARTS takes;
+GFLOP/s only for the separable block, whose work is counted), native and XLA (``jaxnas.kernels.reference``): the median time, GFLOP/s, the minimum memory
 traffic in GB/s (inputs read once and outputs written once) and both as a fraction of the peaks.
 The shapes are those of the 8-cell C=16 search step at batch 32 on 32x32 images: the normal cells'
 16 channels at 32x32, the reductions' 32 and 64 channels at 16x16 and 8x8, E=4 edges reading a cell
@@ -120,6 +121,7 @@ def bench_case(case: dict, reps: int, peak: dict) -> list[dict]:
     N, H, C = case["N"], case["H"], case["C"]
     x = jnp.asarray(rng.normal(size=(N, H, H, C)).astype(np.float32))
     kind = case["kernel"]
+    flops2 = 0
     if kind in ("separable", "depthwise"):
         k, s, d, E = case["k"], case["stride"], case["dilation"], case["E"]
         pad = d * (k - 1) // 2
@@ -132,6 +134,9 @@ def bench_case(case: dict, reps: int, peak: dict) -> list[dict]:
                    "xla": lambda a, b, c: reference.separable(a, b, c, s, d, pad, "dense")}
             flops = 2 * N * Ho * Ho * E * C * (k * k + C)
             nbytes = 4 * (x.size + dw.size + pw.size + N * Ho * Ho * E * C)
+            # the second-order chain: forward, backward (recompute, P^T, pw grad, dx, dk) and
+            # jaxnas_sep_bwd2 (three depthwise convs, four pointwise passes and a pw grad, two dx, two dk)
+            flops2 = 2 * N * Ho * Ho * E * C * (11 * k * k + 8 * C)
         else:
             kern = jnp.asarray(rng.normal(size=(k, k, E * C)).astype(np.float32))
             args = (x, kern)
@@ -156,14 +161,23 @@ def bench_case(case: dict, reps: int, peak: dict) -> list[dict]:
         flops = 9 * N * Ho * Ho * C
         nbytes = 4 * (x.size + N * Ho * Ho * C)
 
+    def vjp_of(fn):
+        """(*args, g) -> the VJP of fn at args for the cotangent g."""
+        return lambda *a: jax.vjp(fn, *a[:-1])[1](a[-1])
+
     rows = []
     for impl, fn in fns.items():
-        for mode in ("fwd", "fwd+bwd"):
+        ct = jnp.asarray(rng.normal(size=jax.eval_shape(fn, *args).shape).astype(np.float32))
+        for mode in ("fwd", "fwd+bwd", "2nd"):
             if mode == "fwd":
                 f, call = jax.jit(fn), args
-            else:  # the VJP with a random cotangent given as an argument (a constant one lets XLA fold the work)
-                ct = jnp.asarray(rng.normal(size=jax.eval_shape(fn, *args).shape).astype(np.float32))
+            elif mode == "fwd+bwd":  # the VJP with a random cotangent as an argument (a constant lets XLA fold it)
                 f, call = jax.jit(lambda g, *a, fn=fn: jax.vjp(fn, *a)[1](g)), (ct, *args)
+            else:  # second derivatives (exact second-order DARTS): the VJP of that VJP for random cotangents
+                first = vjp_of(fn)
+                q = tuple(jnp.asarray(rng.normal(size=o.shape).astype(np.float32))
+                          for o in jax.eval_shape(first, *args, ct))
+                f, call = jax.jit(lambda q, *a, first=first: jax.vjp(first, *a)[1](q)), (q, *args, ct)
             for _ in range(3):
                 jax.block_until_ready(f(*call))
             times = []
@@ -172,10 +186,12 @@ def bench_case(case: dict, reps: int, peak: dict) -> list[dict]:
                 jax.block_until_ready(f(*call))
                 times.append(time.perf_counter() - t)
             med = statistics.median(times)
-            fl, by = (flops, nbytes) if mode == "fwd" else (3 * flops, 3 * nbytes)  # backward ~ 2x forward
-            row = {**case, "impl": impl, "mode": mode, "ms": round(1e3 * med, 3),
-                   "gflops": round(fl / med / 1e9, 2), "gbs": round(by / med / 1e9, 2)}
-            if peak:
+            fl, by = {"fwd": (flops, nbytes), "fwd+bwd": (3 * flops, 3 * nbytes),  # backward ~ 2x forward
+                      "2nd": (flops2, 9 * nbytes)}[mode]
+            row = {**case, "impl": impl, "mode": mode, "ms": round(1e3 * med, 3)}
+            if fl:  # only counted where the work is known (the second-order chain: the separable block)
+                row.update(gflops=round(fl / med / 1e9, 2), gbs=round(by / med / 1e9, 2))
+            if peak and fl:
                 row["pct_fma_peak"] = round(100 * row["gflops"] / peak["fma_gflops"], 1)
                 row["pct_triad"] = round(100 * row["gbs"] / peak["triad_gbs"], 1)
             rows.append(row)
@@ -204,8 +220,9 @@ def main() -> None:
     for r in rows:
         shape = f"N{r['N']} H{r['H']} C{r['C']}" + (f" E{r['E']}" if "E" in r else "") + \
             (f" k{r['k']}d{r['dilation']}s{r['stride']}" if "k" in r else "") + (f" {r['kind']}" if "kind" in r else "")
-        print(f"{r['kernel']:10s} {shape:>24s} {r['impl']:>6s} {r['mode']:>8s} {r['ms']:9.3f} {r['gflops']:8.2f} "
-              f"{r['gbs']:7.2f} {r.get('pct_fma_peak', float('nan')):6.1f} {r.get('pct_triad', float('nan')):7.1f}")
+        nan = float("nan")
+        print(f"{r['kernel']:10s} {shape:>24s} {r['impl']:>6s} {r['mode']:>8s} {r['ms']:9.3f} {r.get('gflops', nan):8.2f} "
+              f"{r.get('gbs', nan):7.2f} {r.get('pct_fma_peak', nan):6.1f} {r.get('pct_triad', nan):7.1f}")
     if args.out:
         with open(args.out, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
