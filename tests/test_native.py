@@ -185,8 +185,24 @@ def test_separable_equals_grouped_conv_then_pointwise_to_second_derivatives(
     for a, b in zip(grads(native_fn), grads(spec)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
 
+    # a derivative in x alone (an architecture gradient: the weights are constants) or in the weights
+    # alone: the backward call computes only what is asked, and the result is the same
+    only_x = jax.grad(lambda x: jnp.sum(jnp.sin(native_fn(x, dw, pw)) * g))
+    np.testing.assert_allclose(only_x(x), grads(spec)[0], rtol=1e-4, atol=1e-3)
+    assert "want_dw = 0" in jax.jit(only_x).lower(x).as_text()
+    only_w = jax.grad(lambda dw, pw: jnp.sum(jnp.sin(native_fn(x, dw, pw)) * g), (0, 1))(dw, pw)
+    for a, b in zip(only_w, grads(spec)[1:]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+
     if E != 4:  # second derivatives on the four-edge case only (compile time)
         return
+
+    def through_weight_grad(fn):  # DARTS's exact step: d/dx of a function of the weight gradient
+        return jax.grad(lambda x: sum(jnp.sum(t ** 2) for t in jax.grad(
+            lambda *w: jnp.sum(jnp.sin(fn(x, *w)) * g), (0, 1))(dw, pw)))(x)
+
+    np.testing.assert_allclose(through_weight_grad(native_fn), through_weight_grad(spec), rtol=1e-3,
+                               atol=1e-3 * float(jnp.abs(through_weight_grad(spec)).max()))
 
     def second(fn):  # the gradient of the gradient's norm: every cotangent (dx, ddw, dpw) of the transpose
         return jax.grad(lambda *p: sum(jnp.sum(t ** 2) for t in jax.grad(
@@ -201,11 +217,16 @@ def test_separable_equals_grouped_conv_then_pointwise_to_second_derivatives(
         jax.random.normal(jax.random.key(i), t.shape) for i, t in enumerate((xs, kernel, pw))]
     for fused_relu in (False, True):  # both forms of the call, whatever this case's relu
         geometry = (stride, dilation, padding, fused_relu)
-        fused, calls = native._sep_second(*args, *geometry), native._sep_second_calls(*args, *geometry)
-        for a, b in zip(fused, calls):
-            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))
-        np.testing.assert_array_equal(fused[1], native._sep_second(*args, *geometry)[1])  # repeatable
-    third = jax.grad(lambda *t: jnp.sum(jnp.sin(native._sep_second(*t, *geometry)[2])), (0, 3, 4))(*args)
+        calls = native._sep_second_calls(*args, *geometry)
+        for want_dx, want_dw in ((True, True), (True, False), (False, True), (False, False)):
+            fused = native._sep_second(*args, *geometry, want_dx, want_dw)  # outputs not wanted are zeros
+            wanted = (want_dx, want_dw, want_dw, True)
+            for a, b, w in zip(fused, calls, wanted):
+                np.testing.assert_allclose(a, b if w else jnp.zeros_like(b), rtol=1e-4,
+                                           atol=1e-4 * float(jnp.abs(b).max()))
+        np.testing.assert_array_equal(fused[3], native._sep_second(*args, *geometry, False, False)[3])  # repeatable
+    third = jax.grad(lambda *t: jnp.sum(jnp.sin(native._sep_second(*t, *geometry, True, True)[2])),
+                     (0, 3, 4))(*args)
     third_ref = jax.grad(lambda *t: jnp.sum(jnp.sin(native._sep_second_calls(*t, *geometry)[2])), (0, 3, 4))(*args)
     for a, b in zip(third, third_ref):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.abs(b).max()))

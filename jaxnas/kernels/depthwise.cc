@@ -16,6 +16,8 @@
 //                   pw[e] on channels [eC, eC + C): y (N,Ho,Wo,E*D)
 //   jaxnas_sep_bwd: x, k, pw, g (N,Ho,Wo,E*D) -> dx, dk, dpw
 //   jaxnas_sep_bwd2: x, k, pw, g, a, b, c -> the VJP of jaxnas_sep_bwd for cotangents (a, b, c)
+//   Both take want_dx and want_dw (0 or 1): the outputs a derivative does not need (the weights'
+//   when it is taken in the architecture only) are zeros and not computed.
 //   The three separable calls take relu (0 or 1): with 1 they compute the block on relu(x), rectifying
 //   each sample's input on the fly, so DARTS's ReLU before the block is never stored.
 //   jaxnas_materialize: x -> x (aliased; a copy only if XLA could not reuse the buffer).
@@ -503,12 +505,15 @@ ffi::Error SepForward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer
 }
 
 //   jaxnas_sep_bwd: x, k, pw, g (N,Ho,Wo,E*D) -> dx (N,H,W,Cin), dk (K,K,E*C), dpw (E,C,D)
-// Per sample: recompute the depthwise output t, then g_t = g . pw^T, the sample's part of
-// dpw = t^T . g, and dx, dk from g_t as in Backward. Parts are added in sample order.
+// Per sample: g_t = g . pw^T and dx from it; for the weights, the depthwise output t recomputed,
+// the sample's part of dpw = t^T . g and of dk from g_t. Parts are added in sample order.
+// want_dx / want_dw (0 or 1): with 0 that output is zeros and not computed. An architecture
+// gradient needs no weight gradients, and dx alone skips the recomputed depthwise conv, the
+// kernel correlation and the pointwise kernel gradient: well over half of the call.
 ffi::Error SepBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
                        ffi::Buffer<ffi::F32> pw, ffi::Buffer<ffi::F32> gy, ffi::ResultBuffer<ffi::F32> dx,
                        ffi::ResultBuffer<ffi::F32> dk, ffi::ResultBuffer<ffi::F32> dpw, int64_t stride,
-                       int64_t dilation, int64_t padding, int64_t relu) {
+                       int64_t dilation, int64_t padding, int64_t relu, int64_t want_dx, int64_t want_dw) {
   Geometry g = Shape(x, k, stride, dilation, padding);
   if (auto e = Check(g, x.dimensions().size(), k.dimensions().size()); e.failure()) return e;
   int64_t E, C, D;
@@ -521,22 +526,35 @@ ffi::Error SepBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
   const int64_t KK = g.K * g.K * g.Cout, WW = E * C * D, P = g.Ho * g.Wo;
   const std::vector<float> pwt = TransposePw(PW, E, C, D);  // (E, D, C)
   const float* PWT = pwt.data();
-  std::vector<float> partial(g.N * (KK + WW));
+  std::vector<float> partial(want_dw ? g.N * (KK + WW) : 0);
   float* PK = partial.data();
-  float* PP = PK + g.N * KK;
+  float* PP = PK + (want_dw ? g.N * KK : 0);
   ParallelFor(pool, g.N, [=](int64_t n) {
-    std::vector<float> t(P * g.Cout), gt(P * g.Cout), xr;
+    std::vector<float> gt(P * g.Cout), t, xr;
     const int64_t XS = g.H * g.W * g.Cin;
-    const float* Xn = Rectified(X + n * XS, XS, relu, &xr);
     const float* Gn = G + n * P * E * D;
-    ForwardSample(g, Xn, Kw, t.data());
     Pointwise(Gn, PWT, gt.data(), P, E, D, C);
-    PointwiseKernelGrad(t.data(), Gn, PP + n * WW, P, E, C, D);
-    BackwardSample(g, Xn, Kw, gt.data(), DX + n * XS, PK + n * KK);
-    if (relu) MaskBy(X + n * XS, DX + n * XS, XS);
+    if (want_dx) {
+      DxSample(g, Kw, gt.data(), DX + n * XS);
+      if (relu) MaskBy(X + n * XS, DX + n * XS, XS);
+    } else {
+      std::fill(DX + n * XS, DX + (n + 1) * XS, 0.f);
+    }
+    if (want_dw) {
+      const float* Xn = Rectified(X + n * XS, XS, relu, &xr);
+      t.resize(P * g.Cout);
+      ForwardSample(g, Xn, Kw, t.data());
+      PointwiseKernelGrad(t.data(), Gn, PP + n * WW, P, E, C, D);
+      DkSample(g, Xn, gt.data(), PK + n * KK);
+    }
   });
-  SumParts(PK, g.N, KK, dk->typed_data());
-  SumParts(PP, g.N, WW, dpw->typed_data());
+  if (want_dw) {
+    SumParts(PK, g.N, KK, dk->typed_data());
+    SumParts(PP, g.N, WW, dpw->typed_data());
+  } else {
+    std::fill(dk->typed_data(), dk->typed_data() + KK, 0.f);
+    std::fill(dpw->typed_data(), dpw->typed_data() + WW, 0.f);
+  }
   return ffi::Error::Success();
 }
 
@@ -547,13 +565,15 @@ ffi::Error SepBackward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffe
 //     dg = P(t1, pw) + P(D(x, k), c),   dpw = t1^T g,
 //     dx = D^T(u, b) + D^T(u', k),      dk = corr(u, a) + corr(u', x).
 //   One pass per sample (three depthwise convs where the six separate calls need six); parts are
-//   added in sample order.
+//   added in sample order. want_dx / want_dw (0 or 1): with 0, dx or (dk, dpw) are zeros and not
+//   computed (DARTS's exact second-order step differentiates in the architecture only, so the
+//   weights it differentiates through are constants of that derivative).
 ffi::Error SepSecond(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
                      ffi::Buffer<ffi::F32> pw, ffi::Buffer<ffi::F32> gy, ffi::Buffer<ffi::F32> a,
                      ffi::Buffer<ffi::F32> b, ffi::Buffer<ffi::F32> c, ffi::ResultBuffer<ffi::F32> dx,
                      ffi::ResultBuffer<ffi::F32> dk, ffi::ResultBuffer<ffi::F32> dpw,
                      ffi::ResultBuffer<ffi::F32> dg, int64_t stride, int64_t dilation, int64_t padding,
-                     int64_t relu) {
+                     int64_t relu, int64_t want_dx, int64_t want_dw) {
   Geometry g = Shape(x, k, stride, dilation, padding);
   if (auto e = Check(g, x.dimensions().size(), k.dimensions().size()); e.failure()) return e;
   int64_t E, C, D;
@@ -564,9 +584,9 @@ ffi::Error SepSecond(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<
   const int64_t KK = g.K * g.K * g.Cout, WW = E * C * D, P = g.Ho * g.Wo, XS = g.H * g.W * g.Cin;
   const std::vector<float> pwt = TransposePw(PW, E, C, D), ct = TransposePw(Cw, E, C, D);
   const float *PWT = pwt.data(), *CT = ct.data();
-  std::vector<float> partial(g.N * (2 * KK + WW));
+  std::vector<float> partial(want_dw ? g.N * (2 * KK + WW) : 0);
   float* PK = partial.data();
-  float* PP = PK + 2 * g.N * KK;
+  float* PP = PK + (want_dw ? 2 * g.N * KK : 0);
   ParallelFor(pool, g.N, [=](int64_t n) {
     const int64_t TS = P * g.Cout;
     std::vector<float> buf(4 * TS + XS + P * E * D);
@@ -586,21 +606,32 @@ ffi::Error SepSecond(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<
     Pointwise(t1, PW, DGn, P, E, C, D);
     Pointwise(t0, Cw, y2, P, E, C, D);
     AddTo(DGn, y2, P * E * D);
-    PointwiseKernelGrad(t1, Gn, PP + n * WW, P, E, C, D);
+    if (want_dw) PointwiseKernelGrad(t1, Gn, PP + n * WW, P, E, C, D);
+    if (!want_dx) std::fill(DXn, DXn + XS, 0.f);
+    if (!want_dx && !want_dw) return;
     Pointwise(Gn, PWT, u, P, E, D, C);
     Pointwise(Gn, CT, u2, P, E, D, C);
-    DxSample(g, Bk, u, DXn);
-    DxSample(g, Kw, u2, dx2);
-    AddTo(DXn, dx2, XS);
-    if (relu) MaskBy(X + n * XS, DXn, XS);
-    DkSample(g, An, u, PK + n * KK);
-    DkSample(g, Xn, u2, PK + (g.N + n) * KK);
+    if (want_dx) {
+      DxSample(g, Bk, u, DXn);
+      DxSample(g, Kw, u2, dx2);
+      AddTo(DXn, dx2, XS);
+      if (relu) MaskBy(X + n * XS, DXn, XS);
+    }
+    if (want_dw) {
+      DkSample(g, An, u, PK + n * KK);
+      DkSample(g, Xn, u2, PK + (g.N + n) * KK);
+    }
   });
-  std::vector<float> dk2(KK);
-  SumParts(PK, g.N, KK, dk->typed_data());
-  SumParts(PK + g.N * KK, g.N, KK, dk2.data());
-  AddTo(dk->typed_data(), dk2.data(), KK);
-  SumParts(PP, g.N, WW, dpw->typed_data());
+  if (want_dw) {
+    std::vector<float> dk2(KK);
+    SumParts(PK, g.N, KK, dk->typed_data());
+    SumParts(PK + g.N * KK, g.N, KK, dk2.data());
+    AddTo(dk->typed_data(), dk2.data(), KK);
+    SumParts(PP, g.N, WW, dpw->typed_data());
+  } else {
+    std::fill(dk->typed_data(), dk->typed_data() + KK, 0.f);
+    std::fill(dpw->typed_data(), dpw->typed_data() + WW, 0.f);
+  }
   return ffi::Error::Success();
 }
 
@@ -662,7 +693,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxnasSepBwd, SepBackward,
                                   .Attr<int64_t>("stride")
                                   .Attr<int64_t>("dilation")
                                   .Attr<int64_t>("padding")
-                                  .Attr<int64_t>("relu"));
+                                  .Attr<int64_t>("relu")
+                                  .Attr<int64_t>("want_dx")
+                                  .Attr<int64_t>("want_dw"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxnasSepBwd2, SepSecond,
                               ffi::Ffi::Bind()
@@ -681,4 +714,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxnasSepBwd2, SepSecond,
                                   .Attr<int64_t>("stride")
                                   .Attr<int64_t>("dilation")
                                   .Attr<int64_t>("padding")
-                                  .Attr<int64_t>("relu"));
+                                  .Attr<int64_t>("relu")
+                                  .Attr<int64_t>("want_dx")
+                                  .Attr<int64_t>("want_dw"));

@@ -26,6 +26,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_derivatives import SymbolicZero
 
 from jaxnas.errors import unknown
 from jaxnas.kernels import build, reference
@@ -112,45 +113,82 @@ def materialize(x: jax.Array) -> jax.Array:
 materialize.defvjp(lambda x: (materialize(x), None), lambda _, g: (materialize(g),))
 
 
-def _attrs(stride, dilation, padding, relu):
-    return {"stride": np.int64(stride), "dilation": np.int64(dilation), "padding": np.int64(padding),
-            "relu": np.int64(relu)}
+def _attrs(stride, dilation, padding, relu, wants=None):
+    out = {"stride": np.int64(stride), "dilation": np.int64(dilation), "padding": np.int64(padding),
+           "relu": np.int64(relu)}
+    if wants is not None:
+        out.update(want_dx=np.int64(wants[0]), want_dw=np.int64(wants[1]))
+    return out
+
+
+# The separable block's rules take symbolic zeros (``jax.custom_vjp(..., symbolic_zeros=True)``): the
+# forward rule learns which inputs the derivative is taken in, and the backward call computes only
+# their cotangents. An architecture gradient (DARTS's first-order step, and the derivative through the
+# unrolled weight step of its exact second order) treats the weights as constants, so the backward
+# call then skips the weight gradients (the recomputed depthwise conv, its kernel correlation and the
+# pointwise kernel gradient). Which inputs are perturbed is static; it travels from the forward rule
+# to the backward rule in the residuals' tree structure: ``()`` for yes, ``None`` for no.
+
+def _flags(*perturbed: bool) -> tuple:
+    return tuple(() if p else None for p in perturbed)
+
+
+def _unflag(flags: tuple) -> tuple[bool, ...]:
+    return tuple(f is not None for f in flags)
+
+
+def _dense(ct, like):
+    """A cotangent as an array (symbolic zeros instantiated), or zeros when ``ct`` is None."""
+    if ct is None or isinstance(ct, SymbolicZero):
+        return jnp.zeros(like.shape, like.dtype)
+    return ct
+
+
+def _sep_out(x, kernel, pw, stride, dilation, padding) -> jax.ShapeDtypeStruct:
+    N, H, W, _ = x.shape
+    k = kernel.shape[0]
+    return jax.ShapeDtypeStruct((N, out_size(H, k, stride, dilation, padding), out_size(W, k, stride, dilation, padding),
+                                 pw.shape[0] * pw.shape[2]), jnp.float32)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
 def _sep(x, kernel, pw, stride, dilation, padding, relu):
     """The separable block on x, or on relu(x) (``relu``: rectified per sample inside the call, so the
     rectified tensor is never stored)."""
-    N, H, W, _ = x.shape
-    k = kernel.shape[0]
-    out = jax.ShapeDtypeStruct((N, out_size(H, k, stride, dilation, padding), out_size(W, k, stride, dilation, padding),
-                                pw.shape[0] * pw.shape[2]), jnp.float32)
-    return _ffi_call("jaxnas_sep_fwd", out, vmap_method="sequential")(
-        x, kernel, pw, **_attrs(stride, dilation, padding, relu))
+    return _ffi_call("jaxnas_sep_fwd", _sep_out(x, kernel, pw, stride, dilation, padding),
+                     vmap_method="sequential")(x, kernel, pw, **_attrs(stride, dilation, padding, relu))
 
 
 def _sep_fwd(x, kernel, pw, stride, dilation, padding, relu):
-    return _sep(x, kernel, pw, stride, dilation, padding, relu), (x, kernel, pw)
+    y = _sep(x.value, kernel.value, pw.value, stride, dilation, padding, relu)
+    return y, ((x.value, kernel.value, pw.value), _flags(x.perturbed, kernel.perturbed or pw.perturbed))
 
 
 def _sep_bwd(stride, dilation, padding, relu, res, g):
-    return _sep_transpose(*res, g, stride, dilation, padding, relu)
+    (x, kernel, pw), flags = res
+    want_dx, want_dw = _unflag(flags)
+    g = _dense(g, _sep_out(x, kernel, pw, stride, dilation, padding))
+    dx, dk, dpw = _sep_transpose(x, kernel, pw, g, stride, dilation, padding, relu, want_dx, want_dw)
+    return (dx if want_dx else None, dk if want_dw else None, dpw if want_dw else None)
 
 
-_sep.defvjp(_sep_fwd, _sep_bwd)
+_sep.defvjp(_sep_fwd, _sep_bwd, symbolic_zeros=True)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
-def _sep_transpose(x, kernel, pw, g, stride, dilation, padding, relu):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7, 8, 9))
+def _sep_transpose(x, kernel, pw, g, stride, dilation, padding, relu, want_dx, want_dw):
     """``(dx, dkernel, dpw)`` of ``_sep`` for the cotangent ``g``: one call, the depthwise output
-    recomputed per sample and never stored."""
+    recomputed per sample and never stored. ``dx`` is zeros unless ``want_dx``, the weights' parts
+    zeros unless ``want_dw`` (and not computed)."""
     shapes = tuple(jax.ShapeDtypeStruct(a.shape, jnp.float32) for a in (x, kernel, pw))
     return tuple(_ffi_call("jaxnas_sep_bwd", shapes, vmap_method="sequential")(
-        x, kernel, pw, g, **_attrs(stride, dilation, padding, relu)))
+        x, kernel, pw, g, **_attrs(stride, dilation, padding, relu, (want_dx, want_dw))))
 
 
-def _sep_transpose_fwd(x, kernel, pw, g, stride, dilation, padding, relu):
-    return _sep_transpose(x, kernel, pw, g, stride, dilation, padding, relu), (x, kernel, pw, g)
+def _sep_transpose_fwd(x, kernel, pw, g, stride, dilation, padding, relu, want_dx, want_dw):
+    args = (x.value, kernel.value, pw.value, g.value)
+    flags = _flags(x.perturbed, kernel.perturbed or pw.perturbed, g.perturbed)
+    return _sep_transpose(*args, stride, dilation, padding, relu, want_dx, want_dw), (args, flags)
 
 
 def _sep_second_calls(x, kernel, pw, g, a, b, c, stride, dilation, padding, relu):
@@ -163,40 +201,51 @@ def _sep_second_calls(x, kernel, pw, g, a, b, c, stride, dilation, padding, relu
         out = _sep_second_calls(jax.nn.relu(x), kernel, pw, g, jnp.where(mask, a, 0), b, c, stride, dilation,
                                 padding, False)
         return (jnp.where(mask, out[0], 0),) + out[1:]
-    geometry = (stride, dilation, padding, False)
-    ta = _sep_transpose(a, kernel, pw, g, *geometry)
-    tb = _sep_transpose(x, b, pw, g, *geometry)
-    tc = _sep_transpose(x, kernel, c, g, *geometry)
+    geometry, full = (stride, dilation, padding, False), (True, True)
+    ta = _sep_transpose(a, kernel, pw, g, *geometry, *full)
+    tb = _sep_transpose(x, b, pw, g, *geometry, *full)
+    tc = _sep_transpose(x, kernel, c, g, *geometry, *full)
     dg = _sep(a, kernel, pw, *geometry) + _sep(x, b, pw, *geometry) + _sep(x, kernel, c, *geometry)
     return tb[0] + tc[0], ta[1] + tc[1], ta[2] + tb[2], dg
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9, 10))
-def _sep_second(x, kernel, pw, g, a, b, c, stride, dilation, padding, relu):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9, 10, 11, 12))
+def _sep_second(x, kernel, pw, g, a, b, c, stride, dilation, padding, relu, want_dx, want_dw):
     """``_sep_second_calls`` in one kernel call (``jaxnas_sep_bwd2``: three depthwise convs a sample
-    where the six calls run six); its own derivatives (third order) go through the six calls."""
+    where the six calls run six), with dx zeros unless ``want_dx`` and (dkernel, dpw) zeros unless
+    ``want_dw``; its own derivatives (third order) go through the six calls."""
     shapes = tuple(jax.ShapeDtypeStruct(t.shape, jnp.float32) for t in (x, kernel, pw, g))
     return tuple(_ffi_call("jaxnas_sep_bwd2", shapes, vmap_method="sequential")(
-        x, kernel, pw, g, a, b, c, **_attrs(stride, dilation, padding, relu)))
+        x, kernel, pw, g, a, b, c, **_attrs(stride, dilation, padding, relu, (want_dx, want_dw))))
 
 
 def _sep_second_fwd(*args):
     return _sep_second(*args), args[:7]
 
 
-def _sep_second_bwd(stride, dilation, padding, relu, res, cot):
+def _sep_second_bwd(stride, dilation, padding, relu, want_dx, want_dw, res, cot):
+    wanted = (want_dx, want_dw, want_dw, True)
+    cot = tuple(t if w else jnp.zeros_like(t) for t, w in zip(cot, wanted))
     return jax.vjp(lambda *t: _sep_second_calls(*t, stride, dilation, padding, relu), *res)[1](cot)
 
 
 _sep_second.defvjp(_sep_second_fwd, _sep_second_bwd)
 
 
-def _sep_transpose_bwd(stride, dilation, padding, relu, res, cot):
-    """Second derivatives of the block (DARTS's exact second-order step): one native call."""
-    return _sep_second(*res, *cot, stride, dilation, padding, relu)
+def _sep_transpose_bwd(stride, dilation, padding, relu, want_dx, want_dw, res, cot):
+    """Second derivatives of the block (DARTS's exact second-order step): one native call, computing
+    the cotangents of the perturbed inputs only. An output the forward call left at zero (not
+    wanted) passes no cotangent back."""
+    (x, kernel, pw, g), flags = res
+    x_in, w_in, g_in = _unflag(flags)
+    a = _dense(cot[0] if want_dx else None, x)
+    b = _dense(cot[1] if want_dw else None, kernel)
+    c = _dense(cot[2] if want_dw else None, pw)
+    dx, dk, dpw, dg = _sep_second(x, kernel, pw, g, a, b, c, stride, dilation, padding, relu, x_in, w_in)
+    return (dx if x_in else None, dk if w_in else None, dpw if w_in else None, dg if g_in else None)
 
 
-_sep_transpose.defvjp(_sep_transpose_fwd, _sep_transpose_bwd)
+_sep_transpose.defvjp(_sep_transpose_fwd, _sep_transpose_bwd, symbolic_zeros=True)
 
 
 def separable(x: jax.Array, dw: jax.Array, pw: jax.Array, stride: int, dilation: int, padding: int,
