@@ -31,6 +31,8 @@ import time
 
 from benchutil import machine
 
+from jaxnas import hugepages
+
 PROBE_C = r"""
 #include <omp.h>
 #include <stdlib.h>
@@ -199,6 +201,7 @@ def bench_case(case: dict, reps: int, peak: dict) -> list[dict]:
 
 
 def main() -> None:
+    hugepages.reexec()  # as the jaxnas command does (jaxnas/hugepages.py)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--reps", type=int, default=0, help="timed repetitions (default 20, 5 with --quick)")

@@ -30,6 +30,8 @@ import time
 
 from benchutil import machine, peak_rss_gb, reset_peak_rss
 
+from jaxnas import hugepages
+
 
 def bench(args) -> dict:
     import jax
@@ -118,6 +120,7 @@ def bench(args) -> dict:
 
 
 def main() -> None:
+    hugepages.reexec()  # as the jaxnas command does (jaxnas/hugepages.py)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--order", default="all", choices=["first", "second", "second_fd", "all"])
     p.add_argument("--batch", type=int, default=32)

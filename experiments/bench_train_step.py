@@ -15,8 +15,11 @@ import time
 
 from benchutil import peak_rss_gb, reset_peak_rss
 
+from jaxnas import hugepages
+
 
 def main() -> None:
+    hugepages.reexec()  # as the jaxnas command does (jaxnas/hugepages.py)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--genotype", default="DARTS_V2")
     p.add_argument("--C", type=int, default=36)

@@ -53,5 +53,8 @@ def machine() -> dict:
         pass
     vector = [v for v in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "amx_tile")
               if v in flags]
+    from jaxnas import hugepages
+
     return {"cpu": model, "vector": vector, "cores": os.cpu_count(),
-            "kernels_built_for": f"-march={os.environ.get('JAXNAS_NATIVE_MARCH') or 'native'}"}
+            "kernels_built_for": f"-march={os.environ.get('JAXNAS_NATIVE_MARCH') or 'native'}",
+            "huge_pages": hugepages.active(), "thp": hugepages.thp_mode()}

@@ -2,6 +2,6 @@
 
 import sys
 
-from jaxnas.cli import main
+from jaxnas.cli import entry
 
-sys.exit(main())
+sys.exit(entry())

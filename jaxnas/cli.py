@@ -230,5 +230,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def entry() -> int:
+    """The ``jaxnas`` command: :func:`main`, in a process restarted once with glibc's huge-page tunable
+    where that helps (``jaxnas.hugepages``; ``JAXNAS_HUGE_PAGES=0`` turns it off)."""
+    from jaxnas import hugepages
+
+    hugepages.reexec()
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

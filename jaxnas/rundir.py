@@ -11,6 +11,7 @@ from importlib import metadata
 
 import jax
 
+from jaxnas import hugepages
 from jaxnas.errors import JaxnasError
 
 PACKAGES = ("jaxnas", "jax", "jaxlib", "flax", "optax", "chex", "numpy", "tensorflow-datasets", "ml_collections",
@@ -77,6 +78,8 @@ def create(cfg, kind: str) -> str:
         "devices_used": cfg.run.devices or jax.device_count(),
         "device_kind": devices[0].device_kind,
         "process_count": jax.process_count(),
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+        "transparent_huge_pages": hugepages.thp_mode(),
     })
     return path
 

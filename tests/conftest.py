@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 
+os.environ.setdefault("JAXNAS_HUGE_PAGES", "0")  # CLI subprocesses start once (tests/test_hugepages.py checks the restart)
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ["XLA_FLAGS"] += "" if "device_count" in os.environ["XLA_FLAGS"] else \
     " --xla_force_host_platform_device_count=4"
