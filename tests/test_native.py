@@ -20,6 +20,8 @@ def test_kernel_builds_and_registers_on_cpu():
     (2, 5, 5, 32, 1, 3, 1, 1, 0),    # no padding
     (2, 12, 11, 16, 2, 5, 1, 2, 4),  # dil_conv_5x5 at stride 1 on full blocks: interior tiles and borders
     (1, 10, 9, 32, 4, 3, 1, 1, 1),   # sep_conv_3x3's first conv for four edges
+    (2, 7, 8, 13, 2, 3, 1, 1, 1),    # 13 channels: an 8- and a 4-float vector and a scalar (AVX-512)
+    (2, 6, 6, 4, 3, 5, 1, 2, 4),     # PC-DARTS's 4 channels an op (C=16, K=4): one 4-float vector
 ])
 def test_depthwise_conv_equals_xla_grouped_conv_in_values_and_gradients(N, H, W, C, R, K, stride, dilation, padding):
     kx, kk, kg = jax.random.split(jax.random.key(0), 3)
@@ -157,6 +159,7 @@ def test_batch_norm_hand_case_and_repeatable_statistics():
     (2, 7, 6, 3, 2, 3, 5, 3, 1, 1, 1, False),      # two edges sharing the input, channels off a vector block
     (3, 9, 7, 32, 2, 16, 16, 3, 2, 2, 2, True),    # one input per edge (Cin = E*C), dilated, strided, ReLU fused
     (2, 9, 11, 16, 4, 16, 20, 5, 1, 1, 2, True),   # four edges, full 4-pixel tiles plus a tail, D off a block
+    (2, 6, 7, 4, 3, 4, 4, 3, 1, 1, 1, True),       # PC-DARTS's 4 channels an op, three edges sharing the input
 ])
 def test_separable_equals_grouped_conv_then_pointwise_to_second_derivatives(
         N, H, W, Cin, E, C, D, K, stride, dilation, padding, relu):

@@ -75,20 +75,42 @@ ffi::Error Check(const Geometry& g, int64_t xr, int64_t kr) {
 // Channels run in blocks of up to B (one vector register); each output block is
 // accumulated in registers over all its taps and stored once.
 
+// out[off:off+L] of Dot below in one L-float vector (L = 8 or 4: AVX or SSE registers).
+template <int64_t L, typename Pairs>
+inline void DotPart(float* out, int64_t off, Pairs& pairs) {
+  typedef float VL __attribute__((vector_size(L * sizeof(float))));
+  VL acc = {};
+  pairs([&](const float* a, const float* b) {
+    VL va, vb;
+    std::memcpy(&va, a + off, sizeof(VL));
+    std::memcpy(&vb, b + off, sizeof(VL));
+    acc += va * vb;
+  });
+  std::memcpy(out + off, &acc, sizeof(VL));
+}
+
 // out[0:len] = sum over the (a, b) pairs that pairs(fma) passes to fma of a[0:len] * b[0:len].
+// A block narrower than B (channel counts like PC-DARTS's 4 per op, or a tail) runs in 8- and
+// 4-float vectors, then scalars; every lane adds its pairs in the same order as a full block.
 template <typename Pairs>
 inline void Dot(float* out, int64_t len, Pairs pairs) {
   if (len == B) {
     V acc = {};
     pairs([&](const float* a, const float* b) { acc += Load(a) * Load(b); });
     Store(out, acc);
-  } else {
-    float acc[B] = {};
-    pairs([&](const float* a, const float* b) {
-      for (int64_t c = 0; c < len; ++c) acc[c] += a[c] * b[c];
-    });
-    std::memcpy(out, acc, len * sizeof(float));
+    return;
   }
+  int64_t off = 0;
+  if constexpr (B > 8)
+    for (; len - off >= 8; off += 8) DotPart<8>(out, off, pairs);
+  if constexpr (B > 4)
+    for (; len - off >= 4; off += 4) DotPart<4>(out, off, pairs);
+  if (off == len) return;
+  float acc[B] = {};
+  pairs([&](const float* a, const float* b) {
+    for (int64_t c = off; c < len; ++c) acc[c - off] += a[c] * b[c];
+  });
+  std::memcpy(out + off, acc, (len - off) * sizeof(float));
 }
 
 // Taps [lo, hi) of output position o along an axis of input size L (input o*s - p + t*d).
