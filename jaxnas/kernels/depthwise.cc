@@ -405,64 +405,109 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<f
 // depthwise channels [eC, eC + C) to outputs [eD, eD + D) with pw[e] (C x D). One
 // sample at a time, so the depthwise output stays in cache and is never stored.
 
+// One register tile of Pointwise: np <= 4 pixels x L outputs [j0, j0 + L), each weight vector
+// loaded once for the pixels (L = B, or 8 or 4 for narrow output counts and tails).
+template <int64_t L, int NP>
+inline void PointwiseTile(const float* in, const float* we, float* out, int64_t p0, int64_t e, int64_t E,
+                          int64_t I, int64_t O, int64_t j0) {
+  typedef float VL __attribute__((vector_size(L * sizeof(float))));
+  VL acc[NP] = {};
+  for (int64_t i = 0; i < I; ++i) {
+    VL wv;
+    std::memcpy(&wv, we + i * O + j0, sizeof(VL));
+    for (int q = 0; q < NP; ++q) acc[q] += in[(p0 + q) * E * I + e * I + i] * wv;
+  }
+  for (int q = 0; q < NP; ++q) std::memcpy(out + (p0 + q) * E * O + e * O + j0, &acc[q], sizeof(VL));
+}
+
+template <int64_t L>
+inline void PointwiseTiles(const float* in, const float* we, float* out, int64_t p0, int64_t np, int64_t e,
+                           int64_t E, int64_t I, int64_t O, int64_t j0) {
+  switch (np) {
+    case 4: PointwiseTile<L, 4>(in, we, out, p0, e, E, I, O, j0); break;
+    case 3: PointwiseTile<L, 3>(in, we, out, p0, e, E, I, O, j0); break;
+    case 2: PointwiseTile<L, 2>(in, we, out, p0, e, E, I, O, j0); break;
+    default: PointwiseTile<L, 1>(in, we, out, p0, e, E, I, O, j0); break;
+  }
+}
+
 // out[p, e*O + j] = sum_i in[p, e*I + i] * w[e, i, j] for P pixels: 4 pixels x B outputs
-// per register tile, each weight vector loaded once for the 4 pixels.
+// per register tile, each weight vector loaded once for the 4 pixels; output counts narrower
+// than B (PC-DARTS's 4 channels an op) and tails in 8- and 4-float vectors, then scalars.
 void Pointwise(const float* in, const float* w, float* out, int64_t P, int64_t E, int64_t I, int64_t O) {
   for (int64_t p0 = 0; p0 < P; p0 += 4) {
     const int64_t np = std::min<int64_t>(4, P - p0);
     for (int64_t e = 0; e < E; ++e) {
       const float* we = w + e * I * O;
-      for (int64_t j0 = 0; j0 < O; j0 += B) {
-        if (np == 4 && O - j0 >= B) {
-          V acc[4] = {};
-          for (int64_t i = 0; i < I; ++i) {
-            const V wv = Load(we + i * O + j0);
-            for (int q = 0; q < 4; ++q) acc[q] += in[(p0 + q) * E * I + e * I + i] * wv;
-          }
-          for (int q = 0; q < 4; ++q) Store(out + (p0 + q) * E * O + e * O + j0, acc[q]);
-          continue;
+      int64_t j0 = 0;
+      for (; O - j0 >= B; j0 += B) PointwiseTiles<B>(in, we, out, p0, np, e, E, I, O, j0);
+      if constexpr (B > 8)
+        for (; O - j0 >= 8; j0 += 8) PointwiseTiles<8>(in, we, out, p0, np, e, E, I, O, j0);
+      if constexpr (B > 4)
+        for (; O - j0 >= 4; j0 += 4) PointwiseTiles<4>(in, we, out, p0, np, e, E, I, O, j0);
+      if (j0 == O) continue;
+      const int64_t nj = O - j0;
+      for (int64_t q = 0; q < np; ++q) {
+        float acc[B] = {};
+        for (int64_t i = 0; i < I; ++i) {
+          const float a = in[(p0 + q) * E * I + e * I + i];
+          for (int64_t j = 0; j < nj; ++j) acc[j] += a * we[i * O + j0 + j];
         }
-        const int64_t nj = std::min(B, O - j0);
-        for (int64_t q = 0; q < np; ++q) {
-          float acc[B] = {};
-          for (int64_t i = 0; i < I; ++i) {
-            const float a = in[(p0 + q) * E * I + e * I + i];
-            for (int64_t j = 0; j < nj; ++j) acc[j] += a * we[i * O + j0 + j];
-          }
-          std::memcpy(out + (p0 + q) * E * O + e * O + j0, acc, nj * sizeof(float));
-        }
+        std::memcpy(out + (p0 + q) * E * O + e * O + j0, acc, nj * sizeof(float));
       }
     }
   }
 }
 
+// One register tile of PointwiseKernelGrad: NC <= 4 input channels x L outputs [d0, d0 + L).
+template <int64_t L, int NC>
+inline void KernelGradTile(const float* t, const float* gy, float* dw, int64_t P, int64_t E, int64_t C,
+                           int64_t D, int64_t e, int64_t c0, int64_t d0) {
+  typedef float VL __attribute__((vector_size(L * sizeof(float))));
+  VL acc[NC] = {};
+  for (int64_t p = 0; p < P; ++p) {
+    VL gv;
+    std::memcpy(&gv, gy + p * E * D + e * D + d0, sizeof(VL));
+    const float* tp = t + p * E * C + e * C + c0;
+    for (int q = 0; q < NC; ++q) acc[q] += tp[q] * gv;
+  }
+  for (int q = 0; q < NC; ++q) std::memcpy(dw + (e * C + c0 + q) * D + d0, &acc[q], sizeof(VL));
+}
+
+template <int64_t L>
+inline void KernelGradTiles(const float* t, const float* gy, float* dw, int64_t P, int64_t E, int64_t C,
+                            int64_t D, int64_t e, int64_t c0, int64_t nc, int64_t d0) {
+  switch (nc) {
+    case 4: KernelGradTile<L, 4>(t, gy, dw, P, E, C, D, e, c0, d0); break;
+    case 3: KernelGradTile<L, 3>(t, gy, dw, P, E, C, D, e, c0, d0); break;
+    case 2: KernelGradTile<L, 2>(t, gy, dw, P, E, C, D, e, c0, d0); break;
+    default: KernelGradTile<L, 1>(t, gy, dw, P, E, C, D, e, c0, d0); break;
+  }
+}
+
 // dw[e, c, d] = sum_p t[p, e*C + c] * g[p, e*D + d] over P pixels (one sample's part), with
-// 4 input channels x B outputs in registers and the pixels in a fixed order.
+// 4 input channels x B outputs in registers (8 or 4 for narrow output counts and tails) and the
+// pixels in a fixed order.
 void PointwiseKernelGrad(const float* t, const float* gy, float* dw, int64_t P, int64_t E, int64_t C,
                          int64_t D) {
   for (int64_t e = 0; e < E; ++e)
     for (int64_t c0 = 0; c0 < C; c0 += 4) {
       const int64_t nc = std::min<int64_t>(4, C - c0);
-      for (int64_t d0 = 0; d0 < D; d0 += B) {
-        if (nc == 4 && D - d0 >= B) {
-          V acc[4] = {};
-          for (int64_t p = 0; p < P; ++p) {
-            const V gv = Load(gy + p * E * D + e * D + d0);
-            const float* tp = t + p * E * C + e * C + c0;
-            for (int q = 0; q < 4; ++q) acc[q] += tp[q] * gv;
-          }
-          for (int q = 0; q < 4; ++q) Store(dw + (e * C + c0 + q) * D + d0, acc[q]);
-          continue;
+      int64_t d0 = 0;
+      for (; D - d0 >= B; d0 += B) KernelGradTiles<B>(t, gy, dw, P, E, C, D, e, c0, nc, d0);
+      if constexpr (B > 8)
+        for (; D - d0 >= 8; d0 += 8) KernelGradTiles<8>(t, gy, dw, P, E, C, D, e, c0, nc, d0);
+      if constexpr (B > 4)
+        for (; D - d0 >= 4; d0 += 4) KernelGradTiles<4>(t, gy, dw, P, E, C, D, e, c0, nc, d0);
+      if (d0 == D) continue;
+      const int64_t nd = D - d0;
+      for (int64_t q = 0; q < nc; ++q) {
+        float acc[B] = {};
+        for (int64_t p = 0; p < P; ++p) {
+          const float a = t[p * E * C + e * C + c0 + q];
+          for (int64_t d = 0; d < nd; ++d) acc[d] += a * gy[p * E * D + e * D + d0 + d];
         }
-        const int64_t nd = std::min(B, D - d0);
-        for (int64_t q = 0; q < nc; ++q) {
-          float acc[B] = {};
-          for (int64_t p = 0; p < P; ++p) {
-            const float a = t[p * E * C + e * C + c0 + q];
-            for (int64_t d = 0; d < nd; ++d) acc[d] += a * gy[p * E * D + e * D + d0 + d];
-          }
-          std::memcpy(dw + (e * C + c0 + q) * D + d0, acc, nd * sizeof(float));
-        }
+        std::memcpy(dw + (e * C + c0 + q) * D + d0, acc, nd * sizeof(float));
       }
     }
 }
