@@ -2,6 +2,7 @@
 
     python experiments/bench_kernels.py            # batch 32, C=16: the benchmark's search step
     python experiments/bench_kernels.py --quick    # fewer shapes and repetitions
+    python experiments/bench_kernels.py --partial 4   # PC-DARTS's ops: C/4 channels each (4, 8 and 16)
 
     JAXNAS_NATIVE_MARCH=x86-64-v3 python experiments/bench_kernels.py   # the AVX2 build, on any x86 CPU
 
@@ -96,10 +97,12 @@ def probes() -> dict:
     return {"fma_gflops": round(so.fma_gflops(20_000_000), 1), "triad_gbs": round(so.triad_gbs(64 * 1024 * 1024), 1)}
 
 
-def cases(quick: bool) -> list[dict]:
-    """(kernel, shape) pairs of the search step: (N, H, C) per cell type; E edges read one cell input."""
+def cases(quick: bool, partial: int = 1) -> list[dict]:
+    """(kernel, shape) pairs of the search step: (N, H, C) per cell type; E edges read one cell input.
+    ``partial``: PC-DARTS's K, the ops seeing C/K channels."""
     N = 32
     sizes = [(32, 16)] if quick else [(32, 16), (16, 32), (8, 64)]
+    sizes = [(H, C // partial) for H, C in sizes]
     out = []
     for H, C in sizes:
         for k, dil, stride in ((3, 1, 1), (5, 1, 1), (3, 2, 1), (3, 1, 2)) if not quick else ((3, 1, 1), (3, 1, 2)):
@@ -205,6 +208,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--reps", type=int, default=0, help="timed repetitions (default 20, 5 with --quick)")
+    p.add_argument("--partial", type=int, default=1, help="PC-DARTS's K: the ops see C/K channels")
     p.add_argument("--out", default="")
     args = p.parse_args()
     from jaxnas.kernels import build
@@ -216,7 +220,7 @@ def main() -> None:
     peak = probes()
     print(json.dumps({"machine": machine(), **peak}), flush=True)
     rows = []
-    for case in cases(args.quick):
+    for case in cases(args.quick, args.partial):
         rows += bench_case(case, args.reps or (5 if args.quick else 20), peak)
     print(f"{'kernel':10s} {'shape':>24s} {'impl':>6s} {'mode':>8s} {'ms':>9s} {'GFLOP/s':>8s} {'GB/s':>7s} "
           f"{'%FMA':>6s} {'%triad':>7s}")

@@ -240,6 +240,7 @@ def test_separable_equals_grouped_conv_then_pointwise_to_second_derivatives(
     (2, 7, 6, 3, 3, 1, 1),     # channels below one vector block
     (2, 8, 8, 20, 3, 2, 1),    # a full block plus a tail, stride 2 (DARTS's reduction cells)
     (2, 11, 11, 16, 5, 3, 0),  # DARTS's auxiliary head: 5x5, stride 3, no padding
+    (2, 6, 7, 13, 3, 1, 1),    # 13 channels: 8- and 4-float vectors and a scalar (PC-DARTS's narrow ops)
 ])
 def test_pool_equals_xla_reduce_window_to_second_derivatives(kind, N, H, W, C, k, stride, padding):
     kx, kg = jax.random.split(jax.random.key(6))

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 #include "common.h"
 #include "xla/ffi/api/ffi.h"
@@ -37,6 +38,33 @@ using jaxnas::V;
 
 typedef int32_t M __attribute__((vector_size(B * sizeof(int32_t))));  // lane masks: 0 or -1
 inline V Splat(float a) { return V{} + a; }
+
+// L-float vectors (L = B, or 8 and 4 for channel blocks narrower than B: PC-DARTS's 4 channels an
+// op, and tails), with their lane masks.
+template <int64_t L>
+struct Lanes {
+  typedef float F __attribute__((vector_size(L * sizeof(float))));
+  typedef int32_t I __attribute__((vector_size(L * sizeof(int32_t))));
+  static F Ld(const float* p) {
+    F v;
+    std::memcpy(&v, p, sizeof(F));
+    return v;
+  }
+  static void St(float* p, F v) { std::memcpy(p, &v, sizeof(F)); }
+};
+
+// Calls vec(std::integral_constant<int64_t, L>{}, off) over [0, len) in runs of B, 8 and 4 lanes,
+// and returns where the scalar rest starts.
+template <typename Vec>
+inline int64_t VectorRuns(int64_t len, Vec vec) {
+  int64_t off = 0;
+  for (; len - off >= B; off += B) vec(std::integral_constant<int64_t, B>{}, off);
+  if constexpr (B > 8)
+    for (; len - off >= 8; off += 8) vec(std::integral_constant<int64_t, 8>{}, off);
+  if constexpr (B > 4)
+    for (; len - off >= 4; off += 4) vec(std::integral_constant<int64_t, 4>{}, off);
+  return off;
+}
 
 struct Pool {
   int64_t N, H, W, C, Ho, Wo, k, s, p;
@@ -65,17 +93,17 @@ ffi::Error Make(const ffi::Buffer<ffi::F32>& x, int64_t kind, int64_t k, int64_t
 inline void Reduce(const Pool& g, const float* X, float* out, int64_t i0, int64_t i1, int64_t j0,
                    int64_t j1, int64_t c0, int64_t len) {
   const float inv = 1.f / static_cast<float>((i1 - i0) * (j1 - j0));
-  if (len == B) {
-    V acc = Splat(g.max ? -std::numeric_limits<float>::infinity() : 0.f);
+  const int64_t rest = VectorRuns(len, [&](auto lanes, int64_t off) {
+    using Ln = Lanes<decltype(lanes)::value>;
+    typename Ln::F acc = typename Ln::F{} + (g.max ? -std::numeric_limits<float>::infinity() : 0.f);
     for (int64_t i = i0; i < i1; ++i)
       for (int64_t j = j0; j < j1; ++j) {
-        const V v = Load(X + (i * g.W + j) * g.C + c0);
+        const typename Ln::F v = Ln::Ld(X + (i * g.W + j) * g.C + c0 + off);
         acc = g.max ? ((v > acc) | (v != v) ? v : acc) : acc + v;  // NaN propagates, as in XLA
       }
-    Store(out, g.max ? acc : acc * inv);
-    return;
-  }
-  for (int64_t c = 0; c < len; ++c) {
+    Ln::St(out + off, g.max ? acc : acc * inv);
+  });
+  for (int64_t c = rest; c < len; ++c) {
     float acc = g.max ? -std::numeric_limits<float>::infinity() : 0.f;
     for (int64_t i = i0; i < i1; ++i)
       for (int64_t j = j0; j < j1; ++j) {
@@ -119,41 +147,42 @@ inline void Scatter(const Pool& g, const float* X, const float* G, float* DX, in
       }
     return;
   }
-  if (len == B) {
-    V best = Splat(-std::numeric_limits<float>::infinity());
+  const int64_t rest = VectorRuns(len, [&](auto lanes, int64_t off) {
+    using Ln = Lanes<decltype(lanes)::value>;
+    typename Ln::F best = typename Ln::F{} - std::numeric_limits<float>::infinity();
     for (int64_t i = i0; i < i1; ++i)
       for (int64_t j = j0; j < j1; ++j) {
-        const V v = Load(X + (i * g.W + j) * g.C + c0);
+        const typename Ln::F v = Ln::Ld(X + (i * g.W + j) * g.C + c0 + off);
         best = (v > best) | (v != v) ? v : best;
       }
-    const V gv = Load(G), zero = {};
-    M done = {};
+    const typename Ln::F gv = Ln::Ld(G + off), zero = {};
+    typename Ln::I done = {};
     for (int64_t i = i0; i < i1; ++i)
       for (int64_t j = j0; j < j1; ++j) {
-        const V v = Load(X + (i * g.W + j) * g.C + c0);
-        const M hit = (v == best) & ~done;
-        float* d = DX + (i * g.W + j) * g.C + c0;
-        Store(d, Load(d) + (hit ? gv : zero));
+        const typename Ln::F v = Ln::Ld(X + (i * g.W + j) * g.C + c0 + off);
+        const typename Ln::I hit = (v == best) & ~done;
+        float* d = DX + (i * g.W + j) * g.C + c0 + off;
+        Ln::St(d, Ln::Ld(d) + (hit ? gv : zero));
         done |= hit;
       }
-    return;
-  }
+  });
+  if (rest == len) return;
   float best[B];
   bool done[B];
-  for (int64_t c = 0; c < len; ++c) {
+  for (int64_t c = rest; c < len; ++c) {
     best[c] = -std::numeric_limits<float>::infinity();
     done[c] = false;
   }
   for (int64_t i = i0; i < i1; ++i)
     for (int64_t j = j0; j < j1; ++j) {
       const float* v = X + (i * g.W + j) * g.C + c0;
-      for (int64_t c = 0; c < len; ++c) best[c] = std::max(best[c], v[c]);
+      for (int64_t c = rest; c < len; ++c) best[c] = std::max(best[c], v[c]);
     }
   for (int64_t i = i0; i < i1; ++i)
     for (int64_t j = j0; j < j1; ++j) {
       const float* v = X + (i * g.W + j) * g.C + c0;
       float* d = DX + (i * g.W + j) * g.C + c0;
-      for (int64_t c = 0; c < len; ++c) {
+      for (int64_t c = rest; c < len; ++c) {
         const bool hit = !done[c] && v[c] == best[c];
         d[c] += hit ? G[c] : 0.f;
         done[c] = done[c] || hit;
@@ -187,25 +216,25 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<f
 // One output position, channels [c0, c0 + len): T at the first maximum of X in each channel's window.
 inline void Gather(const Pool& g, const float* X, const float* T, float* out, int64_t i0, int64_t i1,
                    int64_t j0, int64_t j1, int64_t c0, int64_t len) {
-  if (len == B) {
-    V best = Splat(-std::numeric_limits<float>::infinity()), acc = {};
+  const int64_t rest = VectorRuns(len, [&](auto lanes, int64_t off) {
+    using Ln = Lanes<decltype(lanes)::value>;
+    typename Ln::F best = typename Ln::F{} - std::numeric_limits<float>::infinity(), acc = {};
     for (int64_t i = i0; i < i1; ++i)
       for (int64_t j = j0; j < j1; ++j) {
-        const V v = Load(X + (i * g.W + j) * g.C + c0);
+        const typename Ln::F v = Ln::Ld(X + (i * g.W + j) * g.C + c0 + off);
         best = (v > best) | (v != v) ? v : best;
       }
-    M done = {};
+    typename Ln::I done = {};
     for (int64_t i = i0; i < i1; ++i)
       for (int64_t j = j0; j < j1; ++j) {
-        const V v = Load(X + (i * g.W + j) * g.C + c0);
-        const M hit = (v == best) & ~done;
-        acc = hit ? Load(T + (i * g.W + j) * g.C + c0) : acc;
+        const typename Ln::F v = Ln::Ld(X + (i * g.W + j) * g.C + c0 + off);
+        const typename Ln::I hit = (v == best) & ~done;
+        acc = hit ? Ln::Ld(T + (i * g.W + j) * g.C + c0 + off) : acc;
         done |= hit;
       }
-    Store(out, acc);
-    return;
-  }
-  for (int64_t c = 0; c < len; ++c) {
+    Ln::St(out + off, acc);
+  });
+  for (int64_t c = rest; c < len; ++c) {
     float best = -std::numeric_limits<float>::infinity(), acc = 0.f;
     for (int64_t i = i0; i < i1; ++i)
       for (int64_t j = j0; j < j1; ++j) best = std::max(best, X[(i * g.W + j) * g.C + c0 + c]);
