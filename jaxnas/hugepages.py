@@ -27,9 +27,18 @@ TUNABLE = "glibc.malloc.hugetlb=1"
 _THP_MODE = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 
+def _hugetlb_setting() -> str | None:
+    """The value of ``glibc.malloc.hugetlb`` in ``GLIBC_TUNABLES``, or None where it is not set."""
+    for item in os.environ.get("GLIBC_TUNABLES", "").split(":"):
+        name, _, value = item.partition("=")
+        if name == "glibc.malloc.hugetlb":
+            return value
+    return None
+
+
 def active() -> bool:
-    """Whether this process was started with glibc's huge-page tunable set."""
-    return "glibc.malloc.hugetlb" in os.environ.get("GLIBC_TUNABLES", "")
+    """Whether this process was started with glibc's huge-page tunable on (any value but 0)."""
+    return _hugetlb_setting() not in (None, "0")
 
 
 def thp_mode() -> str:
@@ -57,9 +66,10 @@ def _glibc_has_tunable() -> bool:
 
 def wanted() -> bool:
     """Whether :func:`reexec` would restart this process: Linux with glibc 2.35 or later, the kernel's
-    THP mode ``madvise``, the tunable not set yet, and ``JAXNAS_HUGE_PAGES`` not ``0``."""
+    THP mode ``madvise``, the tunable not set yet (a user's own value, 0 included, is kept), and
+    ``JAXNAS_HUGE_PAGES`` not ``0``."""
     return (sys.platform.startswith("linux") and os.environ.get("JAXNAS_HUGE_PAGES", "1") != "0"
-            and not active() and thp_mode() == "madvise" and _glibc_has_tunable())
+            and _hugetlb_setting() is None and thp_mode() == "madvise" and _glibc_has_tunable())
 
 
 def reexec() -> None:

@@ -34,6 +34,14 @@ def test_command_restarts_once_with_the_tunable_kept_beside_the_users_own():
     assert _run(GLIBC_TUNABLES="glibc.malloc.arena_max=8") == \
         "tunables=glibc.malloc.arena_max=8:glibc.malloc.hugetlb=1"
     assert _run(JAXNAS_HUGE_PAGES="0") == "tunables="  # turned off: no restart
+    assert _run(GLIBC_TUNABLES="glibc.malloc.hugetlb=0") == "tunables=glibc.malloc.hugetlb=0"  # the user's choice
+
+
+def test_active_reads_the_tunables_value(monkeypatch):
+    for value, on in (("glibc.malloc.hugetlb=1", True), ("glibc.malloc.arena_max=2:glibc.malloc.hugetlb=2", True),
+                      ("glibc.malloc.hugetlb=0", False), ("glibc.malloc.arena_max=2", False), ("", False)):
+        monkeypatch.setenv("GLIBC_TUNABLES", value)
+        assert hugepages.active() is on
 
 
 def test_thp_mode_is_read_from_the_bracketed_choice(tmp_path, monkeypatch):
