@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxnas.kernels import reference
+
 
 class ArchParam(nnx.Variable):
     """Architecture parameters (DARTS's alphas): kept apart from ``nnx.Param`` weights."""
@@ -26,13 +28,24 @@ def torch_uniform(key: jax.Array, shape: tuple[int, ...], fan_in: int, dtype=jnp
     return jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
+class Conv(nnx.Conv):
+    """``nnx.Conv`` (its parameters, init and checkpoints), computed by ``kernels.reference.conv``,
+    whose derivatives of every order stay convolutions of the forward's size (second-order DARTS
+    differentiates the kernel gradient of every conv)."""
+
+    def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
+        (stride, _), ((padding, _), _), (dilation, _) = self.strides, self.padding, self.kernel_dilation
+        y = reference.conv(inputs, self.kernel[...], stride, padding, dilation, self.feature_group_count)
+        return y if self.bias is None else y + self.bias[...]
+
+
 def conv(c_in: int, c_out: int, k: int, stride: int = 1, padding: int = 0, dilation: int = 1,
-         groups: int = 1, *, rngs: nnx.Rngs) -> nnx.Conv:
+         groups: int = 1, *, rngs: nnx.Rngs) -> Conv:
     """A bias-free conv padded like PyTorch (explicit symmetric padding), PyTorch's init."""
-    return nnx.Conv(c_in, c_out, (k, k), strides=(stride, stride),
-                    padding=((padding, padding), (padding, padding)),
-                    kernel_dilation=(dilation, dilation), feature_group_count=groups,
-                    use_bias=False, kernel_init=torch_default_init, rngs=rngs)
+    return Conv(c_in, c_out, (k, k), strides=(stride, stride),
+                padding=((padding, padding), (padding, padding)),
+                kernel_dilation=(dilation, dilation), feature_group_count=groups,
+                use_bias=False, kernel_init=torch_default_init, rngs=rngs)
 
 
 def torch_linear(c_in: int, c_out: int, rngs: nnx.Rngs) -> nnx.Linear:

@@ -11,6 +11,8 @@ convolutions on a slow generic path) and ``shift`` (k*k shifted multiply-adds).
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -26,10 +28,84 @@ def out_size(n: int, k: int, stride: int, dilation: int, padding: int) -> int:
 
 
 def conv(x: jax.Array, w: jax.Array, stride: int, padding: int, dilation: int = 1, groups: int = 1) -> jax.Array:
-    """NHWC x HWIO convolution with symmetric zero padding (PyTorch's)."""
-    return jax.lax.conv_general_dilated(x, w.astype(x.dtype), (stride, stride), ((padding, padding),) * 2,
+    """NHWC x HWIO convolution with symmetric zero padding (PyTorch's).
+
+    Its derivatives of every order are convolutions of the forward's size. For y = F(x, w) and the
+    trilinear form t(x, w, g) = <g, F(x, w)>, the input gradient T_x(g, w) = d t / d x and the
+    kernel gradient T_w(x, g) = d t / d w are bilinear, and each map's VJP is two of the three:
+
+        F(x, w), cotangent r:    x: T_x(r, w)   w: T_w(x, r)
+        T_x(g, w), cotangent r:  g: F(r, w)     w: T_w(r, g)
+        T_w(x, g), cotangent r:  x: T_x(g, r)   g: F(x, r)
+
+    JAX's own rules instead transpose T_w, whose "kernel" is the whole H x W cotangent, into a
+    convolution with an H x W window padded by H - 1 on every side: 137 GFLOP for one 1x1 conv's
+    second derivative in DARTS's exact second-order step (docs/benchmarks.md). Forward-mode
+    differentiation (``jax.jvp``) does not go through this function, as through the native kernels.
+    """
+    return _conv(x, w.astype(x.dtype), (stride, padding, dilation, groups))
+
+
+def _lax_conv(x: jax.Array, w: jax.Array, geometry: tuple[int, int, int, int]) -> jax.Array:
+    stride, padding, dilation, groups = geometry
+    return jax.lax.conv_general_dilated(x, w, (stride, stride), ((padding, padding),) * 2,
                                         rhs_dilation=(dilation, dilation), feature_group_count=groups,
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv(x, w, geometry):
+    return _lax_conv(x, w, geometry)
+
+
+def _conv_fwd(x, w, geometry):
+    return _lax_conv(x, w, geometry), (x, w)
+
+
+def _conv_bwd(geometry, res, r):
+    x, w = res
+    return _conv_dx(r, w, geometry, x.shape), _conv_dw(x, r, geometry, w.shape)
+
+
+_conv.defvjp(_conv_fwd, _conv_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_dx(g, w, geometry, x_shape):
+    """T_x(g, w): the input gradient of F for the output cotangent g (XLA's transposed conv)."""
+    probe = jax.ShapeDtypeStruct(x_shape, g.dtype)
+    return jax.linear_transpose(lambda x: _lax_conv(x, w, geometry), probe)(g)[0]
+
+
+def _conv_dx_fwd(g, w, geometry, x_shape):
+    return _conv_dx(g, w, geometry, x_shape), (g, w)
+
+
+def _conv_dx_bwd(geometry, x_shape, res, r):
+    g, w = res
+    return _conv(r, w, geometry), _conv_dw(r, g, geometry, w.shape)
+
+
+_conv_dx.defvjp(_conv_dx_fwd, _conv_dx_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_dw(x, g, geometry, w_shape):
+    """T_w(x, g): the kernel gradient of F for the output cotangent g."""
+    probe = jax.ShapeDtypeStruct(w_shape, g.dtype)
+    return jax.linear_transpose(lambda w: _lax_conv(x, w, geometry), probe)(g)[0]
+
+
+def _conv_dw_fwd(x, g, geometry, w_shape):
+    return _conv_dw(x, g, geometry, w_shape), (x, g)
+
+
+def _conv_dw_bwd(geometry, w_shape, res, r):
+    x, g = res
+    return _conv_dx(g, r, geometry, x.shape), _conv(x, r, geometry)
+
+
+_conv_dw.defvjp(_conv_dw_fwd, _conv_dw_bwd)
 
 
 def _shift(x: jax.Array, dw: jax.Array, stride: int, dilation: int, padding: int) -> jax.Array:
