@@ -47,7 +47,11 @@ def conv(x: jax.Array, w: jax.Array, stride: int, padding: int, dilation: int = 
 
 
 def _lax_conv(x: jax.Array, w: jax.Array, geometry: tuple[int, int, int, int]) -> jax.Array:
+    """The convolution in XLA; an unpadded 1x1 conv as a matrix product over the strided pixels
+    (the same sums: XLA:CPU runs the product and its transposes 2-3x faster than the conv forms)."""
     stride, padding, dilation, groups = geometry
+    if w.shape[:2] == (1, 1) and padding == 0 and groups == 1:
+        return jnp.einsum("nhwc,cd->nhwd", x[:, ::stride, ::stride, :], w[0, 0])
     return jax.lax.conv_general_dilated(x, w, (stride, stride), ((padding, padding),) * 2,
                                         rhs_dilation=(dilation, dilation), feature_group_count=groups,
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
