@@ -33,7 +33,7 @@ class Conv(nnx.Conv):
     whose derivatives of every order stay convolutions of the forward's size (second-order DARTS
     differentiates the kernel gradient of every conv)."""
 
-    def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
+    def __call__(self, inputs: jax.Array) -> jax.Array:
         (stride, _), ((padding, _), _), (dilation, _) = self.strides, self.padding, self.kernel_dilation
         y = reference.conv(inputs, self.kernel[...], stride, padding, dilation, self.feature_group_count)
         return y if self.bias is None else y + self.bias[...]

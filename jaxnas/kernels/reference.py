@@ -39,16 +39,17 @@ def conv(x: jax.Array, w: jax.Array, stride: int, padding: int, dilation: int = 
         T_w(x, g), cotangent r:  x: T_x(g, r)   g: F(x, r)
 
     JAX's own rules instead transpose T_w, whose "kernel" is the whole H x W cotangent, into a
-    convolution with an H x W window padded by H - 1 on every side: 137 GFLOP for one 1x1 conv's
-    second derivative in DARTS's exact second-order step (docs/benchmarks.md). Forward-mode
-    differentiation (``jax.jvp``) does not go through this function, as through the native kernels.
+    convolution with an H x W window padded by H - 1 on every side, whose cost grows with (H W)^2
+    where the derivative it computes costs what the forward does. DARTS's exact second order
+    differentiates every conv's T_w again. Forward-mode differentiation (``jax.jvp``) does not go
+    through this function, as through the native kernels.
     """
     return _conv(x, w.astype(x.dtype), (stride, padding, dilation, groups))
 
 
 def _lax_conv(x: jax.Array, w: jax.Array, geometry: tuple[int, int, int, int]) -> jax.Array:
     """The convolution in XLA; an unpadded 1x1 conv as a matrix product over the strided pixels
-    (the same sums: XLA:CPU runs the product and its transposes 2-3x faster than the conv forms)."""
+    (the same sums, and its transposes are matrix products too)."""
     stride, padding, dilation, groups = geometry
     if w.shape[:2] == (1, 1) and padding == 0 and groups == 1:
         return jnp.einsum("nhwc,cd->nhwd", x[:, ::stride, ::stride, :], w[0, 0])
