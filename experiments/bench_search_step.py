@@ -2,6 +2,7 @@
 
     python experiments/bench_search_step.py --order all --batch 32 --C 16 --layers 8 --image 32
     python experiments/bench_search_step.py --method all --batch 32     # every DARTS-family method
+    python experiments/bench_search_step.py --space nb201 --layers 5 --order second   # NAS-Bench-201, N=5
 
 ``--method NAME`` times that method's step (``jaxnas.methods``: its relaxation, mixed-op variants,
 regularizer, perturbation and order, at the schedules' first-epoch values) on the DARTS space;
@@ -55,10 +56,14 @@ def bench(args) -> dict:
 
         cfg.space.partial_channels = parse_stages(cfg.method.stages, cfg.search.epochs)[-1].partial
         cfg.method.stages = ""
-    cfg.space.C, cfg.space.layers = args.C, args.layers
-    if args.ops != "darts" or cfg.space.ops == "auto":
-        cfg.space.ops = args.ops
-    cfg.space.allow_no_normal_cell = args.layers < 3
+    if args.space == "nb201":  # NAS-Bench-201's supernet: --layers is N, the cells of each of its 3 stages
+        cfg.space = config_lib.space_group("nb201")
+        cfg.space.C, cfg.space.cells_per_stage = args.C, args.layers
+    else:
+        cfg.space.C, cfg.space.layers = args.C, args.layers
+        if args.ops != "darts" or cfg.space.ops == "auto":
+            cfg.space.ops = args.ops
+        cfg.space.allow_no_normal_cell = args.layers < 3
     with kernels.use(args.kernels):
         model = build_supernet(cfg.space, (args.image, args.image, 3), 10, nnx.Rngs(0))
     schedule = optim.epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, 50, 1000)
@@ -106,7 +111,7 @@ def bench(args) -> dict:
     busy = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (sum(times) * (os.cpu_count() or 1))
     median = statistics.median(times)
     return {
-        "method": args.method or "darts", "order": order, "batch": args.batch, "C": args.C, "layers": args.layers, "image": args.image,
+        "method": args.method or "darts", "space": args.space, "order": order, "batch": args.batch, "C": args.C, "layers": args.layers, "image": args.image,
         "devices": mesh.devices.size, "device_kind": jax.devices()[0].device_kind,
         "compile_s": round(compile_s, 1), "median_step_s": round(median, 3),
         "images_per_s": round(2 * args.batch / median, 1),
@@ -127,6 +132,7 @@ def main() -> None:
     p.add_argument("--C", type=int, default=16)
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--image", type=int, default=32)
+    p.add_argument("--space", default="darts", choices=["darts", "nb201"])
     p.add_argument("--ops", default="darts")
     p.add_argument("--kernels", default="auto", help="auto, native, dense, shift or grouped (jaxnas/kernels)")
     p.add_argument("--devices", type=int, default=0)
