@@ -29,14 +29,32 @@ def torch_uniform(key: jax.Array, shape: tuple[int, ...], fan_in: int, dtype=jnp
 
 
 class Conv(nnx.Conv):
-    """``nnx.Conv`` (its parameters, init and checkpoints), computed by ``kernels.reference.conv``,
+    """``nnx.Conv`` (its parameters, init and checkpoints) computed by ``kernels.reference.conv``,
     whose derivatives of every order stay convolutions of the forward's size (second-order DARTS
-    differentiates the kernel gradient of every conv)."""
+    differentiates the kernel gradient of every conv). A 2-D conv with the same stride, dilation
+    and symmetric padding on both axes (what ``conv`` builds) takes that path; any other
+    configuration is ``nnx.Conv``'s own."""
 
     def __call__(self, inputs: jax.Array) -> jax.Array:
-        (stride, _), ((padding, _), _), (dilation, _) = self.strides, self.padding, self.kernel_dilation
-        y = reference.conv(inputs, self.kernel[...], stride, padding, dilation, self.feature_group_count)
+        geometry = _square_geometry(self)
+        if geometry is None:
+            return super().__call__(inputs)
+        y = reference.conv(inputs, self.kernel[...], *geometry, self.feature_group_count)
         return y if self.bias is None else y + self.bias[...]
+
+
+def _square_geometry(c: nnx.Conv) -> tuple[int, int, int] | None:
+    """``(stride, padding, dilation)`` of a 2-D conv that has one of each on both axes, else None."""
+    def pair(v):
+        return (v, v) if isinstance(v, int) else tuple(v) if isinstance(v, (tuple, list)) else None
+
+    strides, dilations, pads = pair(c.strides), pair(c.kernel_dilation), pair(c.padding)
+    if len(c.kernel_size) != 2 or pair(c.input_dilation) != (1, 1) or c.mask is not None or pads is None:
+        return None
+    pads = tuple(pair(p) for p in pads)
+    if len(set(strides)) != 1 or len(set(dilations)) != 1 or None in pads or len(set(sum(pads, ()))) != 1:
+        return None
+    return strides[0], pads[0][0], dilations[0]
 
 
 def conv(c_in: int, c_out: int, k: int, stride: int = 1, padding: int = 0, dilation: int = 1,

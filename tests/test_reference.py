@@ -69,3 +69,22 @@ def test_second_derivative_of_a_kernel_gradient_has_no_full_image_window(conv, f
     pads = [int(p) for p in re.findall(r"stablehlo.convolution.*window = \{[^}]*pad = \[\[(\d+),", hlo)]
     assert pads, hlo[:2000]
     assert any(p >= 10 for p in pads) == full_image_windows, pads
+
+
+@pytest.mark.parametrize("kwargs,square", [
+    (dict(kernel_size=(3, 3), strides=2, padding=1), (2, 1, 1)),
+    (dict(kernel_size=(1, 1), padding=((0, 0), (0, 0)), use_bias=True), (1, 0, 1)),
+    (dict(kernel_size=(3, 3), kernel_dilation=(2, 2), padding=((2, 2), (2, 2))), (1, 2, 2)),
+    (dict(kernel_size=(2, 2), padding="SAME"), None),
+    (dict(kernel_size=(3, 3), strides=(1, 2), padding=((1, 1), (1, 1))), None),
+    (dict(kernel_size=(3, 3), padding=((0, 1), (0, 1))), None),
+])
+def test_nn_conv_equals_flax_conv_and_takes_the_closed_path_when_square(kwargs, square):
+    from flax import nnx
+
+    from jaxnas.nn import Conv, _square_geometry
+
+    c = Conv(3, 4, rngs=nnx.Rngs(0), **kwargs)
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 9, 9, 3)), jnp.float32)
+    assert _square_geometry(c) == square
+    np.testing.assert_allclose(c(x), nnx.Conv.__call__(c, x), rtol=1e-5, atol=1e-5)
