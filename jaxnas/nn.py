@@ -45,7 +45,8 @@ class Conv(nnx.Conv):
 
 def _square_geometry(c: nnx.Conv) -> tuple[int, int, int] | None:
     """``(stride, padding, dilation)`` of a 2-D conv that has one of each on both axes, else None."""
-    def pair(v):
+    def pair(v):  # flax reads None as 1 for strides and dilations
+        v = 1 if v is None else v
         return (v, v) if isinstance(v, int) else tuple(v) if isinstance(v, (tuple, list)) else None
 
     strides, dilations, pads = pair(c.strides), pair(c.kernel_dilation), pair(c.padding)
