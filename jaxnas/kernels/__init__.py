@@ -8,12 +8,14 @@ Model code calls ``depthwise_conv``, ``separable``, ``batch_norm``, ``pool`` and
 - ``"dense"``, ``"shift"``, ``"grouped"``: XLA's forms (``reference.py``), named for how a
   depthwise conv is computed (a dense conv with a block-diagonal or product kernel; shifted
   multiply-adds; PyTorch's literal grouped conv);
-- ``"auto"`` (the default): ``native`` where JAX runs on the CPU and the kernels build, else
-  ``dense``. On GPU/TPU the XLA path is taken by construction.
+- ``"auto"`` (the default): per backend, ``AUTO``: ``native`` on the CPU where the kernels
+  build (else ``dense``); on GPU and TPU the XLA form chosen from the compiled programs
+  (docs/accelerators.md has the table).
 
-``use(impl)`` sets the implementation for the modules built inside it (``run.kernels`` in a
-config); a module keeps the resolved name it was built with, so a compiled step never
-depends on state outside its arguments.
+``use(impl, platform)`` sets the implementation for the modules built inside it (``run.kernels``
+in a config); ``platform`` names the backend the step is compiled for (default: JAX's default
+backend; ``jaxnas.targets`` passes the compile target's). A module keeps the resolved name it
+was built with, so a compiled step never depends on state outside its arguments.
 """
 
 from __future__ import annotations
@@ -28,24 +30,32 @@ from jaxnas.errors import unknown
 from jaxnas.kernels import build, native, reference
 
 IMPLS = ("auto", "native") + reference.FORMS
-_SETTING = ["auto"]
+# what "auto" means on each backend; GPU/TPU: docs/accelerators.md compares the forms' compiled programs
+AUTO = {"cpu": "native", "cuda": "dense", "rocm": "dense", "gpu": "dense", "tpu": "dense"}
+_SETTING = [("auto", None)]
 
 
-def resolve(impl: str | None = None) -> str:
-    """The concrete implementation ``impl`` stands for (``None``: the current setting)."""
-    impl = _SETTING[-1] if impl is None else impl
+def resolve(impl: str | None = None, platform: str | None = None) -> str:
+    """The concrete implementation ``impl`` stands for on ``platform`` (``None``: the current setting,
+    and its platform or JAX's default backend)."""
+    if impl is None:
+        impl, platform = _SETTING[-1][0], platform or _SETTING[-1][1]
+    platform = platform or _SETTING[-1][1] or jax.default_backend()
     if impl not in IMPLS:
         raise unknown("kernel implementation", impl, IMPLS)
-    if impl in ("auto", "native"):
-        return "native" if build.available() else "dense"
+    if impl == "auto":
+        impl = AUTO.get(platform, "dense")
+    if impl == "native":
+        return "native" if platform == "cpu" and build.available() else "dense"
     return impl
 
 
 @contextlib.contextmanager
-def use(impl: str) -> Iterator[str]:
-    """Build the modules created inside this block with kernel implementation ``impl``."""
-    resolved = resolve(impl)
-    _SETTING.append(impl)
+def use(impl: str, platform: str | None = None) -> Iterator[str]:
+    """Build the modules created inside this block with kernel implementation ``impl`` for the
+    backend ``platform`` ("cpu", "cuda", "tpu"; None: JAX's default backend)."""
+    resolved = resolve(impl, platform)
+    _SETTING.append((impl, platform))
     try:
         yield resolved
     finally:
