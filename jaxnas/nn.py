@@ -35,11 +35,18 @@ class Conv(nnx.Conv):
     and symmetric padding on both axes (what ``conv`` builds) takes that path; any other
     configuration is ``nnx.Conv``'s own."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from jaxnas import kernels  # the kernel layer imports this module's helpers
+
+        self.matmul_1x1 = reference.matmul_1x1_here(kernels.platform())
+
     def __call__(self, inputs: jax.Array) -> jax.Array:
         geometry = _square_geometry(self)
         if geometry is None:
             return super().__call__(inputs)
-        y = reference.conv(inputs, self.kernel[...], *geometry, self.feature_group_count)
+        y = reference.conv(inputs, self.kernel[...], *geometry, self.feature_group_count,
+                           matmul_1x1=getattr(self, "matmul_1x1", True))
         return y if self.bias is None else y + self.bias[...]
 
 

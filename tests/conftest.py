@@ -70,3 +70,14 @@ def read_only(monkeypatch):
 @pytest.fixture
 def tiny():
     return tiny_cfg()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say in capitals when accelerator compiles were skipped for want of a plugin (test_targets_compile)."""
+    reasons = {str(r.longrepr[-1]).removeprefix("Skipped: ") for r in terminalreporter.stats.get("skipped", [])
+               if isinstance(r.longrepr, tuple) and "COMPILE:" in str(r.longrepr[-1])}
+    if reasons:
+        terminalreporter.write_sep("!", "ACCELERATOR COMPILES SKIPPED", red=True, bold=True)
+        for reason in sorted(reasons):
+            terminalreporter.write_line(reason, red=True)
+        terminalreporter.write_line("run .ci/accel (Python >= 3.12, jax[cuda12], jax[tpu]) to compile them", red=True)

@@ -50,6 +50,12 @@ def resolve(impl: str | None = None, platform: str | None = None) -> str:
     return impl
 
 
+def platform() -> str:
+    """The backend the modules being built are for: the innermost ``use``'s platform, else JAX's
+    default backend."""
+    return _SETTING[-1][1] or jax.default_backend()
+
+
 @contextlib.contextmanager
 def use(impl: str, platform: str | None = None) -> Iterator[str]:
     """Build the modules created inside this block with kernel implementation ``impl`` for the

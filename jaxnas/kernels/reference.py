@@ -27,8 +27,11 @@ def out_size(n: int, k: int, stride: int, dilation: int, padding: int) -> int:
     return (n + 2 * padding - dilation * (k - 1) - 1) // stride + 1
 
 
-def conv(x: jax.Array, w: jax.Array, stride: int, padding: int, dilation: int = 1, groups: int = 1) -> jax.Array:
-    """NHWC x HWIO convolution with symmetric zero padding (PyTorch's).
+def conv(x: jax.Array, w: jax.Array, stride: int, padding: int, dilation: int = 1, groups: int = 1,
+         matmul_1x1: bool = False) -> jax.Array:
+    """NHWC x HWIO convolution with symmetric zero padding (PyTorch's). ``matmul_1x1``: an unpadded
+    1x1 conv is computed as a matrix product over the strided pixels (2-3x faster on XLA:CPU; the
+    CPU's modules set it, see ``matmul_1x1_here``); elsewhere it stays a convolution (cuDNN's on GPU).
 
     Its derivatives of every order are convolutions of the forward's size. For y = F(x, w) and the
     trilinear form t(x, w, g) = <g, F(x, w)>, the input gradient T_x(g, w) = d t / d x and the
@@ -44,14 +47,23 @@ def conv(x: jax.Array, w: jax.Array, stride: int, padding: int, dilation: int = 
     differentiates every conv's T_w again. Forward-mode differentiation (``jax.jvp``) does not go
     through this function, as through the native kernels.
     """
-    return _conv(x, w.astype(x.dtype), (stride, padding, dilation, groups))
+    return _conv(x, w.astype(x.dtype), (stride, padding, dilation, groups, bool(matmul_1x1)))
 
 
-def _lax_conv(x: jax.Array, w: jax.Array, geometry: tuple[int, int, int, int]) -> jax.Array:
-    """The convolution in XLA; an unpadded 1x1 conv as a matrix product over the strided pixels
-    (the same sums, and its transposes are matrix products too)."""
-    stride, padding, dilation, groups = geometry
-    if w.shape[:2] == (1, 1) and padding == 0 and groups == 1:
+def matmul_1x1_here(platform: str) -> bool:
+    """Whether modules built for ``platform`` compute 1x1 convs as matrix products: on the CPU only.
+
+    On GPU the strided-slice matmuls of two 1x1 convs that are then concatenated (FactorizedReduce)
+    abort XLA:GPU's Triton GEMM fusion in jax 0.11 (``triton_tiling_propagation.cc: Check failed:
+    subdim_size_accumulator == dim_size``; docs/accelerators.md), and cuDNN runs 1x1 convs well."""
+    return platform == "cpu"
+
+
+def _lax_conv(x: jax.Array, w: jax.Array, geometry: tuple[int, int, int, int, bool]) -> jax.Array:
+    """The convolution in XLA; with the geometry's ``matmul_1x1`` an unpadded 1x1 conv as a matrix
+    product over the strided pixels (the same sums, and its transposes are matrix products too)."""
+    stride, padding, dilation, groups, matmul_1x1 = geometry
+    if matmul_1x1 and w.shape[:2] == (1, 1) and padding == 0 and groups == 1:
         return jnp.einsum("nhwc,cd->nhwd", x[:, ::stride, ::stride, :], w[0, 0])
     return jax.lax.conv_general_dilated(x, w, (stride, stride), ((padding, padding),) * 2,
                                         rhs_dilation=(dilation, dilation), feature_group_count=groups,

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxnas import kernels
+from jaxnas.kernels.reference import conv, matmul_1x1_here
 from jaxnas.nn import torch_uniform
 from jaxnas.ops.layers import DilConv, FactorizedReduce, Identity, Pool, SepConv, StackedBatchNorm, Zero, batch_norm
 from jaxnas.ops.registry import register_op
@@ -46,13 +47,22 @@ class StackedFactorizedReduce(nnx.Module):
         self.k1 = _stacked(rngs, (E, C, C // 2), C)
         self.k2 = _stacked(rngs, (E, C, C // 2), C)
         self.bn = StackedBatchNorm(E, C, rngs=rngs)
+        self.matmul_1x1 = matmul_1x1_here(kernels.platform())
 
     def __call__(self, x):
         r = jax.nn.relu(x)
         shifted = jnp.pad(r[:, 1:, 1:, :], ((0, 0), (0, 1), (0, 1), (0, 0)))
-        a = jnp.einsum("nhwc,ecd->nhwed", r[:, ::2, ::2, :], self.k1[...])
-        b = jnp.einsum("nhwc,ecd->nhwed", shifted[:, ::2, ::2, :], self.k2[...])
-        return self.bn(jnp.concatenate([a, b], axis=-1))
+        return self.bn(jnp.concatenate([self._conv(r, self.k1[...]), self._conv(shifted, self.k2[...])], axis=-1))
+
+    def _conv(self, x, k):
+        """The E edges' 1x1 stride-2 convs of x: k (E, C, D) -> (N, H/2, W/2, E, D). On the CPU a
+        matrix product over the strided pixels; elsewhere one convolution with E*D outputs, since
+        the product form aborts XLA:GPU's Triton GEMM fusion in jax 0.11 (docs/accelerators.md)."""
+        if self.matmul_1x1:
+            return jnp.einsum("nhwc,ecd->nhwed", x[:, ::2, ::2, :], k)
+        E, C, D = k.shape
+        y = conv(x, jnp.moveaxis(k, 0, 1).reshape(1, 1, C, E * D), 2, 0)
+        return y.reshape(y.shape[:3] + (E, D))
 
 
 class StackedDilConv(nnx.Module):

@@ -6,7 +6,8 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
-from jaxnas.kernels.reference import conv
+from jaxnas import kernels
+from jaxnas.kernels.reference import conv, matmul_1x1_here
 from jaxnas.nn import torch_uniform
 from jaxnas.ops.layers import ReLUConvBN, StackedBatchNorm
 from jaxnas.ops.registry import register_op
@@ -19,11 +20,12 @@ class StackedReLUConvBN(nnx.Module):
         self.stride, self.padding = stride, padding
         self.kernel = nnx.Param(torch_uniform(rngs.params(), (E, k, k, C, C), k * k * C))
         self.bn = StackedBatchNorm(E, C, rngs=rngs)
+        self.matmul_1x1 = matmul_1x1_here(kernels.platform())
 
     def __call__(self, x):
         E, k, _, C, D = self.kernel.shape
         kernel = self.kernel[...].transpose(1, 2, 3, 0, 4).reshape(k, k, C, E * D)  # the E convs side by side
-        y = conv(jax.nn.relu(x), kernel, self.stride, self.padding)
+        y = conv(jax.nn.relu(x), kernel, self.stride, self.padding, matmul_1x1=self.matmul_1x1)
         return self.bn(y.reshape(y.shape[:3] + (E, D)))
 
 

@@ -24,6 +24,7 @@ import dataclasses
 import functools
 import json
 import os
+import re
 import time
 from importlib import resources
 from typing import Any
@@ -191,46 +192,88 @@ def flops(lowered, devices: int) -> float:
 
 
 _FREE = {"parameter", "constant", "tuple", "get-tuple-element", "bitcast", "after-all", "partition-id",
-         "replica-id", "opt-barrier"}
+         "replica-id", "opt-barrier", "while", "conditional", "call"}
+_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4, "f32": 4,
+          "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16}
+_ARRAY = re.compile(r"\b([a-z]+[0-9]*)\[([0-9,]*)\]")
 
 
-def _shape_bytes(shape) -> int:
-    if shape.is_tuple():
-        return sum(_shape_bytes(s) for s in shape.tuple_shapes())
-    if not shape.is_array():
-        return 0
-    n = 1
-    for d in shape.dimensions():
-        n *= d
-    return n * shape.numpy_dtype().itemsize
+def _shape_bytes(shape: str) -> int:
+    """Bytes of an HLO shape's text (an array or a tuple of arrays; layouts ignored)."""
+    total = 0
+    for dtype, dims in _ARRAY.findall(shape.split("{")[0] if not shape.startswith("(") else shape):
+        n = 1
+        for d in filter(None, dims.split(",")):
+            n *= int(d)
+        total += n * _BYTES.get(dtype, 0)
+    return total
+
+
+def _split_instruction(line: str):
+    """``(name, shape, opcode, operand names, rest)`` of one HLO instruction line, else None."""
+    line = line.strip().removeprefix("ROOT ").strip()
+    if " = " not in line:
+        return None
+    name, rhs = line.split(" = ", 1)
+    if rhs.startswith("("):  # a tuple shape: up to its closing parenthesis
+        depth = 0
+        for i, ch in enumerate(rhs):
+            depth += ch == "("
+            depth -= ch == ")"
+            if depth == 0:
+                break
+        shape, rhs = rhs[:i + 1], rhs[i + 1:].strip()
+    else:
+        shape, _, rhs = rhs.partition(" ")
+    opcode, _, rest = rhs.partition("(")
+    depth, i = 1, 0
+    for i, ch in enumerate(rest):
+        depth += ch == "("
+        depth -= ch == ")"
+        if depth == 0:
+            break
+    operands = [o.strip().split(" ")[-1].lstrip("%") for o in rest[:i].split(",") if o.strip()]
+    return name.lstrip("%"), shape, opcode.strip(), operands, rest[i + 1:]
 
 
 def bytes_accessed(compiled) -> float:
     """Bytes each kernel of the compiled program reads and writes, summed over its entry
     computation: every fusion, library call (cuDNN, cuBLAS) and collective reads its operands
-    from device memory and writes its results there. Loop bodies count once per trip where
-    XLA knows the trip count."""
-    from jaxlib import _hlo
+    from device memory and writes its results there. Loop bodies count once per trip where XLA
+    knows the trip count. Read from the HLO text, which every jax version prints alike."""
+    comps: dict[str, list] = {}
+    entry, current = "", None
+    for line in compiled.as_text().splitlines():
+        stripped = line.strip()
+        if stripped.endswith("{") and " = " not in stripped.split("(")[0]:
+            head = stripped.split(" ")[0 if not stripped.startswith("ENTRY") else 1].lstrip("%")
+            current = comps.setdefault(head, [])
+            if stripped.startswith("ENTRY"):
+                entry = head
+            continue
+        if stripped == "}":
+            current = None
+            continue
+        if current is not None:
+            parsed = _split_instruction(stripped)
+            if parsed:
+                current.append(parsed)
 
-    module = _hlo.hlo_module_from_text(compiled.as_text())
-    comps = {c.name: c for c in module.computations()}
-    entry = module.computations()[-1]
-
-    def cost(comp) -> float:
+    def cost(name: str, seen: tuple = ()) -> float:
+        if name not in comps or name in seen:
+            return 0.0
+        shapes = {n: sh for n, sh, _, _, _ in comps[name]}
         total = 0.0
-        for inst in comp.instructions():
-            op = inst.opcode.name.lower().replace("_", "-") if hasattr(inst.opcode, "name") else str(inst.opcode)
-            if op in _FREE or op.startswith("k") and op[1:] in _FREE:
+        for _, shape, opcode, operands, rest in comps[name]:
+            if opcode == "while":
+                body = re.search(r"body=%?([\w.\-]+)", rest)
+                trips = re.search(r'"known_trip_count":\{"n":"(\d+)"', rest)
+                if body:
+                    total += (int(trips.group(1)) if trips else 1) * cost(body.group(1), seen + (name,))
                 continue
-            text = inst.to_string()
-            if " while(" in text:
-                body = text.split("body=")[1].split(",")[0].split(" ")[0].strip("%")
-                trips = 1
-                if '"n":"' in text:
-                    trips = int(text.split('"n":"')[1].split('"')[0])
-                total += trips * cost(comps[body]) if body in comps else 0.0
+            if opcode in _FREE:
                 continue
-            total += _shape_bytes(inst.shape) + sum(_shape_bytes(o.shape) for o in inst.operands())
+            total += _shape_bytes(shape) + sum(_shape_bytes(shapes.get(o, "")) for o in operands)
         return total
 
     return cost(entry)

@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=0)
     p.add_argument("--layers", type=int, default=0)
     p.add_argument("--C", type=int, default=0)
+    p.add_argument("--ops", default="", help="search: the candidate ops (space.ops), e.g. none,sep_conv_3x3")
     p.add_argument("--kernels", default="auto")
     p.add_argument("--dtype", default="float32", help="retrain: float32 or bfloat16")
     p.add_argument("--hlo", default="", help="write the compiled HLO here")
@@ -45,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             print(f"jaxnas: target {args.target}: {missing}", file=sys.stderr)
             return 3
-        kw = {"search": dict(space=args.space, order=args.order, method=args.method, layers=args.layers, C=args.C),
+        kw = {"search": dict(space=args.space, order=args.order, method=args.method, layers=args.layers, C=args.C,
+                                ops=args.ops),
               "retrain": dict(dtype=args.dtype), "optimize": {}}.get(args.kind, {})
         built = steps.build(args.kind, args.target, args.devices, size=args.size, batch=args.batch,
                             kernels=args.kernels, **kw)

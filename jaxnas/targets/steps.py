@@ -59,7 +59,7 @@ def _batch(batch: int, image: int, channels: int, mesh) -> dict:
 
 
 def search_config(space: str = "darts", method: str = "", size: str = "test", batch: int = 0, layers: int = 0,
-                  C: int = 0):
+                  C: int = 0, ops: str = ""):
     """The search config of a step: DARTS's defaults or ``method``'s preset, at ``size``."""
     from jaxnas import config as config_lib
     from jaxnas.methods.progressive import parse_stages
@@ -84,12 +84,14 @@ def search_config(space: str = "darts", method: str = "", size: str = "test", ba
         cfg.space.allow_no_normal_cell = cfg.space.layers < 3
     if cfg.space.get("partial_channels", 1) > 1 and cfg.space.C % cfg.space.partial_channels:
         cfg.space.C = cfg.space.partial_channels * max(1, cfg.space.C // cfg.space.partial_channels)
+    if ops:
+        cfg.space.ops = ops
     cfg.search.batch_size = batch or (8 if test else 64)
     return cfg
 
 
 def search(target: str, devices: int = 1, space: str = "darts", order: str = "", method: str = "",
-           size: str = "test", batch: int = 0, layers: int = 0, C: int = 0, kernels: str = "auto",
+           size: str = "test", batch: int = 0, layers: int = 0, C: int = 0, ops: str = "", kernels: str = "auto",
            mesh=None) -> Built:
     """The bilevel search step (``jaxnas search``) of ``order`` (default: the method's) for ``target``."""
     import jax
@@ -104,7 +106,7 @@ def search(target: str, devices: int = 1, space: str = "darts", order: str = "",
     from jaxnas.targets import get
     from jaxnas.targets import mesh as make_mesh
 
-    cfg = search_config(space, method, size, batch * devices if batch else 0, layers, C)
+    cfg = search_config(space, method, size, batch * devices if batch else 0, layers, C, ops)
     if not batch:
         cfg.search.batch_size *= devices if size == "test" else 1
     order = order or cfg.search.order
