@@ -1,22 +1,39 @@
 #!/usr/bin/env bash
-# One short run for a lent GPU (the `device` tool): the accelerator tests, then the search and
-# retraining benchmarks at the sizes. Prints one JSON line per benchmark. Fits 10 minutes.
+# One prepared run for a lent GPU (the `device` tool): fits one 10-minute call, leaving the rest of a
+# 15-minute budget to rerun it. Prints JSON lines; the figures go, dated, into docs/accelerators.md.
 #
-# The GPU image has jax (CUDA), flax, optax and chex and no network; jaxnas also needs
-# ml_collections, so build it here first and carry it along:
+#   1. the device and versions;
+#   2. correctness on the device: several devices agree, exact second order, the XLA kernel forms;
+#   3. the search step of each order at DARTS's GPU size (8 cells, C=16, batch 64);
+#   4. one epoch of the first-order search on CIFAR-sized synthetic data through the real input
+#      pipeline (experiments/search_epoch.py): the 50-epoch search time it implies;
+#   5. the retraining step at DARTS's size, then each DARTS-family method while time is left.
+#
+# The GPU image has jax (CUDA; 0.11.2 when last seen), flax, optax and chex and no network. jaxnas also
+# needs ml_collections (and absl, yaml); build them here and carry them (under 64 MiB):
 #   .venv/bin/pip install --quiet --no-deps --target .devdeps --python-version 3.12 \
 #       --platform manylinux2014_x86_64 --only-binary=:all: ml_collections absl-py pyyaml
 #   run(command="bash experiments/device_check.sh", carry=[".devdeps"], timeout_s=590)
 set -uo pipefail
 export PYTHONPATH="$PWD:$PWD/.devdeps:${PYTHONPATH:-}"
-python -c "import jax; print('devices:', jax.devices(), 'jax', jax.__version__)"
-date -u
-# correctness on the accelerator: several devices agree, exact second order, the XLA kernel forms
-timeout 170 python -m pytest -q -x -p no:cacheprovider tests/test_bilevel.py tests/test_parallel.py \
-  tests/test_ops.py tests/test_spaces_edges.py 2>&1 | tail -4
-# speed: the CPU issue's size in both orders, DARTS's GPU batch size, and retraining
-timeout 100 python experiments/bench_search_step.py --order first --steps 10
-timeout 120 python experiments/bench_search_step.py --order second_fd --steps 10
-timeout 80 python experiments/bench_search_step.py --order first --batch 64 --steps 10
-timeout 100 python experiments/bench_train_step.py --genotype DARTS_V2 --C 36 --layers 20 --batch 96 --steps 10
-date -u
+export JAXNAS_HUGE_PAGES=0
+CACHE=/tmp/jaxnas_cache
+deadline=$((SECONDS + ${DEVICE_CHECK_SECONDS:-560}))
+left() { echo $((deadline - SECONDS)); }
+python -c "import jax, json; print(json.dumps({'what': 'device', 'devices': [str(d) for d in jax.devices()], 'jax': jax.__version__, 'date': __import__('time').strftime('%Y-%m-%d %H:%M UTC', __import__('time').gmtime())}))"
+timeout 120 python -m pytest -q -x -p no:cacheprovider -o addopts="" tests/test_bilevel.py tests/test_parallel.py \
+  tests/test_spaces_edges.py 2>&1 | tail -2 | sed 's/^/# pytest: /'
+for order in first second second_fd; do
+  [ "$(left)" -gt 120 ] || break
+  timeout $(($(left) - 60)) python experiments/bench_search_step.py --order $order --batch 64 --steps 10 --cache $CACHE \
+    2>/dev/null | grep -v machine
+done
+[ "$(left)" -gt 90 ] && timeout $(($(left) - 30)) python experiments/search_epoch.py --order first --batch 64
+[ "$(left)" -gt 90 ] && timeout $(($(left) - 30)) python experiments/bench_train_step.py --genotype DARTS_V2 --C 36 \
+  --layers 20 --batch 96 --steps 10 2>/dev/null | grep -v machine
+for method in pcdarts gdas drnas fairdarts sdarts_rs betadarts darts_minus snas sdarts_adv; do
+  [ "$(left)" -gt 90 ] || { echo "{\"what\": \"skipped\", \"method\": \"$method\", \"why\": \"out of time\"}"; continue; }
+  timeout $(($(left) - 30)) python experiments/bench_search_step.py --method $method --batch 64 --steps 5 --cache $CACHE \
+    --child 2>/dev/null
+done
+echo "{\"what\": \"done\", \"seconds\": $SECONDS}"
