@@ -39,6 +39,7 @@ def main() -> None:
 
     cfg = config_lib.search_defaults()
     cfg.space.layers = args.layers
+    cfg.space.allow_no_normal_cell = args.layers < 3
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (50_000, 32, 32, 3), dtype=np.uint8)
     y = rng.integers(0, 10, 50_000).astype(np.int32)

@@ -88,3 +88,40 @@ def test_search_config_test_size_is_tiny_and_keeps_every_op():
 def test_targets_json_is_data():
     raw = json.loads(targets.resources.files("jaxnas.targets").joinpath("targets.json").read_text())
     assert all(isinstance(v, dict) for k, v in raw.items() if not k.startswith("_"))
+
+
+class _Compiled:
+    def __init__(self, text):
+        self.text = text
+
+    def as_text(self):
+        return self.text
+
+
+def test_bytes_accessed_sums_each_kernels_operands_and_results():
+    """A hand-worked compiled module: a fusion reading two f32[4,8] and writing one, a library call
+    reading it and an f32[8,2] and writing (f32[4,2], u8[16]), and a while loop of 3 trips whose body
+    runs a fusion over a bf16[10]; parameters, tuples and bitcasts move nothing."""
+    hlo = """HloModule jit_f, entry_computation_layout={(f32[4,8]{1,0})->f32[4,2]{1,0}}
+
+%body (p: (s32[], bf16[10])) -> (s32[], bf16[10]) {
+  %p = (s32[], bf16[10]{0}) parameter(0)
+  %x = bf16[10]{0} get-tuple-element(%p), index=1
+  %y = bf16[10]{0} fusion(%x), kind=kLoop, calls=%f2
+  ROOT %t = (s32[], bf16[10]{0}) tuple(%i, %y)
+}
+
+ENTRY %main.1 (a: f32[4,8], w: f32[8,2]) -> f32[4,2] {
+  %a = f32[4,8]{1,0} parameter(0)
+  %w = f32[8,2]{1,0} parameter(1)
+  %f = f32[4,8]{1,0} fusion(%a, %a), kind=kLoop, calls=%fused
+  %c = (f32[4,2]{1,0}, u8[16]{0}) custom-call(%f, %w), custom_call_target="__cudnn$convForward"
+  %g = f32[4,2]{1,0} get-tuple-element(%c), index=0
+  %l = (s32[], bf16[10]{0}) while(%init), condition=%cond, body=%body, backend_config={"known_trip_count":{"n":"3"}}
+  ROOT %b = f32[4,2]{1,0} bitcast(%g)
+}
+"""
+    fusion = 3 * 4 * 8 * 4
+    call = 4 * 8 * 4 + 8 * 2 * 4 + (4 * 2 * 4 + 16)
+    loop = 3 * (2 * 10 * 2)
+    assert targets.bytes_accessed(_Compiled(hlo)) == fusion + call + loop
