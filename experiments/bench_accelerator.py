@@ -3,6 +3,7 @@
     python experiments/bench_accelerator.py --target h200                  # every step at the papers' sizes
     python experiments/bench_accelerator.py --target tpu-v5e --steps darts-first,retrain
     python experiments/bench_accelerator.py --target h200 --size test     # the CI sizes, in minutes
+    python experiments/bench_accelerator.py --target h200 --lower-only    # FLOPs of every step, no compile
 
 Needs the target's plugin (``pip install -e '.[accel]'``, Python >= 3.12). Each step compiles in its own
 process (``python -m jaxnas.targets``); one JSON line per step gives the compile time, XLA's memory
@@ -50,6 +51,7 @@ def main() -> None:
     p.add_argument("--steps", default="all", help="comma-separated names (see the docstring), or all")
     p.add_argument("--devices", type=int, default=1)
     p.add_argument("--timeout", type=int, default=3600, help="seconds a compile may take")
+    p.add_argument("--lower-only", action="store_true", help="FLOPs per step from the lowered program, no compile")
     args = p.parse_args()
     target = targets.get(args.target)
     missing = targets.available(args.target)
@@ -66,7 +68,7 @@ def main() -> None:
                       "host_cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}), flush=True)
     for name in names:
         cmd = [sys.executable, "-m", "jaxnas.targets", "--target", args.target, "--size", args.size,
-               "--devices", str(args.devices), *known[name]]
+               "--devices", str(args.devices), *known[name], *(["--lower-only"] if args.lower_only else [])]
         t = time.perf_counter()
         try:
             out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
@@ -81,8 +83,8 @@ def main() -> None:
         r = json.loads(out.stdout.strip().splitlines()[-1])
         steps = STEPS["retrain" if name == "retrain" else "search"] * EPOCHS
         r.pop("library_calls", None)
-        print(json.dumps({"name": name, **r, "process_s": round(wall, 1),
-                          "epochs50_bound_min": round(r["roofline_ms"] * steps / 6e4, 2)}), flush=True)
+        bound = {"epochs50_bound_min": round(r["roofline_ms"] * steps / 6e4, 2)} if "roofline_ms" in r else {}
+        print(json.dumps({"name": name, **r, "process_s": round(wall, 1), **bound}), flush=True)
 
 
 if __name__ == "__main__":

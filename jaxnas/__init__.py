@@ -14,13 +14,15 @@ The public API (everything below is documented where it is defined):
   ``register_evaluator``; and ``kernels`` (the one setting for native CPU vs XLA kernels);
 * the DARTS family (``jaxnas.methods``): ``method_config`` (a method's official defaults),
   ``methods.parts``, and the method parts' registrations ``register_regularizer``,
-  ``register_perturbation``, ``register_method``.
+  ``register_perturbation``, ``register_method``;
+* accelerators without the device (``jaxnas.targets``): compile any step for an H100/H200, A100 or
+  TPU v5e on a CPU and read XLA's memory plan, FLOPs and program (``targets.steps`` builds jaxnas's).
 """
 
 __version__ = "0.1.0"
 
 from jaxnas import kernels, methods, relaxations
-from jaxnas import optimize
+from jaxnas import optimize, targets
 from jaxnas.api import evaluate_run, load_config, run_optimize, run_search, run_train
 from jaxnas.config import method_config
 from jaxnas.data import load_dataset
@@ -45,5 +47,5 @@ __all__ = ["ArchParam", "DartsNetwork", "DiscreteSpace", "Genotype", "SearchStat
            "make_eval_step", "make_search_step", "method_config", "methods", "optimize", "register_discrete_strategy",
            "register_evaluator", "register_method", "register_model", "register_op", "register_perturbation", "register_regularizer",
            "register_relaxation", "register_space", "register_strategy", "relaxations", "run_optimize", "run_search",
-           "run_train",
+           "run_train", "targets",
            "split_model", "weight_optimizer"]

@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kernels", default="auto")
     p.add_argument("--dtype", default="float32", help="retrain: float32 or bfloat16")
     p.add_argument("--hlo", default="", help="write the compiled HLO here")
+    p.add_argument("--lower-only", action="store_true",
+                   help="stop after lowering: FLOPs and lowering time, no compile (minutes less at paper size)")
     args = p.parse_args(argv)
     targets.prepare_environment()
     from jaxnas.errors import JaxnasError
@@ -51,16 +53,25 @@ def main(argv: list[str] | None = None) -> int:
               "retrain": dict(dtype=args.dtype), "optimize": {}}.get(args.kind, {})
         built = steps.build(args.kind, args.target, args.devices, size=args.size, batch=args.batch,
                             kernels=args.kernels, **kw)
-        report = targets.compile(built.jitted, built.args, args.target, args.devices)
+        if args.lower_only:
+            import time
+
+            t = time.perf_counter()
+            lowered = built.jitted.lower(*built.args)
+            summary = {"target": args.target, "devices": args.devices, "lower_s": round(time.perf_counter() - t, 1),
+                       "gflops": round(targets.flops(lowered, args.devices) / 1e9, 3)}
+        else:
+            report = targets.compile(built.jitted, built.args, args.target, args.devices)
+            summary = report.summary()
     except JaxnasError as e:
         print(f"jaxnas: {e}", file=sys.stderr)
         return 2
     import jax
 
-    if args.hlo:
+    if args.hlo and not args.lower_only:
         with open(args.hlo, "w") as f:
             f.write(report.hlo)
-    print(json.dumps({"step": built.name, "kernels": built.kernels, **report.summary(), "jax": jax.__version__}),
+    print(json.dumps({"step": built.name, "kernels": built.kernels, **summary, "jax": jax.__version__}),
           flush=True)
     return 0
 
