@@ -73,11 +73,13 @@ def prepare_environment() -> None:
     """Environment for deviceless compilation; call before jax starts its first backend.
 
     JAX runs on the CPU (the host's arrays and the model's initialisation); the CUDA plugin is
-    told not to look for a GPU or check its driver, libtpu not to query a TPU host's metadata.
+    told not to look for a GPU or check its driver, libtpu not to query a TPU host's metadata nor to
+    take its one-process lock file (there is no chip to share).
     Values the user has set are kept."""
     for key, value in (("JAX_PLATFORMS", "cpu"), ("JAX_SKIP_CUDA_CONSTRAINTS_CHECK", "1"),
                        ("CUDA_VISIBLE_DEVICES", "-1"), ("TPU_SKIP_MDS_QUERY", "1"),
                        ("TPU_ACCELERATOR_TYPE", "v5litepod-1"), ("TPU_WORKER_HOSTNAMES", "localhost"),
+                       ("ALLOW_MULTIPLE_LIBTPU_LOAD", "1"),  # no chip to guard: compiles may run side by side
                        ("TF_CPP_MIN_LOG_LEVEL", "2")):
         os.environ.setdefault(key, value)
 
