@@ -72,12 +72,32 @@ def tiny():
     return tiny_cfg()
 
 
+def _accelerator_plugins_missing() -> list[str]:
+    from jaxnas import targets
+
+    return sorted({f"NO {t.upper()} COMPILE: {why}" for t in ("h200", "a100", "tpu-v5e")
+                   if (why := targets.available(t))})
+
+
+# The accelerator compiles (test_targets_compile.py) need the plugins: without any of them (the main
+# suite's venv) its tests are deselected and the summary says so; .ci/accel sets JAXNAS_ACCEL_REQUIRED=1,
+# and there (or wherever a plugin is installed) it is collected and a missing plugin fails.
+_MISSING = _accelerator_plugins_missing()
+_LEAVE_OUT = len(_MISSING) == 3 and not os.environ.get("JAXNAS_ACCEL_REQUIRED")
+
+
+def pytest_collection_modifyitems(config, items):
+    if _LEAVE_OUT:
+        out = [i for i in items if i.nodeid.split("::")[0].endswith("test_targets_compile.py")]
+        if out:
+            config.hook.pytest_deselected(items=out)
+            items[:] = [i for i in items if i not in out]
+
+
 def pytest_terminal_summary(terminalreporter):
-    """Say in capitals when accelerator compiles were skipped for want of a plugin (test_targets_compile)."""
-    reasons = {str(r.longrepr[-1]).removeprefix("Skipped: ") for r in terminalreporter.stats.get("skipped", [])
-               if isinstance(r.longrepr, tuple) and "COMPILE:" in str(r.longrepr[-1])}
-    if reasons:
-        terminalreporter.write_sep("!", "ACCELERATOR COMPILES SKIPPED", red=True, bold=True)
-        for reason in sorted(reasons):
+    """Say in capitals when the accelerator compiles were left out for want of a plugin."""
+    if _LEAVE_OUT:
+        terminalreporter.write_sep("!", "ACCELERATOR COMPILES NOT RUN", red=True, bold=True)
+        for reason in _MISSING:
             terminalreporter.write_line(reason, red=True)
         terminalreporter.write_line("run .ci/accel (Python >= 3.12, jax[cuda12], jax[tpu]) to compile them", red=True)

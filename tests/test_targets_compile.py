@@ -4,7 +4,8 @@ Each compile runs in its own process (``python -m jaxnas.targets``): a ``Check f
 is a fatal abort that would kill pytest, so it becomes this test's failure, named by target and
 step. The plugins come from the ``accel`` extra (``jax[cuda12]``, ``jax[tpu]``), which needs
 Python >= 3.12 for the newest jax; ``.ci/accel`` builds that environment and runs this file.
-Where a plugin is missing its tests are skipped, and the summary says so in capitals.
+Without the plugins (the main suite's Python 3.11 venv) this file is not collected and the summary says
+so in capitals (tests/conftest.py); where it is collected, a missing plugin is a failure.
 """
 
 import json
@@ -60,8 +61,8 @@ def compile_step(target: str, spec: dict, devices: int = 1, hlo: str = "") -> di
 
 
 def _skip_missing(target: str):
-    if MISSING[target]:
-        pytest.skip(f"NO {target.upper()} COMPILE: {MISSING[target]}")
+    """Collected means compiles were asked for (tests/conftest.py): a missing plugin fails the test."""
+    assert not MISSING[target], f"cannot compile for {target}: {MISSING[target]}"
 
 
 @pytest.mark.parametrize("target,spec", list(cases()))
@@ -114,8 +115,5 @@ print(json.dumps([r.flops, r.argument_bytes, r.output_bytes]))
     assert res == 4 * 128 * 128
 
 
-def test_a_missing_plugin_is_said_loudly():
-    """The skip reason names the plugin and the install line (what the summary prints)."""
-    for target, why in MISSING.items():
-        if why:
-            assert "pip install" in why and "plugin" in why
+def test_every_ci_target_can_be_compiled_for_here():
+    assert MISSING == {t: None for t in CI_TARGETS}

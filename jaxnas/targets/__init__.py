@@ -243,9 +243,13 @@ def bytes_accessed(compiled) -> float:
     computation: every fusion, library call (cuDNN, cuBLAS) and collective reads its operands
     from device memory and writes its results there. Loop bodies count once per trip where XLA
     knows the trip count. Read from the HLO text, which every jax version prints alike."""
+    return _bytes_of_text(compiled.as_text())
+
+
+def _bytes_of_text(hlo: str) -> float:
     comps: dict[str, list] = {}
     entry, current = "", None
-    for line in compiled.as_text().splitlines():
+    for line in hlo.splitlines():
         stripped = line.strip()
         if stripped.endswith("{") and " = " not in stripped.split("(")[0]:
             head = stripped.split(" ")[0 if not stripped.startswith("ENTRY") else 1].lstrip("%")
@@ -304,9 +308,10 @@ def compile(jitted, args: tuple, target: str, devices: int = 1) -> Report:
     compiled = lowered.compile()
     seconds = time.perf_counter() - t
     mem = compiled.memory_analysis()
+    hlo = compiled.as_text()
     return Report(target=target, devices=devices, compile_s=seconds, lower_s=lower_s,
                   argument_bytes=int(getattr(mem, "argument_size_in_bytes", 0)),
                   output_bytes=int(getattr(mem, "output_size_in_bytes", 0)),
                   alias_bytes=int(getattr(mem, "alias_size_in_bytes", 0)),
                   temp_bytes=int(getattr(mem, "temp_size_in_bytes", 0)),
-                  flops=flops(lowered, devices), bytes_accessed=bytes_accessed(compiled), hlo=compiled.as_text())
+                  flops=flops(lowered, devices), bytes_accessed=_bytes_of_text(hlo), hlo=hlo)
