@@ -3,7 +3,9 @@
 The public API (everything below is documented where it is defined):
 
 * configs and workflows: ``load_config``, ``run_search``, ``run_train``, ``evaluate_run``,
-  ``run_optimize`` (dataset optimization; its parts in ``jaxnas.optimize``, models by ``register_model``);
+  ``run_optimize`` (dataset optimization; its parts in ``jaxnas.optimize``, models by ``register_model``)
+  and ``check_search``, ``check_train``, ``check_optimize`` (what ``--check`` runs); bad input of any
+  kind raises ``JaxnasError`` with the CLI's one-line message;
 * supernets and the bilevel step: ``build_supernet``, ``SearchState``, ``init_state``,
   ``make_search_step``, ``make_eval_step``, ``weight_optimizer``, ``alpha_optimizer``,
   ``epoch_cosine_lr``, ``split_model``;
@@ -23,7 +25,9 @@ __version__ = "0.1.0"
 
 from jaxnas import kernels, methods, relaxations
 from jaxnas import optimize, targets
-from jaxnas.api import evaluate_run, load_config, run_optimize, run_search, run_train
+from jaxnas.api import (check_optimize, check_search, check_train, evaluate_run, load_config, run_optimize,
+                        run_search, run_train)
+from jaxnas.errors import JaxnasError
 from jaxnas.config import method_config
 from jaxnas.data import load_dataset
 from jaxnas.evaluators import register_evaluator
@@ -41,8 +45,8 @@ from jaxnas.search.bilevel import SearchState, init_state, make_eval_step, make_
 from jaxnas.spaces import DiscreteSpace, Space, build_supernet, register_space
 from jaxnas.spaces.darts import DartsNetwork
 
-__all__ = ["ArchParam", "DartsNetwork", "DiscreteSpace", "Genotype", "SearchState", "Space", "Strategy",
-           "alpha_optimizer", "build_supernet", "count_params", "derive_from_alphas", "derive_from_weights",
+__all__ = ["ArchParam", "DartsNetwork", "DiscreteSpace", "Genotype", "JaxnasError", "SearchState", "Space",
+           "Strategy", "alpha_optimizer", "check_optimize", "check_search", "check_train", "build_supernet", "count_params", "derive_from_alphas", "derive_from_weights",
            "epoch_cosine_lr", "evaluate_run", "init_state", "kernels", "load_config", "load_dataset", "load_genotype",
            "make_eval_step", "make_search_step", "method_config", "methods", "optimize", "register_discrete_strategy",
            "register_evaluator", "register_method", "register_model", "register_op", "register_perturbation", "register_regularizer",

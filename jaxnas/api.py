@@ -2,24 +2,29 @@
 
 Each takes a config (``load_config`` builds one, as ``jaxnas <command> --config ...`` does)
 and runs with the kernel implementation it names (``run.kernels``). Without ``run_dir``
-nothing is written to disk.
+nothing is written to disk; with it, the folder is held by this process while the run lasts.
+Every function checks its arguments first (the config's kind and fields, the data) and raises
+``jaxnas.JaxnasError`` with the one-line message the CLI prints, before anything is trained
+or written.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import jax
 import ml_collections
 from flax import nnx
 
 from jaxnas import config as config_lib
+from jaxnas import rundir
 from jaxnas import data as data_lib
 from jaxnas import genotype as genotype_lib
 from jaxnas import kernels, methods
 from jaxnas import train as train_lib
-from jaxnas.errors import unknown
+from jaxnas.errors import JaxnasError, unknown
 from jaxnas.evaluators import EVALUATORS, make_evaluator
 from jaxnas.search import get_strategy
-from jaxnas.search.bilevel import ORDERS
 from jaxnas.spaces import build_supernet, discrete_space
 
 
@@ -27,22 +32,35 @@ def load_config(spec: str | None = None, overrides: list[str] | tuple[str, ...] 
                 kind: str = "search") -> ml_collections.ConfigDict:
     """A validated config: ``None`` (the tiny default on digits), ``configs/x.py[:arg]`` or a
     ``.json`` file, then ``"a.b=value"`` overrides, exactly as the CLI reads them."""
+    if isinstance(overrides, str) or not all(isinstance(o, str) for o in overrides):
+        raise JaxnasError(f"overrides must be a list of 'field=value' strings, got {overrides!r}")
     return config_lib.apply_overrides(config_lib.load(spec, kind), list(overrides))
 
 
-def check_search(cfg: ml_collections.ConfigDict) -> None:
-    """Everything ``run_search`` would refuse, without training: the strategy, the data, the space and
-    its supernet (built abstractly) or discrete form, and a table evaluator's file. Raises JaxnasError."""
+def check_search(cfg: ml_collections.ConfigDict, dataset: data_lib.Dataset | None = None) -> None:
+    """Everything ``run_search`` would refuse, without training: the strategy, the data (``dataset``, else
+    ``cfg.data``) and its split, the space and its supernet (built abstractly, with its stages) or
+    discrete form, and a table evaluator's file. Raises JaxnasError."""
+    from jaxnas.methods import progressive
+    from jaxnas.search import differentiable
+
+    config_lib.check_config(cfg, "search")
     get_strategy(cfg.search.strategy)
-    ds = data_lib.load_dataset(cfg.data.name, cfg.data.data_dir)
+    ds = dataset if dataset is not None else data_lib.load_dataset(cfg.data.name, cfg.data.data_dir)
     data_lib.resolve_augment(cfg.data.augment, ds.name)
     if cfg.search.strategy == "darts":
-        if cfg.search.order not in ORDERS:
-            raise unknown("search order", cfg.search.order, ORDERS)
-        methods.parts(cfg.method, cfg.search.epochs, 1)
+        s = cfg.search
+        methods.parts(cfg.method, s.epochs, 1)
+        train_idx, val_idx = data_lib.search_split(len(ds.x_train), cfg.data.train_portion)
+        for part, idx in (("search-train", train_idx), ("search-val", val_idx)):
+            if s.batch_size > len(idx):
+                raise JaxnasError(f"search.batch_size {s.batch_size} is larger than the {len(idx)} examples of the "
+                                  f"{part} split (data.train_portion={cfg.data.train_portion})")
+        stages = progressive.parse_stages(cfg.method.stages, s.epochs)
         with kernels.use(cfg.run.kernels):
-            jax.eval_shape(lambda: nnx.state(build_supernet(cfg.space, ds.image_shape, ds.num_classes,
-                                                            nnx.Rngs(cfg.seed))))
+            net = nnx.eval_shape(lambda: build_supernet(cfg.space, ds.image_shape, ds.num_classes,
+                                                        nnx.Rngs(cfg.seed)))
+        differentiable.check_stages(net, stages, cfg.space.name)
     else:
         space = discrete_space(cfg.space, ds.image_shape)
         if cfg.evaluator.kind == "table":
@@ -53,6 +71,7 @@ def check_search(cfg: ml_collections.ConfigDict) -> None:
 
 def check_train(cfg: ml_collections.ConfigDict) -> None:
     """Everything ``run_train`` would refuse, without training: the genotype, the data and the network."""
+    config_lib.check_config(cfg, "train")
     genotype = genotype_lib.load(cfg.genotype)
     ds = data_lib.load_dataset(cfg.data.name, cfg.data.data_dir)
     if cfg.train.dtype not in train_lib.DTYPES:
@@ -63,51 +82,72 @@ def check_train(cfg: ml_collections.ConfigDict) -> None:
 
 def run_search(cfg: ml_collections.ConfigDict, run_dir: str | None = None, log=print, resume: bool = False) -> dict:
     """Run the strategy ``cfg.search.strategy`` names; returns at least ``genotype`` (the architecture
-    found) and ``history``."""
-    with kernels.use(cfg.run.kernels):
-        return get_strategy(cfg.search.strategy)(cfg, run_dir, log=log, resume=resume)
+    found) and ``history``. ``run_dir`` is held (``rundir.lock``) while it runs."""
+    config_lib.check_config(cfg, "search")
+    strategy = get_strategy(cfg.search.strategy)
+    with kernels.use(cfg.run.kernels), rundir.locked(run_dir), rundir.disk_errors(run_dir):
+        return strategy(cfg, run_dir, log=log, resume=resume)
 
 
 def run_train(cfg: ml_collections.ConfigDict, run_dir: str | None = None, log=print, resume: bool = False) -> dict:
-    """Retrain ``cfg.genotype`` from scratch and test it once (a ``kind="train"`` config)."""
-    with kernels.use(cfg.run.kernels):
+    """Retrain ``cfg.genotype`` from scratch and test it once (a ``kind="train"`` config); ``run_dir`` is held
+    while it runs."""
+    config_lib.check_config(cfg, "train")
+    with kernels.use(cfg.run.kernels), rundir.locked(run_dir), rundir.disk_errors(run_dir):
         return train_lib.run(cfg, run_dir, log=log, resume=resume)
 
 
-def check_optimize(cfg: ml_collections.ConfigDict) -> None:
-    """Everything ``run_optimize`` would refuse before training: the data and its split, the baseline's
-    hyperparameters and model, the searched hyperparameters and the space."""
-    from jaxnas.optimize import models, split, study, workflow
+def check_optimize(cfg: ml_collections.ConfigDict, data: dict | None = None):
+    """Everything ``run_optimize`` would refuse, before anything is trained or written: the config, the data
+    (``data``, else ``cfg.data``) and its split, the baseline's hyperparameters and model, the searched
+    hyperparameters and models, the space, or the search of ``optimize.arch=search``. Returns the run's
+    plan (``jaxnas.optimize.workflow.Plan``), which ``run_optimize(plan=...)`` takes."""
+    from jaxnas.optimize import workflow
 
-    d = cfg.data
-    pool = split.load_pool(d.name, d.data_dir, d.num_classes)
-    split.stratified_split(pool, d.val_fraction, d.test_fraction, cfg.seed)
-    base = workflow.baseline_hparams(cfg)
-    jax.eval_shape(lambda: nnx.state(models.build(base["model"], pool.image_shape, pool.num_classes,
-                                                  nnx.Rngs(0), cfg)))
-    study.check(cfg.optimize)
-    if cfg.optimize.arch == "space":
-        space = discrete_space(cfg.space, pool.image_shape)
-        if cfg.optimize.first_arch:
-            study.arch_params(space, cfg.optimize.first_arch)
+    config_lib.check_config(cfg, "optimize")
+    with kernels.use(cfg.run.kernels):
+        return workflow.setup(cfg, _pool(data, cfg))
+
+
+DATA_KEYS = ("x", "y", "x_test", "y_test")
+
+
+def _pool(data, cfg):
+    """``run_optimize``'s in-memory ``data`` as a pool, through the validator a ``.npz`` goes through."""
+    from jaxnas.optimize import split
+
+    if data is None:
+        return None
+    if not isinstance(data, Mapping):
+        raise JaxnasError(f"data must be a dict of arrays {{'x': images, 'y': labels}} (optionally 'x_test', "
+                          f"'y_test'), got {type(data).__name__}")
+    bad = sorted(map(str, set(data) - set(DATA_KEYS)))
+    missing = [k for k in ("x", "y") if k not in data]
+    if bad or missing:
+        raise JaxnasError(f"data: {'missing ' + ', '.join(missing) if missing else 'unknown key(s) ' + ', '.join(bad)}; "
+                          f"allowed: {', '.join(DATA_KEYS)} (x and y required)")
+    return split.pool_from_arrays("arrays", data["x"], data["y"], data.get("x_test"), data.get("y_test"),
+                                  cfg.data.num_classes)
 
 
 def run_optimize(cfg: ml_collections.ConfigDict | None = None, run_dir: str | None = None, log=print,
-                 resume: bool = False, data: dict | None = None) -> dict:
+                 resume: bool = False, data: dict | None = None, plan=None) -> dict:
     """Dataset optimization (a ``kind="optimize"`` config; ``None``: the default on digits): split, baseline,
     Optuna study on val, both models retrained and tested once; returns the report as a dict.
 
     ``data``: in-memory arrays instead of ``cfg.data.name``: ``{"x": ..., "y": ...}`` and optionally
-    ``"x_test"``, ``"y_test"`` (images (N, H, W[, C]) uint8 or floats in 0..1, integer labels)."""
-    from jaxnas.optimize import split, workflow
+    ``"x_test"``, ``"y_test"`` (images (N, H, W[, C]) uint8 or floats in 0..1, integer labels), checked as
+    a ``.npz`` is. ``plan``: what ``check_optimize`` returned for this config and data. Everything the
+    run would refuse is refused (``JaxnasError``) before anything is trained or written."""
+    from jaxnas.optimize import workflow
 
     cfg = cfg if cfg is not None else load_config(None, kind="optimize")
-    pool = None
-    if data is not None:
-        pool = split.pool_from_arrays("arrays", data["x"], data["y"], data.get("x_test"), data.get("y_test"),
-                                      cfg.data.num_classes)
+    if plan is None:
+        plan = check_optimize(cfg, data)
+    elif data is not None:
+        raise JaxnasError("run_optimize: give data or plan (check_optimize(cfg, data) made it), not both")
     with kernels.use(cfg.run.kernels):
-        return workflow.run(cfg, run_dir, log=log, resume=resume, pool=pool)
+        return workflow.run(cfg, run_dir, log=log, resume=resume, plan=plan)
 
 
 def evaluate_run(run_dir: str, log=print, imports: str = "") -> dict:

@@ -17,7 +17,7 @@ from jaxnas import api, distributed, plot, rundir
 from jaxnas import config as config_lib
 from jaxnas import data as data_lib
 from jaxnas import genotype as genotype_lib
-from jaxnas.driver import Preempted
+from jaxnas.driver import Preempted, Stopped
 from jaxnas.errors import JaxnasError
 
 
@@ -30,8 +30,7 @@ def _setup_jax(cache_dir: str) -> None:
 
 
 def _resolve(args, overrides: list[str], kind: str):
-    """The run's config and directory: a new run, or ``--resume`` of an existing one (``--check``: the
-    config alone, checked, and no directory)."""
+    """The run's config: a new run's, or the one ``--resume`` continues, checked field by field."""
     extra = [f"--config.genotype={args.genotype}"] if getattr(args, "genotype", "") else []
     if getattr(args, "strategy", ""):
         extra.append(f"--config.search.strategy={args.strategy}")
@@ -44,18 +43,28 @@ def _resolve(args, overrides: list[str], kind: str):
         config_lib.check_run_imports(cfg.run.imports, given, args.resume)
     else:
         cfg = config_lib.apply_overrides(config_lib.load(args.config, kind), overrides + extra)
-        config_lib.import_extensions(cfg.run.imports)  # a config file is code the user runs
-    if getattr(args, "check", False):
-        return cfg, None
+        if args.config and args.config.partition(":")[0].endswith(".json"):  # data: it names, never imports
+            config_lib.check_run_imports(cfg.run.imports, given, args.config, "config file")
+        else:
+            config_lib.import_extensions(cfg.run.imports)  # a Python config is code the user runs
+    return cfg
+
+
+def _run_dir(args, cfg, kind: str) -> str:
+    """The run directory: made for a new run, or the resumed one; held (``rundir.lock``) for the rest of
+    this process, so a second process on the same run stops at once."""
     _setup_jax(cfg.run.compile_cache)
     distributed.initialize(cfg.run, log=lambda msg: print(msg, flush=True))
     if args.resume:
         path = args.resume
-        rundir.record_resume(path)
+        rundir.lock(path)
+        with rundir.disk_errors(path):
+            rundir.record_resume(path)
     else:
         path = rundir.create(cfg, kind)
+        rundir.lock(path)
     print(f"run directory: {path}", flush=True)
-    return cfg, path
+    return path
 
 
 def _imports(overrides: list[str]) -> str:
@@ -90,15 +99,21 @@ def _cleaning_up(path: str, resume: bool):
         raise
 
 
-def _run(args, overrides: list[str], kind: str, check, run, what: str):
-    """A search or training from the command line: ``--check`` validates only; else the run, whose
-    folder is removed again if it fails before any result. Returns ``(result or None, run dir)``."""
-    cfg, path = _resolve(args, overrides, kind)
-    if args.check:
-        check(cfg)
-        print(f"ok: the config, {what} are valid (nothing was run)")
-        return None, path
-    with _cleaning_up(path, bool(args.resume)):
+def _run(args, overrides: list[str], kind: str, check, run, what: str, setup_first: bool = False):
+    """A search, training or optimization from the command line: ``--check`` validates only; else the
+    run, whose folder is removed again if it fails before any result. ``setup_first``: ``check`` is the
+    run's own setup (optimize's ``workflow.setup``), made before the folder exists and handed to the
+    run, so that nothing it would refuse leaves a folder behind. Returns ``(result or None, run dir)``."""
+    cfg = _resolve(args, overrides, kind)
+    if args.check or setup_first:
+        prepared = check(cfg)
+        if args.check:
+            print(f"ok: the config, {what} are valid (nothing was run)")
+            return None, None
+    path = _run_dir(args, cfg, kind)
+    with _cleaning_up(path, bool(args.resume)), rundir.disk_errors(path):
+        if setup_first:
+            return run(cfg, path, log=_log, resume=bool(args.resume), plan=prepared), path
         return run(cfg, path, log=_log, resume=bool(args.resume)), path
 
 
@@ -120,7 +135,7 @@ def cmd_train(args, overrides: list[str]) -> int:
 
 def cmd_optimize(args, overrides: list[str]) -> int:
     result, path = _run(args, overrides, "optimize", api.check_optimize, api.run_optimize,
-                        "data, split, baseline and search space")
+                        "data, split, baseline and search space", setup_first=True)
     if result is not None:
         _log(f"report: {os.path.join(path, 'report.md')}")
     return 0
@@ -222,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         message = str(e).replace("\r", "\\r").replace("\n", "\\n")  # one line, whatever the input held
         print(f"jaxnas: error: {message}", file=sys.stderr)
         return 2
-    except Preempted as e:
+    except (Preempted, Stopped) as e:
         print(f"jaxnas: stopped by {e}", file=sys.stderr)
         return 128 + e.signum
     except KeyboardInterrupt:

@@ -14,11 +14,12 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import math
 import os
 
 import ml_collections
 
-from jaxnas import rundir
+from jaxnas import kernels, rundir
 from jaxnas.errors import JaxnasError
 from jaxnas.methods import METHODS, method_defaults
 from jaxnas.spaces import SPACES, get_space
@@ -233,13 +234,40 @@ OPEN_RANGES = {"data.train_portion": (0.0, 1.0), "data.val_fraction": (0.0, 1.0)
                "compare.confidence": (0.0, 1.0)}
 
 
+# The allowed values of every enumerated field, declared once beside RANGES (the modules that use
+# them hold the same tuples; tests/test_config.py checks that they agree). Fields whose values are
+# registrations (strategies, spaces, relaxations, methods' parts, evaluators) are checked against
+# their registry when the run is set up, after ``run.imports`` has registered the user's own.
+CHOICES = {
+    "search.order": ("first", "second", "second_fd", "single"),
+    "run.kernels": kernels.IMPLS,
+    "data.augment": ("auto", "none", "crop", "crop_flip"),
+    "train.dtype": ("float32", "bfloat16"),
+    "optimize.metric": ("accuracy", "macro_f1"),
+    "optimize.arch": ("fixed", "space", "search"),
+    "optimize.pruner": ("hyperband", "median", "none"),
+    "optimize.baseline.optimizer": ("sgd", "adamw"),
+    "optimize.baseline.augment": ("none", "crop", "crop_flip", "crop_cutout", "crop_flip_cutout"),
+    "compare.refit": ("train+val", "train"),
+}
+# Float fields where an infinite value means something: none today; NaN never does.
+INFINITE_OK: frozenset = frozenset()
+
+
 def check_ranges(cfg) -> None:
-    """Every numeric field inside its declared range (``RANGES``, and the space's own ``Space.ranges``);
-    else one error naming it."""
+    """Every field of the config inside what it allows, checked once when the config is read: each
+    numeric field inside its declared range (``RANGES``, and the space's own ``Space.ranges``), every
+    float finite (NaN and +-inf mean nothing here), each enumerated field one of its ``CHOICES``, and
+    the ``method`` group of a differentiable search consistent with its length
+    (``methods.check``); else one error naming the field and what it allows."""
     ranges = dict(RANGES)
     if "space" in cfg and "name" in cfg.space:
         ranges.update({f"space.{k}": r for k, r in get_space(cfg.space.name).ranges().items()})
     for key, value in flatten(cfg).items():
+        if isinstance(value, float) and not math.isfinite(value) and key not in INFINITE_OK:
+            raise JaxnasError(f"config field {key!r} must be a finite number, got {value!r}")
+        if key in CHOICES and value not in CHOICES[key]:
+            raise JaxnasError(f"config field {key!r}: unknown value {value!r}; allowed: {', '.join(CHOICES[key])}")
         if key in ranges:
             lo, hi = ranges[key]
             if (lo is not None and value < lo) or (hi is not None and value > hi):
@@ -249,6 +277,15 @@ def check_ranges(cfg) -> None:
             lo, hi = OPEN_RANGES[key]
             if not lo < value < hi:
                 raise JaxnasError(f"config field {key!r} must be in ({lo}, {hi}), got {value!r}")
+    if "method" in cfg and "search" in cfg and cfg.search.get("strategy") == "darts":
+        check_method(cfg.method, cfg.search.epochs)
+
+
+def check_method(m, epochs: int) -> None:
+    """The ``method`` group of a differentiable search of ``epochs`` epochs (``methods.check``)."""
+    from jaxnas.methods import registry
+
+    registry.check(m, epochs)
 
 
 DEFAULTS = {"search": search_defaults, "train": train_defaults, "optimize": optimize_defaults}
@@ -337,8 +374,33 @@ def _schema(cfg, kind: str) -> ml_collections.ConfigDict:
     return schema
 
 
+def check_kind(kind) -> None:
+    if kind not in DEFAULTS:
+        raise JaxnasError(f"unknown config kind {kind!r}; allowed: {', '.join(DEFAULTS)}")
+
+
+def check_config(cfg, kind: str) -> None:
+    """A config handed to a workflow in Python: a ConfigDict of that kind (the group named like the kind,
+    ``search``, ``train`` or ``optimize``), every field known, typed and inside what it allows
+    (``check_ranges``): the checks the CLI makes when it reads one. Else one ``JaxnasError``."""
+    check_kind(kind)
+    if not isinstance(cfg, ml_collections.ConfigDict):
+        raise JaxnasError(f"a {kind} config must be an ml_collections.ConfigDict, e.g. jaxnas.load_config(kind="
+                          f"{kind!r}), got {type(cfg).__name__}")
+    actual = next((k for k in DEFAULTS if k in cfg), None)
+    if actual != kind:
+        raise JaxnasError(f"this is {'a ' + actual if actual else 'not a jaxnas'} config, not a {kind} config; "
+                          f"build one with jaxnas.load_config(..., kind={kind!r})")
+    _check_against(cfg, _schema(cfg, kind))
+    check_ranges(cfg)
+
+
 def load(spec: str | None, kind: str = "search") -> ml_collections.ConfigDict:
     """``None`` (the tiny default), ``path.py[:arg]`` or ``path.json``; validated and completed."""
+    check_kind(kind)
+    if spec is not None and not isinstance(spec, str):
+        raise JaxnasError(f"a config is named by a path (configs/<name>.py[:arg] or a .json file) or None, "
+                          f"got {type(spec).__name__}")
     if spec is None:
         cfg = TINY[kind]()
     else:
@@ -349,6 +411,9 @@ def load(spec: str | None, kind: str = "search") -> ml_collections.ConfigDict:
             cfg = _from_data(rundir.read_json(path, "config file"), f"config file {path!r}")
         elif path.endswith(".py"):
             cfg = _load_py(path, arg or None)
+            run = cfg.get("run") if isinstance(cfg, (ml_collections.ConfigDict, dict)) else None
+            if isinstance(run, (ml_collections.ConfigDict, dict)) and isinstance(run.get("imports"), str):
+                import_extensions(run["imports"])  # a Python config is code the user runs; its imports too
         else:
             raise JaxnasError(f"config file {path!r} must end in .py or .json")
     cfg = _with_space(cfg)
@@ -403,12 +468,15 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides: list[str]) -> ml_
     return cfg
 
 
-def check_run_imports(saved: str, given: str, run_dir: str) -> None:
-    """Reading a run never imports what it names: a run made with ``run.imports`` needs the same
-    modules named on the command line (``--config.run.imports=...``)."""
+def check_run_imports(saved: str, given: str, where: str, what: str = "run") -> None:
+    """Reading data never imports what it names: a run directory (``what="run"``) or a ``.json``
+    config (``what="config file"``) that names ``run.imports`` needs the same modules named on the
+    command line (``--config.run.imports=...``), which the user chose to run."""
     if saved and saved != given:
-        raise JaxnasError(f"run {run_dir!r} was made with run.imports={saved!r}; jaxnas never imports what a run "
-                          f"directory names: pass --config.run.imports={saved} to import it")
+        made = "was made with" if what == "run" else "names"
+        raise JaxnasError(f"{what} {where!r} {made} run.imports={saved!r}; jaxnas never imports what a "
+                          f"{'run directory' if what == 'run' else '.json config'} names: pass "
+                          f"--config.run.imports={saved} to import it")
 
 
 def import_extensions(modules: str) -> None:

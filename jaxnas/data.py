@@ -57,24 +57,82 @@ def _holdout(x, y, fraction: float = 0.2, seed: int = 0):
     return x[tr], y[tr], x[te], y[te]
 
 
-def _check_arrays(name: str, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+LABEL_MAX = 2 ** 31 - 2  # labels are held as int32; larger ones would wrap
+
+
+def _as_array(value, name: str, member: str) -> np.ndarray:
+    """``value`` as a numeric array; anything else (bytes, text, objects, ragged lists) is refused."""
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as e:
+        raise JaxnasError(f"dataset {name!r}: {member} is not an array ({type(value).__name__}: {e})") from None
+    if arr.dtype.kind not in "biuf":
+        raise JaxnasError(f"dataset {name!r}: {member} must be an array of numbers, got "
+                          f"{type(value).__name__} of dtype {arr.dtype}")
+    return arr
+
+
+def _check_part(name: str, x, y, part: str) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = ("x", "y") if part == "train" else ("x_test", "y_test")
+    x, y = _as_array(x, name, xs), _as_array(y, name, ys)
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4:
-        raise JaxnasError(f"dataset {name!r}: images must have shape (N, H, W) or (N, H, W, C), got {x.shape}")
-    y = np.asarray(y).reshape(-1)
+        raise JaxnasError(f"dataset {name!r}: images {xs} must have shape (N, H, W) or (N, H, W, C), got {x.shape}")
+    if y.ndim > 1 and y.size == len(y):
+        y = y.reshape(-1)
+    if y.ndim != 1:
+        raise JaxnasError(f"dataset {name!r}: labels {ys} must be one integer per image, got shape {y.shape}")
     if len(x) != len(y):
-        raise JaxnasError(f"dataset {name!r}: {len(x)} images but {len(y)} labels")
-    if not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
-        raise JaxnasError(f"dataset {name!r}: labels must be non-negative integers, got dtype {y.dtype}")
-    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)) or x.dtype == np.bool_:
-        raise JaxnasError(f"dataset {name!r}: images must be real numbers (uint8 0..255 or floats 0..1), "
-                          f"got dtype {x.dtype}")
+        raise JaxnasError(f"dataset {name!r}: {len(x)} {'' if part == 'train' else 'test '}images but {len(y)} labels")
+    if y.dtype.kind not in "iu" or (len(y) and (y.min() < 0 or y.max() > LABEL_MAX)):
+        shown = f"dtype {y.dtype}" if y.dtype.kind not in "iu" else f"label {int(y.min() if y.min() < 0 else y.max())}"
+        raise JaxnasError(f"dataset {name!r}: labels {ys} must be integers in 0..{LABEL_MAX}, got {shown}")
+    if x.dtype == np.bool_:
+        raise JaxnasError(f"dataset {name!r}: images {xs} must be real numbers (uint8 0..255 or floats 0..1), "
+                          f"got dtype bool")
     if x.dtype != np.uint8:
         x = x.astype(np.float32)
         if not np.isfinite(x).all():
-            raise JaxnasError(f"dataset {name!r}: the images hold NaN or Inf values")
+            bad = int((~np.isfinite(x.reshape(len(x), -1))).any(1).argmax())
+            raise JaxnasError(f"dataset {name!r}: image {bad} of {xs} holds NaN or Inf values")
     return x, y.astype(np.int32)
+
+
+def check_arrays(name: str, x, y, x_test=None, y_test=None, num_classes: int = 0, min_classes: int = 2):
+    """The one validator of image-classification arrays, for a ``.npz`` file and for arrays given in
+    Python alike: images (N, H, W[, C]) of numbers (uint8 kept, else float32, all finite), one integer
+    label per image in 0..K-1 (``num_classes`` = 0: K is the largest label + 1), a test split given
+    whole (``x_test`` and ``y_test``, or neither) with the training images' shape, at least
+    ``min_classes`` classes among the training labels. Returns ``(x, y, x_test, y_test, K)``, the test
+    arrays empty when none was given; else one ``JaxnasError`` naming the problem."""
+    if (x_test is None) != (y_test is None):
+        given, missing = ("x_test", "y_test") if y_test is None else ("y_test", "x_test")
+        raise JaxnasError(f"dataset {name!r}: {given} is given without {missing}; give both, or neither to have a "
+                          f"test split drawn")
+    x, y = _check_part(name, x, y, "train")
+    if len(x) == 0:
+        raise JaxnasError(f"dataset {name!r}: x holds no images")
+    if x_test is None:
+        xt, yt = x[:0], y[:0]
+    else:
+        xt, yt = _check_part(name, x_test, y_test, "test")
+        if xt.shape[1:] != x.shape[1:]:
+            raise JaxnasError(f"dataset {name!r}: x_test images {xt.shape[1:]} differ from x {x.shape[1:]}")
+        if xt.dtype != x.dtype:  # uint8 means 0..255, floats 0..1: one scale for both splits
+            raise JaxnasError(f"dataset {name!r}: x is {x.dtype} but x_test is {xt.dtype}; give both as uint8 "
+                              f"(0..255) or both as floats (0..1)")
+    largest = int(max(y.max(initial=0), yt.max(initial=0)))
+    if not isinstance(num_classes, (int, np.integer)) or isinstance(num_classes, bool) or num_classes < 0:
+        raise JaxnasError(f"data.num_classes must be an integer >= 0, got {num_classes!r}")
+    k = int(num_classes) or largest + 1
+    if largest >= k:
+        raise JaxnasError(f"dataset {name!r}: label {largest} is outside 0..{k - 1} (data.num_classes={k})")
+    present = len(np.unique(y))
+    if present < min_classes:
+        raise JaxnasError(f"dataset {name!r}: the training labels hold {present} class"
+                          f"{'' if present == 1 else 'es'}; classification needs at least {min_classes}")
+    return x, y, xt, yt, k
 
 
 def load_digits(holdout: bool = True) -> Dataset:
@@ -101,24 +159,25 @@ def load_npz(path: str, holdout: bool = True) -> Dataset:
         raise JaxnasError(f"dataset file {path!r} is not a readable .npz of plain arrays: {e}") from None
     if "x" not in arrays or "y" not in arrays:
         raise JaxnasError(f"dataset file {path!r} must hold arrays 'x' and 'y' (found {', '.join(arrays) or 'none'})")
-    x, y = _check_arrays(path, arrays["x"], arrays["y"])
-    if "x_test" in arrays and "y_test" in arrays:
-        xt, yt = _check_arrays(path, arrays["x_test"], arrays["y_test"])
-        if xt.shape[1:] != x.shape[1:]:
-            raise JaxnasError(f"dataset {path!r}: x_test images {xt.shape[1:]} differ from x {x.shape[1:]}")
-        parts = (x, y, xt, yt)
-    else:
-        parts = _holdout(x, y) if holdout else (x, y, x[:0], y[:0])
-    num_classes = int(max(parts[1].max(initial=0), parts[3].max(initial=0))) + 1
-    if len(np.unique(parts[1])) < 2:
-        raise JaxnasError(f"dataset {path!r}: the training labels hold {len(np.unique(parts[1]))} class; "
-                          f"classification needs at least 2")
-    return Dataset(os.path.basename(path), *parts, num_classes=num_classes)
+    extra = sorted(set(arrays) - {"x", "y", "x_test", "y_test"})
+    if extra:
+        raise JaxnasError(f"dataset file {path!r} holds unknown member(s) {', '.join(extra)}; allowed: x, y, "
+                          f"x_test, y_test")
+    x, y, xt, yt, num_classes = check_arrays(path, arrays["x"], arrays["y"], arrays.get("x_test"),
+                                             arrays.get("y_test"))
+    if len(xt) == 0 and "x_test" not in arrays:
+        x, y, xt, yt = _holdout(x, y) if holdout else (x, y, xt, yt)
+        check_arrays(path, x, y)  # the holdout left every class it needs in training
+    return Dataset(os.path.basename(path), x, y, xt, yt, num_classes=num_classes)
 
 
 def _read_tfds_split(name: str, split: str, data_dir: str | None):
     import tensorflow_datasets as tfds
 
+    from absl import logging as absl_logging
+
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)  # TFDS's warnings about a missing folder: our one line says it
     try:
         src = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
     except Exception as e:  # tfds raises several types for a dataset that is not prepared
@@ -127,6 +186,8 @@ def _read_tfds_split(name: str, split: str, data_dir: str | None):
             f"dataset {name!r} (split {split!r}) is not prepared in {where}: prepare it once with "
             f"pip install 'jaxnas[prepare]' && jaxnas prepare {name} --data_dir {where} "
             f"[{type(e).__name__}]") from None
+    finally:
+        absl_logging.set_verbosity(verbosity)
     xs, ys = [], []
     for i in range(len(src)):
         record = src[i]
@@ -139,8 +200,7 @@ def _read_tfds_split(name: str, split: str, data_dir: str | None):
 def load_tfds(name: str, data_dir: str | None = None) -> Dataset:
     x, y, src = _read_tfds_split(name, "train", data_dir)
     xt, yt, _ = _read_tfds_split(name, "test", data_dir)
-    x, y = _check_arrays(name, x, y)
-    xt, yt = _check_arrays(name, xt, yt)
+    x, y, xt, yt, _ = check_arrays(name, x, y, xt, yt)
     try:
         num_classes = int(src.dataset_info.features["label"].num_classes)
     except (AttributeError, KeyError, TypeError):

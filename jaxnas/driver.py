@@ -10,6 +10,7 @@ resume restores the newest good checkpoint and trims the logs written after it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import signal
@@ -31,6 +32,34 @@ class Preempted(Exception):
         name = signal.Signals(signum).name
         super().__init__(f"{name}: checkpoint written at step {step}" +
                          (f"; continue with --resume {run_dir}" if run_dir else ""))
+
+
+class Stopped(Exception):
+    """Raised at once by a signal (``raise_on_signal``) in a run whose finished work is already on
+    disk, such as an optimize study's trials: the unfinished part is redone on ``--resume``."""
+
+    def __init__(self, signum: int, run_dir: str | None, kept: str = "everything finished so far is kept"):
+        self.signum, self.run_dir = signum, run_dir
+        super().__init__(f"{signal.Signals(signum).name}: {kept}" +
+                         (f"; continue with --resume {run_dir}" if run_dir else ""))
+
+
+@contextlib.contextmanager
+def raise_on_signal(run_dir: str | None, kept: str = "everything finished so far is kept"):
+    """SIGTERM (a scheduler's preemption, ``kill``) inside the body raises ``Stopped`` where the program
+    is, as Ctrl-C raises ``KeyboardInterrupt``; outside the main thread signals are left alone."""
+    def handler(signum, frame):
+        raise Stopped(signum, run_dir, kept)
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 class StopOnSignal:

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
+from jaxnas import rundir
 from jaxnas.errors import JaxnasError, unknown
 from jaxnas.ops import OPS
 from jaxnas.relaxations import softmax_np
@@ -103,10 +104,7 @@ def from_dict(d) -> Genotype:
 
 
 def save(g: Genotype, path: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write(g.to_json() + "\n")
-    os.replace(tmp, path)
+    rundir.write_text(path, g.to_json() + "\n")
 
 
 def load(name_or_path: str) -> Genotype:

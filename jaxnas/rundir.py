@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import errno
+import fcntl
 import json
 import os
 import platform
+import shutil
+import socket
 import sys
+import tempfile
 from importlib import metadata
 
 import jax
@@ -58,13 +64,25 @@ def create(cfg, kind: str) -> str:
     if jax.process_index() == 0 and os.path.exists(os.path.join(path, "config.json")):
         raise JaxnasError(f"run directory {path!r} already holds a run; continue it with --resume {path} "
                           f"or choose another run.name")
+    existed = os.path.isdir(path)
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as e:
         raise JaxnasError(f"cannot create the run directory {path!r} ({e.strerror or e})") from None
     if jax.process_index() != 0:
         return path
-    check_writable(path)
+    try:
+        check_writable(path)
+        with disk_errors(path):
+            _write_start(cfg, kind, path)
+    except BaseException:
+        if not existed:  # nothing half-made is left behind: the folder goes, with whatever was written
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+    return path
+
+
+def _write_start(cfg, kind: str, path: str) -> None:
     write_json(os.path.join(path, "config.json"), cfg.to_dict())
     devices = jax.devices()
     write_json(os.path.join(path, "meta.json"), {
@@ -81,7 +99,6 @@ def create(cfg, kind: str) -> str:
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
         "transparent_huge_pages": hugepages.thp_mode(),
     })
-    return path
 
 def only_started(path: str) -> bool:
     """True when a run folder holds nothing but what starting it wrote (config.json, meta.json,
@@ -89,7 +106,7 @@ def only_started(path: str) -> bool:
     for root, _, files in os.walk(path):
         rel = os.path.relpath(root, path)
         for f in files:
-            if rel == "." and f in ("config.json", "meta.json"):
+            if rel == "." and f in ("config.json", "meta.json", ".lock"):
                 continue
             if rel.split(os.sep)[0] == "tb":
                 continue
@@ -118,12 +135,26 @@ def record_resume(path: str) -> None:
 
 
 def write_json(path: str, obj) -> None:
-    """Write JSON atomically (temp file + rename), so a killed run never leaves half a file."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
+    """Write JSON atomically: a temporary file of a unique name in the same folder, flushed to disk,
+    then renamed over ``path``; a killed run, a full disk or a second writer never leaves half a file."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def write_text(path: str, text: str) -> None:
+    """``text`` to ``path`` atomically (see ``write_json``)."""
+    folder = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a run's files from the group that shares it
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
 
 def read_json(path: str, what: str = "file") -> dict:
     """A JSON object read from ``path``; anything else (missing, not UTF-8, not JSON, not an object,
@@ -153,4 +184,107 @@ def append_jsonl(path: str, record: dict) -> None:
 def read_jsonl(path: str) -> list[dict]:
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def read_jsonl_records(path: str) -> list[dict]:
+    """The JSON objects of a log that a killed or full-disk run may have cut: every whole line that is a
+    JSON object, in order; a cut or damaged line is skipped. A missing file has none."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise JaxnasError(f"cannot read {path!r} ({e.strerror or e})") from None
+    out = []
+    for line in lines:
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            out.append(value)
+    return out
+
+
+# -- a run directory defends itself: one process at a time, and a full disk is one line ----------
+
+_HELD: dict[str, object] = {}  # run directory (real path) -> the open lock file this process holds
+
+
+def lock(path: str) -> None:
+    """Hold ``<path>/.lock`` (an advisory ``fcntl`` lock, released when the process ends, however it
+    ends) for the rest of this process, so that a second process on the same run fails at once with
+    one line naming the holder. Taking a lock this process holds already is a no-op."""
+    key = os.path.realpath(path)
+    if key in _HELD or jax.process_index() != 0:
+        return
+    lock_path = os.path.join(path, ".lock")
+    try:
+        f = open(lock_path, "a+", encoding="utf-8")
+    except OSError as e:
+        raise JaxnasError(f"cannot write in {path!r} ({e.strerror or e}); a run needs a writable folder "
+                          f"(its lock file {os.path.basename(lock_path)})") from None
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise JaxnasError(f"run directory {path!r} is in use by {holder}; wait for it to end (or stop it), "
+                          f"then --resume {path}") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+            f"{datetime.datetime.now().isoformat(timespec='seconds')}: {' '.join(sys.argv) or 'python'}\n")
+    f.flush()
+    _HELD[key] = f
+
+
+def unlock(path: str) -> None:
+    """Release the lock ``lock(path)`` took (the end of a run in a longer-lived process)."""
+    f = _HELD.pop(os.path.realpath(path), None)
+    if f is not None:
+        f.close()
+
+
+@contextlib.contextmanager
+def locked(path: str | None):
+    """``lock(path)`` for the body (nothing when ``path`` is None); released after it if taken here."""
+    if path is None or os.path.realpath(path) in _HELD:
+        yield
+        return
+    lock(path)
+    try:
+        yield
+    finally:
+        unlock(path)
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """An ``OSError`` of a full disk or quota, or SQLite's "database or disk is full"."""
+    if isinstance(e, OSError) and e.errno in DISK_FULL:
+        return True
+    text = str(e).lower()
+    return type(e).__name__ in ("OperationalError", "DatabaseError") and ("full" in text or "disk i/o" in text)
+
+
+@contextlib.contextmanager
+def disk_errors(run_dir: str | None):
+    """A full disk inside the body becomes one line: what failed, that what finished is kept, and how
+    to go on (free space, then ``--resume``)."""
+    try:
+        yield
+    except JaxnasError:
+        raise
+    except Exception as e:  # an OSError, or a storage library's error that wraps one
+        if not is_disk_full(e):
+            raise
+        where = f"; everything finished so far is kept in {run_dir!r}: free space, then --resume {run_dir}" \
+            if run_dir else ""
+        detail = getattr(e, "strerror", None) or str(e).splitlines()[0][:160]
+        raise JaxnasError(f"the disk is full ({detail}){where}") from None
 

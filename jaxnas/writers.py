@@ -12,6 +12,8 @@ import os
 
 import jax
 
+from jaxnas import rundir
+
 
 def truncate_jsonl(path: str, keep) -> None:
     """Keep only the records of ``path`` for which ``keep(record)`` is true (atomic rewrite)."""
@@ -27,10 +29,7 @@ def truncate_jsonl(path: str, keep) -> None:
             continue
         if keep(record):
             kept.append(line if line.endswith("\n") else line + "\n")
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.writelines(kept)
-    os.replace(tmp, path)
+    rundir.write_text(path, "".join(kept))
 
 
 class MetricWriter:

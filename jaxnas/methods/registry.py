@@ -89,14 +89,45 @@ def _span(over: str, epochs: int) -> int:
     raise JaxnasError(f"a schedule's 'over' must be epochs, epochs-1 or a positive number of epochs, got {over!r}")
 
 
-def check(m) -> None:
-    """One error naming the first bad field of a ``method`` group."""
+# What each scheduled value allows (both its start and its end): the relaxations divide by tau
+# (GDAS, SNAS), a perturbation radius is a norm; every value must be finite.
+HYPER_RANGES = {"tau": (0.0, "open"), "eps": (0.0, "closed")}
+
+
+def check(m, epochs: int | None = None) -> None:
+    """One error naming the first bad field of a ``method`` group; with ``epochs`` (the search's
+    length), also what depends on it: the stages and the epoch the architecture starts moving."""
+    import math
+
     if m.regularizer != "none":
         REGULARIZERS.lookup(m.regularizer)
     if m.perturbation != "none":
         PERTURBATIONS.lookup(m.perturbation)
     for name in HYPER:
         _span(m[name].over, 2)
+        for end in ("start", "end"):
+            value = float(m[name][end])
+            if not math.isfinite(value):
+                raise JaxnasError(f"method.{name}.{end} must be a finite number, got {value!r}")
+            if name in HYPER_RANGES:
+                low, kind = HYPER_RANGES[name]
+                if value < low or (kind == "open" and value == low):
+                    raise JaxnasError(f"method.{name}.{end} must be {'>' if kind == 'open' else '>='} {low}, "
+                                      f"got {value!r}")
+    if m.regularizer != "none" and (float(m.reg.start), float(m.reg.end)) == (0.0, 0.0):
+        raise JaxnasError(f"method.regularizer={m.regularizer!r} has weight 0 (method.reg.start = method.reg.end "
+                          f"= 0): set method.reg")
+    if m.perturbation != "none" and (float(m.eps.start), float(m.eps.end)) == (0.0, 0.0):
+        raise JaxnasError(f"method.perturbation={m.perturbation!r} has radius 0 (method.eps): set method.eps")
+    if epochs is None:
+        return
+    for name in HYPER:
+        _span(m[name].over, epochs)
+    if m.arch_start_epoch >= epochs:
+        raise JaxnasError(f"method.arch_start_epoch={m.arch_start_epoch} is not below search.epochs={epochs}: the "
+                          f"architecture would never be updated and the genotype would be the initial alphas'; "
+                          f"lower method.arch_start_epoch or raise search.epochs")
+    progressive.parse_stages(m.stages, epochs)
 
 
 class Parts(NamedTuple):
@@ -114,7 +145,7 @@ def parts(m, epochs: int, steps_per_epoch: int) -> Parts:
 
     Only the schedules that differ from the defaults are computed (and passed to the supernet and
     logged): plain DARTS has none, so a supernet that takes just ``(x, key)`` runs it."""
-    check(m)
+    check(m, epochs)
     base = method_defaults()
     specs = {name: (float(m[name].start), float(m[name].end), _span(m[name].over, epochs)) for name in HYPER
              if (float(m[name].start), float(m[name].end)) != (base[name].start, base[name].end)}
@@ -127,14 +158,8 @@ def parts(m, epochs: int, steps_per_epoch: int) -> Parts:
             out[name] = jnp.asarray(start + (end - start) * t, jnp.float32)
         return out
 
-    progressive.parse_stages(m.stages, epochs)
     reg = None if m.regularizer == "none" else REGULARIZERS.lookup(m.regularizer)
     pert = None if m.perturbation == "none" else PERTURBATIONS.lookup(m.perturbation)
-    if reg is not None and "reg" not in specs:
-        raise JaxnasError(f"method.regularizer={m.regularizer!r} has weight 0 (method.reg.start = method.reg.end "
-                          f"= 0): set method.reg")
-    if pert is not None and "eps" not in specs:
-        raise JaxnasError(f"method.perturbation={m.perturbation!r} has radius 0 (method.eps): set method.eps")
     return Parts(hyper, reg, pert, int(m.pgd_steps), int(m.arch_start_epoch) * steps_per_epoch)
 
 

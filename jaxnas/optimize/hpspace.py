@@ -39,6 +39,32 @@ class Param:
             return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.kind == "logint")
         return trial.suggest_categorical(self.name, list(self.choices))
 
+    def distribution(self):
+        """The Optuna distribution ``suggest`` draws from (to rebuild a study's trials, and to check that
+        a resumed study draws from what its trials were drawn from)."""
+        import optuna
+
+        if self.kind in ("log", "float"):
+            return optuna.distributions.FloatDistribution(self.low, self.high, log=self.kind == "log")
+        if self.kind in ("int", "logint"):
+            return optuna.distributions.IntDistribution(int(self.low), int(self.high), log=self.kind == "logint")
+        return optuna.distributions.CategoricalDistribution(list(self.choices))
+
+    def can_take(self, value) -> bool:
+        """Whether a trial can draw ``value`` for this parameter."""
+        if self.kind == "choice":
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if self.kind in ("int", "logint") and value != int(value):
+            return False
+        return self.low <= value <= self.high
+
+    def describe(self) -> str:
+        if self.kind == "choice":
+            return f"one of {', '.join(map(str, self.choices))}"
+        return f"{'an integer' if 'int' in self.kind else 'a number'} in [{self.low:g}, {self.high:g}]"
+
 
 def _value(text: str):
     for cast in (int, float):
@@ -99,6 +125,10 @@ def parse_all(hparams: dict) -> list[Param]:
         if p.when and p.when[0] not in params:
             raise JaxnasError(f"optimize.hparams.{p.name}: its condition names {p.when[0]!r}, which is not searched; "
                               f"searched: {', '.join(params) or 'none'}")
+        if p.when and not params[p.when[0]].can_take(p.when[1]):
+            parent = params[p.when[0]]
+            raise JaxnasError(f"optimize.hparams.{p.name}: its condition 'if {p.when[0]}={p.when[1]}' can never hold "
+                              f"(so it would never be searched): {p.when[0]} is {parent.describe()}")
     ordered, placed = [], set()
     while len(ordered) < len(params):
         ready = [p for p in params.values() if p.name not in placed and (not p.when or p.when[0] in placed)]

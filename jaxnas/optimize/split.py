@@ -17,7 +17,7 @@ import os
 import numpy as np
 
 from jaxnas import rundir
-from jaxnas.data import Dataset, load_dataset
+from jaxnas.data import Dataset, check_arrays, load_dataset
 from jaxnas.errors import JaxnasError
 
 
@@ -70,24 +70,6 @@ def data_digest(pool: Pool) -> str:
     return h.hexdigest()
 
 
-def check_pool(x, y, x_test, y_test, num_classes: int, name: str) -> int:
-    """The checks of dataset optimization's input (one error naming the problem): matching lengths,
-    integer labels in 0..K-1 (``num_classes`` = 0: K is the largest label + 1), finite images.
-    Returns K."""
-    for xs, ys, part in ((x, y, "x/y"), (x_test, y_test, "x_test/y_test")):
-        if len(xs) != len(ys):
-            raise JaxnasError(f"dataset {name!r}: {part} lengths differ: {len(xs)} images, {len(ys)} labels")
-        if xs.dtype != np.uint8 and len(xs) and not np.isfinite(xs).all():
-            bad = int((~np.isfinite(xs.reshape(len(xs), -1))).any(1).argmax())
-            raise JaxnasError(f"dataset {name!r}: image {bad} of {part.split('/')[0]} holds NaN or Inf values")
-    labels = np.concatenate([y, y_test])
-    k = num_classes or int(labels.max(initial=0)) + 1
-    if len(labels) and (labels.min() < 0 or labels.max() >= k):
-        bad = int(labels.min()) if labels.min() < 0 else int(labels.max())
-        raise JaxnasError(f"dataset {name!r}: label {bad} is outside 0..{k - 1} (data.num_classes={k})")
-    return k
-
-
 def load_pool(name: str, data_dir: str = "", num_classes: int = 0) -> Pool:
     """The dataset ``name`` (digits, a ``.npz``, a TFDS name) as a pool, checked."""
     ds: Dataset = load_dataset(name, data_dir, holdout=False)
@@ -95,23 +77,10 @@ def load_pool(name: str, data_dir: str = "", num_classes: int = 0) -> Pool:
 
 
 def pool_from_arrays(name, x, y, x_test=None, y_test=None, num_classes: int = 0) -> Pool:
-    """A pool of in-memory arrays (images (N, H, W[, C]) uint8 or floats in 0..1, integer labels)."""
-    x, y = np.asarray(x), np.asarray(y).reshape(-1)
-    if x_test is None:
-        x_test, y_test = x[:0], y[:0]
-    x_test, y_test = np.asarray(x_test), np.asarray(y_test).reshape(-1)
-    if x.ndim == 3:
-        x, x_test = x[..., None], (x_test[..., None] if x_test.ndim == 3 else x_test)
-    if x.ndim != 4 or x_test.shape[1:] != x.shape[1:]:
-        raise JaxnasError(f"dataset {name!r}: images must be (N, H, W) or (N, H, W, C) with equal shapes, got "
-                          f"{x.shape} and test {x_test.shape}")
-    for ys in (y, y_test):
-        if len(ys) and not np.issubdtype(ys.dtype, np.integer):
-            raise JaxnasError(f"dataset {name!r}: labels must be integers, got dtype {ys.dtype}")
-    k = check_pool(x, y, x_test, y_test, num_classes, name)
-    if x.dtype != np.uint8:
-        x, x_test = x.astype(np.float32), x_test.astype(np.float32)
-    return Pool(name, x, y.astype(np.int32), x_test, y_test.astype(np.int32), k)
+    """A pool of in-memory arrays (images (N, H, W[, C]) uint8 or floats in 0..1, integer labels), checked
+    by the validator a ``.npz`` file goes through (``jaxnas.data.check_arrays``)."""
+    x, y, x_test, y_test, k = check_arrays(name, x, y, x_test, y_test, num_classes)
+    return Pool(name, x, y, x_test, y_test, k)
 
 
 def stratified_split(pool: Pool, val_fraction: float, test_fraction: float, seed: int) -> Split:

@@ -110,17 +110,47 @@ def baseline_params(params: list[hpspace.Param], fixed: dict) -> dict:
     return out
 
 
-def open_study(cfg, run_dir: str | None, resume: bool, max_epochs: int, first: dict | None = None):
+def open_study(cfg, run_dir: str | None, resume: bool, max_epochs: int, first: dict | None = None,
+               params: list | None = None, space=None, log=print):
     """The study (SQLite in ``run_dir``, else in memory). A new study's first trial is ``first`` (the
-    baseline's hyperparameters, so the study starts from what the user had); on resume, trials left
-    running are failed and enqueued again."""
+    baseline's hyperparameters, so the study starts from what the user had). On resume the database is
+    cross-checked with ``trials.jsonl`` (``reconcile``): a missing, empty or damaged ``study.db`` is
+    rebuilt from the JSON lines, never started again; then trials left running are failed and
+    enqueued again with the same parameters."""
     optuna = _optuna()
     o = cfg.optimize
-    storage = f"sqlite:///{os.path.abspath(os.path.join(run_dir, 'study.db'))}" if run_dir else None
+    db = os.path.join(run_dir, "study.db") if run_dir else None
+    jsonl = os.path.join(run_dir, "trials.jsonl") if run_dir else None
     sampler = optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=o.startup_trials, multivariate=True,
                                          group=True)
-    study = optuna.create_study(storage=storage, sampler=sampler, pruner=make_pruner(o, max_epochs),
-                                study_name="jaxnas-optimize", direction="maximize", load_if_exists=resume)
+
+    def create():
+        storage = f"sqlite:///{os.path.abspath(db)}" if db else None
+        study = optuna.create_study(storage=storage, sampler=sampler, pruner=make_pruner(o, max_epochs),
+                                    study_name="jaxnas-optimize", direction="maximize", load_if_exists=resume)
+        study.get_trials(deepcopy=False)  # reads every row: a damaged database fails here, not mid-study
+        return study
+
+    try:
+        with rundir.disk_errors(run_dir):
+            study = create()
+    except JaxnasError:
+        raise
+    except Exception as e:  # SQLAlchemy's errors of a file that is not (or no longer) a database
+        if not (resume and db and type(e).__module__.startswith(("sqlalchemy", "optuna", "sqlite3"))):
+            raise
+        kept = rundir.read_jsonl_records(jsonl)
+        reason = str(e).splitlines()[0][:120]
+        if not kept:
+            raise JaxnasError(f"{db!r} is damaged ({reason}) and {jsonl!r} holds no finished trial to rebuild it from; "
+                              f"nothing was changed: restore study.db from a copy, or start a new run") from None
+        aside = f"{db}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+        os.replace(db, aside)
+        log(f"optimize: {db} is damaged ({reason}); set aside as {aside}, rebuilt from {len(kept)} trial(s) of "
+            f"trials.jsonl")
+        study = create()
+    if resume and params is not None:
+        reconcile(study, jsonl, params, space, log)
     states = optuna.trial.TrialState
     if first and not study.get_trials(deepcopy=False):
         study.enqueue_trial(first, user_attrs={"from": "baseline hyperparameters"})
@@ -129,6 +159,87 @@ def open_study(cfg, run_dir: str | None, resume: bool, max_epochs: int, first: d
             study.tell(t.number, state=states.FAIL)
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
     return study
+
+
+def trial_of(record: dict, params: list[hpspace.Param], space):
+    """The Optuna trial that a ``trials.jsonl`` record stands for: the parameters ``suggest`` drew for
+    it (each hyperparameter active in it, and the decisions of its architecture), their distributions,
+    its state, value and per-epoch scores, and the record itself."""
+    optuna = _optuna()
+    values, dists = {}, {}
+    hp = record["params"]
+    for p in params:
+        if p.when is None or hp.get(p.when[0]) == p.when[1]:
+            values[p.name], dists[p.name] = hp[p.name], p.distribution()
+    if space is not None:
+        arch = str(hp["model"]).partition(":")[2]
+        target, current, i = space.decode(arch), space.initial(), 0
+        while i < space.num_decisions(current):
+            name, options, names = _decision(current, space, i)
+            value = space.choice(target, i)
+            values[name], dists[name] = names[options.index(value)], optuna.distributions.CategoricalDistribution(names)
+            current = space.with_choice(current, i, value)
+            i += 1
+    states = optuna.trial.TrialState
+    state = {"complete": states.COMPLETE, "pruned": states.PRUNED}.get(record["state"], states.FAIL)
+    return optuna.trial.create_trial(
+        params=values, distributions=dists, state=state,
+        value=record["value"] if state == states.COMPLETE else None,
+        intermediate_values={e + 1: v for e, v in enumerate(record.get("val_curve") or [])},
+        user_attrs={"record": record, **({"retry_of": record["retry_of"]} if "retry_of" in record else {})})
+
+
+def reconcile(study, jsonl: str, params: list[hpspace.Param], space, log=print) -> None:
+    """Cross-check a resumed study with ``trials.jsonl``, its second record of every finished trial.
+
+    Trials the JSON lines hold and the database lacks (a missing, empty or older ``study.db``) are added
+    to the database with their trial numbers (a number with no record becomes a failed placeholder), so
+    no finished trial is lost or redone; the JSON lines are then rewritten from the database. A trial
+    recorded differently in the two, or one that cannot be put back at its number, is one error; so is
+    a finished trial drawn from other distributions than the config now declares (an edited config)."""
+    optuna = _optuna()
+    states = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+    db = {t.user_attrs["record"]["trial"]: t.user_attrs["record"] for t in trials if "record" in t.user_attrs}
+    lines = {r["trial"]: r for r in rundir.read_jsonl_records(jsonl)
+             if isinstance(r.get("trial"), int) and isinstance(r.get("params"), dict) and "state" in r}
+    differ = sorted(n for n in db.keys() & lines.keys() if db[n] != lines[n])
+    if differ:
+        raise JaxnasError(f"{jsonl!r} and study.db record trial {differ[0]} differently; one of them was edited: "
+                          f"restore it, or start a new run")
+    missing = sorted(lines.keys() - db.keys())
+    if missing and missing[0] < len(trials):
+        raise JaxnasError(f"{jsonl!r} holds trial {missing[0]}, which study.db has as an unfinished trial; the two "
+                          f"cannot be merged: restore study.db from a copy, or start a new run")
+    for n in missing:
+        while len(study.get_trials(deepcopy=False)) < n:  # a trial killed before it finished: no record
+            study.add_trial(optuna.trial.create_trial(state=states.FAIL, user_attrs={"placeholder": True}))
+        try:
+            study.add_trial(trial_of(lines[n], params, space))
+        except (KeyError, ValueError, TypeError, JaxnasError) as e:
+            raise JaxnasError(f"{jsonl!r}: trial {n} does not fit the run's search space ({e}); the config was "
+                              f"edited since the run started") from None
+    if missing:
+        seconds = max(float(r.get("elapsed", 0.0)) for r in lines.values())
+        study.set_user_attr("seconds", max(seconds, float(study.user_attrs.get("seconds", 0.0))))
+        log(f"optimize: study.db lacked {len(missing)} finished trial(s) of trials.jsonl; added back from it "
+            f"(trials {', '.join(map(str, missing[:8]))}{' ...' if len(missing) > 8 else ''})")
+    declared = {p.name: p for p in params}
+    for t in study.get_trials(deepcopy=False, states=(states.COMPLETE, states.PRUNED)):
+        for name, dist in t.distributions.items():
+            if name in declared and dist != declared[name].distribution():
+                raise JaxnasError(f"trial {t.number} of this run drew optimize.hparams.{name} from {dist}, but the "
+                                  f"config now declares {declared[name].distribution()}; a run's search space "
+                                  f"cannot change on resume: restore the config, or start a new run")
+
+
+def first_params(params: list[hpspace.Param], fixed: dict, space, first_arch: str) -> dict:
+    """The first trial's parameters: the baseline's values of the searched hyperparameters, and the
+    decisions of ``optimize.first_arch`` (a warm start) when a space is searched."""
+    first = baseline_params(params, fixed)
+    if space is not None and first_arch:
+        first.update(arch_params(space, first_arch))
+    return first
 
 
 def _records(study) -> list[dict]:
@@ -158,23 +269,23 @@ def check(o) -> list[hpspace.Param]:
 
 
 def run_study(cfg, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, num_classes: int,
-              fixed: dict, run_dir: str | None = None, log=print, resume: bool = False, model: str = "") -> dict:
+              fixed: dict, run_dir: str | None = None, log=print, resume: bool = False, model: str = "",
+              params: list | None = None, space=None, first: dict | None = None) -> dict:
     """Run the trials (``model``: the architecture every trial trains, when one was searched for
-    beforehand); returns ``{"best": record of the best complete trial, "records": all, "seconds": ..}``."""
+    beforehand; ``params``, ``space``, ``first``: as ``workflow.setup`` made them, else made here);
+    returns ``{"best": record of the best complete trial, "records": all, "seconds": ..}``."""
     optuna = _optuna()
     o = cfg.optimize
-    params = check(o)
+    if params is None:
+        params = check(o)
+        space = discrete_space(cfg.space, x.shape[1:]) if o.arch == "space" else None
+        first = first_params(params, fixed, space, o.first_arch)
     max_epochs = int(hpspace.max_value(params, "epochs", fixed))
-    space = discrete_space(cfg.space, x.shape[1:]) if o.arch == "space" else None
-    first = baseline_params(params, fixed)
-    if space is not None and o.first_arch:
-        first.update(arch_params(space, o.first_arch))
-    study = open_study(cfg, run_dir, resume, max_epochs, first)
+    study = open_study(cfg, run_dir, resume, max_epochs, first, params, space, log)
     path = os.path.join(run_dir, "trials.jsonl") if run_dir else None
     records = _records(study)
-    if path:  # the database is the record; the JSON lines are rewritten from it on resume
-        with open(path, "w") as f:
-            f.writelines(rundir.json_line(r) for r in records)
+    if path:  # cross-checked with the database on resume (reconcile), then rewritten from it atomically
+        rundir.write_text(path, "".join(rundir.json_line(r) for r in records))
     finished = len(records)
     spent = float(study.user_attrs.get("seconds", 0.0))
     t_start = time.time()

@@ -15,6 +15,7 @@ and seed and counts every access; the counts go into the report.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import json
 import os
@@ -25,17 +26,18 @@ import time
 import numpy as np
 
 from jaxnas import config as config_lib
+from jaxnas import data as data_lib
 from jaxnas import genotype as genotype_lib
-from jaxnas import kernels, rundir
+from jaxnas import driver, kernels, rundir
 from jaxnas import metrics as metrics_lib
 from jaxnas.errors import JaxnasError
 from jaxnas.optimize import report as report_lib
 from jaxnas.optimize import split as split_lib
-from jaxnas.optimize import stats, study, trainer
+from jaxnas.optimize import models, stats, study, trainer
 from jaxnas.search import get_strategy
 from jaxnas.spaces import discrete_space
 
-REFITS = ("train+val", "train")
+REFITS = config_lib.CHOICES["compare.refit"]
 
 
 class TestSplit:
@@ -104,12 +106,16 @@ def _final(cfg, name: str, hp: dict, pool, split, test: TestSplit, seed: int, ru
     return out
 
 
-def search_config(cfg, data_path: str, n_train: int, n_total: int):
-    """The search config of ``optimize.search`` (+ ``search_overrides``) on the train/val data file: its
+def search_config(cfg, n_train: int, n_total: int, data_path: str = "train+val arrays"):
+    """The search config of ``optimize.search`` (+ ``search_overrides``) on the train/val data: its
     search-train split is exactly our train split, its search-val our val split, and no test."""
     o = cfg.optimize
     overrides = [f"--config.{item.strip()}" for item in o.search_overrides.split(";") if item.strip()]
-    scfg = config_lib.apply_overrides(config_lib.load(o.search or None, "search"), overrides)
+    try:
+        scfg = config_lib.apply_overrides(config_lib.load(o.search or None, "search"), overrides)
+    except JaxnasError as e:
+        raise JaxnasError(f"optimize.search={o.search or '(jaxnas search default)'!r} with optimize.search_overrides="
+                          f"{o.search_overrides!r}: {e}") from None
     scfg.data.name, scfg.data.data_dir = data_path, ""
     scfg.data.train_portion = (n_train + 0.5) / n_total  # floor(portion * n) = n_train
     scfg.discrete.final_test = False
@@ -117,7 +123,15 @@ def search_config(cfg, data_path: str, n_train: int, n_total: int):
     return scfg
 
 
-def search_architecture(cfg, pool, split, run_dir: str | None, log) -> str:
+def search_dataset(pool, split) -> data_lib.Dataset:
+    """The data of ``optimize.arch=search``: train then val as the search's training split (cut back
+    into the two by ``search_config``'s ``train_portion``), val again as its "test", never ours."""
+    x = np.concatenate([pool.x[split.train], pool.x[split.val]])
+    y = np.concatenate([pool.y[split.train], pool.y[split.val]])
+    return data_lib.Dataset("search_data.npz", x, y, pool.x[split.val], pool.y[split.val], pool.num_classes)
+
+
+def search_architecture(plan: "Plan", run_dir: str | None, log) -> str:
     """Run the search of ``optimize.search`` on train (weights) and val (architecture, selection), never
     on test; return the model spec of what it found. Its run directory is ``<run>/arch_search``; a
     search that did not finish is run again from its start."""
@@ -125,11 +139,11 @@ def search_architecture(cfg, pool, split, run_dir: str | None, log) -> str:
     if done and os.path.exists(done):
         return rundir.read_json(done, "architecture search result")["model"]
     where = run_dir or tempfile.mkdtemp(prefix="jaxnas-arch-search-")
+    ds = search_dataset(plan.pool, plan.split)
     data_path = os.path.join(where, "search_data.npz")
-    x = np.concatenate([pool.x[split.train], pool.x[split.val]])
-    y = np.concatenate([pool.y[split.train], pool.y[split.val]])
-    np.savez(data_path, x=x, y=y, x_test=pool.x[split.val], y_test=pool.y[split.val])  # "test" = val: never ours
-    scfg = search_config(cfg, data_path, len(split.train), len(y))
+    np.savez(data_path, x=ds.x_train, y=ds.y_train, x_test=ds.x_test, y_test=ds.y_test)  # "test" = val: never ours
+    scfg = plan.search
+    scfg.data.name = data_path
     sub = os.path.join(where, "arch_search")
     shutil.rmtree(sub, ignore_errors=True)
     scfg.run.workdir, scfg.run.name = where, "arch_search"
@@ -146,27 +160,92 @@ def search_architecture(cfg, pool, split, run_dir: str | None, log) -> str:
             genotype_lib.save(arch, path)
         model = f"genotype:{path}"
     else:
-        model = f"{scfg.space.name}:{discrete_space(scfg.space, pool.image_shape).encode(arch)}"
+        model = f"{scfg.space.name}:{discrete_space(scfg.space, plan.pool.image_shape).encode(arch)}"
     log(f"architecture search found {model}")
     if done:
         rundir.write_json(done, {"model": model, "strategy": scfg.search.strategy, "space": scfg.space.name})
     return model
 
 
-def run(cfg, run_dir: str | None = None, log=print, resume: bool = False, pool: split_lib.Pool | None = None) -> dict:
-    """The whole workflow (see the module docstring); returns the report (also ``report.json``)."""
-    if cfg.compare.refit not in REFITS:
-        raise JaxnasError(f"unknown compare.refit {cfg.compare.refit!r}; allowed: {', '.join(REFITS)}")
-    if cfg.optimize.metric not in trainer.METRICS:
-        raise JaxnasError(f"unknown optimize.metric {cfg.optimize.metric!r}; allowed: {', '.join(trainer.METRICS)}")
-    if resume and not run_dir:
-        raise JaxnasError("resume needs a run directory")
-    t_start = time.time()
+@dataclasses.dataclass
+class Plan:
+    """An optimize run, set up and checked (``setup``) before anything is trained or written: the data
+    and its split, the baseline's hyperparameters, the searched ones, the architecture space or the
+    search config, and the first trial's parameters."""
 
-    # 1. the split
+    cfg: object
+    pool: split_lib.Pool
+    split: split_lib.Split
+    baseline: dict
+    params: list
+    space: object = None   # the DiscreteSpace of optimize.arch=space
+    search: object = None  # the search config of optimize.arch=search
+    first: dict = dataclasses.field(default_factory=dict)
+
+
+def _check_model(spec: str, pool, cfg, where: str) -> None:
+    """``spec`` builds for these images and classes (abstractly: no weights are made)."""
+    from flax import nnx
+
+    try:
+        nnx.eval_shape(lambda: models.build(spec, pool.image_shape, pool.num_classes, nnx.Rngs(0), cfg))
+    except JaxnasError as e:
+        raise JaxnasError(f"{where}={spec!r}: {e}") from None
+
+
+def setup(cfg, pool: split_lib.Pool | None = None) -> Plan:
+    """Every check an optimize run makes, before it trains anything or writes its run directory (what
+    ``--check`` runs): the config's fields, the data (``pool``, else ``cfg.data``) and its split, the
+    baseline's hyperparameters and model, each searched hyperparameter and model, the space and
+    ``optimize.first_arch``, or the search of ``optimize.arch=search`` with its overrides."""
+    config_lib.check_config(cfg, "optimize")
     d = cfg.data
     pool = pool or split_lib.load_pool(d.name, d.data_dir, d.num_classes)
     split = split_lib.stratified_split(pool, d.val_fraction, d.test_fraction, cfg.seed)
+    base_hp = baseline_hparams(cfg)
+    _check_model(base_hp["model"], pool, cfg, "optimize.baseline.model")
+    params = study.check(cfg.optimize)
+    for p in params:
+        if p.name == "model":
+            for spec in p.choices:
+                _check_model(str(spec), pool, cfg, "optimize.hparams.model")
+    plan = Plan(cfg, pool, split, base_hp, params)
+    o = cfg.optimize
+    if o.arch == "space":
+        plan.space = discrete_space(cfg.space, pool.image_shape)  # optimize.first_arch: used with it only
+    if o.arch == "search":
+        ds = search_dataset(pool, split)
+        plan.search = search_config(cfg, len(split.train), len(ds.y_train), ds.name)
+        from jaxnas import api
+
+        try:
+            api.check_search(plan.search, dataset=ds)
+        except JaxnasError as e:
+            raise JaxnasError(f"optimize.arch=search: {e}") from None
+        if not (plan.search.search.strategy == "darts" and plan.search.space.name == "darts"):
+            discrete_space(plan.search.space, pool.image_shape)  # what it finds is trained as <space>:<arch>
+    plan.first = study.first_params(params, base_hp, plan.space, o.first_arch)
+    return plan
+
+
+def run(cfg, run_dir: str | None = None, log=print, resume: bool = False, pool: split_lib.Pool | None = None,
+        plan: Plan | None = None) -> dict:
+    """The whole workflow (see the module docstring) of ``plan`` (else ``setup(cfg, pool)``); returns the
+    report (also ``report.json``)."""
+    if resume and not run_dir:
+        raise JaxnasError("resume needs a run directory")
+    plan = plan or setup(cfg, pool)
+    with rundir.locked(run_dir), rundir.disk_errors(run_dir), \
+            driver.raise_on_signal(run_dir, "every finished trial is kept"):
+        return _run(plan, run_dir, log, resume)
+
+
+def _run(plan: Plan, run_dir: str | None, log, resume: bool) -> dict:
+    cfg, pool, split = plan.cfg, plan.pool, plan.split
+    d = cfg.data
+    t_start = time.time()
+
+    # 1. the split
     if run_dir:
         path = os.path.join(run_dir, "split.json")
         split_lib.check_saved(split, pool, path)
@@ -178,10 +257,16 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False, pool: 
         f"{'the dataset' + chr(39) + 's own' if split.test_source == 'dataset' else 'drawn'})")
 
     # 2. the baseline, scored on val
-    base_hp = baseline_hparams(cfg)
+    base_hp = plan.baseline
     cache = os.path.join(run_dir, "baseline_val.json") if run_dir else None
     if cache and os.path.exists(cache):
         base_val = rundir.read_json(cache, "baseline result")
+        if base_val.get("hparams") != base_hp:
+            changed = sorted(k for k in set(base_hp) | set(base_val.get("hparams") or {})
+                             if (base_val.get("hparams") or {}).get(k) != base_hp.get(k))
+            raise JaxnasError(f"{cache!r} holds a baseline trained with other hyperparameters than the run's config "
+                              f"(optimize.baseline.{', '.join(changed)}); the config was edited since the run "
+                              f"started: restore it, or start a new run")
     else:
         fitted = trainer.fit(base_hp["model"], base_hp, pool.x, pool.y, split.train, pool.num_classes, cfg.seed, cfg,
                              val_idx=split.val, keep_best=True, metric=cfg.optimize.metric)
@@ -195,9 +280,9 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False, pool: 
         f"epochs (best {base_val['best_val']:.4f} at epoch {base_val['best_epoch']})")
 
     # 3. the optimization, on val only
-    found = search_architecture(cfg, pool, split, run_dir, log) if cfg.optimize.arch == "search" else ""
+    found = search_architecture(plan, run_dir, log) if cfg.optimize.arch == "search" else ""
     result = study.run_study(cfg, pool.x, pool.y, split.train, split.val, pool.num_classes, base_hp, run_dir, log,
-                             resume, model=found)
+                             resume, model=found, params=plan.params, space=plan.space, first=plan.first)
     best = result["best"]
     log(f"best trial {best['trial']}: val {cfg.optimize.metric} {best['value']:.4f} | {best['params']}")
 

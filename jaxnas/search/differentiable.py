@@ -62,6 +62,16 @@ def _alpha_scalars(alphas, op_names) -> dict:
     return out
 
 
+def check_stages(net, stages: list, space_name: str) -> None:
+    """A progressive search (``method.stages``) needs a supernet with op masks whose first stage keeps
+    every op; one error naming what is wrong."""
+    if stages and not hasattr(net, "set_op_mask"):
+        raise JaxnasError(f"method.stages needs a supernet with op masks; space {space_name!r} has none")
+    if stages and stages[0].keep != len(net.op_names):
+        raise JaxnasError(f"method.stages: the first stage must keep all {len(net.op_names)} ops, "
+                          f"got {stages[0].keep}")
+
+
 @register_strategy("darts")
 def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dict:
     """Run a DARTS search as configured; returns the final genotype and the per-epoch history.
@@ -107,11 +117,7 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
             space_cfg = ml_collections.ConfigDict(cfg.space.to_dict())
             space_cfg.partial_channels = stages[k].partial
         net = build_supernet(space_cfg, ds.image_shape, ds.num_classes, nnx.Rngs(cfg.seed))
-        if stages and not hasattr(net, "set_op_mask"):
-            raise JaxnasError(f"method.stages needs a supernet with op masks; space {cfg.space.name!r} has none")
-        if stages and stages[0].keep < len(net.op_names):
-            raise JaxnasError(f"method.stages: the first stage must keep all {len(net.op_names)} ops, "
-                              f"got {stages[0].keep}")
+        check_stages(net, stages, cfg.space.name)
         if masks is not None:
             net.set_op_mask(masks)
         gdef, fresh = init_state(net, w_tx, a_tx, seed=cfg.seed)
