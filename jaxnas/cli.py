@@ -58,8 +58,12 @@ def _run_dir(args, cfg, kind: str) -> str:
     if args.resume:
         path = args.resume
         rundir.lock(path)
-        with rundir.disk_errors(path):
-            rundir.record_resume(path)
+        try:
+            with rundir.disk_errors(path):
+                rundir.record_resume(path)
+        except BaseException:
+            rundir.unlock(path)
+            raise
     else:
         path = rundir.create(cfg, kind)
         rundir.lock(path)
@@ -111,10 +115,13 @@ def _run(args, overrides: list[str], kind: str, check, run, what: str, setup_fir
             print(f"ok: the config, {what} are valid (nothing was run)")
             return None, None
     path = _run_dir(args, cfg, kind)
-    with _cleaning_up(path, bool(args.resume)), rundir.disk_errors(path):
-        if setup_first:
-            return run(cfg, path, log=_log, resume=bool(args.resume), plan=prepared), path
-        return run(cfg, path, log=_log, resume=bool(args.resume)), path
+    try:
+        with _cleaning_up(path, bool(args.resume)), rundir.disk_errors(path):
+            if setup_first:
+                return run(cfg, path, log=_log, resume=bool(args.resume), plan=prepared), path
+            return run(cfg, path, log=_log, resume=bool(args.resume)), path
+    finally:
+        rundir.unlock(path)
 
 
 def cmd_search(args, overrides: list[str]) -> int:

@@ -73,11 +73,13 @@ def create(cfg, kind: str) -> str:
         return path
     try:
         check_writable(path)
-        with disk_errors(path):
-            _write_start(cfg, kind, path)
-    except BaseException:
+        _write_start(cfg, kind, path)
+    except BaseException as e:
         if not existed:  # nothing half-made is left behind: the folder goes, with whatever was written
             shutil.rmtree(path, ignore_errors=True)
+        if is_disk_full(e):
+            raise JaxnasError(f"the disk is full ({getattr(e, 'strerror', None) or e}): cannot start a run in "
+                              f"{path!r}; nothing was left behind") from None
         raise
     return path
 
@@ -264,12 +266,18 @@ def locked(path: str | None):
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
-def is_disk_full(e: BaseException) -> bool:
-    """An ``OSError`` of a full disk or quota, or SQLite's "database or disk is full"."""
-    if isinstance(e, OSError) and e.errno in DISK_FULL:
-        return True
-    text = str(e).lower()
-    return type(e).__name__ in ("OperationalError", "DatabaseError") and ("full" in text or "disk i/o" in text)
+def is_disk_full(e: BaseException | None) -> bool:
+    """An ``OSError`` of a full disk or quota, or SQLite's "database or disk is full", itself or as the
+    cause of what was raised (Optuna wraps SQLAlchemy's errors)."""
+    seen = 0
+    while e is not None and seen < 8:
+        if isinstance(e, OSError) and e.errno in DISK_FULL:
+            return True
+        text = str(e).lower()
+        if type(e).__name__ in ("OperationalError", "DatabaseError") and ("is full" in text or "disk i/o" in text):
+            return True
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return False
 
 
 @contextlib.contextmanager

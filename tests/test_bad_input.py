@@ -4,9 +4,11 @@ Validation only (``--check``): nothing is trained."""
 
 import json
 import os
+import re
 import string
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -111,3 +113,114 @@ def test_any_csv_table_is_valid_or_one_line(raw, tmp_path_factory, capsys):
     _one_line_or_ok(["search", "--check", "--config.search.strategy=random", "--config.space.name=nb201",
                      "--config.evaluator.kind=table", f"--config.evaluator.table={path}",
                      "--config.data.name=digits"], capsys)
+
+
+# --- optimize: --check and the run refuse the same things, and a refused run leaves no folder ------
+
+OPT_FIELDS = sorted(k for k in config_lib.flatten(config_lib.load(None, "optimize")) if k != "run.imports")
+OPT_TINY = ["--config.optimize.arch=fixed", "--config.optimize.baseline.model=cnn:4",
+            "--config.optimize.baseline.epochs=1", "--config.optimize.hparams.model=", "--config.optimize.trials=1"]
+
+
+def _check_then_run(argv, tmp_path, capsys):
+    """``--check``: ok or one line; when it refuses, the run itself refuses with the same line before
+    anything exists in its workdir (no training, no run directory)."""
+    workdir = tmp_path / "runs"
+    argv = argv + [f"--config.run.workdir={workdir}"]
+    code = _one_line_or_ok(["optimize", "--check", *argv], capsys)
+    if code == 0:
+        return
+    main(["optimize", *argv])
+    err_check = capsys.readouterr().err
+    assert err_check.startswith("jaxnas: error: ") and err_check.count("\n") == 1, err_check
+    assert not workdir.exists() or not any(workdir.iterdir()), (argv, list(workdir.rglob("*")))
+
+
+@SETTINGS
+@given(field=st.sampled_from(OPT_FIELDS), value=values)
+def test_any_optimize_override_is_valid_or_refused_alike_by_check_and_run(field, value, tmp_path_factory, capsys):
+    _check_then_run([*OPT_TINY, f"--config.{field}={value}"], tmp_path_factory.mktemp("o"), capsys)
+
+
+numbers = st.one_of(st.sampled_from(["0", "1", "-1", "1e-4", "0.3", "nan", "inf", "30", "2", "x"]),
+                    st.floats(allow_nan=True).map(str))
+conditions = st.one_of(st.just(""), st.builds(lambda f, v: f" if {f}={v}", st.sampled_from(
+    ["optimizer", "batch_size", "lr", "augment", "nope", ""]), st.sampled_from(["sgd", "sgdd", "64", "0.1", ""])))
+specs = st.one_of(
+    st.builds(lambda k, a, b, c: f"{k}:{a}:{b}{c}", st.sampled_from(["log", "float", "int", "logint", "cube"]),
+              numbers, numbers, conditions),
+    st.builds(lambda vals, c: f"choice:{','.join(vals)}{c}", st.lists(st.sampled_from(
+        ["sgd", "adamw", "adam", "32", "64", "0", "-5", "none", "crop", "x y", ""]), max_size=3), conditions),
+    st.text(string.printable, max_size=16))
+
+
+@SETTINGS
+@given(field=st.sampled_from(["lr", "weight_decay", "batch_size", "epochs", "label_smoothing", "augment",
+                              "optimizer", "momentum", "model"]), spec=specs)
+def test_any_hyperparameter_spec_is_valid_or_refused_alike_by_check_and_run(field, spec, tmp_path_factory, capsys):
+    _check_then_run([*OPT_TINY, f"--config.optimize.hparams.{field}={spec}"], tmp_path_factory.mktemp("h"), capsys)
+
+
+@SETTINGS
+@given(name=st.sampled_from(["tau", "reg", "skip", "eps"]), end=st.sampled_from(["start", "end"]),
+       value=st.sampled_from(["0", "-1", "nan", "inf", "-inf", "1e-3", "5"]),
+       method=st.sampled_from(["darts", "gdas", "snas", "pcdarts", "betadarts", "sdarts_rs"]))
+def test_any_method_schedule_is_valid_or_one_line(name, end, value, method, capsys):
+    _one_line_or_ok(["search", "--check", "--config", f"configs/{method}_darts.py", *TINY,
+                     "--config.search.epochs=20", f"--config.method.{name}.{end}={value}"], capsys)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("method.tau.end=0", "method.tau.end must be > 0.0, got 0.0"),
+    ("method.tau.start=-1", "method.tau.start must be > 0.0"),
+    ("method.reg.start=nan", "config field 'method.reg.start' must be a finite number"),
+    ("method.eps.end=-0.1", "method.eps.end must be >= 0.0"),
+    ("method.arch_start_epoch=20", "method.arch_start_epoch=20 is not below search.epochs=20"),
+])
+def test_method_schedules_are_range_checked_when_the_config_is_read(override, message):
+    from jaxnas import JaxnasError
+
+    with pytest.raises(JaxnasError, match=re.escape(message)):
+        config_lib.apply_overrides(config_lib.load("configs/gdas_darts.py"), ["search.epochs=20", override])
+
+
+def test_pcdarts_warm_up_longer_than_the_search_is_refused_with_the_reason():
+    from jaxnas import JaxnasError
+
+    with pytest.raises(JaxnasError, match="the architecture would never be updated"):
+        config_lib.apply_overrides(config_lib.load("configs/pcdarts_darts.py"), ["search.epochs=2"])
+
+
+members = st.dictionaries(st.sampled_from(["x", "y", "x_test", "y_test", "extra"]), arrays, max_size=5)
+
+
+@SETTINGS
+@given(parts=members, labels=st.sampled_from([None, "big", "neg", "one_class"]))
+def test_npz_files_and_in_memory_arrays_go_through_one_validator(parts, labels, tmp_path_factory, capsys):
+    """The same arrays, as a ``.npz`` on the command line and as ``data=`` in Python, are refused with the
+    same message (``JaxnasError`` in Python) or accepted by both."""
+    import jaxnas
+
+    n = 12
+    if labels is not None:
+        y = {"big": np.r_[np.zeros(n - 1), 2 ** 31 + 1], "neg": np.r_[np.zeros(n - 1), -1],
+             "one_class": np.zeros(n)}[labels].astype(np.int64)
+        parts = {"x": np.zeros((n, 8, 8), np.float32), "y": y}
+    path = tmp_path_factory.mktemp("d") / "data.npz"
+    np.savez(path, **parts)
+    code = _one_line_or_ok(["optimize", "--check", f"--config.data.name={path}", *OPT_TINY], capsys)
+    err = capsys.readouterr().err
+    cfg = jaxnas.load_config(None, [o.removeprefix("--config.") for o in OPT_TINY], kind="optimize")
+    data = {k: v for k, v in parts.items() if k != "extra"}
+    try:
+        jaxnas.check_optimize(cfg, data=data)
+        python = None
+    except jaxnas.JaxnasError as e:
+        python = str(e)
+    if "extra" in parts or "x" not in parts or "y" not in parts:
+        return  # the file's own members (or a missing one) are named differently: a file vs a dict
+    if code == 0:
+        assert python is None, python
+    else:
+        assert python is not None
+        assert python.split(": ", 1)[1] in err.replace(str(path), "arrays"), (python, err)

@@ -155,7 +155,15 @@ def open_study(cfg, run_dir: str | None, resume: bool, max_epochs: int, first: d
     if first and not study.get_trials(deepcopy=False):
         study.enqueue_trial(first, user_attrs={"from": "baseline hyperparameters"})
     for t in study.get_trials(deepcopy=False, states=(states.RUNNING, states.WAITING)):
-        if t.state == states.RUNNING:
+        if t.state != states.RUNNING:
+            continue
+        record = t.user_attrs.get("record")
+        if record is not None:  # it finished, and the process died (or the disk filled) while telling Optuna
+            if record["state"] == "complete":
+                study.tell(t.number, record["value"])
+            else:
+                study.tell(t.number, state=states.PRUNED if record["state"] == "pruned" else states.FAIL)
+        else:
             study.tell(t.number, state=states.FAIL)
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
     return study
