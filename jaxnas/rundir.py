@@ -266,18 +266,22 @@ def locked(path: str | None):
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
-def is_disk_full(e: BaseException | None) -> bool:
-    """An ``OSError`` of a full disk or quota, or SQLite's "database or disk is full", itself or as the
-    cause of what was raised (Optuna wraps SQLAlchemy's errors)."""
+def disk_full_cause(e: BaseException | None) -> BaseException | None:
+    """The ``OSError`` of a full disk or quota, or SQLite's "database or disk is full", that ``e`` is or
+    was caused by (Optuna wraps SQLAlchemy's errors); ``None`` when it is something else."""
     seen = 0
     while e is not None and seen < 8:
         if isinstance(e, OSError) and e.errno in DISK_FULL:
-            return True
+            return e
         text = str(e).lower()
         if type(e).__name__ in ("OperationalError", "DatabaseError") and ("is full" in text or "disk i/o" in text):
-            return True
+            return e
         e, seen = e.__cause__ or e.__context__, seen + 1
-    return False
+    return None
+
+
+def is_disk_full(e: BaseException | None) -> bool:
+    return disk_full_cause(e) is not None
 
 
 @contextlib.contextmanager
@@ -289,10 +293,11 @@ def disk_errors(run_dir: str | None):
     except JaxnasError:
         raise
     except Exception as e:  # an OSError, or a storage library's error that wraps one
-        if not is_disk_full(e):
+        cause = disk_full_cause(e)
+        if cause is None:
             raise
         where = f"; everything finished so far is kept in {run_dir!r}: free space, then --resume {run_dir}" \
             if run_dir else ""
-        detail = getattr(e, "strerror", None) or str(e).splitlines()[0][:160]
+        detail = getattr(cause, "strerror", None) or str(cause).splitlines()[0][:160]
         raise JaxnasError(f"the disk is full ({detail}){where}") from None
 
