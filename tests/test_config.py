@@ -56,3 +56,33 @@ def test_run_imports_registers_user_ops(tmp_path, monkeypatch):
         ops.OPS.pop("my_conv_1x1", None)
     with pytest.raises(JaxnasError, match="cannot import 'no_such_module_xyz'"):
         C.import_extensions("no_such_module_xyz")
+
+
+def test_a_json_config_naming_run_imports_imports_nothing(tmp_path, monkeypatch, capsys):
+    import json
+    import sys
+
+    from jaxnas.cli import main
+
+    (tmp_path / "evil_ext.py").write_text("open(__file__ + '.ran', 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)  # the run folder (and a module in it) on sys.path, as the issue found
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"run": {"imports": "evil_ext"}}))
+    assert main(["optimize", "--check", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "never imports what a .json config names" in err and err.count("\n") == 1
+    assert "evil_ext" not in sys.modules and not (tmp_path / "evil_ext.py.ran").exists()
+
+
+def test_the_declared_choices_agree_with_the_modules_that_use_them():
+    from jaxnas import kernels, train
+    from jaxnas.optimize import study, trainer, workflow
+    from jaxnas.search.bilevel import ORDERS
+
+    assert C.CHOICES["search.order"] == ORDERS and C.CHOICES["run.kernels"] == kernels.IMPLS
+    assert set(C.CHOICES["train.dtype"]) == set(train.DTYPES)
+    assert C.CHOICES["optimize.metric"] == trainer.METRICS and C.CHOICES["compare.refit"] == workflow.REFITS
+    assert C.CHOICES["optimize.arch"] == study.ARCH_SOURCES and C.CHOICES["optimize.pruner"] == study.PRUNERS
+    assert C.CHOICES["optimize.baseline.optimizer"] == trainer.OPTIMIZERS
+    assert C.CHOICES["optimize.baseline.augment"] == trainer.AUGMENTS
