@@ -25,6 +25,7 @@ from jaxnas import train as train_lib
 from jaxnas.errors import JaxnasError, unknown
 from jaxnas.evaluators import EVALUATORS, make_evaluator
 from jaxnas.search import get_strategy
+from jaxnas.search.check import check_search
 from jaxnas.spaces import build_supernet, discrete_space
 
 
@@ -35,38 +36,6 @@ def load_config(spec: str | None = None, overrides: list[str] | tuple[str, ...] 
     if isinstance(overrides, str) or not all(isinstance(o, str) for o in overrides):
         raise JaxnasError(f"overrides must be a list of 'field=value' strings, got {overrides!r}")
     return config_lib.apply_overrides(config_lib.load(spec, kind), list(overrides))
-
-
-def check_search(cfg: ml_collections.ConfigDict, dataset: data_lib.Dataset | None = None) -> None:
-    """Everything ``run_search`` would refuse, without training: the strategy, the data (``dataset``, else
-    ``cfg.data``) and its split, the space and its supernet (built abstractly, with its stages) or
-    discrete form, and a table evaluator's file. Raises JaxnasError."""
-    from jaxnas.methods import progressive
-    from jaxnas.search import differentiable
-
-    config_lib.check_config(cfg, "search")
-    get_strategy(cfg.search.strategy)
-    ds = dataset if dataset is not None else data_lib.load_dataset(cfg.data.name, cfg.data.data_dir)
-    data_lib.resolve_augment(cfg.data.augment, ds.name)
-    if cfg.search.strategy == "darts":
-        s = cfg.search
-        methods.parts(cfg.method, s.epochs, 1)
-        train_idx, val_idx = data_lib.search_split(len(ds.x_train), cfg.data.train_portion)
-        for part, idx in (("search-train", train_idx), ("search-val", val_idx)):
-            if s.batch_size > len(idx):
-                raise JaxnasError(f"search.batch_size {s.batch_size} is larger than the {len(idx)} examples of the "
-                                  f"{part} split (data.train_portion={cfg.data.train_portion})")
-        stages = progressive.parse_stages(cfg.method.stages, s.epochs)
-        with kernels.use(cfg.run.kernels):
-            net = nnx.eval_shape(lambda: build_supernet(cfg.space, ds.image_shape, ds.num_classes,
-                                                        nnx.Rngs(cfg.seed)))
-        differentiable.check_stages(net, stages, cfg.space.name)
-    else:
-        space = discrete_space(cfg.space, ds.image_shape)
-        if cfg.evaluator.kind == "table":
-            make_evaluator(cfg, space)
-        else:
-            EVALUATORS.lookup(cfg.evaluator.kind)
 
 
 def check_train(cfg: ml_collections.ConfigDict) -> None:

@@ -123,22 +123,24 @@ def test_records_that_disagree_are_refused_not_merged(finished, tmp_path):
         _resume(run_dir)
 
 
-def test_a_study_drawn_from_other_distributions_is_refused_on_resume(finished, tmp_path):
+def _edit_config(finished, tmp_path, group: str, field: str, value) -> str:
+    """A copy of the finished run whose config.json was edited by hand: ``optimize.<group>.<field>``."""
     run_dir = _copy(finished, tmp_path)
     path = os.path.join(run_dir, "config.json")
     cfg = json.load(open(path))
-    cfg["optimize"]["hparams"]["lr"] = "log:1e-5:1e-4"  # a hand-edited config.json
+    cfg["optimize"][group][field] = value
     json.dump(cfg, open(path, "w"))
+    return run_dir
+
+
+def test_a_study_drawn_from_other_distributions_is_refused_on_resume(finished, tmp_path):
+    run_dir = _edit_config(finished, tmp_path, "hparams", "lr", "log:1e-5:1e-4")
     with pytest.raises(JaxnasError, match="cannot change on resume"):
         _resume(run_dir)
 
 
 def test_a_hand_edited_baseline_is_refused_on_resume(finished, tmp_path):
-    run_dir = _copy(finished, tmp_path)
-    path = os.path.join(run_dir, "config.json")
-    cfg = json.load(open(path))
-    cfg["optimize"]["baseline"]["epochs"] = 7
-    json.dump(cfg, open(path, "w"))
+    run_dir = _edit_config(finished, tmp_path, "baseline", "epochs", 7)
     with pytest.raises(JaxnasError, match=r"other hyperparameters than the run's config \(optimize.baseline.epochs\)"):
         _resume(run_dir)
 

@@ -35,6 +35,7 @@ from jaxnas.optimize import report as report_lib
 from jaxnas.optimize import split as split_lib
 from jaxnas.optimize import models, stats, study, trainer
 from jaxnas.search import get_strategy
+from jaxnas.search.check import check_search
 from jaxnas.spaces import discrete_space
 
 REFITS = config_lib.CHOICES["compare.refit"]
@@ -216,10 +217,8 @@ def setup(cfg, pool: split_lib.Pool | None = None) -> Plan:
     if o.arch == "search":
         ds = search_dataset(pool, split)
         plan.search = search_config(cfg, len(split.train), len(ds.y_train), ds.name)
-        from jaxnas import api
-
         try:
-            api.check_search(plan.search, dataset=ds)
+            check_search(plan.search, dataset=ds)
         except JaxnasError as e:
             raise JaxnasError(f"optimize.arch=search: {e}") from None
         if not (plan.search.search.strategy == "darts" and plan.search.space.name == "darts"):
