@@ -85,6 +85,47 @@ def test_paired_bootstrap_interval_matches_the_binomial_quantiles():
     assert f["low"] <= f["difference"] <= f["high"]
 
 
+def test_several_seeds_report_the_mean_paired_difference_and_resample_the_seeds():
+    # seed 1: B right on every example, A on none (difference +1); seed 2: identical models (0). The
+    # mean is +0.5. Per-seed differences do not depend on which examples are drawn, so a resample is
+    # (c1 * 1 + c2 * 0) / 2 with c1 ~ Binomial(2, 1/2): 0, 0.5, 1 with probabilities 1/4, 1/2, 1/4; its
+    # 95% interval is [0, 1] and its 40% one [0.5, 0.5]. A bootstrap over examples alone would give [0.5, 0.5].
+    y = np.zeros(50, int)
+    a = np.stack([np.ones(50, int), np.zeros(50, int)])
+    b = np.stack([np.zeros(50, int), np.zeros(50, int)])
+    r = stats.paired_bootstrap(y, a, b, 2, "accuracy", resamples=4000, seed=0)
+    assert r["difference"] == 0.5 and r["per_seed"] == [1.0, 0.0] and r["seeds"] == 2
+    assert (r["low"], r["high"]) == (0.0, 1.0)
+    narrow = stats.paired_bootstrap(y, a, b, 2, "accuracy", resamples=4000, confidence=0.4, seed=0)
+    assert (narrow["low"], narrow["high"]) == (0.5, 0.5)
+    f = stats.paired_bootstrap(y, a, b, 2, "macro_f1", resamples=400, seed=0)
+    assert f["per_seed"][1] == 0.0 and f["low"] == 0.0 and f["difference"] == pytest.approx(f["per_seed"][0] / 2)
+
+
+def test_seed_resampling_widens_the_interval_only_when_seeds_disagree():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 300)
+    a = np.where(rng.random(300) < 0.7, y, (y + 1) % 3)
+    b = np.where(rng.random(300) < 0.8, y, (y + 2) % 3)
+    one = stats.paired_bootstrap(y, a, b, 3, "accuracy", resamples=4000, seed=1)
+    same = stats.paired_bootstrap(y, np.stack([a, a, a]), np.stack([b, b, b]), 3, "accuracy", resamples=4000, seed=1)
+    assert same["difference"] == pytest.approx(one["difference"])
+    assert same["low"] == pytest.approx(one["low"], abs=0.01) and same["high"] == pytest.approx(one["high"], abs=0.01)
+    b2 = np.where(rng.random(300) < 0.6, y, (y + 2) % 3)  # a second seed far worse: more spread
+    apart = stats.paired_bootstrap(y, np.stack([a, a]), np.stack([b, b2]), 3, "accuracy", resamples=4000, seed=1)
+    assert apart["high"] - apart["low"] > 1.5 * (one["high"] - one["low"])
+
+
+def test_resampled_macro_f1_equals_the_metric_on_the_repeated_examples():
+    rng = np.random.default_rng(0)
+    y, p = rng.integers(0, 4, 80), rng.integers(0, 4, 80)
+    p[y == 3] = 0  # a class never predicted
+    counts = rng.multinomial(80, np.full(80, 1 / 80))
+    repeated = np.repeat(np.arange(80), counts)
+    assert stats._macro_f1_counts(y, p, counts.astype(float), 4) == pytest.approx(
+        stats.macro_f1(y[repeated], p[repeated], 4))
+
+
 # --- the declared search space ----------------------------------------------------------------------
 
 def test_hyperparameter_specs_parse_and_conditions_follow_their_parent():
@@ -217,6 +258,13 @@ def test_the_workflow_reads_the_test_split_once_per_model_and_seed_and_records_p
     assert {t.number: t.state.name.lower() for t in study.trials} == {r["trial"]: r["state"] for r in records}
     assert report["optimized"]["val"] == max(r["value"] for r in records if r["state"] == "complete")
     assert len(report["baseline"]["over_seeds"]["seeds"]) == 2
+    diff = report["difference"]["accuracy"]
+    finals = {n: sorted((json.load(open(os.path.join(run_dir, "final", f))) for f in os.listdir(
+        os.path.join(run_dir, "final")) if f.startswith(n)), key=lambda r: r["seed"]) for n in ("baseline", "optimized")}
+    per_seed = [o["test"]["accuracy"] - b["test"]["accuracy"] for b, o in zip(finals["baseline"], finals["optimized"])]
+    assert diff["seeds"] == 2 and diff["per_seed"] == pytest.approx(per_seed)
+    assert diff["difference"] == pytest.approx(np.mean(per_seed)) and diff["low"] <= diff["difference"] <= diff["high"]
+    assert len(report["difference"]["mcnemar_per_seed"]) == 2
     for name in ("report.json", "report.md", "split.json", "plots/anytime.png", "plots/confusion.png",
                  "plots/per_class_f1.png"):
         assert os.path.exists(os.path.join(run_dir, name)), name

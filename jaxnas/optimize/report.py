@@ -94,11 +94,16 @@ def comparison(report: dict) -> list[str]:
     """The difference with its interval and McNemar's test, and the verdict."""
     d, mc = report["difference"], report["difference"]["mcnemar"]
     conf = int(round(d["accuracy"]["confidence"] * 100))
+    seeds = d["accuracy"].get("seeds", 1)
+    how = (f"{conf}% paired bootstrap" if seeds == 1 else
+           f"mean over {seeds} seeds, {conf}% paired bootstrap over seeds and test examples")
+    per_seed = d.get("mcnemar_per_seed", [mc])
+    ps = "" if len(per_seed) == 1 else " (seeds 2-: " + ", ".join(f"{m['p_value']:.3g}" for m in per_seed[1:]) + ")"
     return [f"optimized - baseline: accuracy {d['accuracy']['difference']:+.4f} "
-              f"[{d['accuracy']['low']:+.4f}, {d['accuracy']['high']:+.4f}] ({conf}% paired bootstrap), "
+              f"[{d['accuracy']['low']:+.4f}, {d['accuracy']['high']:+.4f}] ({how}), "
               f"macro-F1 {d['macro_f1']['difference']:+.4f} [{d['macro_f1']['low']:+.4f}, {d['macro_f1']['high']:+.4f}]; "
               f"McNemar p = {mc['p_value']:.4g} ({mc['only_b']} test examples only the optimized model gets right, "
-              f"{mc['only_a']} only the baseline)",
+              f"{mc['only_a']} only the baseline{', first seed' if len(per_seed) > 1 else ''}){ps}",
               f"verdict: {report['verdict']} (test split: {report['split']['test']} examples, "
               f"{len(report['baseline']['over_seeds']['seeds'])} seed(s))"]
 

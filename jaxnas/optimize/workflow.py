@@ -6,7 +6,8 @@
 4. Retrain both the baseline and the best trial's configuration with the same trainer, on train+val
    (``compare.refit = "train+val"``, epochs fixed) or on train with the weights of the best val epoch
    (``"train"``), for each of ``compare.seeds`` seeds; predict the test split once per model and seed;
-   compare (``stats.py``) and report (``report.py``).
+   compare (``stats.py``: the mean paired difference over seeds, its interval from a bootstrap over
+   seeds and test examples, McNemar's test per seed) and report (``report.py``).
 
 The test split is read through ``TestSplit``, which refuses a second prediction for the same model
 and seed and counts every access; the counts go into the report.
@@ -291,11 +292,12 @@ def _run(plan: Plan, run_dir: str | None, log, resume: bool) -> dict:
         for name, hp in (("baseline", base_hp), ("optimized", best["params"])):
             finals[name].append(_final(cfg, name, hp, pool, split, test, cfg.seed + 1000 * (s + 1), run_dir, log))
     y = test.labels
-    pa, pb = (np.asarray(finals[n][0]["predictions"]) for n in ("baseline", "optimized"))
+    pa, pb = (np.asarray([f["predictions"] for f in finals[n]]) for n in ("baseline", "optimized"))  # (seeds, n)
     c = cfg.compare
     diff = {m: stats.paired_bootstrap(y, pa, pb, pool.num_classes, m, c.resamples, c.confidence, cfg.seed)
             for m in ("accuracy", "macro_f1")}
-    diff["mcnemar"] = stats.mcnemar(y, pa, pb)
+    diff["mcnemar_per_seed"] = [stats.mcnemar(y, a, b) for a, b in zip(pa, pb)]
+    diff["mcnemar"] = diff["mcnemar_per_seed"][0]
     final_dir = os.path.join(run_dir, "final") if run_dir else ""
     reads = sorted(f[:-5] for f in os.listdir(final_dir)) if final_dir else sorted(test.accesses)
     report = report_lib.build(cfg, pool, split, base_val, result, finals, diff, dict(test.accesses), reads,
