@@ -1,0 +1,1 @@
+"""Hypergradients on the bilevel engine: estimators (``estimators.py``)."""
