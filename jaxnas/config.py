@@ -155,6 +155,9 @@ def optimize_defaults() -> ml_collections.ConfigDict:
         name="digits", data_dir="", val_fraction=0.15,
         test_fraction=0.15,  # drawn only when the dataset has no test split of its own
         num_classes=0))      # 0: the largest label + 1
+    # a known corruption of train (and val where asked), never test (jaxnas/optimize/corrupt.py): label
+    # noise (symmetric or MW-Net's uniform_mix, at rate) or class imbalance (longtail, by factor)
+    c.data.corrupt = ml_collections.ConfigDict(dict(kind="none", rate=0.0, factor=1.0, val=False))
     c.space = space_group("chain")  # the architectures of optimize.arch = "space"
     c.space.filters, c.space.kernels, c.space.units, c.space.max_depth = "32,64,128", "3,5", "128", 6
     c.space.branches = 0
@@ -167,7 +170,17 @@ def optimize_defaults() -> ml_collections.ConfigDict:
         search="",     # arch=search: a search config (.py[:arg] or .json; "": jaxnas search's default) run once
         search_overrides="",  # on train/val first, e.g. "search.epochs=3;space.C=4"; its architecture is then fixed
         startup_trials=8,        # random trials before TPE
-        pruner="hyperband", min_epochs=2, reduction_factor=3))
+        pruner="hyperband", min_epochs=2, reduction_factor=3,
+        tune="study"))  # study: Optuna; gradient: optimize.hyper on the baseline's setup; both: hyper in every trial
+    # learned on meta batches of the validation split (jaxnas/hyper/reweight.py documents each method)
+    c.optimize.hyper = ml_collections.ConfigDict(dict(
+        method="mwnet",              # l2rw, mwnet, hypergrad
+        learn="example_weights",     # hypergrad: example_weights, class_weights, weight_decay, label_smoothing
+        estimator="unrolled", steps=1,  # hypergrad: unrolled over `steps` batches, or implicit
+        solver="neumann", iters=20, alpha=0.01,  # implicit: the inverse-Hessian-vector product
+        lr=0.1, every=1,             # hypergrad: Adam's learning rate for the hyperparameters, update period
+        meta_batch=100,              # meta batch size (L2RW and MW-Net: 100)
+        mwnet_hidden=100, mwnet_lr=1e-3, mwnet_weight_decay=1e-4))  # MW-Net's official values
     c.optimize.model = ml_collections.ConfigDict(dict(C=16, layers=5, stem_multiplier=3))  # genotype:... models
     # the baseline: fixed hyperparameters, the first network a user writes (trainer.py documents each)
     c.optimize.baseline = ml_collections.ConfigDict(dict(
@@ -229,9 +242,14 @@ RANGES = {
     "optimize.baseline.batch_size": (1, None), "optimize.baseline.epochs": (1, None),
     "optimize.baseline.label_smoothing": (0.0, 1.0), "optimize.baseline.momentum": (0.0, 1.0),
     "compare.seeds": (1, None), "compare.resamples": (100, None),
+    "data.corrupt.factor": (1.0, None),
+    "optimize.hyper.steps": (1, None), "optimize.hyper.iters": (1, None), "optimize.hyper.every": (1, None),
+    "optimize.hyper.meta_batch": (1, None), "optimize.hyper.mwnet_hidden": (1, None),
+    "optimize.hyper.mwnet_weight_decay": (0.0, None),
 }
 OPEN_RANGES = {"data.train_portion": (0.0, 1.0), "data.val_fraction": (0.0, 1.0), "data.test_fraction": (0.0, 1.0),
-               "compare.confidence": (0.0, 1.0)}
+               "compare.confidence": (0.0, 1.0), "optimize.hyper.lr": (0.0, math.inf),
+               "optimize.hyper.alpha": (0.0, math.inf), "optimize.hyper.mwnet_lr": (0.0, math.inf)}
 
 
 # The allowed values of every enumerated field, declared once beside RANGES (the modules that use
@@ -249,6 +267,11 @@ CHOICES = {
     "optimize.baseline.optimizer": ("sgd", "adamw"),
     "optimize.baseline.augment": ("none", "crop", "crop_flip", "crop_cutout", "crop_flip_cutout"),
     "compare.refit": ("train+val", "train"),
+    "data.corrupt.kind": ("none", "symmetric", "uniform_mix", "longtail"),
+    "optimize.tune": ("study", "gradient", "both"),
+    "optimize.hyper.method": ("l2rw", "mwnet", "hypergrad"),
+    "optimize.hyper.estimator": ("unrolled", "implicit"),
+    "optimize.hyper.solver": ("neumann", "cg"),
 }
 # Float fields where an infinite value means something: none today; NaN never does.
 INFINITE_OK: frozenset = frozenset()

@@ -312,15 +312,20 @@ class Batcher:
         index, count = part
         if self.batch_size % count:
             raise JaxnasError(f"batch size {self.batch_size} is not divisible by the process count {count}")
-        cycle, step = divmod(step, self.steps_per_epoch)
-        perm = np.random.default_rng([self.seed, self.stream, epoch, cycle]).permutation(self.indices)
         n = self.batch_size // count
         rows = slice(index * n, (index + 1) * n)
-        idx = perm[step * self.batch_size:(step + 1) * self.batch_size][rows]
+        idx = self.rows(epoch, step)[rows]
+        cycle, step = divmod(step, self.steps_per_epoch)
         rng = np.random.default_rng([self.seed, self.stream, epoch, cycle, step, 1])
         x = augment_batch(self.x[idx], self.augment, rng, pad=self.pad, total=self.batch_size, part=rows)
         x = cutout((to_unit(x) - self.mean) / self.std, self.cutout, rng, total=self.batch_size, part=rows)
         return {"x": x, "y": self.y[idx]}
+
+    def rows(self, epoch: int, step: int) -> np.ndarray:
+        """The indices (into ``x``) of batch ``step`` of ``epoch``."""
+        cycle, step = divmod(step, self.steps_per_epoch)
+        perm = np.random.default_rng([self.seed, self.stream, epoch, cycle]).permutation(self.indices)
+        return perm[step * self.batch_size:(step + 1) * self.batch_size]
 
     def epoch(self, epoch: int) -> Iterator[dict]:
         for step in range(self.steps_per_epoch):

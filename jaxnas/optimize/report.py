@@ -28,11 +28,22 @@ def _model(runs: list[dict], val: float, extra: dict) -> dict:
                      if k in first["test"]},
             "num_params": first["num_params"], "train_seconds": first["train_seconds"],
             "inference_ms_per_example": first["inference_ms_per_example"], "refit": first["refit"],
-            "epochs_used": first["epochs_used"], "over_seeds": _summary(runs)}
+            "epochs_used": first["epochs_used"], "over_seeds": _summary(runs), **_learned(first)}
+
+
+def _learned(first: dict) -> dict:
+    """What ``optimize.hyper`` learned in the first seed's fit: the method, the last epoch's example-weight
+    summary (with the AUROC against correct labels where the corruption is known) and the learned values."""
+    if "hyper" not in first:
+        return {}
+    last = first["history"][-1] if first.get("history") else {}
+    weights = {k: v for k, v in last.get("weights", {}).items() if not k.startswith("hist")}
+    return {"hyper": dict(first["hyper"], weights=weights, values=last.get("hyper", {}),
+                          auroc_by_epoch=[h["weights"].get("auroc_clean") for h in first["history"] if "weights" in h])}
 
 
 def build(cfg, pool, split, base_val: dict, result: dict, finals: dict, diff: dict, accesses: dict,
-          reads: list[str], seconds: float) -> dict:
+          reads: list[str], seconds: float, corruption: dict | None = None) -> dict:
     """The report; ``reads``: every test prediction the run ever made (model-seed-hyperparameter digest),
     ``accesses``: the ones made by this process."""
     records = result["records"]
@@ -47,7 +58,9 @@ def build(cfg, pool, split, base_val: dict, result: dict, finals: dict, diff: di
         "dataset": pool.name, "num_classes": pool.num_classes, "image_shape": list(pool.image_shape),
         "split": {"train": len(split.train), "val": len(split.val), "test": len(split.test),
                   "test_source": split.test_source, "seed": split.seed, "sha256": split.digest()},
-        "metric": cfg.optimize.metric,
+        "metric": cfg.optimize.metric, "tune": cfg.optimize.tune,
+        "corruption": {k: v for k, v in (corruption or {"kind": "none"}).items()
+                       if k not in ("wrong_indices", "original_labels")},
         "baseline": _model(finals["baseline"], base_val["val"], {"val_curve": base_val["val_curve"]}),
         "optimized": _model(finals["optimized"], result["best"]["value"], {"trial": result["best"]["trial"]}),
         "difference": diff, "verdict": verdict,
@@ -105,7 +118,21 @@ def comparison(report: dict) -> list[str]:
               f"McNemar p = {mc['p_value']:.4g} ({mc['only_b']} test examples only the optimized model gets right, "
               f"{mc['only_a']} only the baseline{', first seed' if len(per_seed) > 1 else ''}){ps}",
               f"verdict: {report['verdict']} (test split: {report['split']['test']} examples, "
-              f"{len(report['baseline']['over_seeds']['seeds'])} seed(s))"]
+              f"{len(report['baseline']['over_seeds']['seeds'])} seed(s))"] + _learned_lines(report)
+
+
+def _learned_lines(report: dict) -> list[str]:
+    h = report["optimized"].get("hyper")
+    if not h:
+        return []
+    w = h["weights"]
+    line = (f"learned by {h['method']} on val meta batches: example weights mean {w.get('weight_mean', 0):.3f}, "
+            f"std {w.get('weight_std', 0):.3f}, {w.get('weight_zero_fraction', 0):.1%} zero")
+    if "auroc_clean" in w:
+        line += f"; AUROC of weight vs correct label {w['auroc_clean']:.3f} (last epoch)"
+    if h.get("values"):
+        line += "; " + ", ".join(f"{k} {v}" for k, v in h["values"].items())
+    return [line]
 
 
 def markdown(report: dict) -> str:

@@ -110,10 +110,11 @@ def stratified_split(pool: Pool, val_fraction: float, test_fraction: float, seed
                  "drawn" if draw_test else "dataset", seed)
 
 
-def save(split: Split, pool: Pool, path: str, fractions: tuple[float, float]) -> None:
-    """``split.json``: the indices, their digest, the data's digest, the seed and the class counts."""
+def save(split: Split, pool: Pool, path: str, fractions: tuple[float, float], corruption: dict | None = None) -> None:
+    """``split.json``: the indices, their digest, the data's digest, the seed and the class counts, and
+    the corruption applied to train/val (``data.corrupt``; the data digest is of the corrupted labels)."""
     y_test = pool.y_test if split.test_source == "dataset" else pool.y
-    rundir.write_json(path, {
+    rundir.write_json(path, {"corruption": corruption or {"kind": "none"},
         "dataset": pool.name, "data_sha256": data_digest(pool), "seed": split.seed,
         "val_fraction": fractions[0], "test_fraction": fractions[1], "test_source": split.test_source,
         "sizes": {"train": len(split.train), "val": len(split.val), "test": len(split.test)},

@@ -278,7 +278,8 @@ def check(o) -> list[hpspace.Param]:
 
 def run_study(cfg, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray, num_classes: int,
               fixed: dict, run_dir: str | None = None, log=print, resume: bool = False, model: str = "",
-              params: list | None = None, space=None, first: dict | None = None) -> dict:
+              params: list | None = None, space=None, first: dict | None = None, hyper=None,
+              clean: np.ndarray | None = None) -> dict:
     """Run the trials (``model``: the architecture every trial trains, when one was searched for
     beforehand; ``params``, ``space``, ``first``: as ``workflow.setup`` made them, else made here);
     returns ``{"best": record of the best complete trial, "records": all, "seconds": ..}``."""
@@ -323,7 +324,8 @@ def run_study(cfg, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx:
             trainer.check_hparams(hp, "optimize.hparams")
             fitted = trainer.fit(hp["model"], hp, x, y, train_idx, num_classes, seed, cfg, val_idx=val_idx,
                                  on_epoch=on_epoch, metric=o.metric,
-                                 deadline=t0 + o.trial_seconds if o.trial_seconds else 0.0)
+                                 deadline=t0 + o.trial_seconds if o.trial_seconds else 0.0, hyper=hyper,
+                                 clean=clean)
             value, num_params = fitted.history[-1]["val"], fitted.num_params
         except optuna.TrialPruned:
             state, num_params = "pruned", None

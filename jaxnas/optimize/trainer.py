@@ -63,12 +63,15 @@ def check_hparams(hp: dict, where: str) -> None:
             raise JaxnasError(f"{where}.{name} must be {allowed}, got {hp[name]!r}")
 
 
-def optimizer(hp: dict, total_steps: int) -> optax.GradientTransformation:
-    schedule = optax.cosine_decay_schedule(float(hp["lr"]), max(total_steps, 1))
+def optimizer(hp: dict, total_steps: int, schedule: bool = False):
+    """The weight optimizer of ``hp`` (``schedule=True``: with its learning-rate schedule, a pair)."""
+    lr = optax.cosine_decay_schedule(float(hp["lr"]), max(total_steps, 1))
     if hp["optimizer"] == "adamw":
-        return optax.adamw(schedule, weight_decay=float(hp["weight_decay"]))
-    return optax.chain(optax.add_decayed_weights(float(hp["weight_decay"])),
-                       optax.sgd(schedule, momentum=float(hp["momentum"]) or None))
+        tx = optax.adamw(lr, weight_decay=float(hp["weight_decay"]))
+    else:
+        tx = optax.chain(optax.add_decayed_weights(float(hp["weight_decay"])),
+                         optax.sgd(lr, momentum=float(hp["momentum"]) or None))
+    return (tx, lr) if schedule else tx
 
 
 @dataclasses.dataclass
@@ -107,11 +110,15 @@ def score(y: np.ndarray, preds: np.ndarray, num_classes: int, metric: str) -> fl
 
 def fit(spec: str, hp: dict, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, num_classes: int, seed: int,
         cfg, val_idx: np.ndarray | None = None, on_epoch: Callable[[int, float], None] | None = None,
-        keep_best: bool = False, metric: str = "accuracy", deadline: float = 0.0) -> Fitted:
+        keep_best: bool = False, metric: str = "accuracy", deadline: float = 0.0, hyper=None,
+        clean: np.ndarray | None = None) -> Fitted:
     """Train model ``spec`` from scratch with ``hp`` on ``x[train_idx]``; score ``x[val_idx]`` after
     every epoch (``on_epoch(epoch, score)`` may raise to stop). ``keep_best``: return the weights of
     the epoch with the best validation score (early stopping on val), else the last ones.
-    ``deadline`` (a ``time.time()``, 0: none): past it, ``TimeUp`` is raised after the current step."""
+    ``deadline`` (a ``time.time()``, 0: none): past it, ``TimeUp`` is raised after the current step.
+    ``hyper`` (``optimize.hyper``): learn example weights or hyperparameters on meta batches of the
+    validation split (``jaxnas.hyper.reweight``); ``clean`` (a mask over ``x``: the label is correct)
+    adds the weights' separation of clean and corrupted examples to each epoch's record."""
     epochs, batch_size = int(hp["epochs"]), int(hp["batch_size"])
     batch_size = min(batch_size, len(train_idx))
     model = models.build(spec, x.shape[1:], num_classes, nnx.Rngs(seed), cfg)
@@ -123,19 +130,46 @@ def fit(spec: str, hp: dict, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray
     mean, std = xt.mean(axis=(0, 1, 2)), xt.std(axis=(0, 1, 2)) + 1e-8
     h = x.shape[1]
     augment = hp["augment"]
-    batches = data_lib.Batcher(x, y, train_idx, batch_size, mean, std, augment.replace("_cutout", ""),
-                               seed, 11, cutout=h // 2 if augment.endswith("cutout") else 0, pad=max(1, h // 8))
+    crop, cut, pad = augment.replace("_cutout", ""), h // 2 if augment.endswith("cutout") else 0, max(1, h // 8)
+    batches = data_lib.Batcher(x, y, train_idx, batch_size, mean, std, crop, seed, 11, cutout=cut, pad=pad)
     steps = batches.steps_per_epoch
-    tx = optimizer(hp, epochs * steps)
+    learned = hyper is not None and hyper.method == "hypergrad" and "weight_decay" in hyper.learn
+    tx, schedule = optimizer({**hp, "weight_decay": 0.0} if learned else hp, epochs * steps, schedule=True)
     train, predict = make_classifier_steps(graphdef, graphdef_eval, tx, float(hp["label_smoothing"]), num_classes)
     opt = tx.init(params)
     fitted = Fitted(params, stats, predict, mean, std, count_params(model), [], 0.0, epochs)
+    meta = None
+    if hyper is not None:
+        from jaxnas.hyper import reweight
+
+        if val_idx is None or len(val_idx) == 0:
+            raise JaxnasError("optimize.hyper needs a validation split of at least one example: its meta data")
+        meta = data_lib.Batcher(x, y, val_idx, min(int(hyper.meta_batch), len(val_idx)), mean, std, crop, seed, 12,
+                                cutout=cut, pad=pad)
+        learner = reweight.Steps(graphdef, tx, hp, num_classes, len(train_idx), hyper, seed)
+        rstate = learner.init()
+        position = np.zeros(len(x), np.int32)
+        position[train_idx] = np.arange(len(train_idx))
+        last_weight, seen = np.zeros(len(x)), np.zeros(len(x), bool)
     best = (-math.inf, None)
     t0 = time.time()
     for epoch in range(epochs):
-        losses = []
+        losses, weights = [], []
         for i in range(steps):
-            params, stats, opt, loss = train(params, stats, opt, batches.batch(epoch, i))
+            if meta is None:
+                params, stats, opt, loss = train(params, stats, opt, batches.batch(epoch, i))
+            else:
+                g = epoch * steps + i
+                batch = dict(batches.batch(epoch, i), pos=position[batches.rows(epoch, i)])
+                meta_batch = meta.batch(epoch, i)
+                if learner.updates_hyper(g):
+                    ahead = [batch] + [dict(batches.batch(epoch, i + j), pos=position[batches.rows(epoch, i + j)])
+                                       for j in range(1, learner.lookahead)]
+                    rstate, _ = learner.hyper_update(params, stats, rstate, jax.tree.map(lambda *a: np.stack(a), *ahead),
+                                                     meta_batch, schedule(g))
+                params, stats, opt, rstate, loss, w = learner.step(params, stats, opt, rstate, batch, meta_batch,
+                                                                   schedule(g))
+                weights.append((batches.rows(epoch, i), w))
             losses.append(loss)
             if deadline and time.time() > deadline:
                 jax.block_until_ready(loss)
@@ -145,6 +179,12 @@ def fit(spec: str, hp: dict, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray
             raise Diverged(f"model {spec}: the training loss became {train_loss} in epoch {epoch + 1} "
                            f"(lr {hp['lr']:.3g}, optimizer {hp['optimizer']})")
         record = {"epoch": epoch + 1, "train_loss": train_loss}
+        if meta is not None:
+            for rows, w in jax.device_get(weights):
+                last_weight[rows], seen[rows] = w, True
+            record["weights"] = reweight.weight_summary(last_weight, seen, clean)
+            if hyper.method == "hypergrad":
+                record["hyper"] = learner.values(rstate)
         fitted.params, fitted.stats = params, stats
         if val_idx is not None:
             preds = fitted.logits(x[val_idx]).argmax(-1)

@@ -34,12 +34,14 @@ from jaxnas import metrics as metrics_lib
 from jaxnas.errors import JaxnasError
 from jaxnas.optimize import report as report_lib
 from jaxnas.optimize import split as split_lib
-from jaxnas.optimize import models, stats, study, trainer
+from jaxnas.hyper import reweight
+from jaxnas.optimize import corrupt, models, stats, study, trainer
 from jaxnas.search import get_strategy
 from jaxnas.search.check import check_search
 from jaxnas.spaces import discrete_space
 
 REFITS = config_lib.CHOICES["compare.refit"]
+TUNES = ("study", "gradient", "both")  # optimize.tune
 
 
 class TestSplit:
@@ -80,10 +82,13 @@ def test_metrics(y: np.ndarray, logits: np.ndarray, num_classes: int) -> dict:
     return m
 
 
-def _final(cfg, name: str, hp: dict, pool, split, test: TestSplit, seed: int, run_dir: str | None, log) -> dict:
-    """Retrain ``hp`` as ``compare.refit`` says, predict the test split once; cached in ``final/`` so a
-    resumed run never predicts the test split again."""
-    key = hashlib.sha256(json.dumps(hp, sort_keys=True).encode()).hexdigest()[:8]  # a resumed run's new best
+def _final(cfg, name: str, hp: dict, pool, split, test: TestSplit, seed: int, run_dir: str | None, log,
+           hyper=None, clean=None) -> dict:
+    """Retrain ``hp`` (with ``hyper``: learning example weights or hyperparameters, ``optimize.hyper``)
+    as ``compare.refit`` says, predict the test split once; cached in ``final/`` so a resumed run never
+    predicts the test split again."""
+    what = dict(hp, hyper=hyper.to_dict()) if hyper is not None else hp
+    key = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:8]  # a resumed run's new best
     cache = os.path.join(run_dir, "final", f"{name}-seed{seed}-{key}.json") if run_dir else None
     if cache and os.path.exists(cache):
         return rundir.read_json(cache, "final result")
@@ -93,13 +98,15 @@ def _final(cfg, name: str, hp: dict, pool, split, test: TestSplit, seed: int, ru
     else:
         idx, val, keep_best = split.train, split.val, True
     fitted = trainer.fit(hp["model"], hp, pool.x, pool.y, idx, pool.num_classes, seed, cfg, val_idx=val,
-                         keep_best=keep_best, metric=cfg.optimize.metric)
+                         keep_best=keep_best, metric=cfg.optimize.metric, hyper=hyper, clean=clean)
     logits, per_example = test.predict(f"{name}-seed{seed}-{key}", fitted)
     m = test_metrics(test.labels, logits, pool.num_classes)
     out = {"model": name, "seed": seed, "hparams": hp, "refit": refit, "epochs_used": fitted.best_epoch,
            "num_params": fitted.num_params, "train_seconds": round(fitted.seconds, 3),
            "inference_ms_per_example": per_example * 1e3, "test": m,
-           "predictions": logits.argmax(-1).tolist()}
+           "predictions": logits.argmax(-1).tolist(), "history": fitted.history}
+    if hyper is not None:
+        out["hyper"] = {"method": hyper.method, **({"learn": hyper.learn} if hyper.method == "hypergrad" else {})}
     log(f"{name} (seed {seed}): test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} "
         f"({fitted.num_params} params, trained {fitted.seconds:.1f}s on {refit})")
     if cache:
@@ -183,6 +190,9 @@ class Plan:
     space: object = None   # the DiscreteSpace of optimize.arch=space
     search: object = None  # the search config of optimize.arch=search
     first: dict = dataclasses.field(default_factory=dict)
+    clean: np.ndarray | None = None  # data.corrupt: which labels of the pool are still correct
+    corruption: dict | None = None   # data.corrupt: what was done, for split.json
+    hyper: object = None   # optimize.hyper, when optimize.tune learns by hypergradients
 
 
 def _check_model(spec: str, pool, cfg, where: str) -> None:
@@ -201,9 +211,22 @@ def setup(cfg, pool: split_lib.Pool | None = None) -> Plan:
     baseline's hyperparameters and model, each searched hyperparameter and model, the space and
     ``optimize.first_arch``, or the search of ``optimize.arch=search`` with its overrides."""
     config_lib.check_config(cfg, "optimize")
-    d = cfg.data
+    d, o = cfg.data, cfg.optimize
+    corrupt.check(d.corrupt)
+    if o.tune != "study":
+        reweight.check(o.hyper)
+        if cfg.compare.refit != "train":
+            raise JaxnasError(f"optimize.tune={o.tune} learns on meta batches of the validation split, so it "
+                              f"cannot be refit on train+val: set compare.refit=train (both models then stop "
+                              f"early on val)")
     pool = pool or split_lib.load_pool(d.name, d.data_dir, d.num_classes)
     split = split_lib.stratified_split(pool, d.val_fraction, d.test_fraction, cfg.seed)
+    clean = record = None
+    if d.corrupt.kind != "none":
+        c = corrupt.apply(d.corrupt, pool.y, split.train, split.val, pool.num_classes, cfg.seed)
+        pool = dataclasses.replace(pool, y=c.y)
+        split = dataclasses.replace(split, train=c.train)
+        clean, record = c.clean, c.record
     base_hp = baseline_hparams(cfg)
     _check_model(base_hp["model"], pool, cfg, "optimize.baseline.model")
     params = study.check(cfg.optimize)
@@ -211,8 +234,8 @@ def setup(cfg, pool: split_lib.Pool | None = None) -> Plan:
         if p.name == "model":
             for spec in p.choices:
                 _check_model(str(spec), pool, cfg, "optimize.hparams.model")
-    plan = Plan(cfg, pool, split, base_hp, params)
-    o = cfg.optimize
+    plan = Plan(cfg, pool, split, base_hp, params, clean=clean, corruption=record,
+                hyper=o.hyper if o.tune != "study" else None)
     if o.arch == "space":
         plan.space = discrete_space(cfg.space, pool.image_shape)  # optimize.first_arch: used with it only
     if o.arch == "search":
@@ -249,7 +272,7 @@ def _run(plan: Plan, run_dir: str | None, log, resume: bool) -> dict:
     if run_dir:
         path = os.path.join(run_dir, "split.json")
         split_lib.check_saved(split, pool, path)
-        split_lib.save(split, pool, path, (d.val_fraction, d.test_fraction))
+        split_lib.save(split, pool, path, (d.val_fraction, d.test_fraction), plan.corruption)
     xt, yt = (pool.x_test, pool.y_test) if split.test_source == "dataset" else (pool.x, pool.y)
     test = TestSplit(xt[split.test], yt[split.test])
     log(f"optimize: {pool.name}, {pool.num_classes} classes, images {pool.image_shape} | split train/val/test "
@@ -279,18 +302,27 @@ def _run(plan: Plan, run_dir: str | None, log, resume: bool) -> dict:
     log(f"baseline {base_hp['model']}: val {cfg.optimize.metric} {base_val['val']:.4f} after {base_hp['epochs']} "
         f"epochs (best {base_val['best_val']:.4f} at epoch {base_val['best_epoch']})")
 
-    # 3. the optimization, on val only
-    found = search_architecture(plan, run_dir, log) if cfg.optimize.arch == "search" else ""
-    result = study.run_study(cfg, pool.x, pool.y, split.train, split.val, pool.num_classes, base_hp, run_dir, log,
-                             resume, model=found, params=plan.params, space=plan.space, first=plan.first)
-    best = result["best"]
-    log(f"best trial {best['trial']}: val {cfg.optimize.metric} {best['value']:.4f} | {best['params']}")
+    # 3. the optimization, on val only: a study (optimize.tune = study, both) or none (gradient)
+    tune, hyper = cfg.optimize.tune, plan.hyper
+    if tune == "gradient":
+        result = {"best": {"trial": None, "value": None, "params": base_hp}, "records": [], "seconds": 0.0}
+        log(f"optimize.tune=gradient: the baseline's setup trained with {hyper.method} on meta batches of val")
+    else:
+        found = search_architecture(plan, run_dir, log) if cfg.optimize.arch == "search" else ""
+        result = study.run_study(cfg, pool.x, pool.y, split.train, split.val, pool.num_classes, base_hp, run_dir,
+                                 log, resume, model=found, params=plan.params, space=plan.space, first=plan.first,
+                                 hyper=hyper, clean=plan.clean)
+        best = result["best"]
+        log(f"best trial {best['trial']}: val {cfg.optimize.metric} {best['value']:.4f} | {best['params']}")
 
     # 4. retrain both, test each once per seed, compare
     finals = {"baseline": [], "optimized": []}
     for s in range(cfg.compare.seeds):
-        for name, hp in (("baseline", base_hp), ("optimized", best["params"])):
-            finals[name].append(_final(cfg, name, hp, pool, split, test, cfg.seed + 1000 * (s + 1), run_dir, log))
+        for name, hp in (("baseline", base_hp), ("optimized", result["best"]["params"])):
+            finals[name].append(_final(cfg, name, hp, pool, split, test, cfg.seed + 1000 * (s + 1), run_dir, log,
+                                       hyper=hyper if name == "optimized" else None, clean=plan.clean))
+    if tune == "gradient":  # the optimized model's validation score: its final fit's, as the baseline's
+        result["best"]["value"] = max(h["val"] for h in finals["optimized"][0]["history"])
     y = test.labels
     pa, pb = (np.asarray([f["predictions"] for f in finals[n]]) for n in ("baseline", "optimized"))  # (seeds, n)
     c = cfg.compare
@@ -301,7 +333,7 @@ def _run(plan: Plan, run_dir: str | None, log, resume: bool) -> dict:
     final_dir = os.path.join(run_dir, "final") if run_dir else ""
     reads = sorted(f[:-5] for f in os.listdir(final_dir)) if final_dir else sorted(test.accesses)
     report = report_lib.build(cfg, pool, split, base_val, result, finals, diff, dict(test.accesses), reads,
-                              time.time() - t_start)
+                              time.time() - t_start, plan.corruption)
     if run_dir:
         report_lib.write(report, run_dir)
     log(report_lib.table(report))

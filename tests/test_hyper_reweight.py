@@ -1,0 +1,201 @@
+"""Learning to Reweight, Meta-Weight-Net and learned hyperparameters: one step against hand-written
+references of the published algorithms, and end to end on noisy digits."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from jaxnas import config as config_lib
+from jaxnas.errors import JaxnasError
+from jaxnas.hyper import reweight
+from jaxnas.optimize import corrupt, models
+from jaxnas.optimize import split as split_lib
+from jaxnas.optimize import trainer
+
+
+def _hyper(**kw):
+    h = config_lib.optimize_defaults().optimize.hyper
+    h.update(kw)
+    return h
+
+
+def _tiny(seed=0, n=6, m=5):
+    cfg = config_lib.tiny_optimize()
+    model = models.build("cnn:4", (8, 8, 1), 3, nnx.Rngs(seed), cfg)
+    graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+    rng = np.random.default_rng(seed)
+    batch = {"x": rng.normal(size=(n, 8, 8, 1)).astype(np.float32), "y": rng.integers(0, 3, n),
+             "pos": np.arange(n)}
+    meta = {"x": rng.normal(size=(m, 8, 8, 1)).astype(np.float32), "y": rng.integers(0, 3, m)}
+    return graphdef, params, stats, batch, meta
+
+
+def _ce(graphdef, params, stats, x, y):
+    logits = nnx.merge(graphdef, params, stats, copy=True)(x)
+    return -jnp.take_along_axis(jax.nn.log_softmax(logits), jnp.asarray(y)[:, None], 1)[:, 0]
+
+
+def _flat(tree):
+    return jnp.concatenate([jnp.ravel(a) for a in jax.tree.leaves(tree)])
+
+
+HP = {"label_smoothing": 0.0, "weight_decay": 0.0}
+
+
+def test_l2rw_weights_are_the_normalized_positive_gradient_alignments():
+    # Ren et al. 2018, Eq. 12: d L_meta(w - a sum_i eps_i grad l_i) / d eps_j at eps = 0 is
+    # -a grad L_meta(w) . grad l_j(w); the weights are max(alignment, 0) normalized to sum 1.
+    graphdef, params, stats, batch, meta = _tiny()
+    tx = optax.sgd(0.1)
+    steps = reweight.Steps(graphdef, tx, HP, 3, 6, _hyper(method="l2rw"), 0)
+    g_meta = _flat(jax.grad(lambda p: _ce(graphdef, p, stats, meta["x"], meta["y"]).mean())(params))
+    align = np.array([float(_flat(jax.grad(lambda p: _ce(graphdef, p, stats, batch["x"][j:j + 1],
+                                                         batch["y"][j:j + 1])[0])(params)) @ g_meta)
+                      for j in range(6)])
+    expected = np.maximum(align, 0) / np.maximum(align, 0).sum()
+    assert (align > 0).any() and (align < 0).any()  # the case tests both sides of the max
+    new_params, _, _, _, loss, w = steps.step(params, stats, tx.init(params), steps.init(), batch, meta, 0.1)
+    np.testing.assert_allclose(np.asarray(w) / 6, expected, rtol=1e-4, atol=1e-7)
+    ce = _ce(graphdef, params, stats, batch["x"], batch["y"])
+    assert float(loss) == pytest.approx(float(jnp.sum(jnp.asarray(expected) * ce)), rel=1e-5)
+    grad = jax.grad(lambda p: jnp.sum(jnp.asarray(expected) * _ce(graphdef, p, stats, batch["x"], batch["y"])))(params)
+    np.testing.assert_allclose(_flat(new_params), _flat(params) - 0.1 * _flat(grad), rtol=1e-4, atol=1e-6)
+
+
+def test_mwnet_step_follows_the_official_algorithm():
+    # MW-Net.py's train(): virtual SGD step on mean(l * V(l.detach())) at the current lr; meta CE after it;
+    # Adam(1e-3, weight_decay=1e-4) on V; the real step on mean(l * V'(l)) with V' the updated net.
+    graphdef, params, stats, batch, meta = _tiny(1)
+    lr = 0.05
+    tx = optax.sgd(0.1)
+    steps = reweight.Steps(graphdef, tx, HP, 3, 6, _hyper(method="mwnet"), 0)
+    state = steps.init()
+    phi = state.params
+    assert phi["w1"].shape == (1, 100) and phi["w2"].shape == (100, 1)
+
+    def meta_after_virtual(phi_):
+        def inner(p):
+            ell = _ce(graphdef, p, stats, batch["x"], batch["y"])
+            return jnp.mean(ell * reweight.vnet(phi_, jax.lax.stop_gradient(ell)))
+        p2 = jax.tree.map(lambda a, g: a - lr * g, params, jax.grad(inner)(params))
+        return _ce(graphdef, p2, stats, meta["x"], meta["y"]).mean()
+
+    g = jax.grad(meta_after_virtual)(phi)
+    # Adam's first step (bias-corrected): -lr * g' / (|g'| + eps), g' = g + wd * phi
+    phi_new = jax.tree.map(lambda p, gg: p - 1e-3 * (gg + 1e-4 * p) / (jnp.abs(gg + 1e-4 * p) + 1e-8), phi, g)
+    ell = _ce(graphdef, params, stats, batch["x"], batch["y"])
+    w = reweight.vnet(phi_new, ell)
+    grad = jax.grad(lambda p: jnp.mean(_ce(graphdef, p, stats, batch["x"], batch["y"]) * w))(params)
+    new_params, _, _, new_state, _, got_w = steps.step(params, stats, tx.init(params), state, batch, meta, lr)
+    np.testing.assert_allclose(_flat(new_state.params), _flat(phi_new), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(got_w, w, rtol=1e-4)
+    np.testing.assert_allclose(_flat(new_params), _flat(params) - 0.1 * _flat(grad), rtol=1e-4, atol=1e-6)
+
+
+def test_hypergrad_updates_each_declared_hyperparameter_by_its_meta_gradient():
+    graphdef, params, stats, batch, meta = _tiny(2)
+    tx = optax.sgd(0.1)
+    hyper = _hyper(method="hypergrad", learn="example_weights,class_weights,weight_decay,label_smoothing", lr=0.01)
+    steps = reweight.Steps(graphdef, tx, {"label_smoothing": 0.1, "weight_decay": 1e-3}, 3, 6, hyper, 0)
+    state = steps.init()
+    assert set(state.params) == {"example", "class", "log_wd", "ls"}
+    assert steps.values(state)["label_smoothing"] == pytest.approx(0.1)
+    assert steps.values(state)["weight_decay"] == pytest.approx(1e-3)
+    def train_loss(p):  # with every weight the same: the smoothed cross-entropy plus the L2 term
+        logp = jax.nn.log_softmax(nnx.merge(graphdef, p, stats, copy=True)(batch["x"]))
+        ce = -(0.9 * jnp.take_along_axis(logp, batch["y"][:, None], 1)[:, 0] + 0.1 * logp.mean(-1))
+        return ce.mean() + 0.5 * 1e-3 * jnp.sum(_flat(p) ** 2)
+
+    stacked = jax.tree.map(lambda a: np.stack([a]), batch)
+    new_state, mloss = steps.hyper_update(params, stats, state, stacked, meta, 0.1)
+    ahead = jax.tree.map(lambda a, g: a - 0.1 * g, params, jax.grad(train_loss)(params))  # the one-step lookahead
+    assert float(mloss) == pytest.approx(float(_ce(graphdef, ahead, stats, meta["x"], meta["y"]).mean()), rel=1e-5)
+    for k in state.params:  # Adam's first step moves every coordinate with a nonzero gradient by ~lr
+        delta = np.abs(np.asarray(new_state.params[k]) - np.asarray(state.params[k]))
+        assert np.all((delta > 0.009) & (delta < 0.0101)), k
+    _, _, _, _, loss, w = steps.step(params, stats, tx.init(params), state, batch, meta, 0.1)
+    np.testing.assert_allclose(w, 1.0, rtol=1e-6)
+    assert float(loss) == pytest.approx(float(train_loss(params)), rel=1e-5)
+
+
+def test_optimize_hyper_fields_are_checked_with_one_line_errors():
+    with pytest.raises(JaxnasError, match="declares weight_decay twice"):
+        reweight.check(_hyper(method="hypergrad", learn="weight_decay,example_weights,weight_decay"))
+    with pytest.raises(JaxnasError, match="'lr' unknown; allowed: example_weights"):
+        reweight.check(_hyper(method="hypergrad", learn="lr"))
+    with pytest.raises(JaxnasError, match="optimize.hyper.steps must be an integer >= 1"):
+        reweight.check(_hyper(steps=0))
+    with pytest.raises(JaxnasError, match="optimize.hyper.lr must be a finite number > 0"):
+        reweight.check(_hyper(lr=float("nan")))
+    with pytest.raises(JaxnasError, match="method='mw' unknown"):
+        reweight.check(_hyper(method="mw"))
+
+
+# --- corruption -------------------------------------------------------------------------------------
+
+def _corrupt(**kw):
+    c = ml_collections.ConfigDict(dict(kind="none", rate=0.0, factor=1.0, val=False))
+    c.update(kw)
+    return c
+
+
+def test_symmetric_noise_changes_a_fraction_rate_of_train_labels_and_never_test():
+    y = np.repeat(np.arange(10), 3000)
+    idx = np.random.default_rng(0).permutation(len(y))
+    train, val, test = np.sort(idx[:20000]), np.sort(idx[20000:25000]), np.sort(idx[25000:])
+    c = corrupt.apply(_corrupt(kind="symmetric", rate=0.4), y, train, val, 10, seed=3)
+    assert np.mean(c.y[train] != y[train]) == pytest.approx(0.4, abs=0.01)
+    assert np.array_equal(c.y[val], y[val]) and np.array_equal(c.y[test], y[test])
+    assert np.array_equal(c.clean, c.y == y) and c.record["wrong_labels"] == int((c.y != y).sum())
+    assert np.array_equal(np.asarray(c.record["original_labels"]), y[c.record["wrong_indices"]])
+    again = corrupt.apply(_corrupt(kind="symmetric", rate=0.4), y, train, val, 10, seed=3)
+    assert np.array_equal(again.y, c.y)  # seeded
+    mix = corrupt.apply(_corrupt(kind="uniform_mix", rate=0.4, val=True), y, train, val, 10, seed=3)
+    # MW-Net's convention: redrawn over all K classes, so 0.4 * 9/10 = 36% wrong
+    assert np.mean(mix.y[train] != y[train]) == pytest.approx(0.36, abs=0.01)
+    assert np.mean(mix.y[val] != y[val]) == pytest.approx(0.36, abs=0.02)
+    assert np.array_equal(mix.y[test], y[test])
+
+
+def test_longtail_keeps_n_max_times_factor_to_the_minus_c_over_k_minus_1():
+    y = np.repeat(np.arange(3), 100)
+    train = np.arange(300)
+    c = corrupt.apply(_corrupt(kind="longtail", factor=100.0), y, train, np.arange(0), 3, seed=0)
+    assert np.bincount(y[c.train], minlength=3).tolist() == [100, 10, 1]  # 100 * 100^(-c/2)
+    assert c.record["removed"] == 189 and np.array_equal(c.y, y)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"kind": "symmetric", "rate": 1.0}, "rate must be in \\[0, 1\\), got 1.0"),
+    ({"kind": "symmetric", "rate": -0.1}, "rate must be in \\[0, 1\\), got -0.1"),
+    ({"kind": "symmetric", "rate": float("nan")}, "rate must be in \\[0, 1\\)"),
+    ({"kind": "symmetric", "rate": 0.0}, "needs data.corrupt.rate in \\(0, 1\\)"),
+    ({"kind": "longtail", "factor": 0.5}, "factor must be a finite number >= 1"),
+    ({"kind": "longtail", "factor": 1.0}, "needs data.corrupt.factor > 1"),
+    ({"kind": "flip"}, "kind='flip' unknown; allowed: none, symmetric, uniform_mix, longtail"),
+])
+def test_bad_corruptions_are_one_line_errors(fields, message):
+    with pytest.raises(JaxnasError, match=message):
+        corrupt.check(_corrupt(**fields))
+
+
+# --- end to end -------------------------------------------------------------------------------------
+
+def test_reweighting_down_weights_wrong_labels_on_noisy_digits():
+    """40% symmetric noise on the digits' train split: L2RW's and the learned per-example weights rank
+    correct labels above wrong ones (AUROC > 0.5 by a margin), and each epoch records it."""
+    pool = split_lib.load_pool("digits")
+    sp = split_lib.stratified_split(pool, 0.15, 0.15, 0)
+    c = corrupt.apply(_corrupt(kind="symmetric", rate=0.4), pool.y, sp.train, sp.val, 10, seed=0)
+    cfg = config_lib.tiny_optimize()
+    hp = dict(cfg.optimize.baseline.to_dict(), epochs=6)
+    for hyper, floor in ((_hyper(method="l2rw"), 0.55), (_hyper(method="hypergrad", lr=0.1), 0.6)):
+        f = trainer.fit("cnn", hp, pool.x, c.y, c.train, 10, 0, cfg, val_idx=sp.val, hyper=hyper, clean=c.clean)
+        aurocs = [h["weights"]["auroc_clean"] for h in f.history]
+        assert len(aurocs) == 6 and aurocs[-1] > floor, (hyper.method, aurocs)
+        last = f.history[-1]["weights"]
+        assert sum(last["hist_clean"]) + sum(last["hist_noisy"]) == len(c.train)
