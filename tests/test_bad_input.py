@@ -142,6 +142,20 @@ def test_any_optimize_override_is_valid_or_refused_alike_by_check_and_run(field,
     _check_then_run([*OPT_TINY, f"--config.{field}={value}"], tmp_path_factory.mktemp("o"), capsys)
 
 
+HYPER_FIELDS = sorted(k for k in OPT_FIELDS if k.startswith(("optimize.hyper.", "data.corrupt.")))
+hyper_values = st.one_of(st.sampled_from(["0", "1", "-1", "2", "0.4", "1.0", "nan", "inf", "", "x", "true",
+                                          "l2rw", "hypergrad", "implicit", "cg", "symmetric", "longtail",
+                                          "weight_decay,weight_decay", "class_weights,lr"]), values)
+
+
+@SETTINGS
+@given(field=st.sampled_from(HYPER_FIELDS), value=hyper_values)
+def test_any_hypergradient_or_corruption_field_is_valid_or_refused_alike(field, value, tmp_path_factory, capsys):
+    _check_then_run([*OPT_TINY, "--config.optimize.tune=gradient", "--config.compare.refit=train",
+                     "--config.optimize.hyper.method=hypergrad", f"--config.{field}={value}"],
+                    tmp_path_factory.mktemp("g"), capsys)
+
+
 numbers = st.one_of(st.sampled_from(["0", "1", "-1", "1e-4", "0.3", "nan", "inf", "30", "2", "x"]),
                     st.floats(allow_nan=True).map(str))
 conditions = st.one_of(st.just(""), st.builds(lambda f, v: f" if {f}={v}", st.sampled_from(

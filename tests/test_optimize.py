@@ -277,6 +277,34 @@ def test_the_workflow_reads_the_test_split_once_per_model_and_seed_and_records_p
         t.predict("x", None)
 
 
+def test_tune_by_gradient_on_noisy_labels_reports_what_was_learned(tmp_path):
+    cfg = _tiny(tmp_path, **{"optimize.tune": "gradient", "optimize.hyper.method": "hypergrad",
+                             "optimize.hyper.learn": "example_weights,weight_decay", "compare.refit": "train",
+                             "data.corrupt.kind": "symmetric", "data.corrupt.rate": 0.3, "run.name": "g"})
+    run_dir = rundir.create(cfg, "optimize")
+    report = api.run_optimize(cfg, run_dir, log=lambda m: None)
+    saved = json.load(open(os.path.join(run_dir, "split.json")))
+    pool = split_lib.load_pool("digits")
+    wrong = np.asarray(saved["corruption"]["wrong_indices"])
+    assert saved["corruption"]["kind"] == "symmetric" and len(wrong) == saved["corruption"]["wrong_labels"] > 0
+    assert not set(wrong) & set(saved["indices"]["test"])  # the test labels are never corrupted
+    assert set(wrong) <= set(saved["indices"]["train"])     # nor val (data.corrupt.val is off)
+    assert np.array_equal(pool.y[wrong], saved["corruption"]["original_labels"])
+    assert report["tune"] == "gradient" and report["study"]["trials"] == 0
+    assert report["corruption"]["wrong_labels"] == len(wrong) and "wrong_indices" not in report["corruption"]
+    h = report["optimized"]["hyper"]
+    assert h["method"] == "hypergrad" and 0.0 <= h["weights"]["auroc_clean"] <= 1.0
+    assert len(h["auroc_by_epoch"]) == 2 and "weight_decay" in h["values"]
+    assert "hyper" not in report["baseline"]
+    assert "learned by hypergrad" in open(os.path.join(run_dir, "report.md")).read()
+
+
+def test_tune_by_gradient_needs_the_validation_split_as_meta_data(tmp_path):
+    cfg = _tiny(tmp_path, **{"optimize.tune": "gradient"})
+    with pytest.raises(JaxnasError, match="set compare.refit=train"):
+        api.check_optimize(cfg)
+
+
 def test_run_optimize_takes_in_memory_arrays(tmp_path):
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(3), 40)
