@@ -297,6 +297,12 @@ def test_tune_by_gradient_on_noisy_labels_reports_what_was_learned(tmp_path):
     assert len(h["auroc_by_epoch"]) == 2 and "weight_decay" in h["values"]
     assert "hyper" not in report["baseline"]
     assert "learned by hypergrad" in open(os.path.join(run_dir, "report.md")).read()
+    lines = [json.loads(line) for line in open(os.path.join(run_dir, "hyper-optimized-seed1000.jsonl"))]
+    assert [r["epoch"] for r in lines] == [1, 2] and "auroc_clean" in lines[-1]["weights"]
+    assert os.path.exists(os.path.join(run_dir, "plots", "weights.png"))
+    from jaxnas import plot
+
+    assert len(plot.plot_run(run_dir, str(tmp_path / "redrawn"))) == 4
 
 
 def test_tune_by_gradient_needs_the_validation_split_as_meta_data(tmp_path):

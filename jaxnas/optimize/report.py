@@ -38,8 +38,13 @@ def _learned(first: dict) -> dict:
         return {}
     last = first["history"][-1] if first.get("history") else {}
     weights = {k: v for k, v in last.get("weights", {}).items() if not k.startswith("hist")}
+    hist = last.get("weights", {})
+    histogram = {k: hist[f"hist_{k}"] for k in ("edges", "clean", "noisy") if f"hist_{k}" in hist}
     return {"hyper": dict(first["hyper"], weights=weights, values=last.get("hyper", {}),
-                          auroc_by_epoch=[h["weights"].get("auroc_clean") for h in first["history"] if "weights" in h])}
+                          auroc_by_epoch=[h["weights"].get("auroc_clean") for h in first["history"] if "weights" in h],
+                          weight_std_by_epoch=[h["weights"]["weight_std"] for h in first["history"] if "weights" in h],
+                          values_by_epoch=[h["hyper"] for h in first["history"] if h.get("hyper")],
+                          histogram=histogram)}
 
 
 def build(cfg, pool, split, base_val: dict, result: dict, finals: dict, diff: dict, accesses: dict,
@@ -150,7 +155,8 @@ def markdown(report: dict) -> str:
     parts += [f"| {k} | {b.get(k)} | {o.get(k)} |" for k in sorted(set(b) | set(o))]
     parts += ["", f"Both retrained on {report['baseline']['refit']} by the same trainer; the test split was "
                   f"predicted once per model, seed and hyperparameters: {', '.join(report['test_predictions'])}.",
-              "", "Plots: plots/anytime.png, plots/per_class_f1.png, plots/confusion.png"]
+              "", "Plots: plots/anytime.png, plots/per_class_f1.png, plots/confusion.png"
+              + (", plots/weights.png" if report["optimized"].get("hyper") else "")]
     return "\n".join(parts) + "\n"
 
 
@@ -211,7 +217,47 @@ def plots(report: dict, out: str) -> list[str]:
     paths.append(os.path.join(out, "confusion.png"))
     fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
+    h = report["optimized"].get("hyper")
+    if h:
+        paths.append(_weights_figure(plt, h, os.path.join(out, "weights.png")))
     return paths
+
+
+def _weights_figure(plt, h: dict, path: str) -> str:
+    """What ``optimize.hyper`` learned: the spread of example weights and their AUROC against correct
+    labels over the epochs, the last epoch's weights of clean and corrupted examples, and the learned
+    scalar hyperparameters' trajectories."""
+    scalars = sorted({k for v in h["values_by_epoch"] for k, x in v.items() if isinstance(x, float)})
+    fig, axes = plt.subplots(1, 3 if scalars else 2, figsize=(13 if scalars else 9, 3.5))
+    epochs = np.arange(1, len(h["weight_std_by_epoch"]) + 1)
+    axes[0].plot(epochs, h["weight_std_by_epoch"], label="std of example weights")
+    auroc = [np.nan if a is None else a for a in h["auroc_by_epoch"]]
+    if not np.all(np.isnan(auroc)):
+        axes[0].plot(epochs, auroc, label="AUROC weight vs correct label")
+        axes[0].axhline(0.5, color="gray", ls=":")
+    axes[0].set_xlabel("epoch")
+    axes[0].set_title(h["method"])
+    axes[0].legend(fontsize=8)
+    hist = h.get("histogram") or {}
+    if "clean" in hist:
+        edges = np.asarray(hist["edges"])
+        width = np.diff(edges)
+        axes[1].bar(edges[:-1], hist["clean"], width, align="edge", alpha=0.6, label="correct label")
+        axes[1].bar(edges[:-1], hist["noisy"], width, align="edge", alpha=0.6, label="corrupted label")
+        axes[1].legend(fontsize=8)
+    axes[1].set_xlabel("example weight (last epoch)")
+    axes[1].set_ylabel("training examples")
+    for name in scalars:
+        axes[2].plot(np.arange(1, len(h["values_by_epoch"]) + 1), [v.get(name, np.nan) for v in h["values_by_epoch"]],
+                     label=name)
+    if scalars:
+        axes[2].set_yscale("log")
+        axes[2].set_xlabel("epoch")
+        axes[2].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def write(report: dict, run_dir: str) -> None:

@@ -107,6 +107,9 @@ def _final(cfg, name: str, hp: dict, pool, split, test: TestSplit, seed: int, ru
            "predictions": logits.argmax(-1).tolist(), "history": fitted.history}
     if hyper is not None:
         out["hyper"] = {"method": hyper.method, **({"learn": hyper.learn} if hyper.method == "hypergrad" else {})}
+        if run_dir:  # the trajectories, one line per epoch (jaxnas plot draws them from report.json)
+            rundir.write_text(os.path.join(run_dir, f"hyper-{name}-seed{seed}.jsonl"), "".join(
+                rundir.json_line({"model": name, "seed": seed, "method": hyper.method, **r}) for r in fitted.history))
     log(f"{name} (seed {seed}): test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} "
         f"({fitted.num_params} params, trained {fitted.seconds:.1f}s on {refit})")
     if cache:
