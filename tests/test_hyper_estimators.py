@@ -68,8 +68,8 @@ def test_unrolled_from_the_optimum_equals_the_truncated_neumann_sum(steps):
             dw += -eta * lam * power @ w
             power = power @ (np.eye(len(w)) - eta * a)
         batch = (x, y) if steps == 1 else (jnp.stack([x] * steps), jnp.stack([y] * steps))
-        for remat in (True, False):
-            est = estimators.unrolled(_inner, _outer, lr=eta, steps=steps, remat=remat)
+        for remat, unroll in ((True, 1), (False, 1), (True, True)):  # a loop with and without remat, straight-line
+            est = estimators.unrolled(_inner, _outer, lr=eta, steps=steps, remat=remat, unroll=unroll)
             _, g, w_next = jax.jit(est)(jnp.asarray(w), jnp.float64(theta), batch, (xv, yv))
             assert float(g) == pytest.approx(g_val @ dw, rel=1e-9)
             np.testing.assert_allclose(w_next, w, atol=1e-12)

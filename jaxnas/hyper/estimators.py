@@ -12,7 +12,8 @@ The problem is bilevel (as DARTS's, with ``h`` in place of the alphas):
 * ``unrolled(steps=K)``: K such steps on K training batches in a ``lax.scan`` whose body is
   rematerialized (``jax.checkpoint``): the backward pass keeps one copy of the weights per step and
   recomputes each step's activations, so activation memory does not grow with K (truncated
-  back-propagation through training, Shaban et al. 2019).
+  back-propagation through training, Shaban et al. 2019). On CPU the scan is unrolled by default
+  (``unroll``), which is faster there and gives up the flat memory.
 * ``implicit``: the implicit function theorem at a (near-)optimum of ``L_train``:
   ``dw*/dh = -H^{-1} d_h d_w L_train``, ``H = d_w^2 L_train``, so the hypergradient is
   ``d_h L_val - (d_h d_w L_train)^T H^{-1} d_w L_val`` (Lorraine et al. 2020, Eq. 5-6 and Alg. 1).
@@ -58,10 +59,13 @@ def sgd_step(inner_loss: Loss, lr: float | Callable[[Any], jax.Array]) -> Callab
 
 
 def unrolled(inner_loss: Loss, outer_loss: Loss, lr: float | Callable = 0.1, steps: int = 1,
-             remat: bool = True, step: Callable | None = None) -> Callable:
+             remat: bool = True, step: Callable | None = None, unroll: int | bool | None = None) -> Callable:
     """The unrolled estimator (module docstring). ``steps == 1``: ``train_batch`` is one batch;
     ``steps > 1``: a pytree of ``steps`` batches stacked on a leading axis. ``step`` replaces plain
-    SGD by any differentiable update ``step(w, h, batch) -> w'`` (momentum, weight decay)."""
+    SGD by any differentiable update ``step(w, h, batch) -> w'`` (momentum, weight decay).
+    ``unroll``: ``lax.scan``'s (``True``: straight-line code, no loop); ``None``: ``True`` on CPU,
+    where XLA runs the convolutions of a loop body about 15x slower than straight-line ones
+    (experiments/bench_hypergrad.py) and the memory then grows with K, else 1 (a loop, flat memory)."""
     if not isinstance(steps, int) or steps < 1:
         raise JaxnasError(f"hypergradient steps must be an integer >= 1, got {steps!r}")
     update = step or sgd_step(inner_loss, lr)
@@ -71,7 +75,8 @@ def unrolled(inner_loss: Loss, outer_loss: Loss, lr: float | Callable = 0.1, ste
             return update(w, h, train_batch)
         body = jax.checkpoint(lambda w_, b: (update(w_, h, b), None)) if remat else \
             (lambda w_, b: (update(w_, h, b), None))
-        return jax.lax.scan(body, w, train_batch, length=steps)[0]
+        loop = unroll if unroll is not None else (True if jax.default_backend() == "cpu" else 1)
+        return jax.lax.scan(body, w, train_batch, length=steps, unroll=loop)[0]
 
     def hypergradient(w, h, train_batch, val_batch):
         w = jax.lax.stop_gradient(w)
