@@ -17,6 +17,8 @@ The public API (everything below is documented where it is defined):
 * the DARTS family (``jaxnas.methods``): ``method_config`` (a method's official defaults),
   ``methods.parts``, and the method parts' registrations ``register_regularizer``,
   ``register_perturbation``, ``register_method``;
+* hypergradients (``jaxnas.hyper``): unrolled and implicit estimators of the derivative of a
+  validation loss through training, and the reweighting methods of ``optimize.tune=gradient``;
 * accelerators without the device (``jaxnas.targets``): compile any step for an H100/H200, A100 or
   TPU v5e on a CPU and read XLA's memory plan, FLOPs and program (``targets.steps`` builds jaxnas's).
 """
@@ -24,7 +26,7 @@ The public API (everything below is documented where it is defined):
 __version__ = "0.1.0"
 
 from jaxnas import kernels, methods, relaxations
-from jaxnas import optimize, targets
+from jaxnas import hyper, optimize, targets
 from jaxnas.api import (check_optimize, check_search, check_train, evaluate_run, load_config, run_optimize,
                         run_search, run_train)
 from jaxnas.errors import JaxnasError
@@ -47,7 +49,7 @@ from jaxnas.spaces.darts import DartsNetwork
 
 __all__ = ["ArchParam", "DartsNetwork", "DiscreteSpace", "Genotype", "JaxnasError", "SearchState", "Space",
            "Strategy", "alpha_optimizer", "check_optimize", "check_search", "check_train", "build_supernet", "count_params", "derive_from_alphas", "derive_from_weights",
-           "epoch_cosine_lr", "evaluate_run", "init_state", "kernels", "load_config", "load_dataset", "load_genotype",
+           "epoch_cosine_lr", "evaluate_run", "hyper", "init_state", "kernels", "load_config", "load_dataset", "load_genotype",
            "make_eval_step", "make_search_step", "method_config", "methods", "optimize", "register_discrete_strategy",
            "register_evaluator", "register_method", "register_model", "register_op", "register_perturbation", "register_regularizer",
            "register_relaxation", "register_space", "register_strategy", "relaxations", "run_optimize", "run_search",
