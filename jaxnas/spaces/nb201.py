@@ -6,7 +6,7 @@ avg_pool_3x3. Architectures are the benchmark's strings
 ``|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|``
 or its indices. The network: 3x3 stem (16 channels) + BN; 3 stages of N=5 cells at
 16/32/64 channels joined by residual reduction blocks; BN-ReLU, global pooling,
-linear classifier. See ../shared/notes/nb201-reference.md for the facts checked.
+linear classifier (Dong & Yang, ICLR 2020; the benchmark's official code, D-X-Y/AutoDL-Projects).
 """
 
 from __future__ import annotations
