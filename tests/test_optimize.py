@@ -299,6 +299,11 @@ def test_tune_by_gradient_on_noisy_labels_reports_what_was_learned(tmp_path):
     assert "learned by hypergrad" in open(os.path.join(run_dir, "report.md")).read()
     lines = [json.loads(line) for line in open(os.path.join(run_dir, "hyper-optimized-seed1000.jsonl"))]
     assert [r["epoch"] for r in lines] == [1, 2] and "auroc_clean" in lines[-1]["weights"]
+    from test_search import read_tensorboard  # tests/ is on sys.path (pytest rootdir conftest)
+
+    tb = read_tensorboard(os.path.join(run_dir, "tb", "hyper-optimized-seed1000"))
+    assert [v for _, v in tb["weights/auroc_clean"]] == pytest.approx([r["weights"]["auroc_clean"] for r in lines])
+    assert [s for s, _ in tb["hyper/weight_decay"]] == [1, 2]
     assert os.path.exists(os.path.join(run_dir, "plots", "weights.png"))
     from jaxnas import plot
 

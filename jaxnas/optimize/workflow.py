@@ -107,15 +107,37 @@ def _final(cfg, name: str, hp: dict, pool, split, test: TestSplit, seed: int, ru
            "predictions": logits.argmax(-1).tolist(), "history": fitted.history}
     if hyper is not None:
         out["hyper"] = {"method": hyper.method, **({"learn": hyper.learn} if hyper.method == "hypergrad" else {})}
-        if run_dir:  # the trajectories, one line per epoch (jaxnas plot draws them from report.json)
-            rundir.write_text(os.path.join(run_dir, f"hyper-{name}-seed{seed}.jsonl"), "".join(
-                rundir.json_line({"model": name, "seed": seed, "method": hyper.method, **r}) for r in fitted.history))
+        if run_dir:  # the trajectories (jaxnas plot draws them from report.json)
+            _log_trajectories(run_dir, f"hyper-{name}-seed{seed}", hyper.method, fitted.history)
     log(f"{name} (seed {seed}): test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} "
         f"({fitted.num_params} params, trained {fitted.seconds:.1f}s on {refit})")
     if cache:
         os.makedirs(os.path.dirname(cache), exist_ok=True)
         rundir.write_json(cache, out)
     return out
+
+
+def _log_trajectories(run_dir: str, stem: str, method: str, history: list[dict]) -> None:
+    """``<stem>.jsonl`` (one line per epoch) and TensorBoard scalars under ``tb/<stem>``: the example
+    weights' summary, their AUROC against correct labels, the learned hyperparameters."""
+    from tensorboardX import SummaryWriter
+
+    rundir.write_text(os.path.join(run_dir, f"{stem}.jsonl"), "".join(
+        rundir.json_line({"method": method, **r}) for r in history))
+    tb = SummaryWriter(os.path.join(run_dir, "tb", stem), purge_step=1)
+    for r in history:
+        scalars = {f"weights/{k}": v for k, v in r.get("weights", {}).items() if isinstance(v, float)}
+        for k, v in r.get("hyper", {}).items():
+            if isinstance(v, list):
+                scalars.update({f"hyper/{k}/{i}": x for i, x in enumerate(v)})
+            else:
+                scalars[f"hyper/{k}"] = v
+        scalars["train_loss"] = r["train_loss"]
+        if "val" in r:
+            scalars["val"] = r["val"]
+        for k, v in scalars.items():
+            tb.add_scalar(k, v, r["epoch"])
+    tb.close()
 
 
 def search_config(cfg, n_train: int, n_total: int, data_path: str = "train+val arrays"):
