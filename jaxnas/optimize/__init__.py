@@ -8,6 +8,7 @@ the search space of hyperparameters (``hpspace.py``), the study (``study.py``), 
 """
 
 from jaxnas.optimize.models import MODELS, register_model
+from jaxnas.optimize import resnets  # noqa: F401  registers resnet:<depth> and wrn:<depth>-<k>
 from jaxnas.optimize.split import Pool, Split, load_pool, pool_from_arrays, stratified_split
 from jaxnas.optimize.stats import mcnemar, paired_bootstrap
 

@@ -8,6 +8,8 @@ A spec is ``name`` or ``name:argument``:
   genotype (``optimize.model.C``, ``.layers``; no auxiliary head, no drop-path);
 * ``<space>:<architecture>`` for any registered space with a discrete form, e.g.
   ``chain:conv3x3-32 > maxpool > fc-64`` or an NB201 string ``nb201:|nor_conv_3x3~0|+|...|``;
+* ``resnet:32`` (any 6n+2) and ``wrn:28-10``: the CIFAR ResNet of He et al. and the Wide ResNet of
+  Zagoruyko & Komodakis (``resnets.py``), the networks of the reweighting benchmarks;
 * any name registered with ``register_model`` (``builder(argument, in_shape, num_classes, rngs, cfg)``
   returning an ``nnx.Module`` whose call ``model(x)`` gives logits, or a tuple with the logits first).
 """
