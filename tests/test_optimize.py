@@ -194,7 +194,7 @@ def test_the_plain_cnn_has_the_hand_counted_parameters():
     # conv 3x3x1x32 + 32, conv 3x3x32x64 + 64, linear (2*2*64) x 10 + 10
     assert count_params(m) == (9 * 32 + 32) + (9 * 32 * 64 + 64) + (256 * 10 + 10)
     with pytest.raises(JaxnasError, match="unknown model"):
-        models.build("resnet", (8, 8, 1), 10, nnx.Rngs(0), cfg)
+        models.build("vgg16", (8, 8, 1), 10, nnx.Rngs(0), cfg)
 
 
 def test_a_registered_model_is_built_from_its_spec():
