@@ -87,16 +87,15 @@ def main() -> None:
         st = reweight.Steps(graphdef, tx, hp, args.classes, n, h, 0)
         measure(f"{method} step", st.step, params, stats, opt, st.init(), b, meta, 0.1)
     h.method, h.learn = "hypergrad", "example_weights"
-    st_loss, st_meta = _losses(graphdef)
     for k in (int(v) for v in args.ks.split(",")):
         for remat, unroll in (((True, 1), (False, 1), (True, True)) if k > 1 else ((True, 1),)):
             h.steps, h.estimator = k, "unrolled"
             st = reweight.Steps(graphdef, tx, hp, args.classes, n, h, 0)
             state = st.init()
 
-            def unrolled_update(p_, s_, r_, bs, m_, remat=remat, k=k, unroll=unroll):
-                inner = lambda w, hh, bb: st_loss(w, hh, s_, bb)  # noqa: E731
-                outer = lambda w, hh, mm: st_meta(w, s_, mm)  # noqa: E731
+            def unrolled_update(p_, s_, r_, bs, m_, remat=remat, k=k, unroll=unroll, st=st):
+                inner = lambda w, hh, bb: st.train_loss(w, hh, s_, bb)[0]  # noqa: E731
+                outer = lambda w, hh, mm: st.meta_loss(w, s_, mm)  # noqa: E731
                 est = estimators.unrolled(inner, outer, lr=0.1, steps=k, remat=remat, unroll=unroll)
                 return est(p_, r_.params, bs if k > 1 else jax.tree.map(lambda a: a[0], bs), m_)[:2]
 
@@ -110,24 +109,6 @@ def main() -> None:
     print(f"\n{'step':45s} {'ms':>8s} {'x plain':>8s} {'temp MB':>8s} {'compile s':>9s}")
     for r in rows:
         print(f"{r['step']:45s} {r['ms']:8.2f} {r['ms'] / plain:8.2f} {r['temp_mb'] or 0:8.1f} {r['compile_s']:9.2f}")
-
-
-def _losses(graphdef):
-    """The weighted training loss of example weights and the meta loss, as ``reweight.Steps`` builds them."""
-    import jax
-    import jax.numpy as jnp
-    from flax import nnx
-
-    from jaxnas.hyper.reweight import per_example_ce
-
-    def ce(params, stats, b):
-        return per_example_ce(nnx.merge(graphdef, params, stats, copy=True)(b["x"]), b["y"], 0.0)
-
-    def loss(params, h, stats, b):
-        w = 2 * jax.nn.sigmoid(h["example"][b["pos"]])
-        return jnp.sum(w * ce(params, stats, b)) / jnp.sum(w)
-
-    return loss, lambda params, stats, m: jnp.mean(ce(params, stats, m))
 
 
 if __name__ == "__main__":

@@ -201,7 +201,8 @@ def reconcile(study, jsonl: str, params: list[hpspace.Param], space, log=print) 
     """Cross-check a resumed study with ``trials.jsonl``, its second record of every finished trial.
 
     Trials the JSON lines hold and the database lacks (a missing, empty or older ``study.db``) are added
-    to the database with their trial numbers (a number with no record becomes a failed placeholder), so
+    to the database with their trial numbers (a number whose trial was killed before its record was
+    written is added as a FAIL trial, which keeps every later trial at its own number and seed), so
     no finished trial is lost or redone; the JSON lines are then rewritten from the database. A trial
     recorded differently in the two, or one that cannot be put back at its number, is one error; so is
     a finished trial drawn from other distributions than the config now declares (an edited config)."""
@@ -221,7 +222,7 @@ def reconcile(study, jsonl: str, params: list[hpspace.Param], space, log=print) 
                           f"cannot be merged: restore study.db from a copy, or start a new run")
     for n in missing:
         while len(study.get_trials(deepcopy=False)) < n:  # a trial killed before it finished: no record
-            study.add_trial(optuna.trial.create_trial(state=states.FAIL, user_attrs={"placeholder": True}))
+            study.add_trial(optuna.trial.create_trial(state=states.FAIL, user_attrs={"killed_unrecorded": True}))
         try:
             study.add_trial(trial_of(lines[n], params, space))
         except (KeyError, ValueError, TypeError, JaxnasError) as e:

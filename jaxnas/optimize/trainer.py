@@ -160,7 +160,8 @@ def fit(spec: str, hp: dict, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray
                 params, stats, opt, loss = train(params, stats, opt, batches.batch(epoch, i))
             else:
                 g = epoch * steps + i
-                batch = dict(batches.batch(epoch, i), pos=position[batches.rows(epoch, i)])
+                rows = batches.rows(epoch, i)
+                batch = dict(batches.batch(epoch, i), pos=position[rows])
                 meta_batch = meta.batch(epoch, i)
                 if learner.updates_hyper(g):
                     ahead = [batch] + [dict(batches.batch(epoch, i + j), pos=position[batches.rows(epoch, i + j)])
@@ -169,7 +170,7 @@ def fit(spec: str, hp: dict, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray
                                                      meta_batch, schedule(g))
                 params, stats, opt, rstate, loss, w = learner.step(params, stats, opt, rstate, batch, meta_batch,
                                                                    schedule(g))
-                weights.append((batches.rows(epoch, i), w))
+                weights.append((rows, w))
             losses.append(loss)
             if deadline and time.time() > deadline:
                 jax.block_until_ready(loss)
