@@ -40,7 +40,6 @@ def bench(args) -> dict:
     from flax import nnx
 
     from jaxnas import config as config_lib
-    from jaxnas import kernels
     from jaxnas import parallel
     from jaxnas import methods, optim
     from jaxnas.search import bilevel as B
@@ -64,8 +63,7 @@ def bench(args) -> dict:
         if args.ops != "darts" or cfg.space.ops == "auto":
             cfg.space.ops = args.ops
         cfg.space.allow_no_normal_cell = args.layers < 3
-    with kernels.use(args.kernels):
-        model = build_supernet(cfg.space, (args.image, args.image, 3), 10, nnx.Rngs(0))
+    model = build_supernet(cfg.space, (args.image, args.image, 3), 10, nnx.Rngs(0), kernels=args.kernels)
     schedule = optim.epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, 50, 1000)
     w_tx, a_tx = optim.weight_optimizer(cfg.optim, schedule), optim.alpha_optimizer(cfg.optim)
     graphdef, state = B.init_state(model, w_tx, a_tx)

@@ -59,8 +59,8 @@ def main() -> None:
     y = ds.y_train.astype(np.int32)
     half = len(x) // 2
 
-    with jaxnas.kernels.use(cfg.run.kernels):
-        model = jaxnas.build_supernet(cfg.space, ds.image_shape, ds.num_classes, nnx.Rngs(cfg.seed))
+    model = jaxnas.build_supernet(cfg.space, ds.image_shape, ds.num_classes, nnx.Rngs(cfg.seed),
+                                  kernels=cfg.run.kernels)
     steps, epochs = half // cfg.search.batch_size, 3
     schedule = jaxnas.epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, epochs, steps)
     w_tx, a_tx = jaxnas.weight_optimizer(cfg.optim, schedule), jaxnas.alpha_optimizer(cfg.optim)

@@ -20,7 +20,7 @@ from jaxnas import config as config_lib
 from jaxnas import rundir
 from jaxnas import data as data_lib
 from jaxnas import genotype as genotype_lib
-from jaxnas import kernels, methods
+from jaxnas import methods
 from jaxnas import train as train_lib
 from jaxnas.errors import JaxnasError, unknown
 from jaxnas.evaluators import EVALUATORS, make_evaluator
@@ -45,8 +45,7 @@ def check_train(cfg: ml_collections.ConfigDict) -> None:
     ds = data_lib.load_dataset(cfg.data.name, cfg.data.data_dir)
     if cfg.train.dtype not in train_lib.DTYPES:
         raise unknown("train.dtype", cfg.train.dtype, train_lib.DTYPES)
-    with kernels.use(cfg.run.kernels):
-        jax.eval_shape(lambda: nnx.state(train_lib.build_network(cfg, genotype, ds.image_shape, ds.num_classes)))
+    jax.eval_shape(lambda: nnx.state(train_lib.build_network(cfg, genotype, ds.image_shape, ds.num_classes)))
 
 
 def run_search(cfg: ml_collections.ConfigDict, run_dir: str | None = None, log=print, resume: bool = False) -> dict:
@@ -54,7 +53,7 @@ def run_search(cfg: ml_collections.ConfigDict, run_dir: str | None = None, log=p
     found) and ``history``. ``run_dir`` is held (``rundir.lock``) while it runs."""
     config_lib.check_config(cfg, "search")
     strategy = get_strategy(cfg.search.strategy)
-    with kernels.use(cfg.run.kernels), rundir.locked(run_dir), rundir.disk_errors(run_dir):
+    with rundir.locked(run_dir), rundir.disk_errors(run_dir):
         return strategy(cfg, run_dir, log=log, resume=resume)
 
 
@@ -62,7 +61,7 @@ def run_train(cfg: ml_collections.ConfigDict, run_dir: str | None = None, log=pr
     """Retrain ``cfg.genotype`` from scratch and test it once (a ``kind="train"`` config); ``run_dir`` is held
     while it runs."""
     config_lib.check_config(cfg, "train")
-    with kernels.use(cfg.run.kernels), rundir.locked(run_dir), rundir.disk_errors(run_dir):
+    with rundir.locked(run_dir), rundir.disk_errors(run_dir):
         return train_lib.run(cfg, run_dir, log=log, resume=resume)
 
 
@@ -74,8 +73,7 @@ def check_optimize(cfg: ml_collections.ConfigDict, data: dict | None = None):
     from jaxnas.optimize import workflow
 
     config_lib.check_config(cfg, "optimize")
-    with kernels.use(cfg.run.kernels):
-        return workflow.setup(cfg, _pool(data, cfg))
+    return workflow.setup(cfg, _pool(data, cfg))
 
 
 DATA_KEYS = ("x", "y", "x_test", "y_test")
@@ -115,8 +113,7 @@ def run_optimize(cfg: ml_collections.ConfigDict | None = None, run_dir: str | No
         plan = check_optimize(cfg, data)
     elif data is not None:
         raise JaxnasError("run_optimize: give data or plan (check_optimize(cfg, data) made it), not both")
-    with kernels.use(cfg.run.kernels):
-        return workflow.run(cfg, run_dir, log=log, resume=resume, plan=plan)
+    return workflow.run(cfg, run_dir, log=log, resume=resume, plan=plan)
 
 
 def evaluate_run(run_dir: str, log=print, imports: str = "") -> dict:

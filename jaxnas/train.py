@@ -16,7 +16,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from jaxnas import checkpoint, driver, parallel, rundir, writers
+from jaxnas import checkpoint, driver, kernels, parallel, rundir, writers
 from jaxnas import config as config_lib
 from jaxnas import data as data_lib
 from jaxnas import genotype as genotype_lib
@@ -29,7 +29,9 @@ from jaxnas.spaces.darts import DartsNetwork
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def build_network(cfg, genotype, image_shape, num_classes: int) -> DartsNetwork:
+def build_network(cfg, genotype, image_shape, num_classes: int, platform: str | None = None) -> DartsNetwork:
+    """The evaluation network of ``genotype`` (``cfg.model``), built with ``cfg.run.kernels`` for backend
+    ``platform`` (None: JAX's default); a head that cannot fit the images is an error."""
     m = cfg.model
     if m.auxiliary:
         size = image_shape[0] // 4  # after the two reduction cells
@@ -37,8 +39,9 @@ def build_network(cfg, genotype, image_shape, num_classes: int) -> DartsNetwork:
             raise JaxnasError(f"the auxiliary head needs at least 5x5 features after the second reduction, "
                               f"images of {image_shape[0]}x{image_shape[1]} give {size}x{size}: "
                               f"set --config.model.auxiliary=false")
-    return DartsNetwork(genotype, image_shape[-1], num_classes, C=m.C, layers=m.layers, auxiliary=m.auxiliary,
-                        stem_multiplier=m.stem_multiplier, rngs=nnx.Rngs(cfg.seed))
+    return kernels.build_with(lambda: DartsNetwork(genotype, image_shape[-1], num_classes, C=m.C, layers=m.layers,
+                                              auxiliary=m.auxiliary, stem_multiplier=m.stem_multiplier,
+                                              rngs=nnx.Rngs(cfg.seed)), cfg.run.kernels, platform)
 
 
 def make_train_step(graphdef, tx, aux_weight: float, dtype) -> callable:

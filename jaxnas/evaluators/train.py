@@ -19,6 +19,7 @@ from jaxnas import data as data_lib
 from jaxnas import metrics as metrics_lib
 from jaxnas.errors import JaxnasError
 from jaxnas.evaluators.registry import register_evaluator
+from jaxnas.spaces.registry import build_network
 
 
 def make_classifier_steps(graphdef, graphdef_eval, tx, smoothing: float = 0.0, num_classes: int = 0):
@@ -75,7 +76,8 @@ class TrainEvaluator:
     def _fit(self, arch, indices, epochs: int):
         e = self.cfg.evaluator
         seed = self._seed(arch)
-        model = self.space.build(arch, self.ds.image_shape, self.ds.num_classes, nnx.Rngs(seed))
+        model = build_network(self.space, arch, self.ds.image_shape, self.ds.num_classes, nnx.Rngs(seed),
+                              kernels=self.cfg.run.kernels)
         model.eval()
         graphdef_eval = nnx.split(model)[0]
         model.train()

@@ -12,16 +12,22 @@ Model code calls ``depthwise_conv``, ``separable``, ``batch_norm``, ``pool`` and
   build (else ``dense``); on GPU and TPU the XLA form chosen from the compiled programs
   (docs/accelerators.md has the table).
 
-``use(impl, platform)`` sets the implementation for the modules built inside it (``run.kernels``
-in a config); ``platform`` names the backend the step is compiled for (default: JAX's default
-backend; ``jaxnas.targets`` passes the compile target's). A module keeps the resolved name it
-was built with, so a compiled step never depends on state outside its arguments.
+The choice is explicit: every builder of a network (``jaxnas.build_supernet``,
+``spaces.build_network``, ``train.build_network``, ``optimize.models.build``) takes ``kernels=``
+(``run.kernels`` in a config) and ``platform=`` (the backend the step is compiled for; default JAX's
+default backend, ``jaxnas.targets`` passes the compile target's), resolves it once with ``build_with``
+and stores the resolved name on the model as ``model.kernels``. Each module keeps the name it was
+built with, so a compiled step never depends on state outside its arguments. ``use(impl, platform)``
+is the convenience around it: a ``contextvars`` setting that a builder given no ``kernels=`` reads
+(thread- and task-local; outside any ``use``: ``auto``).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import contextvars
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -32,15 +38,18 @@ from jaxnas.kernels import build, native, reference
 IMPLS = ("auto", "native") + reference.FORMS
 # what "auto" means on each backend; GPU/TPU: docs/accelerators.md compares the forms' compiled programs
 AUTO = {"cpu": "native", "cuda": "dense", "rocm": "dense", "gpu": "dense", "tpu": "dense"}
-_SETTING = [("auto", None)]
+_SETTING: contextvars.ContextVar[tuple[str, str | None]] = contextvars.ContextVar("jaxnas_kernels",
+                                                                                  default=("auto", None))
+M = TypeVar("M")
 
 
 def resolve(impl: str | None = None, platform: str | None = None) -> str:
     """The concrete implementation ``impl`` stands for on ``platform`` (``None``: the current setting,
     and its platform or JAX's default backend)."""
+    current, current_platform = _SETTING.get()
     if impl is None:
-        impl, platform = _SETTING[-1][0], platform or _SETTING[-1][1]
-    platform = platform or _SETTING[-1][1] or jax.default_backend()
+        impl = current
+    platform = platform or current_platform or jax.default_backend()
     if impl not in IMPLS:
         raise unknown("kernel implementation", impl, IMPLS)
     if impl == "auto":
@@ -53,7 +62,7 @@ def resolve(impl: str | None = None, platform: str | None = None) -> str:
 def platform() -> str:
     """The backend the modules being built are for: the innermost ``use``'s platform, else JAX's
     default backend."""
-    return _SETTING[-1][1] or jax.default_backend()
+    return _SETTING.get()[1] or jax.default_backend()
 
 
 @contextlib.contextmanager
@@ -61,11 +70,24 @@ def use(impl: str, platform: str | None = None) -> Iterator[str]:
     """Build the modules created inside this block with kernel implementation ``impl`` for the
     backend ``platform`` ("cpu", "cuda", "tpu"; None: JAX's default backend)."""
     resolved = resolve(impl, platform)
-    _SETTING.append((impl, platform))
+    token = _SETTING.set((impl, platform))
     try:
         yield resolved
     finally:
-        _SETTING.pop()
+        _SETTING.reset(token)
+
+
+def build_with(make: Callable[[], M], impl: str | None = None, platform: str | None = None) -> M:
+    """``make()`` with every module it builds using kernel implementation ``impl`` ("auto", "native",
+    a form; None: the current ``use`` setting) for backend ``platform``; the model records the resolved
+    name as ``model.kernels``. Every network builder goes through this."""
+    if impl is None:
+        impl = _SETTING.get()[0]
+    platform = platform or _SETTING.get()[1]
+    with use(impl, platform) as resolved:
+        model = make()
+    model.kernels = resolved
+    return model
 
 
 def _native(impl: str, *arrays: jax.Array) -> bool:

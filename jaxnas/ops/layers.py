@@ -4,7 +4,7 @@ ReLU-Conv-BN ordering, convs without bias, BN with eps 1e-5 and PyTorch momentum
 momentum 0.9), PyTorch's default conv and linear initialisation, padding written out so
 strided convs pad like PyTorch. Computations with several implementations (depthwise conv,
 separable block, training-mode BN, pooling) go through ``jaxnas.kernels``; each module keeps
-the implementation it was built with (``kernels.use``).
+the implementation it was built with (the builder's ``kernels=``, see ``jaxnas.kernels``).
 """
 
 from __future__ import annotations

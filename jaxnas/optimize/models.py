@@ -24,11 +24,12 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxnas import genotype as genotype_lib
+from jaxnas import kernels
 from jaxnas.errors import JaxnasError
 from jaxnas.config import space_group
 from jaxnas.nn import torch_default_init, torch_linear
 from jaxnas.registry import Registry
-from jaxnas.spaces import SPACES, discrete_space
+from jaxnas.spaces import SPACES, build_network, discrete_space
 from jaxnas.spaces.darts import DartsNetwork
 
 MODELS: Registry = Registry("model")
@@ -104,14 +105,17 @@ def _space_of(name: str, cfg):
     return space_group(name, given)
 
 
-def build(spec: str, in_shape, num_classes: int, rngs: nnx.Rngs, cfg) -> nnx.Module:
-    """The model of ``spec`` (see the module docstring); an unknown or malformed spec is one error."""
+def build(spec: str, in_shape, num_classes: int, rngs: nnx.Rngs, cfg, platform: str | None = None) -> nnx.Module:
+    """The model of ``spec`` (see the module docstring), built with ``cfg.run.kernels`` for backend ``platform``
+    (None: JAX's default); an unknown or malformed spec is one error."""
     name, _, arg = spec.partition(":")
     name, arg = name.strip(), arg.strip()
+    impl = cfg.run.kernels
     if name in MODELS:
-        return MODELS[name](arg, tuple(in_shape), num_classes, rngs, cfg)
+        return kernels.build_with(lambda: MODELS[name](arg, tuple(in_shape), num_classes, rngs, cfg), impl, platform)
     if name in SPACES:
         space = discrete_space(_space_of(name, cfg), tuple(in_shape))
-        return space.build(space.decode(arg), tuple(in_shape), num_classes, rngs)
+        return build_network(space, space.decode(arg), in_shape, num_classes, rngs, kernels=impl,
+                             platform=platform)
     raise JaxnasError(f"unknown model {spec!r}; allowed: {', '.join(f'{m}[:arg]' for m in MODELS)}, or "
                       f"<space>:<architecture> for a space: {', '.join(SPACES)}")

@@ -29,7 +29,7 @@ import numpy as np
 from jaxnas import config as config_lib
 from jaxnas import data as data_lib
 from jaxnas import genotype as genotype_lib
-from jaxnas import driver, kernels, rundir
+from jaxnas import driver, rundir
 from jaxnas import metrics as metrics_lib
 from jaxnas.errors import JaxnasError
 from jaxnas.optimize import report as report_lib
@@ -183,9 +183,8 @@ def search_architecture(plan: "Plan", run_dir: str | None, log) -> str:
     scfg.run.workdir, scfg.run.name = where, "arch_search"
     log(f"architecture search: {scfg.search.strategy} on space {scfg.space.name} ({scfg.search.epochs} epochs) on "
         f"train/val; logs in {sub}")
-    with kernels.use(scfg.run.kernels):
-        found = get_strategy(scfg.search.strategy)(scfg, rundir.create(scfg, "search") if run_dir else None,
-                                                   log=log, resume=False)
+    found = get_strategy(scfg.search.strategy)(scfg, rundir.create(scfg, "search") if run_dir else None,
+                                               log=log, resume=False)
     arch = found["genotype"]
     if hasattr(arch, "normal") and scfg.space.name == "darts":
         path = os.path.join(where, "arch_search", "genotype.json")

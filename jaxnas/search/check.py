@@ -8,7 +8,7 @@ from flax import nnx
 
 from jaxnas import config as config_lib
 from jaxnas import data as data_lib
-from jaxnas import kernels, methods
+from jaxnas import methods
 from jaxnas.errors import JaxnasError
 from jaxnas.evaluators import EVALUATORS, make_evaluator
 from jaxnas.search import get_strategy
@@ -35,9 +35,8 @@ def check_search(cfg: ml_collections.ConfigDict, dataset: data_lib.Dataset | Non
                 raise JaxnasError(f"search.batch_size {s.batch_size} is larger than the {len(idx)} examples of the "
                                   f"{part} split (data.train_portion={cfg.data.train_portion})")
         stages = progressive.parse_stages(cfg.method.stages, s.epochs)
-        with kernels.use(cfg.run.kernels):
-            net = nnx.eval_shape(lambda: build_supernet(cfg.space, ds.image_shape, ds.num_classes,
-                                                        nnx.Rngs(cfg.seed)))
+        net = nnx.eval_shape(lambda: build_supernet(cfg.space, ds.image_shape, ds.num_classes, nnx.Rngs(cfg.seed),
+                                                    kernels=cfg.run.kernels))
         differentiable.check_stages(net, stages, cfg.space.name)
     else:
         space = discrete_space(cfg.space, ds.image_shape)

@@ -116,7 +116,7 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
         if stages:
             space_cfg = ml_collections.ConfigDict(cfg.space.to_dict())
             space_cfg.partial_channels = stages[k].partial
-        net = build_supernet(space_cfg, ds.image_shape, ds.num_classes, nnx.Rngs(cfg.seed))
+        net = build_supernet(space_cfg, ds.image_shape, ds.num_classes, nnx.Rngs(cfg.seed), kernels=cfg.run.kernels)
         check_stages(net, stages, cfg.space.name)
         if masks is not None:
             net.set_op_mask(masks)

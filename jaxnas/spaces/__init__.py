@@ -6,8 +6,9 @@ with ``register_space(name)`` in a file of its own.
 """
 
 from jaxnas.spaces.base import Arch, DiscreteSpace
-from jaxnas.spaces.registry import SPACES, Space, build_supernet, discrete_space, get_space, register_space
+from jaxnas.spaces.registry import (SPACES, Space, build_network, build_supernet, discrete_space, get_space,
+                                    register_space)
 from jaxnas.spaces import darts, nb201, chain  # noqa: E402,F401,I001  (register the built-in spaces, in this order)
 
-__all__ = ["SPACES", "Arch", "DiscreteSpace", "Space", "build_supernet", "discrete_space", "get_space",
+__all__ = ["SPACES", "Arch", "DiscreteSpace", "Space", "build_network", "build_supernet", "discrete_space", "get_space",
            "register_space"]

@@ -21,6 +21,7 @@ from typing import Any
 import ml_collections
 from flax import nnx
 
+from jaxnas import kernels as kernel_lib
 from jaxnas.errors import JaxnasError
 from jaxnas.registry import Registry
 from jaxnas.spaces.base import Arch, DiscreteSpace
@@ -99,10 +100,21 @@ def get_space(name: str) -> Space:
     return SPACES.lookup(name)
 
 
-def build_supernet(space_cfg, in_shape, num_classes: int, rngs: nnx.Rngs) -> nnx.Module:
-    """The supernet of the space named ``space_cfg.name``."""
+def build_supernet(space_cfg, in_shape, num_classes: int, rngs: nnx.Rngs, *, kernels: str | None = None,
+                   platform: str | None = None) -> nnx.Module:
+    """The supernet of the space named ``space_cfg.name``, its modules built with kernel implementation
+    ``kernels`` (``run.kernels``; None: the current ``jaxnas.kernels.use`` setting) for backend
+    ``platform``; ``model.kernels`` is the resolved name."""
     space = get_space(space_cfg.name)
-    return space.supernet(space.fields(space_cfg), tuple(in_shape), num_classes, rngs)
+    return kernel_lib.build_with(
+        lambda: space.supernet(space.fields(space_cfg), tuple(in_shape), num_classes, rngs), kernels, platform)
+
+
+def build_network(space: DiscreteSpace, arch: Arch, in_shape, num_classes: int, rngs: nnx.Rngs, *,
+                  kernels: str | None = None, platform: str | None = None) -> nnx.Module:
+    """The discrete network of ``arch`` in ``space`` (``DiscreteSpace.build``), built with kernel
+    implementation ``kernels`` for backend ``platform`` as ``build_supernet`` is."""
+    return kernel_lib.build_with(lambda: space.build(arch, tuple(in_shape), num_classes, rngs), kernels, platform)
 
 
 def discrete_space(space_cfg, in_shape=None) -> DiscreteSpace:

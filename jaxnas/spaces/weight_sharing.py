@@ -26,8 +26,10 @@ def _with_alphas(graphdef, params, alphas, stats, onehot):
 def onehot_supernet(space_def, space, cfg, ds, tx):
     """``(state, step, accuracy)`` of ``space_def``'s supernet driven by ``space.onehot_alphas``;
     accuracy uses the batch's BN statistics (running statistics mix all sampled paths)."""
-    model = space_def.supernet(space_def.fields(cfg.space), tuple(ds.image_shape), ds.num_classes,
-                               nnx.Rngs(cfg.seed))
+    from jaxnas.spaces.registry import build_supernet
+
+    model = build_supernet(cfg.space, tuple(ds.image_shape), ds.num_classes, nnx.Rngs(cfg.seed),
+                           kernels=cfg.run.kernels)
     op_names = tuple(model.op_names)
     graphdef, params, alphas, stats = split_model(model)
 

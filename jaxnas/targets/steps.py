@@ -98,7 +98,6 @@ def search(target: str, devices: int = 1, space: str = "darts", order: str = "",
     import jax.numpy as jnp
     from flax import nnx
 
-    from jaxnas import kernels as kernels_lib
     from jaxnas import methods, optim, parallel
     from jaxnas.nn import split_model
     from jaxnas.search import bilevel as B
@@ -114,8 +113,9 @@ def search(target: str, devices: int = 1, space: str = "darts", order: str = "",
         raise unknown("search order", order, B.ORDERS)
     image = 8 if size == "test" else 32
     mesh = mesh or make_mesh(target, devices)
-    with kernels_lib.use(kernels, get(target).platform) as form:
-        model = nnx.eval_shape(lambda: build_supernet(cfg.space, (image, image, 3), 10, nnx.Rngs(0)))
+    model = nnx.eval_shape(lambda: build_supernet(cfg.space, (image, image, 3), 10, nnx.Rngs(0), kernels=kernels,
+                                                  platform=get(target).platform))
+    form = model.kernels
     schedule = optim.epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, cfg.search.epochs, 100)
     w_tx, a_tx = optim.weight_optimizer(cfg.optim, schedule), optim.alpha_optimizer(cfg.optim)
     graphdef, params, alphas, stats = split_model(model)
@@ -141,7 +141,6 @@ def retrain(target: str, devices: int = 1, size: str = "test", batch: int = 0, d
 
     from jaxnas import config as config_lib
     from jaxnas import genotype as genotype_lib
-    from jaxnas import kernels as kernels_lib
     from jaxnas import parallel
     from jaxnas import train as train_lib
     from jaxnas.optim import epoch_cosine_lr, weight_optimizer
@@ -157,9 +156,10 @@ def retrain(target: str, devices: int = 1, size: str = "test", batch: int = 0, d
     image = 32 if size == "paper" else 8
     batch = batch or (cfg.train.batch_size if size == "paper" else 8 * devices)
     mesh = mesh or make_mesh(target, devices)
-    with kernels_lib.use(kernels, get(target).platform) as form:
-        model = nnx.eval_shape(lambda: train_lib.build_network(cfg, genotype_lib.load(cfg.genotype),
-                                                               (image, image, 3), 10))
+    cfg.run.kernels = kernels
+    model = nnx.eval_shape(lambda: train_lib.build_network(cfg, genotype_lib.load(cfg.genotype), (image, image, 3),
+                                                           10, platform=get(target).platform))
+    form = model.kernels
     graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
     tx = weight_optimizer(cfg.optim, epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, cfg.train.epochs, 100))
     step = train_lib.make_train_step(graphdef, tx, cfg.model.auxiliary_weight, train_lib.DTYPES[dtype])
@@ -180,7 +180,6 @@ def optimize(target: str, devices: int = 1, size: str = "test", model: str = "cn
     from flax import nnx
 
     from jaxnas import config as config_lib
-    from jaxnas import kernels as kernels_lib
     from jaxnas import parallel
     from jaxnas.evaluators.train import make_classifier_steps
     from jaxnas.optimize import models, trainer
@@ -195,8 +194,9 @@ def optimize(target: str, devices: int = 1, size: str = "test", model: str = "cn
     shape = (8, 8, 1) if size == "test" else (32, 32, 3)
     batch = batch or (8 * devices if size == "test" else 128)
     mesh = mesh or make_mesh(target, devices)
-    with kernels_lib.use(kernels, get(target).platform) as form:
-        net = nnx.eval_shape(lambda: models.build(model, shape, 10, nnx.Rngs(0), cfg))
+    cfg.run.kernels = kernels
+    net = nnx.eval_shape(lambda: models.build(model, shape, 10, nnx.Rngs(0), cfg, platform=get(target).platform))
+    form = net.kernels
     net.eval()
     graphdef_eval = nnx.split(net)[0]
     net.train()
