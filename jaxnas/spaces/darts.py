@@ -19,17 +19,16 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from flax import nnx
 
 from jaxnas import genotype as genotype_lib
 from jaxnas import kernels
 from jaxnas.errors import JaxnasError
-from jaxnas.nn import ArchParam, conv, torch_linear
+from jaxnas.nn import conv, torch_linear
 from jaxnas.ops import FactorizedReduce, Identity, ReLUConvBN, batch_norm, get_op, resolve_op_set
-from jaxnas.relaxations import get_relaxation, relax_all
 from jaxnas.spaces.base import DiscreteSpace
-from jaxnas.spaces.edges import SourceEdges, cell_states, group_softmax
+from jaxnas.spaces.cell_supernet import CellSupernet, CellType, onehot_rows
+from jaxnas.spaces.edges import MixedOp, SourceEdges, cell_states
 from jaxnas.spaces.registry import Space, register_space
 
 
@@ -67,10 +66,10 @@ def build_cells(layers: int, C: int, stem_channels: int, make_cell) -> tuple[lis
 
 class SearchCell(nnx.Module):
     """A DARTS search cell (cnn/model_search.py ``Cell``); the edges leaving each state
-    run together (``edges.SourceEdges``)."""
+    run together (``edges.SourceEdges``), each edge's mixed op as ``mixed`` says."""
 
     def __init__(self, nodes: int, C_pp: int, C_p: int, C: int, reduction: bool, reduction_prev: bool,
-                 op_names: Sequence[str], *, rngs: nnx.Rngs, **variant):
+                 op_names: Sequence[str], *, rngs: nnx.Rngs, mixed: MixedOp = MixedOp()):
         self.nodes, self.reduction = nodes, reduction
         if reduction_prev:
             self.pre0 = FactorizedReduce(C_pp, C, affine=False, rngs=rngs)
@@ -82,111 +81,59 @@ class SearchCell(nnx.Module):
                              for s in range(nodes + 1))
         self.rows = tuple(tuple(edge_row(t - 2, s) for t in ts) for s, ts in enumerate(self.targets))
         self.sources = nnx.List([
-            SourceEdges(len(t), C, 2 if reduction and s < 2 else 1, op_names, rngs=rngs, **variant)
+            SourceEdges(len(t), C, 2 if reduction and s < 2 else 1, op_names, rngs=rngs, mixed=mixed)
             for s, t in enumerate(self.targets)])
 
     def __call__(self, s0: jax.Array, s1: jax.Array, weights: jax.Array, edge_scale: jax.Array | None = None,
                  skip: jax.Array | float = 1.0) -> jax.Array:
-        """``variant``: the mixed op's options (``edges.SourceEdges``: partial, aux_skip, hard)."""
         states = cell_states(self.sources, [self.pre0(s0), self.pre1(s1)], self.rows, self.targets, weights,
                              edge_scale, skip)
         return jnp.concatenate(states[2:], axis=-1)
 
 
-class DartsSupernet(nnx.Module):
-    """DARTS ``Network`` (search model): stem, cells, global pooling, linear classifier.
+NORMAL = CellType("normal", "alphas_normal", "betas_normal")
+REDUCE = CellType("reduce", "alphas_reduce", "betas_reduce")
+
+
+class DartsSupernet(CellSupernet):
+    """DARTS ``Network`` (search model): stem, cells, global pooling, linear classifier. All normal
+    cells share ``alphas_normal`` and all reduction cells ``alphas_reduce`` (``CellSupernet``).
 
     ``relaxation`` names the map from alphas to edge weights (``jaxnas.relaxations``);
-    ``partial_channels``, ``edge_norm`` and ``aux_skip`` are the mixed-op variants of PC-DARTS
-    and DARTS- (``edges.SourceEdges``). With ``edge_norm`` each cell type has per-edge betas
-    (``betas_normal``, ``betas_reduce``, PC-DARTS's init 1e-3 * N(0, 1)), softmaxed over each
-    node's incoming edges."""
+    ``partial_channels`` and ``aux_skip`` are the mixed-op variants of PC-DARTS and DARTS-
+    (``edges.MixedOp``); with ``edge_norm`` each cell type has per-edge betas (``betas_normal``,
+    ``betas_reduce``) softmaxed over each node's incoming edges."""
 
     def __init__(self, in_channels: int, num_classes: int, *, C: int = 16, layers: int = 8, nodes: int = 4,
                  stem_multiplier: int = 3, ops: str | Sequence[str] = "darts", relaxation: str = "softmax",
                  partial_channels: int = 1, edge_norm: bool = False, aux_skip: bool = False, op_threshold: float = 0.0,
                  rngs: nnx.Rngs):
-        self.op_names = resolve_op_set(ops)
-        spec = get_relaxation(relaxation)
-        self.relaxation = relaxation
-        self.nodes, self.edge_norm, self.aux_skip, self.op_threshold = nodes, edge_norm, aux_skip, op_threshold
-        variant = dict(partial=partial_channels, aux_skip=aux_skip, hard=spec.hard)
+        op_names = resolve_op_set(ops)
+        mixed = MixedOp.of(relaxation, partial_channels, aux_skip)
+        self.nodes, self.aux_skip, self.op_threshold = nodes, aux_skip, op_threshold
         c_curr = stem_multiplier * C
         self.stem_conv = conv(in_channels, c_curr, 3, 1, 1, rngs=rngs)
         self.stem_bn = batch_norm(c_curr, True, rngs=rngs)
         self.reductions = reduction_layers(layers)
         cells, channels = build_cells(layers, C, c_curr, lambda C_pp, C_p, c, red, red_prev: (
-            SearchCell(nodes, C_pp, C_p, c, red, red_prev, self.op_names, rngs=rngs, **variant), nodes * c))
+            SearchCell(nodes, C_pp, C_p, c, red, red_prev, op_names, rngs=rngs, mixed=mixed), nodes * c))
         self.cells = nnx.List(cells)
         self.classifier = torch_linear(channels[-1], num_classes, rngs)
-        shape = (num_edges(nodes), len(self.op_names))
-        self.alphas_normal = ArchParam(1e-3 * jax.random.normal(rngs.params(), shape))
-        self.alphas_reduce = ArchParam(1e-3 * jax.random.normal(rngs.params(), shape))
-        if edge_norm:
-            self.betas_normal = ArchParam(1e-3 * jax.random.normal(rngs.params(), shape[:1]))
-            self.betas_reduce = ArchParam(1e-3 * jax.random.normal(rngs.params(), shape[:1]))
-        self.op_mask = None  # static: the ops still searched per edge (progressive search), see set_op_mask
+        self.init_arch((NORMAL, REDUCE), num_edges(nodes), [2 + i for i in range(nodes)], op_names, relaxation,
+                       edge_norm, rngs)
 
-    def set_op_mask(self, masks: dict | None) -> None:
-        """Restrict each edge to the ops marked True (``{"alphas_normal": (edges, ops) bools, ...}``; None:
-        every op): their relaxed weights are renormalized over the kept ops (for a Dirichlet this is
-        exactly the Dirichlet of the kept concentrations) and the discretization ignores the others."""
-        self.op_mask = None if masks is None else tuple(
-            (k, tuple(tuple(bool(v) for v in row) for row in np.asarray(masks[k]))) for k in sorted(masks))
-
-    def _mask(self, kind: str):
-        return None if self.op_mask is None else np.asarray(dict(self.op_mask)[f"alphas_{kind}"], bool)
-
-    def relax(self, key: jax.Array | None = None, hyper: dict | None = None) -> dict[str, jax.Array]:
-        """The edge weights of both cell types, ``{"normal", "reduce"}``, from the relaxation."""
-        w = relax_all(self.relaxation, {"normal": self.alphas_normal[...], "reduce": self.alphas_reduce[...]},
-                      key, hyper)
-        if self.op_mask is None:
-            return w
-        out = {}
-        for kind, v in w.items():
-            kept = v * self._mask(kind)
-            out[kind] = kept / kept.sum(-1, keepdims=True)
-        return out
-
-    def edge_scales(self) -> dict[str, jax.Array] | None:
-        """PC-DARTS's normalized edge weights per cell type, or None without edge normalization."""
-        if not self.edge_norm:
-            return None
-        sizes = [2 + i for i in range(self.nodes)]
-        return {"normal": group_softmax(self.betas_normal[...], sizes),
-                "reduce": group_softmax(self.betas_reduce[...], sizes)}
-
-    def __call__(self, x: jax.Array, key: jax.Array | None = None, hyper: dict | None = None,
-                 weights: dict | None = None) -> jax.Array:
-        """Logits. ``key`` feeds a sampling relaxation (None: its deterministic weights), ``hyper`` holds
-        the scheduled values (``tau``, ``skip``, ...), ``weights`` replaces the relaxed weights (SDARTS's
-        perturbed ones)."""
-        w = self.relax(key, hyper) if weights is None else weights
-        scales = self.edge_scales()
-        skip = (hyper or {}).get("skip", 1.0)
+    def forward(self, x, weights, scales, skip):
         s0 = s1 = self.stem_bn(self.stem_conv(x))
         for cell in self.cells:
             kind = "reduce" if cell.reduction else "normal"
-            s0, s1 = s1, cell(s0, s1, w[kind], None if scales is None else scales[kind], skip)
+            s0, s1 = s1, cell(s0, s1, weights[kind], None if scales is None else scales[kind], skip)
         return self.classifier(s1.mean(axis=(1, 2)))
 
     def genotype(self) -> genotype_lib.Genotype:
-        """DARTS's discretization (``genotype.derive_cell``) of the relaxation's strengths (softmax(alpha);
-        sigmoid(alpha) for FairDARTS), times the normalized edge weights under edge normalization
-        (PC-DARTS ranks edges by alpha * beta); a kept edge weaker than ``op_threshold`` gets ``none``
-        (FairDARTS's threshold_sparse)."""
-        strengths = get_relaxation(self.relaxation).strengths
-        scales = self.edge_scales()
-        cells = {}
-        for kind in ("normal", "reduce"):
-            w = strengths(np.asarray(getattr(self, f"alphas_{kind}")[...]))
-            if self.op_mask is not None:
-                w = w * self._mask(kind)
-            if scales is not None:
-                w = w * np.asarray(scales[kind])[:, None]
-            cells[kind] = genotype_lib.derive_cell(w, self.op_names, self.nodes, distributions=False,
-                                                   threshold=self.op_threshold)
+        """DARTS's discretization (``genotype.derive_cell``) of the strengths (``CellSupernet.strengths``);
+        a kept edge weaker than ``op_threshold`` gets ``none`` (FairDARTS's threshold_sparse)."""
+        cells = {t.kind: genotype_lib.derive_cell(self.strengths(t), self.op_names, self.nodes, distributions=False,
+                                                  threshold=self.op_threshold) for t in (NORMAL, REDUCE)}
         concat = tuple(range(2, 2 + self.nodes))
         return genotype_lib.Genotype(cells["normal"], concat, cells["reduce"], concat)
 
@@ -348,13 +295,11 @@ class DartsDiscrete(DiscreteSpace):
             raise JaxnasError("weight sharing in the DARTS space needs 'none' in space.ops "
                               "(edges left out of the genotype are set to it)")
         out = {}
-        for cell in ("normal", "reduce"):
+        for t in (NORMAL, REDUCE):
             rows = [op_names.index("none")] * num_edges(self.nodes)
-            for k, (op, src) in enumerate(getattr(arch, cell)):
+            for k, (op, src) in enumerate(getattr(arch, t.kind)):
                 rows[edge_row(k // 2, src)] = op_names.index(op)
-            a = np.full((len(rows), len(op_names)), -1e9, np.float32)
-            a[np.arange(len(rows)), rows] = 0.0
-            out[f"alphas_{cell}"] = a
+            out[t.alphas] = onehot_rows(rows, len(op_names))
         return out
 
 

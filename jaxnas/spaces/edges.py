@@ -10,6 +10,7 @@ not recomputed by XLA inside every consumer.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import jax
@@ -19,6 +20,31 @@ from flax import nnx
 from jaxnas import kernels
 from jaxnas.errors import JaxnasError
 from jaxnas.ops import batch_norm, get_op
+from jaxnas.relaxations import get_relaxation
+
+
+@dataclasses.dataclass(frozen=True)
+class MixedOp:
+    """How each edge mixes its candidate ops (``SourceEdges``), one value passed down from the space's
+    config; the defaults are DARTS's.
+
+    * ``partial=K`` (PC-DARTS, Xu et al. 2020, Sec. 3.1): only C/K channels go through the ops.
+    * ``aux_skip`` (DARTS-, Chu et al. 2021, Eq. 3): an extra scheduled ``skip * skip_connect(x)``.
+    * ``hard`` (GDAS): the weights are straight-through one-hot rows; unselected ops are not run.
+    * ``search_bn``: ops registered with ``bn_in_search`` get a non-affine BN after them (DARTS's
+      ``MixedOp``; NAS-Bench-201's supernet has none).
+    """
+
+    partial: int = 1
+    aux_skip: bool = False
+    hard: bool = False
+    search_bn: bool = True
+
+    @classmethod
+    def of(cls, relaxation: str, partial_channels: int = 1, aux_skip: bool = False,
+           search_bn: bool = True) -> "MixedOp":
+        """The mixed op a space config asks for; ``hard`` follows from the relaxation."""
+        return cls(partial_channels, aux_skip, get_relaxation(relaxation).hard, search_bn)
 
 
 class PerEdge(nnx.Module):
@@ -53,22 +79,17 @@ def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
 
 class SourceEdges(nnx.Module):
     """The mixed ops of E edges that all read one state ``x``; equal to E ``ops.MixedOp``
-    run one by one (tests/test_spaces_edges.py).
-
-    Variants of the mixed op (each off by default):
-
-    * ``partial=K`` (PC-DARTS, Xu et al. 2020, Sec. 3.1): only the first C/K channels go through the
-      ops; the rest bypass them (2x2 max-pooled at stride 2), are concatenated after them and the
-      channels shuffled in K groups.
-    * ``aux_skip`` (DARTS-, Chu et al. 2021, Eq. 3): an extra ``skip * skip_connect(x)`` per edge,
-      ``skip`` the scheduled beta; its stride-2 form is a non-affine FactorizedReduce.
-    * ``hard`` (GDAS, Dong & Yang 2019): the weights are straight-through one-hot rows; an op no edge
-      selected is not run, and an edge's unselected ops contribute their weight as a value (see
-      ``jaxnas.relaxations``).
+    run one by one (tests/test_spaces_edges.py). ``mixed`` (a ``MixedOp``) says how each edge mixes
+    its ops: DARTS's weighted sum by default, or PC-DARTS's partial channels (the other C - C/K
+    channels bypass the ops, 2x2 max-pooled at stride 2, are concatenated after them and the
+    channels shuffled in K groups), DARTS-'s auxiliary skip (its stride-2 form a non-affine
+    FactorizedReduce), GDAS's hard selection (an op no edge selected is not run, and an edge's
+    unselected ops contribute their weight as a value; see ``jaxnas.relaxations``).
     """
 
     def __init__(self, E: int, C: int, stride: int, op_names: Sequence[str], *, rngs: nnx.Rngs,
-                 search_bn: bool = True, partial: int = 1, aux_skip: bool = False, hard: bool = False):
+                 mixed: MixedOp = MixedOp()):
+        partial, aux_skip, hard = mixed.partial, mixed.aux_skip, mixed.hard
         if partial < 1 or C % partial:
             raise JaxnasError(f"space.partial_channels={partial} must divide the cell's channel count {C}")
         if partial > 1 and aux_skip:
@@ -83,7 +104,7 @@ class SourceEdges(nnx.Module):
             spec = get_op(name)
             if spec.zero:
                 continue
-            bn = spec.bn_in_search and search_bn
+            bn = spec.bn_in_search and mixed.search_bn
             ops[str(i)] = spec.batched(E, c_ops, stride, bn, rngs) if spec.batched else \
                 PerEdge(name, E, c_ops, stride, bn, rngs)
         self.ops = nnx.Dict(ops)

@@ -25,11 +25,11 @@ import numpy as np
 from flax import nnx
 
 from jaxnas.errors import JaxnasError
-from jaxnas.nn import ArchParam, conv, torch_linear
+from jaxnas.nn import conv, torch_linear
 from jaxnas.ops import NB201_OPS, ReLUConvBN, batch_norm, get_op, resolve_op_set
-from jaxnas.relaxations import get_relaxation, relax_all
 from jaxnas.spaces.base import DiscreteSpace
-from jaxnas.spaces.edges import SourceEdges, cell_states, group_softmax
+from jaxnas.spaces.cell_supernet import CellSupernet, CellType, onehot_rows
+from jaxnas.spaces.edges import MixedOp, SourceEdges, cell_states
 from jaxnas.spaces.registry import Space, register_space
 
 NODES = 4
@@ -161,12 +161,11 @@ class SearchCell(nnx.Module):
     The edges leaving each node run together (``edges.SourceEdges``): one dense conv per op.
     """
 
-    def __init__(self, C: int, op_names: Sequence[str], *, rngs: nnx.Rngs, **variant):
+    def __init__(self, C: int, op_names: Sequence[str], *, rngs: nnx.Rngs, mixed: MixedOp = MixedOp(search_bn=False)):
         # node i feeds edges rows[i] (indices into EDGES, the alpha rows) towards targets[i]
         self.rows = tuple(tuple(k for k, (_, src) in enumerate(EDGES) if src == i) for i in range(NODES - 1))
         self.targets = tuple(tuple(EDGES[k][0] for k in r) for r in self.rows)
-        self.sources = nnx.List([SourceEdges(len(r), C, 1, op_names, rngs=rngs, search_bn=False, **variant)
-                                 for r in self.rows])
+        self.sources = nnx.List([SourceEdges(len(r), C, 1, op_names, rngs=rngs, mixed=mixed) for r in self.rows])
 
     def __call__(self, x, weights, edge_scale=None, skip=1.0):
         return cell_states(self.sources, [x], self.rows, self.targets, weights, edge_scale, skip)[-1]
@@ -204,58 +203,35 @@ class NB201Network(_Skeleton):
         return self._head(x)
 
 
-class NB201Supernet(_Skeleton):
+CELL = CellType("alphas", "alphas", "betas")
+
+
+class NB201Supernet(_Skeleton, CellSupernet):
     """The space's supernet for differentiable search (DARTS on NAS-Bench-201): one alpha matrix (6, ops)
-    shared by every cell, turned into edge weights by the relaxation named ``relaxation``.
+    shared by every cell (``CellSupernet``), turned into edge weights by the relaxation named ``relaxation``.
     ``partial_channels``, ``edge_norm`` (per-edge betas softmaxed over each node's 1, 2, 3 inputs)
-    and ``aux_skip`` are the mixed-op variants of PC-DARTS and DARTS- (``edges.SourceEdges``)."""
+    and ``aux_skip`` are the mixed-op variants of PC-DARTS and DARTS- (``edges.MixedOp``); the supernet's
+    ops have no BN of their own, as in the benchmark's."""
 
     def __init__(self, in_channels: int, num_classes: int, *, C: int = 16, N: int = 5,
                  ops: str | Sequence[str] = "nb201", relaxation: str = "softmax", partial_channels: int = 1,
                  edge_norm: bool = False, aux_skip: bool = False, rngs: nnx.Rngs):
-        self.op_names = resolve_op_set(ops)
-        spec = get_relaxation(relaxation)
-        self.relaxation, self.edge_norm = relaxation, edge_norm
-        variant = dict(partial=partial_channels, aux_skip=aux_skip, hard=spec.hard)
-        self._build(in_channels, num_classes, C, N, lambda c: SearchCell(c, self.op_names, rngs=rngs, **variant),
-                    rngs)
-        self.alphas = ArchParam(1e-3 * jax.random.normal(rngs.params(), (len(EDGES), len(self.op_names))))
-        if edge_norm:
-            self.betas = ArchParam(1e-3 * jax.random.normal(rngs.params(), (len(EDGES),)))
+        op_names = resolve_op_set(ops)
+        mixed = MixedOp.of(relaxation, partial_channels, aux_skip, search_bn=False)
+        self._build(in_channels, num_classes, C, N, lambda c: SearchCell(c, op_names, rngs=rngs, mixed=mixed), rngs)
+        self.init_arch((CELL,), len(EDGES), list(range(1, NODES)), op_names, relaxation, edge_norm, rngs)
 
-    def relax(self, key: jax.Array | None = None, hyper: dict | None = None) -> dict[str, jax.Array]:
-        """The edge weights ``{"alphas": (6, ops)}`` from the relaxation."""
-        return relax_all(self.relaxation, {"alphas": self.alphas[...]}, key, hyper)
-
-    def edge_scales(self) -> dict[str, jax.Array] | None:
-        if not self.edge_norm:
-            return None
-        return {"alphas": group_softmax(self.betas[...], list(range(1, NODES)))}
-
-    def __call__(self, x: jax.Array, key: jax.Array | None = None, hyper: dict | None = None,
-                 weights: dict | None = None) -> jax.Array:
-        """Logits; ``key`` feeds a sampling relaxation (None: its deterministic weights), ``hyper`` holds the
-        scheduled values, ``weights`` replaces the relaxed weights (SDARTS's perturbed ones)."""
-        w = (self.relax(key, hyper) if weights is None else weights)["alphas"]
-        scales = self.edge_scales()
-        scale = None if scales is None else scales["alphas"]
-        skip = (hyper or {}).get("skip", 1.0)
+    def forward(self, x, weights, scales, skip):
+        w, scale = weights["alphas"], None if scales is None else scales["alphas"]
         x = self.stem_bn(self.stem_conv(x))
         for layer in self.layers:
             x = layer(x, w, scale, skip) if isinstance(layer, SearchCell) else layer(x)
         return self._head(x)
 
     def genotype(self) -> NB201Arch:
-        """argmax of the alphas per edge (the benchmark's discretization for every method)."""
-        best = np.asarray(self.alphas[...]).argmax(-1)
-        return NB201Arch(tuple(self.op_names[i] for i in best))
-
-
-def _onehot(rows: list[int], n_ops: int) -> np.ndarray:
-    """softmax of these rows is exactly one-hot in float32 (exp(-1e9 - 0) underflows to 0)."""
-    a = np.full((len(rows), n_ops), -1e9, np.float32)
-    a[np.arange(len(rows)), rows] = 0.0
-    return a
+        """The strongest op per edge (argmax of the alphas, the benchmark's discretization for every method;
+        ops an op mask dropped are never chosen)."""
+        return NB201Arch(tuple(self.op_names[i] for i in self.strengths(CELL).argmax(-1)))
 
 
 class NB201Discrete(DiscreteSpace):
@@ -301,7 +277,7 @@ class NB201Discrete(DiscreteSpace):
         return NB201Network(arch, in_shape[-1], num_classes, C=C, N=N, rngs=rngs)
 
     def onehot_alphas(self, arch, op_names):
-        return {"alphas": _onehot([list(op_names).index(op) for op in arch.ops], len(op_names))}
+        return {CELL.alphas: onehot_rows([list(op_names).index(op) for op in arch.ops], len(op_names))}
 
 
 @register_space("nb201")
