@@ -141,6 +141,63 @@ if "test_toy" not in jaxnas.spaces.SPACES:
             return ToyDiscrete().decode(d["arch"])
 
 
+# ---------------------------------------------------------------- a cell space on CellSupernet (3 nodes, 3 edges)
+from jaxnas.spaces.cell_supernet import CellSupernet, CellType, MixedOp  # noqa: E402
+from jaxnas.spaces.edges import SourceEdges as _Edges, cell_states  # noqa: E402
+
+LADDER_OPS, LADDER = ("none", "skip_connect", "avg_pool_3x3", "nor_conv_3x3"), CellType("cell", "alphas", "betas")
+
+
+@dataclasses.dataclass(frozen=True)
+class LadderArch:
+    ops: tuple[str, str, str]  # edges 0->1, 0->2, 1->2
+
+    def to_dict(self):
+        return {"space": "test_ladder", "arch": ",".join(self.ops)}
+
+
+class LadderCell(nnx.Module):
+    def __init__(self, C, mixed, rngs):  # state 0 feeds edges 0, 1 (to 1, 2); state 1 feeds edge 2 (to 2)
+        self.rows, self.targets = ((0, 1), (2,)), ((1, 2), (2,))
+        self.sources = nnx.List([_Edges(len(r), C, 1, LADDER_OPS, rngs=rngs, mixed=mixed) for r in self.rows])
+
+    def __call__(self, x, w, scale, skip):
+        return cell_states(self.sources, [x], self.rows, self.targets, w, scale, skip)[-1]
+
+
+class LadderSupernet(CellSupernet):
+    def __init__(self, c_in, classes, C, cells, relaxation, partial, edge_norm, rngs):
+        self.stem = nnx.Conv(c_in, C, (3, 3), rngs=rngs)
+        mixed = MixedOp.of(relaxation, partial, search_bn=False)
+        self.cells = nnx.List([LadderCell(C, mixed, rngs) for _ in range(cells)])
+        self.head = nnx.Linear(C, classes, rngs=rngs)
+        self.init_arch((LADDER,), 3, (1, 2), LADDER_OPS, relaxation, edge_norm, rngs)
+
+    def forward(self, x, weights, scales, skip):
+        x = self.stem(x)
+        for cell in self.cells:
+            x = cell(x, weights["cell"], None if scales is None else scales["cell"], skip)
+        return self.head(x.mean(axis=(1, 2)))
+
+    def genotype(self):
+        return LadderArch(tuple(LADDER_OPS[i] for i in self.strengths(LADDER).argmax(-1)))
+
+
+if "test_ladder" not in jaxnas.spaces.SPACES:
+    @jaxnas.register_space("test_ladder")
+    class LadderSpace(jaxnas.Space):
+        def defaults(self):
+            return ml_collections.ConfigDict(dict(C=4, cells=2, relaxation="softmax", partial_channels=1,
+                                                  edge_norm=False))
+
+        def supernet(self, cfg, in_shape, num_classes, rngs):
+            return LadderSupernet(in_shape[-1], num_classes, cfg.C, cfg.cells, cfg.relaxation, cfg.partial_channels,
+                                  cfg.edge_norm, rngs)
+
+        def arch_from_dict(self, d):
+            return LadderArch(tuple(d["arch"].split(",")))
+
+
 # ---------------------------------------------------------------- an evaluator
 class CountingEvaluator:
     """Score = number of tanh edges (a made-up signal); every call counted."""
@@ -231,3 +288,27 @@ def test_the_custom_search_example_runs_on_the_public_api():
                          timeout=300, cwd=root)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "genotype (DARTS's rule on softmax of the raw alphas): normal:" in out.stdout
+
+
+@pytest.mark.parametrize("space, method", [({}, None), ({"partial_channels": 2, "edge_norm": True}, None),
+                                           ({}, "gdas")])
+def test_a_user_cell_space_gets_the_relaxations_and_mixed_op_variants_from_the_base(space, method):
+    """The ladder space above (about 50 lines on ``CellSupernet``) searches with DARTS's softmax,
+    PC-DARTS's partial channels and edge normalization, and GDAS's hard sampling."""
+    cfg = tiny_cfg()
+    if method:  # the method's own parts (GDAS: gumbel_hard, its tau schedule)
+        preset = config_lib.method_config(method, "nb201")
+        cfg.method, cfg.space.relaxation = preset.method, preset.space.relaxation
+    cfg.space = config_lib.space_group("test_ladder", ml_collections.ConfigDict(
+        dict(space, relaxation=cfg.space.relaxation)))
+    cfg.search.epochs, cfg.search.max_steps_per_epoch = 2, 3
+    cfg.method.arch_start_epoch = 0
+    result = jaxnas.run_search(cfg, log=lambda *_: None)
+    alphas = result["state"].alphas
+    assert isinstance(result["genotype"], LadderArch) and len(result["genotype"].ops) == 3
+    assert np.abs(np.asarray(alphas["alphas"][...])).max() > 1e-2  # the alphas were trained, not left at init
+    assert ("betas" in alphas) == bool(space.get("edge_norm"))
+    net = LadderSupernet(3, 10, 4, 1, "softmax", 1, False, nnx.Rngs(0))
+    net.set_op_mask({"alphas": np.array([[False, True, False, False]] * 3)})  # op masks come with the base
+    assert net.genotype() == LadderArch(("skip_connect",) * 3)
+    np.testing.assert_allclose(np.asarray(net.relax()["cell"]), np.eye(4)[[1, 1, 1]], atol=0)

@@ -13,7 +13,8 @@ from flax import nnx
 from jaxnas import config as config_lib
 from jaxnas import methods, optim, parallel, rundir
 from jaxnas.errors import JaxnasError
-from jaxnas.methods import betadarts, drnas, fairdarts, gdas, sdarts
+from jaxnas import relaxations
+from jaxnas.methods import betadarts, drnas, fairdarts, sdarts
 from jaxnas.search import bilevel as B
 from jaxnas.search import get_strategy
 from jaxnas.spaces import build_supernet
@@ -38,15 +39,15 @@ def test_gumbel_hard_is_one_hot_in_value_with_the_softmax_gradient():
     def probs(a):
         return jax.nn.softmax((jax.nn.log_softmax(a, -1) + g) / tau, -1)
 
-    hard = gdas.gumbel_hard(alphas, key, {"tau": tau})
+    hard = relaxations.gumbel_hard.gumbel_hard(alphas, key, {"tau": tau})
     expected = np.eye(3)[np.argmax(np.asarray(probs(alphas)), -1)]
     np.testing.assert_array_equal(np.asarray(hard), expected)
     assert (np.asarray(hard)[expected == 0] == 0).all()  # exactly zero, so the mixed op can skip them
-    grad_hard = jax.grad(lambda a: (gdas.gumbel_hard(a, key, {"tau": tau}) * c).sum())(alphas)
+    grad_hard = jax.grad(lambda a: (relaxations.gumbel_hard.gumbel_hard(a, key, {"tau": tau}) * c).sum())(alphas)
     grad_soft = jax.grad(lambda a: (probs(a) * c).sum())(alphas)
     np.testing.assert_allclose(grad_hard, grad_soft, rtol=1e-5, atol=1e-7)
     # without a key: the discretized cell
-    np.testing.assert_array_equal(gdas.gumbel_hard(alphas, None, {}), np.eye(3)[[0, 0]])
+    np.testing.assert_array_equal(relaxations.gumbel_hard.gumbel_hard(alphas, None, {}), np.eye(3)[[0, 0]])
 
 
 def test_hard_mixed_op_runs_the_selected_ops_and_gives_unselected_ones_gdas_gradient():
@@ -87,18 +88,18 @@ def test_dirichlet_pathwise_gradient_matches_a_finite_difference_of_the_expectat
     c = jnp.array([1.0, -2.0, 3.0])
 
     def expectation(t):
-        a = drnas.concentration(t)
+        a = relaxations.dirichlet.concentration(t)
         A = a.sum()
         return (c * a * (a + 1) / (A * (A + 1))).sum()
 
     keys = jax.random.split(jax.random.PRNGKey(0), 100_000)
-    mc_grad = jax.grad(lambda t: jax.vmap(lambda k: (c * drnas.dirichlet(t, k, {}) ** 2).sum())(keys).mean())(theta)
+    mc_grad = jax.grad(lambda t: jax.vmap(lambda k: (c * relaxations.dirichlet.dirichlet(t, k, {}) ** 2).sum())(keys).mean())(theta)
     h = 1e-3
     fd = np.array([(expectation(theta.at[i].add(h)) - expectation(theta.at[i].add(-h))) / (2 * h) for i in range(3)])
     np.testing.assert_allclose(mc_grad, fd, atol=0.01)
     assert np.abs(fd).max() > 0.05  # a gradient worth comparing
-    np.testing.assert_allclose(drnas.dirichlet(theta, None, {}), drnas.concentration(theta) /
-                               drnas.concentration(theta).sum(), rtol=1e-6)
+    np.testing.assert_allclose(relaxations.dirichlet.dirichlet(theta, None, {}), relaxations.dirichlet.concentration(theta) /
+                               relaxations.dirichlet.concentration(theta).sum(), rtol=1e-6)
 
 
 def test_dirichlet_kl_against_scipy_and_zero_at_the_uniform():
@@ -111,7 +112,7 @@ def test_dirichlet_kl_against_scipy_and_zero_at_the_uniform():
 
 def test_sigmoid_relaxation_and_the_zero_one_loss():
     a = jnp.array([[0.0, 10.0], [-10.0, 0.0]])
-    np.testing.assert_allclose(fairdarts.sigmoid(a, None, {}), jax.nn.sigmoid(a))
+    np.testing.assert_allclose(relaxations.sigmoid.sigmoid(a, None, {}), jax.nn.sigmoid(a))
     # sigmoid: 0.5, ~1, ~0, 0.5 -> -mean((w - 0.5)^2) = -(0 + 0.25 + 0.25 + 0) / 4
     assert float(fairdarts.zero_one([a])) == pytest.approx(-0.125, abs=1e-4)
     g = jax.grad(lambda x: fairdarts.zero_one([x]))(jnp.array([[0.5]]))

@@ -3,31 +3,16 @@
 Official code: xiangning-chen/DrNAS ``utils.py::process_step_vector`` (``Dirichlet(ELU(theta) + 1).rsample()``
 on every forward pass), ``201-space/search_model.py`` (the KL regularizer), ``architect.py``
 (``reg_type='l2'``: Adam weight decay ``reg_scale``; ``'kl'``: no weight decay).
-"""
 
-from collections.abc import Mapping
+Its relaxation, ``dirichlet``, is in ``jaxnas/relaxations/dirichlet.py``; this preset names it.
+"""
 
 import jax
 import jax.numpy as jnp
 from jax.scipy.special import digamma, gammaln
 
 from jaxnas.methods.registry import register_method, register_regularizer
-from jaxnas.relaxations import register_relaxation
-
-
-def concentration(alphas: jax.Array) -> jax.Array:
-    """DrNAS's Dirichlet concentration ``ELU(theta) + 1`` (positive for every theta)."""
-    return jax.nn.elu(alphas) + 1.0
-
-
-@register_relaxation("dirichlet")
-def dirichlet(alphas: jax.Array, key: jax.Array | None, hyper: Mapping) -> jax.Array:
-    """A Dirichlet sample per edge with a pathwise gradient (DrNAS Eq. 3; ``jax.random.dirichlet`` is
-    differentiable in its concentration by implicit reparameterization). Without a key, the mean."""
-    conc = concentration(alphas)
-    if key is None:
-        return conc / conc.sum(-1, keepdims=True)
-    return jax.random.dirichlet(key, conc)
+from jaxnas.relaxations.dirichlet import concentration
 
 
 def kl_to_uniform(conc: jax.Array) -> jax.Array:

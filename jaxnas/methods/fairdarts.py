@@ -3,26 +3,14 @@
 Official code: xiaomi-automl/FairDARTS ``fairdarts/model_search.py`` (sigmoid weights),
 ``separate_loss.py`` (``ConvSeparateLoss``: ``-MSE(sigmoid(alpha), 0.5)``, weight 10),
 ``train_search.py`` (defaults), ``utils.py::parse`` (discretization).
-"""
 
-from collections.abc import Mapping
+Its relaxation, ``sigmoid``, is in ``jaxnas/relaxations/sigmoid.py``; this preset names it.
+"""
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxnas.methods.registry import register_method, register_regularizer
-from jaxnas.relaxations import register_relaxation
-
-
-def _sigmoid_np(a) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-np.asarray(a, np.float64)))).astype(np.float32)
-
-
-@register_relaxation("sigmoid", strengths=_sigmoid_np)
-def sigmoid(alphas: jax.Array, key: jax.Array | None, hyper: Mapping) -> jax.Array:
-    """Each op's weight is sigmoid(alpha), independently of the others (no competition between ops)."""
-    return jax.nn.sigmoid(alphas)
 
 
 @register_regularizer("zero_one")

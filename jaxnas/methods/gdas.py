@@ -3,29 +3,11 @@
 Official code: D-X-Y/AutoDL-Projects ``xautodl/models/cell_searchs/search_model_gdas.py`` (the
 sampler), ``search_cells.py::forward_gdas`` (only the sampled op runs), ``exps/NAS-Bench-201-algos/GDAS.py``
 (tau from 10 to 0.1 linearly over epochs - 1).
+
+Its relaxation, ``gumbel_hard``, is in ``jaxnas/relaxations/gumbel_hard.py``; this preset names it.
 """
 
-from collections.abc import Mapping
-
-import jax
-import jax.numpy as jnp
-
 from jaxnas.methods.registry import register_method, schedule
-from jaxnas.relaxations import register_relaxation
-
-
-@register_relaxation("gumbel_hard", hard=True)
-def gumbel_hard(alphas: jax.Array, key: jax.Array | None, hyper: Mapping) -> jax.Array:
-    """Gumbel-max with a straight-through estimator (GDAS Eq. 3-5): ``probs = softmax((log_softmax(alpha)
-    + g) / tau)``, ``hard = onehot(argmax probs) - stop_gradient(probs) + probs``: one-hot in value,
-    softmax's gradient. Without a key, the one-hot of argmax(alpha) (the discretized cell)."""
-    if key is None:
-        return jax.nn.one_hot(jnp.argmax(alphas, -1), alphas.shape[-1], dtype=alphas.dtype)
-    tau = hyper.get("tau", 1.0)
-    logits = (jax.nn.log_softmax(alphas, -1) + jax.random.gumbel(key, alphas.shape, alphas.dtype)) / tau
-    probs = jax.nn.softmax(logits, -1)
-    onehot = jax.nn.one_hot(jnp.argmax(probs, -1), alphas.shape[-1], dtype=alphas.dtype)
-    return onehot - jax.lax.stop_gradient(probs) + probs
 
 
 @register_method("gdas")

@@ -2,24 +2,11 @@
 
 Official code: SNAS-Series/SNAS (``utils.Temp_Scheduler``: temperature 1 -> 0.03 linearly over the
 epochs; weights and alphas both trained on the training data).
+
+Its relaxation, ``gumbel_soft``, is in ``jaxnas/relaxations/gumbel_soft.py``; this preset names it.
 """
 
-from collections.abc import Mapping
-
-import jax
-
 from jaxnas.methods.registry import register_method, schedule
-from jaxnas.relaxations import register_relaxation
-
-
-@register_relaxation("gumbel_soft")
-def gumbel_soft(alphas: jax.Array, key: jax.Array | None, hyper: Mapping) -> jax.Array:
-    """The concrete distribution (SNAS Eq. 3): ``softmax((alpha + g) / tau)``, g ~ Gumbel(0, 1), a soft
-    sample per edge. Without a key, softmax(alpha)."""
-    if key is None:
-        return jax.nn.softmax(alphas, -1)
-    tau = hyper.get("tau", 1.0)
-    return jax.nn.softmax((alphas + jax.random.gumbel(key, alphas.shape, alphas.dtype)) / tau, -1)
 
 
 @register_method("snas")

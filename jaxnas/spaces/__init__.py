@@ -2,13 +2,15 @@
 
 Built in: ``darts`` (DARTS's cells), ``nb201`` (NAS-Bench-201's cells) and ``chain``
 (chain-structured layer sequences). A space of your own is a ``Space`` subclass registered
-with ``register_space(name)`` in a file of its own.
+with ``register_space(name)`` in a file of its own; a cell space's supernet subclasses
+``CellSupernet`` (``cell_supernet.py``) and writes only its macro structure and discretization.
 """
 
 from jaxnas.spaces.base import Arch, DiscreteSpace
+from jaxnas.spaces.cell_supernet import CellSupernet, CellType, MixedOp, onehot_rows
 from jaxnas.spaces.registry import (SPACES, Space, build_network, build_supernet, discrete_space, get_space,
                                     register_space)
 from jaxnas.spaces import darts, nb201, chain  # noqa: E402,F401,I001  (register the built-in spaces, in this order)
 
-__all__ = ["SPACES", "Arch", "DiscreteSpace", "Space", "build_network", "build_supernet", "discrete_space", "get_space",
+__all__ = ["SPACES", "Arch", "CellSupernet", "CellType", "DiscreteSpace", "MixedOp", "onehot_rows", "Space", "build_network", "build_supernet", "discrete_space", "get_space",
            "register_space"]

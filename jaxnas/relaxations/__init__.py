@@ -15,6 +15,11 @@ Two declarations travel with a relaxation:
   ``hardwts[i]`` trick, ``search_cells.py::forward_gdas``).
 * ``strengths(alphas) -> array``: the edge/op strengths the discretization ranks (numpy);
   softmax(alpha) by default, sigmoid(alpha) for FairDARTS.
+
+Every relaxation lives here, one registration per file: ``softmax`` (DARTS), ``gumbel_hard``
+(GDAS), ``gumbel_soft`` (SNAS), ``dirichlet`` (DrNAS), ``sigmoid`` (FairDARTS). A method names
+the one it uses in its preset (``jaxnas.methods``); one of your own is a ``register_relaxation``
+in a file of your own.
 """
 
 from __future__ import annotations
@@ -60,12 +65,6 @@ def get_relaxation(name: str) -> RelaxationSpec:
     return RELAXATIONS.lookup(name)
 
 
-@register_relaxation("softmax")
-def softmax(alphas: jax.Array, key: jax.Array | None = None, hyper: Mapping | None = None) -> jax.Array:
-    """DARTS's continuous relaxation (Liu et al. 2019, Eq. 2): softmax over each edge's ops."""
-    return jax.nn.softmax(alphas, axis=-1)
-
-
 def relax_all(name: str, alphas: dict[str, jax.Array], key: jax.Array | None,
               hyper: Mapping | None = None) -> dict[str, jax.Array]:
     """Apply relaxation ``name`` to several alpha matrices, each with its own key (None: no keys)."""
@@ -73,3 +72,6 @@ def relax_all(name: str, alphas: dict[str, jax.Array], key: jax.Array | None,
     hyper = {} if hyper is None else hyper
     keys = [None] * len(alphas) if key is None else list(jax.random.split(key, len(alphas)))
     return {k: fn(a, sub, hyper) for (k, a), sub in zip(sorted(alphas.items()), keys)}
+
+
+from jaxnas.relaxations import softmax, gumbel_hard, gumbel_soft, dirichlet, sigmoid  # noqa: E402,F401,I001  (register the built-in ones)
