@@ -4,7 +4,7 @@
     python experiments/nb201_methods.py --table nb201_cifar10.csv --data-dir ~/tensorflow_datasets
 
     # the reduced CPU run (docs/methods.md): the embedded digits, a 1-cell-per-stage supernet at C=8,
-    # 4 epochs, looked up in a MADE-UP table (nb201.synthetic_table): it checks the pipeline, not the paper
+    # 4 epochs, looked up in a MADE-UP table (experiments/made_up_table.py): it checks the pipeline, not the paper
     python experiments/nb201_methods.py --reduced
 
 Each method runs ``configs/<method>_nb201.py`` (the official defaults) for each seed; the found cell
@@ -31,7 +31,8 @@ from jaxnas import config as config_lib
 from jaxnas.errors import JaxnasError
 from jaxnas.methods import METHODS
 from jaxnas.search import get_strategy
-from jaxnas.spaces.nb201 import synthetic_table
+
+import made_up_table  # experiments/made_up_table.py, beside this script
 
 # NAS-Bench-201 CIFAR-10 test accuracy of the found cells, as published (DrNAS README; GDAS, beta-DARTS and
 # DARTS- from their papers; see docs/methods.md)
@@ -79,7 +80,7 @@ def main() -> None:
     if args.reduced:
         args.data = "digits"
         if not args.table:
-            args.table = synthetic_table(os.path.join(tempfile.mkdtemp(), "made_up_nb201.csv"))
+            args.table = made_up_table.write(os.path.join(tempfile.mkdtemp(), "made_up_nb201.csv"))
             print(f"looking cells up in a MADE-UP table ({args.table}): the numbers below test the pipeline only")
     elif not args.table:
         print("error: --table is required (a NAS-Bench-201 CSV with arch and test_acc columns)", file=sys.stderr)

@@ -38,31 +38,40 @@ def load_config(spec: str | None = None, overrides: list[str] | tuple[str, ...] 
     return config_lib.apply_overrides(config_lib.load(spec, kind), list(overrides))
 
 
-def check_train(cfg: ml_collections.ConfigDict) -> None:
-    """Everything ``run_train`` would refuse, without training: the genotype, the data and the network."""
+def check_train(cfg: ml_collections.ConfigDict) -> data_lib.Dataset:
+    """Everything ``run_train`` would refuse, without training: the genotype, the data and the network.
+    Returns the loaded dataset, which ``run_train(data=...)`` takes."""
     config_lib.check_config(cfg, "train")
     genotype = genotype_lib.load(cfg.genotype)
     ds = data_lib.load_dataset(cfg.data.name, cfg.data.data_dir)
     if cfg.train.dtype not in train_lib.DTYPES:
         raise unknown("train.dtype", cfg.train.dtype, train_lib.DTYPES)
     jax.eval_shape(lambda: nnx.state(train_lib.build_network(cfg, genotype, ds.image_shape, ds.num_classes)))
+    return ds
 
 
-def run_search(cfg: ml_collections.ConfigDict, run_dir: str | None = None, log=print, resume: bool = False) -> dict:
+def run_search(cfg: ml_collections.ConfigDict, run_dir: str | None = None, log=print, resume: bool = False,
+               data: data_lib.SearchData | None = None) -> dict:
     """Run the strategy ``cfg.search.strategy`` names; returns at least ``genotype`` (the architecture
-    found) and ``history``. ``run_dir`` is held (``rundir.lock``) while it runs."""
+    found) and ``history``. ``data``: what ``check_search(cfg)`` returned (the data loaded and split
+    once), else it is loaded here. ``run_dir`` is held (``rundir.lock``) while it runs."""
     config_lib.check_config(cfg, "search")
     strategy = get_strategy(cfg.search.strategy)
+    if data is not None and not isinstance(data, data_lib.SearchData):
+        raise JaxnasError(f"run_search: data must be what check_search(cfg) returned, got {type(data).__name__}")
     with rundir.locked(run_dir), rundir.disk_errors(run_dir):
-        return strategy(cfg, run_dir, log=log, resume=resume)
+        return strategy(cfg, run_dir, log=log, resume=resume, data=data)
 
 
-def run_train(cfg: ml_collections.ConfigDict, run_dir: str | None = None, log=print, resume: bool = False) -> dict:
-    """Retrain ``cfg.genotype`` from scratch and test it once (a ``kind="train"`` config); ``run_dir`` is held
-    while it runs."""
+def run_train(cfg: ml_collections.ConfigDict, run_dir: str | None = None, log=print, resume: bool = False,
+              data: data_lib.Dataset | None = None) -> dict:
+    """Retrain ``cfg.genotype`` from scratch and test it once (a ``kind="train"`` config); ``data``: what
+    ``check_train(cfg)`` returned, else it is loaded here. ``run_dir`` is held while it runs."""
     config_lib.check_config(cfg, "train")
+    if data is not None and not isinstance(data, data_lib.Dataset):
+        raise JaxnasError(f"run_train: data must be what check_train(cfg) returned, got {type(data).__name__}")
     with rundir.locked(run_dir), rundir.disk_errors(run_dir):
-        return train_lib.run(cfg, run_dir, log=log, resume=resume)
+        return train_lib.run(cfg, run_dir, log=log, resume=resume, data=data)
 
 
 def check_optimize(cfg: ml_collections.ConfigDict, data: dict | None = None):

@@ -53,8 +53,6 @@ def _resolve(args, overrides: list[str], kind: str):
 def _run_dir(args, cfg, kind: str) -> str:
     """The run directory: made for a new run, or the resumed one; held (``rundir.lock``) for the rest of
     this process, so a second process on the same run stops at once."""
-    _setup_jax(cfg.run.compile_cache)
-    distributed.initialize(cfg.run, log=lambda msg: print(msg, flush=True))
     if args.resume:
         path = args.resume
         rundir.lock(path)
@@ -103,29 +101,30 @@ def _cleaning_up(path: str, resume: bool):
         raise
 
 
-def _run(args, overrides: list[str], kind: str, check, run, what: str, setup_first: bool = False):
-    """A search, training or optimization from the command line: ``--check`` validates only; else the
-    run, whose folder is removed again if it fails before any result. ``setup_first``: ``check`` is the
-    run's own setup (optimize's ``workflow.setup``), made before the folder exists and handed to the
-    run, so that nothing it would refuse leaves a folder behind. Returns ``(result or None, run dir)``."""
+def _run(args, overrides: list[str], kind: str, check, run, what: str, handoff: str):
+    """A search, training or optimization from the command line. ``check`` is the run's own setup: every
+    check the run makes, made before the run directory exists (``--check`` stops there), and its result
+    (the loaded data, optimize's plan) is handed to ``run`` as the keyword ``handoff``, so the data is
+    loaded once and nothing the run would refuse leaves a folder behind. A failure after that still
+    removes the folder if no result was written. Returns ``(result or None, run dir)``."""
     cfg = _resolve(args, overrides, kind)
-    if args.check or setup_first:
-        prepared = check(cfg)
-        if args.check:
-            print(f"ok: the config, {what} are valid (nothing was run)")
-            return None, None
+    if not args.check:  # a run joins its process group before JAX starts (the setup initializes the backend)
+        _setup_jax(cfg.run.compile_cache)
+        distributed.initialize(cfg.run, log=lambda msg: print(msg, flush=True))
+    prepared = check(cfg)
+    if args.check:
+        print(f"ok: the config, {what} are valid (nothing was run)")
+        return None, None
     path = _run_dir(args, cfg, kind)
     try:
         with _cleaning_up(path, bool(args.resume)), rundir.disk_errors(path):
-            if setup_first:
-                return run(cfg, path, log=_log, resume=bool(args.resume), plan=prepared), path
-            return run(cfg, path, log=_log, resume=bool(args.resume)), path
+            return run(cfg, path, log=_log, resume=bool(args.resume), **{handoff: prepared}), path
     finally:
         rundir.unlock(path)
 
 
 def cmd_search(args, overrides: list[str]) -> int:
-    result, path = _run(args, overrides, "search", api.check_search, api.run_search, "data and space")
+    result, path = _run(args, overrides, "search", api.check_search, api.run_search, "data and space", "data")
     if result is None:
         return 0
     found = (result.get("result") or {}).get("arch") or result["genotype"]
@@ -136,13 +135,13 @@ def cmd_search(args, overrides: list[str]) -> int:
 
 
 def cmd_train(args, overrides: list[str]) -> int:
-    _run(args, overrides, "train", api.check_train, api.run_train, "genotype, data and network")
+    _run(args, overrides, "train", api.check_train, api.run_train, "genotype, data and network", "data")
     return 0
 
 
 def cmd_optimize(args, overrides: list[str]) -> int:
     result, path = _run(args, overrides, "optimize", api.check_optimize, api.run_optimize,
-                        "data, split, baseline and search space", setup_first=True)
+                        "data, split, baseline and search space", "plan")
     if result is not None:
         _log(f"report: {os.path.join(path, 'report.md')}")
     return 0

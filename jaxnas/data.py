@@ -248,6 +248,34 @@ def resolve_augment(augment: str, dataset_name: str) -> str:
     return DEFAULT_AUGMENT.get(dataset_name, "none") if augment == "auto" else augment
 
 
+@dataclasses.dataclass(frozen=True)
+class SearchData:
+    """A search's data, loaded and split once (``search_data``): the dataset, DARTS's search-train and
+    search-val rows of its training split (``search_split``), and the resolved augmentation."""
+
+    dataset: Dataset
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    augment: str
+
+    def batcher(self, part: str, batch_size: int, seed: int, stream: int, augment: str | None = None) -> "Batcher":
+        """Batches of ``part`` ("train": search-train, "val": search-val), normalized by the training split's
+        mean and std; ``augment`` None: the search's augmentation."""
+        ds = self.dataset
+        mean, std = ds.mean_std()
+        rows = {"train": self.train_idx, "val": self.val_idx}[part]
+        return Batcher(ds.x_train, ds.y_train, rows, batch_size, mean, std,
+                       self.augment if augment is None else augment, seed, stream)
+
+
+def search_data(data_cfg, dataset: Dataset | None = None) -> SearchData:
+    """The data of a search (``cfg.data``): ``dataset`` or the one ``data_cfg.name`` names, its search
+    split by ``data_cfg.train_portion`` and its augmentation. Every search path takes its data from here."""
+    ds = dataset if dataset is not None else load_dataset(data_cfg.name, data_cfg.data_dir)
+    train_idx, val_idx = search_split(len(ds.x_train), data_cfg.train_portion)
+    return SearchData(ds, train_idx, val_idx, resolve_augment(data_cfg.augment, ds.name))
+
+
 def augment_batch(x: np.ndarray, kind: str, rng: np.random.Generator, pad: int = 4,
                   total: int | None = None, part: slice = slice(None)) -> np.ndarray:
     """Random crop of the zero-padded image (torchvision RandomCrop(padding=4)) and random flip.

@@ -95,8 +95,8 @@ def test_metrics(predict, params, stats, x, y, num_classes, batch_size, mean, st
     return m
 
 
-def _prepare(cfg, genotype):
-    ds = data_lib.load_dataset(cfg.data.name, cfg.data.data_dir)
+def _prepare(cfg, genotype, ds: data_lib.Dataset | None = None):
+    ds = ds if ds is not None else data_lib.load_dataset(cfg.data.name, cfg.data.data_dir)
     model = build_network(cfg, genotype, ds.image_shape, ds.num_classes)
     mesh = parallel.make_mesh(cfg.run.devices)
     parallel.check_batch(cfg.train.eval_batch_size, mesh)
@@ -111,8 +111,9 @@ def _prepare(cfg, genotype):
     return ds, model, mesh, params, stats, predict
 
 
-def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dict:
-    """Retrain ``cfg.genotype`` as configured, then test; writes weights and test metrics into ``run_dir``.
+def run(cfg, run_dir: str | None = None, log=print, resume: bool = False, data: data_lib.Dataset | None = None) -> dict:
+    """Retrain ``cfg.genotype`` as configured on ``data`` (None: the dataset ``cfg.data`` names), then test;
+    writes weights and test metrics into ``run_dir``.
 
     Checkpoints (weights, BN statistics, optimizer, PRNG key, position) every
     ``run.checkpoint_every`` steps and at each epoch end; ``resume`` continues bit for bit.
@@ -127,7 +128,7 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
 
     # data, mesh and model (the evaluation network of the genotype)
     genotype = genotype_lib.load(cfg.genotype)
-    ds, model, mesh, params, stats, predict = _prepare(cfg, genotype)
+    ds, model, mesh, params, stats, predict = _prepare(cfg, genotype, data)
     parallel.check_batch(t.batch_size, mesh)
     mean, std = ds.mean_std()
     augment = data_lib.resolve_augment(cfg.data.augment, ds.name)

@@ -21,6 +21,17 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 from jaxnas import config as config_lib  # noqa: E402
 
 
+def made_up_table(path: str, ops=None, seed: int = 0, noise: float = 0.2) -> str:
+    """``experiments/made_up_table.py``'s invented NB-201-style table at ``path`` (not benchmark data)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "made_up_table", os.path.join(os.path.dirname(__file__), "..", "experiments", "made_up_table.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.write(path, *(() if ops is None else (ops,)), seed=seed, noise=noise)
+
+
 def tiny_cfg(**search) -> ml_collections.ConfigDict:
     """1 cell of 2 nodes over 3 ops on the 8x8 digits: compiles in seconds."""
     c = config_lib.search_defaults()

@@ -326,7 +326,7 @@ def test_run_optimize_takes_in_memory_arrays(tmp_path):
     assert report["split"]["test"] == 18 and report["baseline"]["test"]["accuracy"] > 0.5
 
 
-def test_an_architecture_search_on_train_and_val_then_hyperparameters_for_what_it_found(tmp_path):
+def test_an_architecture_search_on_train_and_val_then_hyperparameters_for_what_it_found(tmp_path, monkeypatch):
     cfg = _tiny(tmp_path, **{"optimize.arch": "search", "optimize.trials": 2, "optimize.model.C": 4,
                              "optimize.model.layers": 2, "optimize.hparams.model": "",
                              "optimize.search_overrides": "space.C=4;space.layers=1;space.nodes=2;"
@@ -334,6 +334,16 @@ def test_an_architecture_search_on_train_and_val_then_hyperparameters_for_what_i
                              "search.epochs=1;search.batch_size=32;run.log_every=1000"})
     run_dir = str(tmp_path / "run")
     os.makedirs(run_dir)
+    from jaxnas.optimize import workflow
+
+    handed = []
+    real = workflow.get_strategy
+
+    def spy(name):
+        strategy = real(name)
+        return lambda *a, **k: handed.append(k["data"]) or strategy(*a, **k)
+
+    monkeypatch.setattr(workflow, "get_strategy", spy)
     report = api.run_optimize(cfg, run_dir, log=lambda m: None)
     found = f"genotype:{run_dir}/arch_search/genotype.json"
     assert json.load(open(os.path.join(run_dir, "arch_search.json")))["model"] == found
@@ -342,11 +352,11 @@ def test_an_architecture_search_on_train_and_val_then_hyperparameters_for_what_i
     # the search saw train (its search-train split) and val (search-val) and nothing of the test split
     split = json.load(open(os.path.join(run_dir, "split.json")))["indices"]
     pool = split_lib.load_pool("digits")
-    with np.load(os.path.join(run_dir, "search_data.npz")) as d:
-        np.testing.assert_array_equal(d["x"], pool.x[np.r_[split["train"], split["val"]]])
-    scfg = json.load(open(os.path.join(run_dir, "arch_search", "config.json")))
-    assert int(np.floor(scfg["data"]["train_portion"] * (len(split["train"]) + len(split["val"])))) == \
-        len(split["train"])
+    (data,) = handed  # in memory: no file of the arrays is written
+    assert not os.path.exists(os.path.join(run_dir, "search_data.npz"))
+    np.testing.assert_array_equal(data.dataset.x_train[data.train_idx], pool.x[split["train"]])
+    np.testing.assert_array_equal(data.dataset.x_train[data.val_idx], pool.x[split["val"]])
+    np.testing.assert_array_equal(data.dataset.x_test, pool.x[split["val"]])  # its "test" is our val, never our test
 
 
 def _launch(args, cwd):

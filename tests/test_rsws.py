@@ -8,15 +8,15 @@ from jaxnas import config as config_lib
 from jaxnas import genotype as G
 from jaxnas import rundir
 from jaxnas.search import get_strategy
-from jaxnas.spaces import build_supernet, discrete_space, nb201
+from jaxnas.spaces import build_supernet, discrete_space
 
-from conftest import tiny_cfg
+from conftest import made_up_table, tiny_cfg
 
 OPS = ("none", "skip_connect", "nor_conv_3x3")
 
 
 def test_random_search_with_weight_sharing_on_nb201(tmp_path):
-    table = nb201.synthetic_table(str(tmp_path / "t.csv"), OPS, seed=1)
+    table = made_up_table(str(tmp_path / "t.csv"), OPS, seed=1)
     cfg = config_lib.search_defaults()
     cfg.search.strategy, cfg.data.name = "rsws", "digits"
     cfg.search.batch_size, cfg.search.max_steps_per_epoch = 32, 6

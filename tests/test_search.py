@@ -7,7 +7,7 @@ from jaxnas import genotype as G
 from jaxnas import rundir
 from jaxnas.search import get_strategy
 
-from conftest import tiny_cfg
+from conftest import made_up_table, tiny_cfg
 
 
 def test_tiny_search_end_to_end(tmp_path):
@@ -79,7 +79,7 @@ def test_darts_on_the_nb201_supernet_and_its_plots(tmp_path):
     cfg = tiny_cfg(epochs=2, batch_size=32, max_steps_per_epoch=4)
     cfg.space.name, cfg.space.ops, cfg.space.C, cfg.space.cells_per_stage = "nb201", "none,nor_conv_3x3", 4, 1
     cfg.run.workdir, cfg.run.name = str(tmp_path), "nb"
-    cfg.evaluator.table = nb201.synthetic_table(str(tmp_path / "t.csv"), ("none", "nor_conv_3x3"))
+    cfg.evaluator.table = made_up_table(str(tmp_path / "t.csv"), ("none", "nor_conv_3x3"))
     path = rundir.create(cfg, "search")
     result = get_strategy("darts")(cfg, path, log=lambda *_: None)
     arch = result["genotype"]

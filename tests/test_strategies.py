@@ -15,12 +15,14 @@ from jaxnas.evaluators import TableEvaluator
 from jaxnas.search import DISCRETE_STRATEGIES, discrete, get_strategy
 from jaxnas.spaces import discrete_space, nb201
 
+from conftest import made_up_table
+
 OPS = ("none", "skip_connect", "nor_conv_3x3")  # 3^6 = 729 cells
 
 
 @pytest.fixture(scope="module")
 def table(tmp_path_factory):
-    return nb201.synthetic_table(str(tmp_path_factory.mktemp("t") / "table.csv"), OPS, seed=3, noise=0.05)
+    return made_up_table(str(tmp_path_factory.mktemp("t") / "table.csv"), OPS, seed=3, noise=0.05)
 
 
 def _cfg(table, strategy="random", budget=100, **discrete_over):

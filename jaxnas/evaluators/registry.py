@@ -21,15 +21,23 @@ def register_evaluator(name: str):
     return lambda factory: EVALUATORS.add(name, factory)
 
 
-def make_evaluator(cfg, space, log=print):
-    """The evaluator named by ``evaluator.kind``."""
-    return EVALUATORS.lookup(cfg.evaluator.kind)(space, cfg, log)
+def _make(cls, space, cfg, log, data):
+    """An evaluator; one that declares ``takes_data = True`` gets the search's loaded data (``data.SearchData``)
+    instead of loading it again."""
+    if data is not None and getattr(cls, "takes_data", False):
+        return cls(space, cfg, log, data=data)
+    return cls(space, cfg, log)
 
 
-def final_tester(cfg, space, evaluator, log=print):
+def make_evaluator(cfg, space, log=print, data=None):
+    """The evaluator named by ``evaluator.kind`` (``data``: the search's ``SearchData``, when loaded)."""
+    return _make(EVALUATORS.lookup(cfg.evaluator.kind), space, cfg, log, data)
+
+
+def final_tester(cfg, space, evaluator, log=print, data=None):
     """What measures the found architecture on test: the evaluator itself when it has ``test``;
     else (weight sharing) the table if one is given, else training from scratch."""
     if hasattr(evaluator, "test"):
         return evaluator
     kind = "table" if cfg.evaluator.table else "train"
-    return EVALUATORS[kind](space, cfg, log)
+    return _make(EVALUATORS[kind], space, cfg, log, data)

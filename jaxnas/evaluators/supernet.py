@@ -23,19 +23,18 @@ class SupernetEvaluator:
     """Trains a weight-sharing supernet on construction, then ``score(arch)`` = search-val accuracy."""
 
     has_cost = True  # the wall time
+    takes_data = True
 
-    def __init__(self, space, cfg, log=print):
+    def __init__(self, space, cfg, log=print, data: data_lib.SearchData | None = None):
         self.space, self.cfg = space, cfg
-        ds = data_lib.load_dataset(cfg.data.name, cfg.data.data_dir)
-        mean, std = ds.mean_std()
-        train_idx, val_idx = data_lib.search_split(len(ds.x_train), cfg.data.train_portion)
-        augment = data_lib.resolve_augment(cfg.data.augment, ds.name)
+        data = data if data is not None else data_lib.search_data(cfg.data)
+        ds = data.dataset
         s, d = cfg.search, cfg.discrete
         if d.ws_epochs < 1 or d.ws_eval_batches < 1:
             raise JaxnasError(f"discrete.ws_epochs and discrete.ws_eval_batches must be positive, got "
                               f"{d.ws_epochs}, {d.ws_eval_batches}")
-        train_b = data_lib.Batcher(ds.x_train, ds.y_train, train_idx, s.batch_size, mean, std, augment, cfg.seed, 0)
-        val_b = data_lib.Batcher(ds.x_train, ds.y_train, val_idx, s.batch_size, mean, std, "none", cfg.seed, 1)
+        train_b = data.batcher("train", s.batch_size, cfg.seed, 0)
+        val_b = data.batcher("val", s.batch_size, cfg.seed, 1, augment="none")
         steps = min(train_b.steps_per_epoch, s.max_steps_per_epoch or train_b.steps_per_epoch)
         tx = weight_optimizer(cfg.optim, epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, d.ws_epochs, steps))
         state, step, self._accuracy = get_space(cfg.space.name).weight_sharing(space, cfg, ds, tx)

@@ -58,13 +58,13 @@ class TrainEvaluator:
     score top-1 on search-val; seeded by (seed, architecture) so a score is reproducible."""
 
     has_cost = True  # the wall time
+    takes_data = True
 
-    def __init__(self, space, cfg, log=print):
+    def __init__(self, space, cfg, log=print, data: data_lib.SearchData | None = None):
         self.space, self.cfg, self.log = space, cfg, log
-        self.ds = data_lib.load_dataset(cfg.data.name, cfg.data.data_dir)
+        data = data if data is not None else data_lib.search_data(cfg.data)
+        self.ds, self.train_idx, self.val_idx, self.augment = data.dataset, data.train_idx, data.val_idx, data.augment
         self.mean, self.std = self.ds.mean_std()
-        self.train_idx, self.val_idx = data_lib.search_split(len(self.ds.x_train), cfg.data.train_portion)
-        self.augment = data_lib.resolve_augment(cfg.data.augment, self.ds.name)
         e = cfg.evaluator
         if e.epochs < 1 or e.batch_size < 1:
             raise JaxnasError(f"evaluator.epochs and evaluator.batch_size must be positive, got {e.epochs}, "

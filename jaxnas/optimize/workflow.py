@@ -162,7 +162,18 @@ def search_dataset(pool, split) -> data_lib.Dataset:
     into the two by ``search_config``'s ``train_portion``), val again as its "test", never ours."""
     x = np.concatenate([pool.x[split.train], pool.x[split.val]])
     y = np.concatenate([pool.y[split.train], pool.y[split.val]])
-    return data_lib.Dataset("search_data.npz", x, y, pool.x[split.val], pool.y[split.val], pool.num_classes)
+    return data_lib.Dataset("train+val arrays", x, y, pool.x[split.val], pool.y[split.val], pool.num_classes)
+
+
+def search_data(plan: "Plan") -> data_lib.SearchData:
+    """``search_dataset`` handed to the search in memory, its search-train rows exactly our train split
+    and its search-val rows our val split."""
+    ds = search_dataset(plan.pool, plan.split)
+    data = data_lib.search_data(plan.search.data, ds)
+    n_train = len(plan.split.train)
+    if len(data.train_idx) != n_train:
+        raise JaxnasError(f"internal: the search split has {len(data.train_idx)} training rows, not {n_train}")
+    return data
 
 
 def search_architecture(plan: "Plan", run_dir: str | None, log) -> str:
@@ -173,18 +184,14 @@ def search_architecture(plan: "Plan", run_dir: str | None, log) -> str:
     if done and os.path.exists(done):
         return rundir.read_json(done, "architecture search result")["model"]
     where = run_dir or tempfile.mkdtemp(prefix="jaxnas-arch-search-")
-    ds = search_dataset(plan.pool, plan.split)
-    data_path = os.path.join(where, "search_data.npz")
-    np.savez(data_path, x=ds.x_train, y=ds.y_train, x_test=ds.x_test, y_test=ds.y_test)  # "test" = val: never ours
     scfg = plan.search
-    scfg.data.name = data_path
     sub = os.path.join(where, "arch_search")
     shutil.rmtree(sub, ignore_errors=True)
     scfg.run.workdir, scfg.run.name = where, "arch_search"
     log(f"architecture search: {scfg.search.strategy} on space {scfg.space.name} ({scfg.search.epochs} epochs) on "
         f"train/val; logs in {sub}")
     found = get_strategy(scfg.search.strategy)(scfg, rundir.create(scfg, "search") if run_dir else None,
-                                               log=log, resume=False)
+                                               log=log, resume=False, data=search_data(plan))
     arch = found["genotype"]
     if hasattr(arch, "normal") and scfg.space.name == "darts":
         path = os.path.join(where, "arch_search", "genotype.json")

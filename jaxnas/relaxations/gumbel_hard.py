@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 
-from jaxnas.relaxations import register_relaxation
+from jaxnas.relaxations.registry import register_relaxation
 
 
 @register_relaxation("gumbel_hard", hard=True)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import jax
 
-from jaxnas.relaxations import register_relaxation
+from jaxnas.relaxations.registry import register_relaxation
 
 
 @register_relaxation("gumbel_soft")

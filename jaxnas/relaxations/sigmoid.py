@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import jax
 import numpy as np
 
-from jaxnas.relaxations import register_relaxation
+from jaxnas.relaxations.registry import register_relaxation
 
 
 def _sigmoid_np(a) -> np.ndarray:

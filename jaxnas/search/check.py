@@ -15,22 +15,22 @@ from jaxnas.search import get_strategy
 from jaxnas.spaces import build_supernet, discrete_space
 
 
-def check_search(cfg: ml_collections.ConfigDict, dataset: data_lib.Dataset | None = None) -> None:
+def check_search(cfg: ml_collections.ConfigDict, dataset: data_lib.Dataset | None = None) -> data_lib.SearchData:
     """Everything ``run_search`` would refuse, without training: the strategy, the data (``dataset``, else
     ``cfg.data``) and its split, the space and its supernet (built abstractly, with its stages) or
-    discrete form, and a table evaluator's file. Raises JaxnasError."""
+    discrete form, and a table evaluator's file. Raises JaxnasError; returns the loaded, split data,
+    which ``run_search(data=...)`` takes (the CLI checks before it makes the run directory)."""
     from jaxnas.methods import progressive
     from jaxnas.search import differentiable
 
     config_lib.check_config(cfg, "search")
     get_strategy(cfg.search.strategy)
-    ds = dataset if dataset is not None else data_lib.load_dataset(cfg.data.name, cfg.data.data_dir)
-    data_lib.resolve_augment(cfg.data.augment, ds.name)
+    data = data_lib.search_data(cfg.data, dataset)
+    ds = data.dataset
     if cfg.search.strategy == "darts":
         s = cfg.search
         methods.parts(cfg.method, s.epochs, 1)
-        train_idx, val_idx = data_lib.search_split(len(ds.x_train), cfg.data.train_portion)
-        for part, idx in (("search-train", train_idx), ("search-val", val_idx)):
+        for part, idx in (("search-train", data.train_idx), ("search-val", data.val_idx)):
             if s.batch_size > len(idx):
                 raise JaxnasError(f"search.batch_size {s.batch_size} is larger than the {len(idx)} examples of the "
                                   f"{part} split (data.train_portion={cfg.data.train_portion})")
@@ -44,3 +44,4 @@ def check_search(cfg: ml_collections.ConfigDict, dataset: data_lib.Dataset | Non
             make_evaluator(cfg, space)
         else:
             EVALUATORS.lookup(cfg.evaluator.kind)
+    return data

@@ -73,8 +73,10 @@ def check_stages(net, stages: list, space_name: str) -> None:
 
 
 @register_strategy("darts")
-def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dict:
-    """Run a DARTS search as configured; returns the final genotype and the per-epoch history.
+def run(cfg, run_dir: str | None = None, log=print, resume: bool = False,
+        data: data_lib.SearchData | None = None) -> dict:
+    """Run a DARTS search as configured on ``data`` (None: ``data_lib.search_data(cfg.data)``); returns the
+    final genotype and the per-epoch history.
 
     With ``run_dir`` it checkpoints every ``run.checkpoint_every`` steps and at each
     epoch end; ``resume`` continues from the newest good checkpoint there, bit for bit.
@@ -90,12 +92,10 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False) -> dic
     methods.registry.check(cfg.method)
 
     # data: search-train and search-val halves of the training split
-    ds = data_lib.load_dataset(cfg.data.name, cfg.data.data_dir)
+    data = data if data is not None else data_lib.search_data(cfg.data)
+    ds, train_idx, val_idx = data.dataset, data.train_idx, data.val_idx
     mean, std = ds.mean_std()
-    train_idx, val_idx = data_lib.search_split(len(ds.x_train), cfg.data.train_portion)
-    augment = data_lib.resolve_augment(cfg.data.augment, ds.name)
-    train_b = data_lib.Batcher(ds.x_train, ds.y_train, train_idx, s.batch_size, mean, std, augment, cfg.seed, 0)
-    val_b = data_lib.Batcher(ds.x_train, ds.y_train, val_idx, s.batch_size, mean, std, augment, cfg.seed, 1)
+    train_b, val_b = data.batcher("train", s.batch_size, cfg.seed, 0), data.batcher("val", s.batch_size, cfg.seed, 1)
     steps = min(train_b.steps_per_epoch, s.max_steps_per_epoch or train_b.steps_per_epoch)
 
     # mesh: every device, the batch split over them

@@ -25,11 +25,13 @@ from jaxnas.evaluators import final_tester, make_evaluator
 from jaxnas.spaces import discrete_space, get_space
 
 
-def space_of(cfg):
-    """The run's discrete space; spaces whose validity depends on the input shape get it."""
+def space_of(cfg, data: data_lib.SearchData | None = None):
+    """The run's discrete space; spaces whose validity depends on the input shape get it (from ``data``,
+    else the dataset ``cfg.data`` names)."""
     in_shape = None
     if get_space(cfg.space.name).needs_input_shape:
-        in_shape = data_lib.load_dataset(cfg.data.name, cfg.data.data_dir).image_shape
+        ds = data.dataset if data is not None else data_lib.load_dataset(cfg.data.name, cfg.data.data_dir)
+        in_shape = ds.image_shape
     return discrete_space(cfg.space, in_shape)
 
 
@@ -85,14 +87,16 @@ def _eta(d, state: dict, done_before: int, elapsed: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def run(cfg, run_dir: str | None, log, resume: bool, strategy_cls, evaluator=None) -> dict:
-    """Run ``strategy_cls`` on ``cfg.space`` with ``cfg.evaluator`` within ``cfg.discrete``'s budget."""
+def run(cfg, run_dir: str | None, log, resume: bool, strategy_cls, evaluator=None,
+        data: data_lib.SearchData | None = None) -> dict:
+    """Run ``strategy_cls`` on ``cfg.space`` with ``cfg.evaluator`` within ``cfg.discrete``'s budget (``data``:
+    the search's loaded data, else each part loads what it needs)."""
     d = cfg.discrete
     check_budget(d)
     if resume and not run_dir:
         raise JaxnasError("resume needs a run directory")
-    space = space_of(cfg)
-    evaluator = evaluator or make_evaluator(cfg, space, log)
+    space = space_of(cfg, data)
+    evaluator = evaluator or make_evaluator(cfg, space, log, data)
     if d.budget_seconds and not getattr(evaluator, "has_cost", True):
         raise JaxnasError(f"discrete.budget_seconds={d.budget_seconds} counts the evaluations' cost, but evaluator "
                           f"{cfg.evaluator.kind!r} has none (set evaluator.cost_column to the table's time column, "
@@ -145,7 +149,7 @@ def run(cfg, run_dir: str | None, log, resume: bool, strategy_cls, evaluator=Non
     result = {"strategy": cfg.search.strategy, "space": space.name, "arch": state["best"],
               "score": state["best_score"], "evaluations": state["evals"], "spent": state["spent"]}
     if d.final_test:
-        tester = final_tester(cfg, space, evaluator, log)
+        tester = final_tester(cfg, space, evaluator, log, data)
         result["test"] = tester.test(best)
         f1 = result["test"].get("macro_f1")
         log(f"test (held out, used for nothing else): accuracy {result['test']['accuracy']:.4f}"
@@ -158,10 +162,10 @@ def run(cfg, run_dir: str | None, log, resume: bool, strategy_cls, evaluator=Non
 
 
 def runner(strategy_cls):
-    """``run(cfg, run_dir, log, resume)`` for the strategy registry."""
+    """``run(cfg, run_dir, log, resume, data)`` for the strategy registry."""
 
-    def run_strategy(cfg, run_dir=None, log=print, resume=False):
-        return run(cfg, run_dir, log, resume, strategy_cls)
+    def run_strategy(cfg, run_dir=None, log=print, resume=False, data=None):
+        return run(cfg, run_dir, log, resume, strategy_cls, data=data)
 
     run_strategy.__doc__ = f"Discrete search with {strategy_cls.__name__}."
     return run_strategy

@@ -20,7 +20,9 @@ DISCRETE_STRATEGIES: Registry = Registry("discrete search strategy")
 
 
 def register_strategy(name: str):
-    """Decorator registering ``run(cfg, run_dir, log, resume) -> dict`` as ``search.strategy=<name>``."""
+    """Decorator registering ``run(cfg, run_dir, log, resume, data) -> dict`` as ``search.strategy=<name>``;
+    ``data`` is the search's ``jaxnas.data.SearchData`` when the caller loaded it (``--check``'s setup), else None
+    (``jaxnas.data.search_data(cfg.data)`` loads it)."""
 
     return lambda fn: STRATEGIES.add(name, fn)
 

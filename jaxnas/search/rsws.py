@@ -11,8 +11,9 @@ from jaxnas.search.registry import register_strategy
 
 
 @register_strategy("rsws")
-def run(cfg, run_dir=None, log=print, resume=False) -> dict:
+def run(cfg, run_dir=None, log=print, resume=False, data=None) -> dict:
     """Random search scored by a weight-sharing supernet, then the best retrained (or looked up) for test."""
     discrete.check_budget(cfg.discrete)
-    space = discrete.space_of(cfg)
-    return discrete.run(cfg, run_dir, log, resume, RandomSearch, evaluator=SupernetEvaluator(space, cfg, log))
+    space = discrete.space_of(cfg, data)
+    return discrete.run(cfg, run_dir, log, resume, RandomSearch, evaluator=SupernetEvaluator(space, cfg, log, data),
+                        data=data)

@@ -11,7 +11,6 @@ linear classifier (Dong & Yang, ICLR 2020; the benchmark's official code, D-X-Y/
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import functools
 import itertools
@@ -311,23 +310,3 @@ class NB201Space(Space):
 
     def edge_names(self, key, n):
         return [f"{i} -> {j}" for j, i in EDGES][:n]
-
-
-def synthetic_table(path: str, ops: Sequence[str] = NB201_OPS, seed: int = 0, noise: float = 0.2) -> str:
-    """Write a MADE-UP tabular benchmark over the cells with these ops (for tests and demos, not
-    NAS-Bench-201 data): score = 80 + a per-(edge, op) effect + small pairwise noise, in percent,
-    with columns arch, index, val_acc, test_acc, f1, train_time."""
-    rng = np.random.default_rng(seed)
-    effect = rng.normal(0, 2.0, size=(len(EDGES), len(ops)))
-    pair = rng.normal(0, noise, size=(len(EDGES), len(ops), len(EDGES), len(ops)))
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["arch", "index", "val_acc", "test_acc", "f1", "train_time"])
-        for combo in itertools.product(range(len(ops)), repeat=len(EDGES)):
-            arch = NB201Arch(tuple(ops[i] for i in combo))
-            val = 80 + sum(effect[e, o] for e, o in enumerate(combo)) + \
-                sum(pair[e, o, e2, o2] for e, o in enumerate(combo) for e2, o2 in enumerate(combo) if e2 > e)
-            test = val + rng.normal(0, 0.1)
-            w.writerow([arch.to_str(), index_of(arch), f"{val:.4f}", f"{test:.4f}", f"{test / 100:.4f}",
-                        f"{100 + 10 * sum(ops[o].startswith('nor_conv') for o in combo):.1f}"])
-    return path

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from jaxnas import kernels
 from jaxnas.losses import cross_entropy
 from jaxnas.nn import split_model
 
@@ -26,10 +27,8 @@ def _with_alphas(graphdef, params, alphas, stats, onehot):
 def onehot_supernet(space_def, space, cfg, ds, tx):
     """``(state, step, accuracy)`` of ``space_def``'s supernet driven by ``space.onehot_alphas``;
     accuracy uses the batch's BN statistics (running statistics mix all sampled paths)."""
-    from jaxnas.spaces.registry import build_supernet
-
-    model = build_supernet(cfg.space, tuple(ds.image_shape), ds.num_classes, nnx.Rngs(cfg.seed),
-                           kernels=cfg.run.kernels)
+    model = kernels.build_with(lambda: space_def.supernet(space_def.fields(cfg.space), tuple(ds.image_shape),
+                                                          ds.num_classes, nnx.Rngs(cfg.seed)), cfg.run.kernels)
     op_names = tuple(model.op_names)
     graphdef, params, alphas, stats = split_model(model)
 
