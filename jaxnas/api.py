@@ -20,13 +20,13 @@ from jaxnas import config as config_lib
 from jaxnas import rundir
 from jaxnas import data as data_lib
 from jaxnas import genotype as genotype_lib
-from jaxnas import methods
 from jaxnas import train as train_lib
-from jaxnas.errors import JaxnasError, unknown
-from jaxnas.evaluators import EVALUATORS, make_evaluator
+from jaxnas.errors import JaxnasError
 from jaxnas.search import get_strategy
 from jaxnas.search.check import check_search
-from jaxnas.spaces import build_supernet, discrete_space
+
+__all__ = ["check_optimize", "check_search", "check_train", "evaluate_run", "load_config", "run_optimize",
+           "run_search", "run_train"]
 
 
 def load_config(spec: str | None = None, overrides: list[str] | tuple[str, ...] = (),
@@ -44,8 +44,6 @@ def check_train(cfg: ml_collections.ConfigDict) -> data_lib.Dataset:
     config_lib.check_config(cfg, "train")
     genotype = genotype_lib.load(cfg.genotype)
     ds = data_lib.load_dataset(cfg.data.name, cfg.data.data_dir)
-    if cfg.train.dtype not in train_lib.DTYPES:
-        raise unknown("train.dtype", cfg.train.dtype, train_lib.DTYPES)
     jax.eval_shape(lambda: nnx.state(train_lib.build_network(cfg, genotype, ds.image_shape, ds.num_classes)))
     return ds
 

@@ -118,8 +118,6 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False, data: 
     Checkpoints (weights, BN statistics, optimizer, PRNG key, position) every
     ``run.checkpoint_every`` steps and at each epoch end; ``resume`` continues bit for bit.
     """
-    if cfg.train.dtype not in DTYPES:
-        raise JaxnasError(f"unknown train.dtype {cfg.train.dtype!r}; allowed: {', '.join(DTYPES)}")
     t = cfg.train
     if t.epochs < 1:
         raise JaxnasError(f"train.epochs must be positive, got {t.epochs}")

@@ -20,10 +20,10 @@ from jaxnas import data as data_lib
 from jaxnas import driver, methods, parallel, rundir, writers
 from jaxnas.methods import progressive
 from jaxnas.config import fingerprint
-from jaxnas.errors import JaxnasError, unknown
+from jaxnas.errors import JaxnasError
 from jaxnas.evaluators import TableEvaluator
 from jaxnas.optim import alpha_optimizer, epoch_cosine_lr, weight_optimizer
-from jaxnas.search.bilevel import ORDERS, init_state, make_eval_step, make_search_step
+from jaxnas.search.bilevel import init_state, make_eval_step, make_search_step
 from jaxnas.search.registry import register_strategy
 from jaxnas.spaces import build_supernet, discrete_space, get_space
 
@@ -82,8 +82,6 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False,
     epoch end; ``resume`` continues from the newest good checkpoint there, bit for bit.
     """
     s = cfg.search
-    if s.order not in ORDERS:
-        raise unknown("search order", s.order, ORDERS)
     if s.epochs < 1 or s.batch_size < 1:
         raise JaxnasError(f"search.epochs and search.batch_size must be positive, got {s.epochs} and {s.batch_size}")
     if resume and not run_dir:
