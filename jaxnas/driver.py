@@ -294,3 +294,50 @@ def run_epochs(*, epochs: int, steps: int, start: int, log_every: int, checkpoin
                 stop_if_asked(stop, ckpt, gstep, run_dir)
     finally:  # pending checkpoint writes finish even when the run stops with an error
         close_run(progress, writer, ckpt)
+
+
+class Loop:
+    """A run as one object, which ``run`` drives (the search, the retraining). Its setup (``__init__``,
+    then restoring any checkpoint) sets:
+
+    * ``epochs``, ``steps`` (per epoch), ``start`` (the global step it continues from);
+    * ``log_every``, ``checkpoint_every``;
+    * ``progress`` (a ``Progress``), ``ckpt`` (a ``Checkpointer`` or None), ``run_dir``, ``writer``.
+
+    The loop calls ``begin_epoch``, ``step`` (returning the step's device metrics), ``log_step`` with the
+    checked host metrics, ``end_epoch`` and ``save`` (a checkpoint at a global step), as ``run_epochs``
+    describes."""
+
+    epochs: int
+    steps: int
+    start: int = 0
+    log_every: int = 1
+    checkpoint_every: int = 0
+    run_dir: str | None = None
+    ckpt = None
+    progress: Progress
+    writer: object
+
+    def begin_epoch(self, epoch: int, first: int) -> None:
+        """Before epoch ``epoch``, whose first step to run is ``first`` (non-zero after a mid-epoch resume)."""
+
+    def step(self, epoch: int, i: int) -> dict:
+        raise NotImplementedError
+
+    def log_step(self, epoch: int, i: int, gstep: int, metrics: dict) -> None:
+        """Every ``log_every`` steps and at an epoch's last step, with NaN/Inf-checked host metrics."""
+
+    def end_epoch(self, epoch: int, gstep: int, seconds: float) -> None:
+        """After an epoch's last step (evaluation, logs), before its checkpoint."""
+
+    def save(self, gstep: int) -> None:
+        """A checkpoint at global step ``gstep`` (nothing without a checkpointer)."""
+
+
+def run(loop: Loop) -> None:
+    """Drive ``loop`` from ``loop.start`` to ``loop.epochs * loop.steps`` (``run_epochs``): signals, the
+    NaN/Inf guard, checkpoints, progress, and closing everything whatever happens."""
+    run_epochs(epochs=loop.epochs, steps=loop.steps, start=loop.start, log_every=loop.log_every,
+               checkpoint_every=loop.checkpoint_every, progress=loop.progress, ckpt=loop.ckpt, run_dir=loop.run_dir,
+               writer=loop.writer, step=loop.step, log_step=loop.log_step, end_epoch=loop.end_epoch, save=loop.save,
+               begin_epoch=loop.begin_epoch)

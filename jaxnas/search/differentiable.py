@@ -1,15 +1,17 @@
 """The ``darts`` strategy: bilevel optimisation of a supernet, then discretization (DARTS,
 Liu et al. 2019, Alg. 1; cnn/train_search.py).
 
-Set-up (data, mesh, supernet and optimizers, the jitted step), then the run driver's loop:
-each step one bilevel step; each epoch end the search-val split is evaluated with BN
-running statistics and the space's discretization gives the current architecture.
+``DartsSearch`` is the run as one object (``driver.Loop``): set-up (data, mesh, supernet and
+optimizers, the jitted step), then the driver's loop: each step one bilevel step; each epoch end
+the search-val split is evaluated with BN running statistics and the space's discretization
+gives the current architecture.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from typing import NamedTuple
 
 import jax
 import ml_collections
@@ -72,6 +74,217 @@ def check_stages(net, stages: list, space_name: str) -> None:
                           f"got {stages[0].keep}")
 
 
+class Stage(NamedTuple):
+    """One supernet of the search (a progressive search has one per stage): the module, its graph, a fresh
+    state, and its jitted bilevel and evaluation steps."""
+
+    net: nnx.Module
+    graphdef: object
+    fresh: object
+    step: object
+    evaluate: object
+
+
+class DartsSearch(driver.Loop):
+    """A DARTS search (Liu et al. 2019, Alg. 1) as one object that ``driver.run`` drives. Set-up is
+    ``__init__`` (data, mesh, optimizers, the first stage's supernet and jitted steps) and ``restore``;
+    each step is one bilevel step; each epoch's end evaluates search-val with BN running statistics and
+    discretizes; ``finish`` writes the genotype. A progressive search (``method.stages``) enters each stage
+    at its first epoch: the edges pruned to the stage's ops, the weights widened to its K."""
+
+    def __init__(self, cfg, run_dir: str | None = None, log=print, data: data_lib.SearchData | None = None):
+        s = cfg.search
+        if s.epochs < 1 or s.batch_size < 1:
+            raise JaxnasError(f"search.epochs and search.batch_size must be positive, got {s.epochs} and "
+                              f"{s.batch_size}")
+        methods.registry.check(cfg.method)
+        self.cfg, self.run_dir, self.log, self.space = cfg, run_dir, log, get_space(cfg.space.name)
+
+        # data: search-train and search-val halves of the training split
+        self.data = data if data is not None else data_lib.search_data(cfg.data)
+        self.mean, self.std = self.data.dataset.mean_std()
+        self.train_b = self.data.batcher("train", s.batch_size, cfg.seed, 0)
+        self.val_b = self.data.batcher("val", s.batch_size, cfg.seed, 1)
+        self.epochs = s.epochs
+        self.steps = min(self.train_b.steps_per_epoch, s.max_steps_per_epoch or self.train_b.steps_per_epoch)
+        self.log_every, self.checkpoint_every = cfg.run.log_every, cfg.run.checkpoint_every
+
+        # mesh: every device, the batch split over them
+        self.mesh = parallel.make_mesh(cfg.run.devices)
+        parallel.check_batch(s.batch_size, self.mesh)
+        parallel.check_batch(s.eval_batch_size, self.mesh)
+        self.part = parallel.local_part()
+
+        # optimizers and the method's parts; a progressive search builds one supernet per stage
+        self.stages = progressive.parse_stages(cfg.method.stages, s.epochs)
+        self.schedule = epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, s.epochs, self.steps)
+        self.w_tx, self.a_tx = weight_optimizer(cfg.optim, self.schedule), alpha_optimizer(cfg.optim)
+        self.parts = methods.parts(cfg.method, s.epochs, self.steps)
+        self._built: dict = {}
+        self.stage, self.masks = 0, None
+        self.current = self._build(0, None)
+        self.state = parallel.put_replicated(self.current.fresh, self.mesh)
+        self.ckpt = driver.checkpointer(run_dir, cfg.run.keep_checkpoints, log)
+        self.start, self.sums, self.count, self.history, self.arch = 0, {}, 0, [], None
+
+    def _build(self, k: int, masks) -> Stage:
+        """The supernet of stage k with these op masks, its fresh state and jitted steps (the last one built is
+        kept, so restoring and continuing in one stage builds it once)."""
+        key = (k, None if masks is None else tuple((n, np.asarray(m, bool).tobytes()) for n, m in sorted(masks.items())))
+        if key in self._built:
+            return self._built[key]
+        cfg, s, mesh = self.cfg, self.cfg.search, self.mesh
+        space_cfg = cfg.space
+        if self.stages:
+            space_cfg = ml_collections.ConfigDict(cfg.space.to_dict())
+            space_cfg.partial_channels = self.stages[k].partial
+        ds = self.data.dataset
+        net = build_supernet(space_cfg, ds.image_shape, ds.num_classes, nnx.Rngs(cfg.seed), kernels=cfg.run.kernels)
+        check_stages(net, self.stages, cfg.space.name)
+        if masks is not None:
+            net.set_op_mask(masks)
+        gdef, fresh = init_state(net, self.w_tx, self.a_tx, seed=cfg.seed)
+        net.eval()
+        gdef_eval = nnx.split(net)[0]
+        step = parallel.jit_data_parallel(make_search_step(gdef, self.w_tx, self.a_tx, self.schedule, s.order,
+                                                           cfg.optim, self.parts, gdef_eval), mesh, n_batches=2)
+        evaluate_step = jax.jit(make_eval_step(gdef_eval, self.parts),
+                                in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
+                                out_shardings=parallel.replicated(mesh))
+        self._built = {key: Stage(net, gdef, fresh, step, evaluate_step)}  # the latest only: a finished stage's go
+        return self._built[key]
+
+    @staticmethod
+    def _stage_of(meta: dict):
+        m = meta.get("op_mask")
+        return meta.get("stage", 0), None if m is None else {name: np.asarray(v, bool) for name, v in m.items()}
+
+    def restore(self) -> None:
+        """Continue from the newest good checkpoint: its meta names the stage and op masks, whose supernet
+        gives the state's structure; the search then continues in that stage."""
+        template = (lambda meta: jax.device_get(self._build(*self._stage_of(meta)).fresh)) if self.stages \
+            else self.state
+        tree, meta, self.start, self.history = driver.restore_run(
+            self.ckpt, template, self.steps, self.mesh.devices.size, self.run_dir, self.log,
+            ("metrics.jsonl", "alphas.jsonl"), fingerprint(self.cfg))
+        if tree is not None:
+            self.stage, self.masks = self._stage_of(meta)
+            self.current = self._build(self.stage, self.masks)
+            self.state, self.sums, self.count = parallel.put_replicated(tree, self.mesh), meta["sums"], meta["count"]
+        if self.history:
+            self.arch = self.space.arch_from_dict(self.history[-1]["genotype"])
+
+    def open(self, resume: bool) -> None:
+        """Restore (``resume``), then the writers, the progress bar and the run's first lines."""
+        cfg, s, ds = self.cfg, self.cfg.search, self.data.dataset
+        if resume:
+            self.restore()
+        self.writer = writers.MetricWriter(self.run_dir, self.start, cfg.run.tensorboard, resume)
+        n_params = sum(x.size for x in jax.tree.leaves(self.state.params))
+        self.log(f"search: method={cfg.method.name} space={cfg.space.name} ops={','.join(self.current.net.op_names)} "
+                 f"order={s.order} | {n_params / 1e6:.3f}M weights | data={ds.name} {ds.image_shape} train/val "
+                 f"{len(self.data.train_idx)}/{len(self.data.val_idx)} | {self.mesh.devices.size} x "
+                 f"{jax.devices()[0].device_kind} in {jax.process_count()} process(es) | {self.steps} steps/epoch")
+        self.progress = driver.Progress(s.epochs * self.steps, self.start, "search",
+                                        cfg.run.progress and jax.process_index() == 0)
+        if self.start < s.epochs * self.steps:
+            self.log(f"compiling the {s.order}-order search step (the first step; XLA's persistent cache shortens "
+                     f"later runs)")
+        self.t0 = time.time()
+        eval_idx = self.data.val_idx[:s.eval_examples] if s.eval_examples else self.data.val_idx
+        self.eval_idx = eval_idx
+        self.eval_what = "search-val" if len(eval_idx) == len(self.data.val_idx) else \
+            f"{len(eval_idx)} search-val images"
+
+    def enter_stage(self, k: int) -> None:
+        """Prune each edge to the stage's ops and widen the weights to its K (methods.progressive)."""
+        old = jax.device_get(self.state)
+        alphas = {n: np.asarray(v[...]) for n, v in old.alphas.items() if str(n).startswith("alphas")}
+        pruned, self.masks = progressive.prune(alphas, self.masks, self.stages[k].keep)
+        self.current = self._build(k, self.masks)
+        fresh = self.current.fresh
+        new_alphas = jax.tree_util.tree_map_with_path(lambda path, x: pruned.get(path[0].key, x), old.alphas)
+        seed = self.cfg.seed + k
+        self.state = parallel.put_replicated(old._replace(
+            params=progressive.widen_tree(old.params, fresh.params, seed), alphas=new_alphas,
+            batch_stats=progressive.widen_tree(old.batch_stats, fresh.batch_stats, seed),
+            w_opt=progressive.widen_tree(old.w_opt, fresh.w_opt, seed)), self.mesh)
+        self.stage = k
+        st = self.stages[k]
+        self.log(f"stage {k + 1}/{len(self.stages)} from epoch {st.start + 1}: {st.keep} ops per edge kept, "
+                 f"partial channels K={st.partial}")
+
+    def begin_epoch(self, epoch, first):
+        if first == 0:
+            self.sums, self.count = {}, 0
+            if self.stages and progressive.stage_of(self.stages, epoch) != self.stage:
+                self.enter_stage(progressive.stage_of(self.stages, epoch))
+
+    def step(self, epoch, i):
+        tb = parallel.put_batch(self.train_b.batch(epoch, i, self.part), self.mesh, local=True)
+        vb = parallel.put_batch(self.val_b.batch(epoch, i, self.part), self.mesh, local=True)
+        self.state, metrics = self.current.step(self.state, tb, vb)
+        return metrics
+
+    def log_step(self, epoch, i, gstep, m):
+        s = self.cfg.search
+        for k, v in m.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.count += 1
+        val = f"val loss {m['val_loss']:.4f} acc {m['val_acc']:.3f} | " if "val_loss" in m else ""
+        sched = "".join(f"{k} {float(m[k]):.4g} | " for k in methods.HYPER if k in m)
+        self.progress.write(f"epoch {epoch + 1}/{s.epochs} step {i + 1}/{self.steps} | train loss "
+                            f"{m['train_loss']:.4f} acc {m['train_acc']:.3f} | {val}lr {m['lr']:.5f} | {sched}"
+                            f"{self.progress.rate() * s.batch_size:.1f} img/s | ETA {self.progress.eta()}", self.log)
+        self.writer.write("steps", gstep, {"epoch": epoch + 1, "step": gstep, **m})
+
+    def end_epoch(self, epoch, gstep, seconds):
+        s, ds, state, op_names = self.cfg.search, self.data.dataset, self.state, self.current.net.op_names
+        val_loss, val_acc = evaluate(self.current.evaluate, state, ds.x_train[self.eval_idx],
+                                     ds.y_train[self.eval_idx], s.eval_batch_size, self.mean, self.std, self.mesh)
+        self.arch = nnx.merge(self.current.graphdef, state.params, state.alphas, state.batch_stats).genotype()
+        record = {"epoch": epoch + 1, "step": gstep, "time_s": round(time.time() - self.t0, 2),
+                  **{f"mean_{k}": v / max(self.count, 1) for k, v in self.sums.items()},
+                  "search_val_loss": val_loss, "search_val_acc": val_acc, "genotype": self.arch.to_dict()}
+        self.history.append(record)
+        self.progress.write(f"epoch {epoch + 1}/{s.epochs} done in {seconds:.1f}s | {self.eval_what}, BN running "
+                            f"statistics: loss {val_loss:.4f} acc {val_acc:.4f} | ETA {self.progress.eta()} | "
+                            f"genotype {self.arch}", self.log)
+        self.writer.write("metrics", gstep, record)
+        self.writer.write("alphas", gstep, {"epoch": epoch + 1, "ops": list(op_names), **alphas_record(state.alphas)})
+        self.writer.tb_scalars("alpha_softmax", gstep, _alpha_scalars(state.alphas, op_names))
+        self.writer.text("genotype", gstep, str(self.arch))
+        self.writer.flush()
+
+    def save(self, gstep):
+        if self.ckpt is not None:
+            masks = self.masks
+            self.ckpt.save(gstep, self.state, {
+                "step": gstep, "steps_per_epoch": self.steps, "sums": self.sums, "count": self.count,
+                "devices": int(self.mesh.devices.size), "processes": jax.process_count(),
+                "config": fingerprint(self.cfg), "stage": self.stage,
+                "op_mask": None if masks is None else {n: m.tolist() for n, m in masks.items()}})
+
+    def finish(self) -> dict:
+        """The found cell (looked up in a tabular benchmark when one is given, e.g. DARTS on NAS-Bench-201),
+        written to ``genotype.json``; returns the result."""
+        cfg, log, arch, run_dir = self.cfg, self.log, self.arch, self.run_dir
+        result = None
+        if cfg.evaluator.table:
+            e = cfg.evaluator
+            discrete = discrete_space(cfg.space)
+            table = TableEvaluator(e.table, discrete, e.arch_column, e.score_column, e.test_column, e.f1_column)
+            result = {"arch": discrete.encode(arch), "test": table.test(arch)}
+            log(f"{result['arch']} in {e.table}: test {result['test']['accuracy']}")
+        if run_dir and jax.process_index() == 0:
+            rundir.write_json(os.path.join(run_dir, "genotype.json"), arch.to_dict())
+            log(f"genotype written to {os.path.join(run_dir, 'genotype.json')}")
+            if result is not None:
+                rundir.write_json(os.path.join(run_dir, "result.json"), result)
+        return {"genotype": arch, "history": self.history, "state": self.state, "graphdef": self.current.graphdef,
+                "result": result}
+
+
 @register_strategy("darts")
 def run(cfg, run_dir: str | None = None, log=print, resume: bool = False,
         data: data_lib.SearchData | None = None) -> dict:
@@ -81,179 +294,9 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False,
     With ``run_dir`` it checkpoints every ``run.checkpoint_every`` steps and at each
     epoch end; ``resume`` continues from the newest good checkpoint there, bit for bit.
     """
-    s = cfg.search
-    if s.epochs < 1 or s.batch_size < 1:
-        raise JaxnasError(f"search.epochs and search.batch_size must be positive, got {s.epochs} and {s.batch_size}")
     if resume and not run_dir:
         raise JaxnasError("resume needs a run directory")
-    space = get_space(cfg.space.name)
-    methods.registry.check(cfg.method)
-
-    # data: search-train and search-val halves of the training split
-    data = data if data is not None else data_lib.search_data(cfg.data)
-    ds, train_idx, val_idx = data.dataset, data.train_idx, data.val_idx
-    mean, std = ds.mean_std()
-    train_b, val_b = data.batcher("train", s.batch_size, cfg.seed, 0), data.batcher("val", s.batch_size, cfg.seed, 1)
-    steps = min(train_b.steps_per_epoch, s.max_steps_per_epoch or train_b.steps_per_epoch)
-
-    # mesh: every device, the batch split over them
-    mesh = parallel.make_mesh(cfg.run.devices)
-    parallel.check_batch(s.batch_size, mesh)
-    parallel.check_batch(s.eval_batch_size, mesh)
-    part = parallel.local_part()
-
-    # model and optimizers; a progressive search (method.stages) builds one supernet per stage
-    stages = progressive.parse_stages(cfg.method.stages, s.epochs)
-    schedule = epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, s.epochs, steps)
-    w_tx, a_tx = weight_optimizer(cfg.optim, schedule), alpha_optimizer(cfg.optim)
-    parts = methods.parts(cfg.method, s.epochs, steps)
-
-    def build_stage(k: int, masks):
-        """The supernet of stage k with these op masks, its fresh state and its jitted steps."""
-        space_cfg = cfg.space
-        if stages:
-            space_cfg = ml_collections.ConfigDict(cfg.space.to_dict())
-            space_cfg.partial_channels = stages[k].partial
-        net = build_supernet(space_cfg, ds.image_shape, ds.num_classes, nnx.Rngs(cfg.seed), kernels=cfg.run.kernels)
-        check_stages(net, stages, cfg.space.name)
-        if masks is not None:
-            net.set_op_mask(masks)
-        gdef, fresh = init_state(net, w_tx, a_tx, seed=cfg.seed)
-        net.eval()
-        gdef_eval = nnx.split(net)[0]
-        # steps: the bilevel step and the evaluation, jitted over the mesh
-        step_j = parallel.jit_data_parallel(make_search_step(gdef, w_tx, a_tx, schedule, s.order, cfg.optim, parts,
-                                                             gdef_eval), mesh, n_batches=2)
-        eval_j = jax.jit(make_eval_step(gdef_eval, parts),
-                         in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
-                         out_shardings=parallel.replicated(mesh))
-        return net, gdef, fresh, step_j, eval_j
-
-    stage, masks = 0, None
-    model, graphdef, state, step_fn, eval_fn = build_stage(0, None)
-    state = parallel.put_replicated(state, mesh)
-
-    def template(meta: dict):
-        """The state of the stage a checkpoint was written in (its meta names the stage and the masks)."""
-        nonlocal stage, masks, model, graphdef, step_fn, eval_fn
-        k, m = meta.get("stage", 0), meta.get("op_mask")
-        m = None if m is None else {name: np.asarray(v, bool) for name, v in m.items()}
-        if (k, m is None) == (stage, masks is None) and (m is None or all(
-                np.array_equal(m[n], masks[n]) for n in m)):
-            return jax.device_get(state)
-        stage, masks = k, m
-        model, graphdef, fresh, step_fn, eval_fn = build_stage(k, m)
-        return jax.device_get(fresh)
-
-    def enter_stage(k: int) -> None:
-        """Prune each edge to the stage's ops and widen the weights to its K (methods.progressive)."""
-        nonlocal stage, masks, model, graphdef, state, step_fn, eval_fn
-        old = jax.device_get(state)
-        alphas = {n: np.asarray(v[...]) for n, v in old.alphas.items() if str(n).startswith("alphas")}
-        pruned, masks = progressive.prune(alphas, masks, stages[k].keep)
-        model, graphdef, fresh, step_fn, eval_fn = build_stage(k, masks)
-        new_alphas = jax.tree_util.tree_map_with_path(
-            lambda path, x: pruned.get(path[0].key, x), old.alphas)
-        seed = cfg.seed + k
-        state = parallel.put_replicated(old._replace(
-            params=progressive.widen_tree(old.params, fresh.params, seed), alphas=new_alphas,
-            batch_stats=progressive.widen_tree(old.batch_stats, fresh.batch_stats, seed),
-            w_opt=progressive.widen_tree(old.w_opt, fresh.w_opt, seed)), mesh)
-        stage = k
-        log(f"stage {k + 1}/{len(stages)} from epoch {stages[k].start + 1}: {stages[k].keep} ops per edge kept, "
-            f"partial channels K={stages[k].partial}")
-
-    # loop: restore, then the driver's epochs
-    ckpt = driver.checkpointer(run_dir, cfg.run.keep_checkpoints, log)
-    start, sums, count, history = 0, {}, 0, []
-    if resume:
-        tree, meta, start, history = driver.restore_run(ckpt, template if stages else state, steps,
-                                                        mesh.devices.size, run_dir, log,
-                                                        ("metrics.jsonl", "alphas.jsonl"), fingerprint(cfg))
-        if tree is not None:
-            state, sums, count = parallel.put_replicated(tree, mesh), meta["sums"], meta["count"]
-    writer = writers.MetricWriter(run_dir, start, cfg.run.tensorboard, resume)
-    n_params = sum(x.size for x in jax.tree.leaves(state.params))
-    log(f"search: method={cfg.method.name} space={cfg.space.name} ops={','.join(model.op_names)} order={s.order} | "
-        f"{n_params / 1e6:.3f}M weights | data={ds.name} {ds.image_shape} train/val {len(train_idx)}/{len(val_idx)} | "
-        f"{mesh.devices.size} x {jax.devices()[0].device_kind} in {jax.process_count()} process(es) | "
-        f"{steps} steps/epoch")
-    arch = space.arch_from_dict(history[-1]["genotype"]) if history else None
-    progress = driver.Progress(s.epochs * steps, start, "search", cfg.run.progress and jax.process_index() == 0)
-    if start < s.epochs * steps:
-        log(f"compiling the {s.order}-order search step (the first step; XLA's persistent cache shortens later runs)")
-    t0 = time.time()
-
-    def begin_epoch(epoch, first):
-        nonlocal sums, count
-        if first == 0:
-            sums, count = {}, 0
-            if stages and progressive.stage_of(stages, epoch) != stage:
-                enter_stage(progressive.stage_of(stages, epoch))
-
-    def step(epoch, i):
-        nonlocal state
-        tb = parallel.put_batch(train_b.batch(epoch, i, part), mesh, local=True)
-        vb = parallel.put_batch(val_b.batch(epoch, i, part), mesh, local=True)
-        state, metrics = step_fn(state, tb, vb)
-        return metrics
-
-    def log_step(epoch, i, gstep, m):
-        nonlocal count
-        for k, v in m.items():
-            sums[k] = sums.get(k, 0.0) + v
-        count += 1
-        val = f"val loss {m['val_loss']:.4f} acc {m['val_acc']:.3f} | " if "val_loss" in m else ""
-        sched = "".join(f"{k} {float(m[k]):.4g} | " for k in methods.HYPER if k in m)
-        progress.write(f"epoch {epoch + 1}/{s.epochs} step {i + 1}/{steps} | train loss {m['train_loss']:.4f} "
-                       f"acc {m['train_acc']:.3f} | {val}lr {m['lr']:.5f} | {sched}"
-                       f"{progress.rate() * s.batch_size:.1f} img/s | ETA {progress.eta()}", log)
-        writer.write("steps", gstep, {"epoch": epoch + 1, "step": gstep, **m})
-
-    eval_idx = val_idx[:s.eval_examples] if s.eval_examples else val_idx
-    eval_what = "search-val" if len(eval_idx) == len(val_idx) else f"{len(eval_idx)} search-val images"
-
-    def end_epoch(epoch, gstep, seconds):
-        nonlocal arch
-        val_loss, val_acc = evaluate(eval_fn, state, ds.x_train[eval_idx], ds.y_train[eval_idx], s.eval_batch_size,
-                                     mean, std, mesh)
-        arch = nnx.merge(graphdef, state.params, state.alphas, state.batch_stats).genotype()
-        record = {"epoch": epoch + 1, "step": gstep, "time_s": round(time.time() - t0, 2),
-                  **{f"mean_{k}": v / max(count, 1) for k, v in sums.items()},
-                  "search_val_loss": val_loss, "search_val_acc": val_acc, "genotype": arch.to_dict()}
-        history.append(record)
-        progress.write(f"epoch {epoch + 1}/{s.epochs} done in {seconds:.1f}s | {eval_what}, BN running statistics: "
-                       f"loss {val_loss:.4f} acc {val_acc:.4f} | ETA {progress.eta()} | genotype {arch}", log)
-        writer.write("metrics", gstep, record)
-        writer.write("alphas", gstep, {"epoch": epoch + 1, "ops": list(model.op_names),
-                                       **alphas_record(state.alphas)})
-        writer.tb_scalars("alpha_softmax", gstep, _alpha_scalars(state.alphas, model.op_names))
-        writer.text("genotype", gstep, str(arch))
-        writer.flush()
-
-    def save(gstep):
-        if ckpt is not None:
-            ckpt.save(gstep, state, {"step": gstep, "steps_per_epoch": steps, "sums": sums, "count": count,
-                                     "devices": int(mesh.devices.size), "processes": jax.process_count(),
-                                     "config": fingerprint(cfg), "stage": stage,
-                                     "op_mask": None if masks is None else {n: m.tolist() for n, m in masks.items()}})
-
-    driver.run_epochs(epochs=s.epochs, steps=steps, start=start, log_every=cfg.run.log_every,
-                      checkpoint_every=cfg.run.checkpoint_every, progress=progress, ckpt=ckpt, run_dir=run_dir,
-                      writer=writer, step=step, log_step=log_step, end_epoch=end_epoch, save=save,
-                      begin_epoch=begin_epoch)
-
-    # the found cell looked up in a tabular benchmark, when one is given (e.g. DARTS on NAS-Bench-201)
-    result = None
-    if cfg.evaluator.table:
-        e = cfg.evaluator
-        discrete = discrete_space(cfg.space)
-        table = TableEvaluator(e.table, discrete, e.arch_column, e.score_column, e.test_column, e.f1_column)
-        result = {"arch": discrete.encode(arch), "test": table.test(arch)}
-        log(f"{result['arch']} in {e.table}: test {result['test']['accuracy']}")
-    if run_dir and jax.process_index() == 0:
-        rundir.write_json(os.path.join(run_dir, "genotype.json"), arch.to_dict())
-        log(f"genotype written to {os.path.join(run_dir, 'genotype.json')}")
-        if result is not None:
-            rundir.write_json(os.path.join(run_dir, "result.json"), result)
-    return {"genotype": arch, "history": history, "state": state, "graphdef": graphdef, "result": result}
+    search = DartsSearch(cfg, run_dir, log, data)
+    search.open(resume)
+    driver.run(search)
+    return search.finish()
