@@ -111,6 +111,125 @@ def _prepare(cfg, genotype, ds: data_lib.Dataset | None = None):
     return ds, model, mesh, params, stats, predict
 
 
+class Retrain(driver.Loop):
+    """Retraining a genotype from scratch (DARTS's train.py) as one object that ``driver.run`` drives:
+    set-up in ``__init__`` and ``restore``; each step one SGD step with drop-path; each epoch's end the
+    epoch's record; ``finish`` tests once on the held-out test split and writes the weights."""
+
+    def __init__(self, cfg, run_dir: str | None = None, log=print, data: data_lib.Dataset | None = None):
+        t = cfg.train
+        if t.epochs < 1:
+            raise JaxnasError(f"train.epochs must be positive, got {t.epochs}")
+        self.cfg, self.run_dir, self.log = cfg, run_dir, log
+
+        # data, mesh and model (the evaluation network of the genotype)
+        self.genotype = genotype_lib.load(cfg.genotype)
+        self.ds, self.model, self.mesh, params, stats, self.predict = _prepare(cfg, self.genotype, data)
+        parallel.check_batch(t.batch_size, self.mesh)
+        ds = self.ds
+        self.mean, self.std = ds.mean_std()
+        augment = data_lib.resolve_augment(cfg.data.augment, ds.name)
+        self.batches = data_lib.Batcher(ds.x_train, ds.y_train, np.arange(len(ds.x_train)), t.batch_size, self.mean,
+                                        self.std, augment, cfg.seed, 0, cutout=cfg.data.cutout)
+        self.epochs = t.epochs
+        self.steps = min(self.batches.steps_per_epoch, t.max_steps_per_epoch or self.batches.steps_per_epoch)
+        self.log_every, self.checkpoint_every = cfg.run.log_every, cfg.run.checkpoint_every
+
+        # optimizer and the jitted train step
+        self.schedule = epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, t.epochs, self.steps)
+        tx = weight_optimizer(cfg.optim, self.schedule)
+        graphdef = nnx.split(self.model, nnx.Param, nnx.BatchStat, ...)[0]
+        repl, sharded = parallel.replicated(self.mesh), parallel.batch_sharded(self.mesh)
+        self.train_step = jax.jit(make_train_step(graphdef, tx, cfg.model.auxiliary_weight, DTYPES[t.dtype]),
+                                  in_shardings=(repl, repl, repl, sharded, repl, repl), out_shardings=repl,
+                                  donate_argnums=(0, 1, 2))
+        self.params, self.stats, self.opt = params, stats, tx.init(params)
+        self.key = jax.random.key(cfg.seed)
+        self.part = parallel.local_part()
+        self.ckpt = driver.checkpointer(run_dir, cfg.run.keep_checkpoints, log)
+        self.start, self.sums, self.history, self.last, self.drop_prob = 0, {"loss": 0.0, "acc": 0.0}, [], {}, 0.0
+
+    def _tree(self) -> dict:
+        return {"params": self.params, "stats": self.stats, "opt": self.opt, "key": jax.random.key_data(self.key)}
+
+    def open(self, resume: bool) -> None:
+        """Restore (``resume``: the newest good checkpoint), then the writers, the progress bar and the run's
+        first line."""
+        cfg, t, ds = self.cfg, self.cfg.train, self.ds
+        if resume:
+            tree, meta, self.start, self.history = driver.restore_run(
+                self.ckpt, self._tree(), self.steps, self.mesh.devices.size, self.run_dir, self.log,
+                config=config_lib.fingerprint(cfg))
+            if tree is not None:
+                self.params, self.stats, self.opt = tree["params"], tree["stats"], tree["opt"]
+                self.key, self.sums = jax.random.wrap_key_data(tree["key"]), meta["sums"]
+        self.params, self.stats, self.opt = parallel.put_replicated((self.params, self.stats, self.opt), self.mesh)
+        self.writer = writers.MetricWriter(self.run_dir, self.start, cfg.run.tensorboard, resume)
+        self.log(f"train: genotype {self.genotype} | {count_params(self.model) / 1e6:.3f}M params (auxiliary head "
+                 f"excluded) | C={cfg.model.C} layers={cfg.model.layers} | data={ds.name} train/test "
+                 f"{len(ds.x_train)}/{len(ds.x_test)} | {self.mesh.devices.size} x {jax.devices()[0].device_kind} in "
+                 f"{jax.process_count()} process(es) | {self.steps} steps/epoch")
+        self.progress = driver.Progress(t.epochs * self.steps, self.start, "train",
+                                        cfg.run.progress and jax.process_index() == 0)
+        if self.start < t.epochs * self.steps:
+            self.log("compiling the train step (the first step; XLA's persistent cache shortens later runs)")
+        self.t0 = time.time()
+
+    def begin_epoch(self, epoch, first):
+        self.drop_prob = self.cfg.model.drop_path_prob * epoch / self.epochs
+        if first == 0:
+            self.sums = {"loss": 0.0, "acc": 0.0}
+
+    def step(self, epoch, i):
+        self.key, sub = jax.random.split(self.key)
+        batch = parallel.put_batch(self.batches.batch(epoch, i, self.part), self.mesh, local=True)
+        self.params, self.stats, self.opt, last = self.train_step(self.params, self.stats, self.opt, batch, sub,
+                                                                  jnp.float32(self.drop_prob))
+        self.sums = {k: self.sums[k] + last[k] for k in self.sums}
+        self.last = last
+        return {"train loss": last["total_loss"], "gradient norm": last["grad_norm"]}
+
+    def log_step(self, epoch, i, gstep, _):
+        t, p = self.cfg.train, self.progress
+        loss, acc = float(self.last["loss"]), float(self.last["acc"])
+        p.write(f"epoch {epoch + 1}/{t.epochs} step {i + 1}/{self.steps} | loss {loss:.4f} acc {acc:.3f} | "
+                f"drop-path {self.drop_prob:.3f} | {p.rate() * t.batch_size:.1f} img/s | ETA {p.eta()}", self.log)
+        self.writer.write("steps", gstep, {"epoch": epoch + 1, "step": gstep, "loss": loss, "acc": acc,
+                                           "lr": float(self.schedule(gstep - 1))})
+
+    def end_epoch(self, epoch, gstep, seconds):
+        record = {"epoch": epoch + 1, "step": gstep, "train_loss": float(self.sums["loss"]) / self.steps,
+                  "train_acc": float(self.sums["acc"]) / self.steps, "drop_prob": self.drop_prob,
+                  "time_s": round(time.time() - self.t0, 2)}
+        self.history.append(record)
+        self.progress.write(f"epoch {epoch + 1}/{self.epochs} done in {seconds:.1f}s | train loss "
+                            f"{record['train_loss']:.4f} acc {record['train_acc']:.4f} | ETA {self.progress.eta()}",
+                            self.log)
+        self.writer.write("metrics", gstep, record)
+        self.writer.flush()
+
+    def save(self, gstep):
+        if self.ckpt is not None:
+            self.ckpt.save(gstep, self._tree(),
+                           {"step": gstep, "steps_per_epoch": self.steps,
+                            "sums": {k: float(v) for k, v in self.sums.items()},
+                            "devices": int(self.mesh.devices.size), "processes": jax.process_count(),
+                            "config": config_lib.fingerprint(self.cfg)})
+
+    def finish(self) -> dict:
+        """Test once on the held-out test split; write the genotype, the weights and the test metrics."""
+        ds, run_dir = self.ds, self.run_dir
+        result = test_metrics(self.predict, self.params, self.stats, ds.x_test, ds.y_test, ds.num_classes,
+                              self.cfg.train.eval_batch_size, self.mean, self.std, self.mesh)
+        result["params"] = count_params(self.model)
+        self.log("test metrics (held-out test split, used for nothing else):\n" + metrics_lib.table(result))
+        if run_dir and jax.process_index() == 0:
+            genotype_lib.save(self.genotype, os.path.join(run_dir, "genotype.json"))
+            checkpoint.save(os.path.join(run_dir, "weights.npz"), params=self.params, batch_stats=self.stats)
+            rundir.write_json(os.path.join(run_dir, "test_metrics.json"), result)
+        return {"test": result, "history": self.history}
+
+
 def run(cfg, run_dir: str | None = None, log=print, resume: bool = False, data: data_lib.Dataset | None = None) -> dict:
     """Retrain ``cfg.genotype`` as configured on ``data`` (None: the dataset ``cfg.data`` names), then test;
     writes weights and test metrics into ``run_dir``.
@@ -118,107 +237,12 @@ def run(cfg, run_dir: str | None = None, log=print, resume: bool = False, data: 
     Checkpoints (weights, BN statistics, optimizer, PRNG key, position) every
     ``run.checkpoint_every`` steps and at each epoch end; ``resume`` continues bit for bit.
     """
-    t = cfg.train
-    if t.epochs < 1:
-        raise JaxnasError(f"train.epochs must be positive, got {t.epochs}")
     if resume and not run_dir:
         raise JaxnasError("resume needs a run directory")
-
-    # data, mesh and model (the evaluation network of the genotype)
-    genotype = genotype_lib.load(cfg.genotype)
-    ds, model, mesh, params, stats, predict = _prepare(cfg, genotype, data)
-    parallel.check_batch(t.batch_size, mesh)
-    mean, std = ds.mean_std()
-    augment = data_lib.resolve_augment(cfg.data.augment, ds.name)
-    batches = data_lib.Batcher(ds.x_train, ds.y_train, np.arange(len(ds.x_train)), t.batch_size, mean, std,
-                               augment, cfg.seed, 0, cutout=cfg.data.cutout)
-    steps = min(batches.steps_per_epoch, t.max_steps_per_epoch or batches.steps_per_epoch)
-
-    # optimizer and the jitted train step
-    schedule = epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, t.epochs, steps)
-    tx = weight_optimizer(cfg.optim, schedule)
-    graphdef = nnx.split(model, nnx.Param, nnx.BatchStat, ...)[0]
-    repl, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-    train_step = jax.jit(make_train_step(graphdef, tx, cfg.model.auxiliary_weight, DTYPES[t.dtype]),
-                         in_shardings=(repl, repl, repl, data, repl, repl), out_shardings=repl,
-                         donate_argnums=(0, 1, 2))
-    opt = tx.init(params)
-    key = jax.random.key(cfg.seed)
-    part = parallel.local_part()
-
-    # loop: restore, then the driver's epochs
-    ckpt = driver.checkpointer(run_dir, cfg.run.keep_checkpoints, log)
-    start, sums, history = 0, {"loss": 0.0, "acc": 0.0}, []
-    if resume:
-        template = {"params": params, "stats": stats, "opt": opt, "key": jax.random.key_data(key)}
-        tree, meta, start, history = driver.restore_run(ckpt, template, steps, mesh.devices.size, run_dir, log,
-                                                        config=config_lib.fingerprint(cfg))
-        if tree is not None:
-            params, stats, opt = tree["params"], tree["stats"], tree["opt"]
-            key, sums = jax.random.wrap_key_data(tree["key"]), meta["sums"]
-    params, stats, opt = parallel.put_replicated((params, stats, opt), mesh)
-    writer = writers.MetricWriter(run_dir, start, cfg.run.tensorboard, resume)
-    log(f"train: genotype {genotype} | {count_params(model) / 1e6:.3f}M params (auxiliary head excluded) | "
-        f"C={cfg.model.C} layers={cfg.model.layers} | data={ds.name} train/test {len(ds.x_train)}/{len(ds.x_test)} "
-        f"| {mesh.devices.size} x {jax.devices()[0].device_kind} in {jax.process_count()} process(es) | "
-        f"{steps} steps/epoch")
-    progress = driver.Progress(t.epochs * steps, start, "train", cfg.run.progress and jax.process_index() == 0)
-    if start < t.epochs * steps:
-        log("compiling the train step (the first step; XLA's persistent cache shortens later runs)")
-    t0, last, drop_prob = time.time(), {}, 0.0
-
-    def begin_epoch(epoch, first):
-        nonlocal sums, drop_prob
-        drop_prob = cfg.model.drop_path_prob * epoch / t.epochs
-        if first == 0:
-            sums = {"loss": 0.0, "acc": 0.0}
-
-    def step(epoch, i):
-        nonlocal params, stats, opt, key, sums, last
-        key, sub = jax.random.split(key)
-        batch = parallel.put_batch(batches.batch(epoch, i, part), mesh, local=True)
-        params, stats, opt, last = train_step(params, stats, opt, batch, sub, jnp.float32(drop_prob))
-        sums = {k: sums[k] + last[k] for k in sums}
-        return {"train loss": last["total_loss"], "gradient norm": last["grad_norm"]}
-
-    def log_step(epoch, i, gstep, _):
-        loss, acc = float(last["loss"]), float(last["acc"])
-        progress.write(f"epoch {epoch + 1}/{t.epochs} step {i + 1}/{steps} | loss {loss:.4f} acc {acc:.3f} | "
-                       f"drop-path {drop_prob:.3f} | {progress.rate() * t.batch_size:.1f} img/s | "
-                       f"ETA {progress.eta()}", log)
-        writer.write("steps", gstep, {"epoch": epoch + 1, "step": gstep, "loss": loss, "acc": acc,
-                                      "lr": float(schedule(gstep - 1))})
-
-    def end_epoch(epoch, gstep, seconds):
-        record = {"epoch": epoch + 1, "step": gstep, "train_loss": float(sums["loss"]) / steps,
-                  "train_acc": float(sums["acc"]) / steps, "drop_prob": drop_prob,
-                  "time_s": round(time.time() - t0, 2)}
-        history.append(record)
-        progress.write(f"epoch {epoch + 1}/{t.epochs} done in {seconds:.1f}s | train loss "
-                       f"{record['train_loss']:.4f} acc {record['train_acc']:.4f} | ETA {progress.eta()}", log)
-        writer.write("metrics", gstep, record)
-        writer.flush()
-
-    def save(gstep):
-        if ckpt is not None:
-            ckpt.save(gstep, {"params": params, "stats": stats, "opt": opt, "key": jax.random.key_data(key)},
-                      {"step": gstep, "steps_per_epoch": steps, "sums": {k: float(v) for k, v in sums.items()},
-                       "devices": int(mesh.devices.size), "processes": jax.process_count(),
-                       "config": config_lib.fingerprint(cfg)})
-
-    driver.run_epochs(epochs=t.epochs, steps=steps, start=start, log_every=cfg.run.log_every,
-                      checkpoint_every=cfg.run.checkpoint_every, progress=progress, ckpt=ckpt, run_dir=run_dir,
-                      writer=writer, step=step, log_step=log_step, end_epoch=end_epoch, save=save,
-                      begin_epoch=begin_epoch)
-    result = test_metrics(predict, params, stats, ds.x_test, ds.y_test, ds.num_classes, t.eval_batch_size,
-                          mean, std, mesh)
-    result["params"] = count_params(model)
-    log("test metrics (held-out test split, used for nothing else):\n" + metrics_lib.table(result))
-    if run_dir and jax.process_index() == 0:
-        genotype_lib.save(genotype, os.path.join(run_dir, "genotype.json"))
-        checkpoint.save(os.path.join(run_dir, "weights.npz"), params=params, batch_stats=stats)
-        rundir.write_json(os.path.join(run_dir, "test_metrics.json"), result)
-    return {"test": result, "history": history}
+    retrain = Retrain(cfg, run_dir, log, data)
+    retrain.open(resume)
+    driver.run(retrain)
+    return retrain.finish()
 
 
 def evaluate_run(run_dir: str, log=print, imports: str = "") -> dict:
