@@ -142,7 +142,7 @@ if "test_toy" not in jaxnas.spaces.SPACES:
 
 
 # ---------------------------------------------------------------- a cell space on CellSupernet (3 nodes, 3 edges)
-from jaxnas.spaces.cell_supernet import CellSupernet, CellType, MixedOp  # noqa: E402
+from jaxnas.spaces.cell_supernet import CellSupernet, CellType, EdgeMix  # noqa: E402
 from jaxnas.spaces.edges import SourceEdges as _Edges, cell_states  # noqa: E402
 
 LADDER_OPS, LADDER = ("none", "skip_connect", "avg_pool_3x3", "nor_conv_3x3"), CellType("cell", "alphas", "betas")
@@ -168,7 +168,7 @@ class LadderCell(nnx.Module):
 class LadderSupernet(CellSupernet):
     def __init__(self, c_in, classes, C, cells, relaxation, partial, edge_norm, rngs):
         self.stem = nnx.Conv(c_in, C, (3, 3), rngs=rngs)
-        mixed = MixedOp.of(relaxation, partial, search_bn=False)
+        mixed = EdgeMix.of(relaxation, partial, search_bn=False)
         self.cells = nnx.List([LadderCell(C, mixed, rngs) for _ in range(cells)])
         self.head = nnx.Linear(C, classes, rngs=rngs)
         self.init_arch((LADDER,), 3, (1, 2), LADDER_OPS, relaxation, edge_norm, rngs)

@@ -19,7 +19,7 @@ from jaxnas.search import bilevel as B
 from jaxnas.search import get_strategy
 from jaxnas.spaces import build_supernet
 from jaxnas.spaces.darts import DartsSupernet
-from jaxnas.spaces.edges import MixedOp, SourceEdges, channel_shuffle, group_softmax
+from jaxnas.spaces.edges import EdgeMix, SourceEdges, channel_shuffle, group_softmax
 
 from conftest import tiny_cfg
 
@@ -56,8 +56,8 @@ def test_hard_mixed_op_runs_the_selected_ops_and_gives_unselected_ones_gdas_grad
     ops = ("none", "skip_connect", "nor_conv_3x3", "avg_pool_3x3")
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 4, 4))
     weights = jnp.array([[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])  # edge 0: skip, edge 1: avg pool
-    hard = SourceEdges(2, 4, 1, ops, rngs=nnx.Rngs(0), mixed=MixedOp(search_bn=False, hard=True))
-    soft = SourceEdges(2, 4, 1, ops, rngs=nnx.Rngs(0), mixed=MixedOp(search_bn=False))
+    hard = SourceEdges(2, 4, 1, ops, rngs=nnx.Rngs(0), mixed=EdgeMix(search_bn=False, hard=True))
+    soft = SourceEdges(2, 4, 1, ops, rngs=nnx.Rngs(0), mixed=EdgeMix(search_bn=False))
     before = jax.tree.map(np.asarray, nnx.state(hard, nnx.BatchStat))
     graphdef, st = nnx.split(hard)
     out, vjp = jax.vjp(lambda w: nnx.merge(graphdef, st, copy=True)(x, w), weights)
@@ -175,7 +175,7 @@ def test_channel_shuffle_by_hand():
 def test_partial_channels_shapes_bypass_and_shuffle(stride):
     """Only the first C/K channels go through the ops; the rest bypass (max-pooled 2x2 at stride 2)."""
     C, K = 8, 4
-    edges = SourceEdges(3, C, stride, ("none", "skip_connect", "sep_conv_3x3"), rngs=nnx.Rngs(0), mixed=MixedOp(partial=K))
+    edges = SourceEdges(3, C, stride, ("none", "skip_connect", "sep_conv_3x3"), rngs=nnx.Rngs(0), mixed=EdgeMix(partial=K))
     assert edges.ops["2"](jnp.zeros((2, 8, 8, C // K))).shape[-1] == C // K  # ops built for C/K channels
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, C))
     w = jnp.array([[0.0, 0.5, 0.0], [0.0, 0.2, 0.0], [0.0, 0.0, 0.0]])  # skip only: no conv contributes
@@ -212,7 +212,7 @@ def test_edge_normalization_groups_and_the_genotype_ranks_alpha_times_beta():
 
 def test_auxiliary_skip_at_beta_one_and_zero():
     for stride in (1, 2):
-        edges = SourceEdges(2, 4, stride, ("none", "skip_connect", "sep_conv_3x3"), rngs=nnx.Rngs(0), mixed=MixedOp(aux_skip=True))
+        edges = SourceEdges(2, 4, stride, ("none", "skip_connect", "sep_conv_3x3"), rngs=nnx.Rngs(0), mixed=EdgeMix(aux_skip=True))
         plain = SourceEdges(2, 4, stride, ("none", "skip_connect", "sep_conv_3x3"), rngs=nnx.Rngs(0))
         nnx.update(plain.ops, nnx.state(edges.ops, nnx.Param))  # the same op weights (aux is extra)
         x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 4))
@@ -228,9 +228,9 @@ def test_auxiliary_skip_at_beta_one_and_zero():
 
 def test_partial_channels_must_divide_and_do_not_combine_with_the_auxiliary_skip():
     with pytest.raises(JaxnasError, match="partial_channels=3 must divide"):
-        SourceEdges(2, 8, 1, ("skip_connect",), rngs=nnx.Rngs(0), mixed=MixedOp(partial=3))
+        SourceEdges(2, 8, 1, ("skip_connect",), rngs=nnx.Rngs(0), mixed=EdgeMix(partial=3))
     with pytest.raises(JaxnasError, match="cannot be combined"):
-        SourceEdges(2, 8, 1, ("skip_connect",), rngs=nnx.Rngs(0), mixed=MixedOp(partial=2, aux_skip=True))
+        SourceEdges(2, 8, 1, ("skip_connect",), rngs=nnx.Rngs(0), mixed=EdgeMix(partial=2, aux_skip=True))
 
 
 # ---------------------------------------------------------------- perturbations

@@ -9,7 +9,7 @@ from jaxnas.errors import JaxnasError
 from jaxnas.kernels import build, separable
 from jaxnas.ops.darts_primitives import StackedDilConv, StackedFactorizedReduce, StackedSepConv
 from jaxnas.ops.nb201_convs import StackedReLUConvBN
-from jaxnas.spaces.edges import MixedOp, PerEdge, SourceEdges
+from jaxnas.spaces.edges import EdgeMix, PerEdge, SourceEdges
 
 
 def _set(var, value):
@@ -84,7 +84,7 @@ def test_user_ops_and_nb201_convs_take_the_per_edge_and_batched_paths():
     np.testing.assert_allclose(group(x, w), np.stack([ref[e](x, w[e]) for e in range(2)], 3), rtol=1e-4, atol=1e-4)
     # NAS-Bench-201's supernet: no BN after the pool
     nb = ops.NB201_OPS
-    group = SourceEdges(3, 3, 1, nb, rngs=nnx.Rngs(4), mixed=MixedOp(search_bn=False))
+    group = SourceEdges(3, 3, 1, nb, rngs=nnx.Rngs(4), mixed=EdgeMix(search_bn=False))
     ref = _reference(group, nb, search_bn=False)
     w = jax.nn.softmax(jax.random.normal(jax.random.key(5), (3, len(nb))), -1)
     np.testing.assert_allclose(group(x, w), np.stack([ref[e](x, w[e]) for e in range(3)], 3), rtol=1e-4, atol=1e-4)

@@ -8,7 +8,7 @@ the forward pass with the method's scheduled values (``hyper``), and the strengt
 discretization ranks. A space's supernet subclasses it and writes only its macro structure
 (``forward``: stem, cells, head) and its discretization (``genotype``).
 
-The mixed op of every edge is one value, ``edges.MixedOp``, passed down to ``edges.SourceEdges``.
+The mixed op of every edge is one value, ``edges.EdgeMix``, passed down to ``edges.SourceEdges``.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from flax import nnx
 
 from jaxnas.nn import ArchParam
 from jaxnas.relaxations import get_relaxation, relax_all
-from jaxnas.spaces.edges import MixedOp, group_softmax
+from jaxnas.spaces.edges import EdgeMix, group_softmax
 
-__all__ = ["CellSupernet", "CellType", "MixedOp", "onehot_rows"]
+__all__ = ["CellSupernet", "CellType", "EdgeMix", "onehot_rows"]
 
 
 @dataclasses.dataclass(frozen=True)

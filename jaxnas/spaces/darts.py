@@ -28,7 +28,7 @@ from jaxnas.nn import conv, torch_linear
 from jaxnas.ops import FactorizedReduce, Identity, ReLUConvBN, batch_norm, get_op, resolve_op_set
 from jaxnas.spaces.base import DiscreteSpace
 from jaxnas.spaces.cell_supernet import CellSupernet, CellType, onehot_rows
-from jaxnas.spaces.edges import MixedOp, SourceEdges, cell_states
+from jaxnas.spaces.edges import EdgeMix, SourceEdges, cell_states
 from jaxnas.spaces.registry import Space, register_space
 
 
@@ -69,7 +69,7 @@ class SearchCell(nnx.Module):
     run together (``edges.SourceEdges``), each edge's mixed op as ``mixed`` says."""
 
     def __init__(self, nodes: int, C_pp: int, C_p: int, C: int, reduction: bool, reduction_prev: bool,
-                 op_names: Sequence[str], *, rngs: nnx.Rngs, mixed: MixedOp = MixedOp()):
+                 op_names: Sequence[str], *, rngs: nnx.Rngs, mixed: EdgeMix = EdgeMix()):
         self.nodes, self.reduction = nodes, reduction
         if reduction_prev:
             self.pre0 = FactorizedReduce(C_pp, C, affine=False, rngs=rngs)
@@ -101,7 +101,7 @@ class DartsSupernet(CellSupernet):
 
     ``relaxation`` names the map from alphas to edge weights (``jaxnas.relaxations``);
     ``partial_channels`` and ``aux_skip`` are the mixed-op variants of PC-DARTS and DARTS-
-    (``edges.MixedOp``); with ``edge_norm`` each cell type has per-edge betas (``betas_normal``,
+    (``edges.EdgeMix``); with ``edge_norm`` each cell type has per-edge betas (``betas_normal``,
     ``betas_reduce``) softmaxed over each node's incoming edges."""
 
     def __init__(self, in_channels: int, num_classes: int, *, C: int = 16, layers: int = 8, nodes: int = 4,
@@ -109,7 +109,7 @@ class DartsSupernet(CellSupernet):
                  partial_channels: int = 1, edge_norm: bool = False, aux_skip: bool = False, op_threshold: float = 0.0,
                  rngs: nnx.Rngs):
         op_names = resolve_op_set(ops)
-        mixed = MixedOp.of(relaxation, partial_channels, aux_skip)
+        mixed = EdgeMix.of(relaxation, partial_channels, aux_skip)
         self.nodes, self.aux_skip, self.op_threshold = nodes, aux_skip, op_threshold
         c_curr = stem_multiplier * C
         self.stem_conv = conv(in_channels, c_curr, 3, 1, 1, rngs=rngs)

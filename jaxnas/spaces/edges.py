@@ -24,7 +24,7 @@ from jaxnas.relaxations import get_relaxation
 
 
 @dataclasses.dataclass(frozen=True)
-class MixedOp:
+class EdgeMix:
     """How each edge mixes its candidate ops (``SourceEdges``), one value passed down from the space's
     config; the defaults are DARTS's.
 
@@ -42,7 +42,7 @@ class MixedOp:
 
     @classmethod
     def of(cls, relaxation: str, partial_channels: int = 1, aux_skip: bool = False,
-           search_bn: bool = True) -> "MixedOp":
+           search_bn: bool = True) -> "EdgeMix":
         """The mixed op a space config asks for; ``hard`` follows from the relaxation."""
         return cls(partial_channels, aux_skip, get_relaxation(relaxation).hard, search_bn)
 
@@ -79,7 +79,7 @@ def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
 
 class SourceEdges(nnx.Module):
     """The mixed ops of E edges that all read one state ``x``; equal to E ``ops.MixedOp``
-    run one by one (tests/test_spaces_edges.py). ``mixed`` (a ``MixedOp``) says how each edge mixes
+    run one by one (tests/test_spaces_edges.py). ``mixed`` (an ``EdgeMix``) says how each edge mixes
     its ops: DARTS's weighted sum by default, or PC-DARTS's partial channels (the other C - C/K
     channels bypass the ops, 2x2 max-pooled at stride 2, are concatenated after them and the
     channels shuffled in K groups), DARTS-'s auxiliary skip (its stride-2 form a non-affine
@@ -88,7 +88,7 @@ class SourceEdges(nnx.Module):
     """
 
     def __init__(self, E: int, C: int, stride: int, op_names: Sequence[str], *, rngs: nnx.Rngs,
-                 mixed: MixedOp = MixedOp()):
+                 mixed: EdgeMix = EdgeMix()):
         partial, aux_skip, hard = mixed.partial, mixed.aux_skip, mixed.hard
         if partial < 1 or C % partial:
             raise JaxnasError(f"space.partial_channels={partial} must divide the cell's channel count {C}")

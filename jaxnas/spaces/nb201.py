@@ -28,7 +28,7 @@ from jaxnas.nn import conv, torch_linear
 from jaxnas.ops import NB201_OPS, ReLUConvBN, batch_norm, get_op, resolve_op_set
 from jaxnas.spaces.base import DiscreteSpace
 from jaxnas.spaces.cell_supernet import CellSupernet, CellType, onehot_rows
-from jaxnas.spaces.edges import MixedOp, SourceEdges, cell_states
+from jaxnas.spaces.edges import EdgeMix, SourceEdges, cell_states
 from jaxnas.spaces.registry import Space, register_space
 
 NODES = 4
@@ -160,7 +160,7 @@ class SearchCell(nnx.Module):
     The edges leaving each node run together (``edges.SourceEdges``): one dense conv per op.
     """
 
-    def __init__(self, C: int, op_names: Sequence[str], *, rngs: nnx.Rngs, mixed: MixedOp = MixedOp(search_bn=False)):
+    def __init__(self, C: int, op_names: Sequence[str], *, rngs: nnx.Rngs, mixed: EdgeMix = EdgeMix(search_bn=False)):
         # node i feeds edges rows[i] (indices into EDGES, the alpha rows) towards targets[i]
         self.rows = tuple(tuple(k for k, (_, src) in enumerate(EDGES) if src == i) for i in range(NODES - 1))
         self.targets = tuple(tuple(EDGES[k][0] for k in r) for r in self.rows)
@@ -209,14 +209,14 @@ class NB201Supernet(_Skeleton, CellSupernet):
     """The space's supernet for differentiable search (DARTS on NAS-Bench-201): one alpha matrix (6, ops)
     shared by every cell (``CellSupernet``), turned into edge weights by the relaxation named ``relaxation``.
     ``partial_channels``, ``edge_norm`` (per-edge betas softmaxed over each node's 1, 2, 3 inputs)
-    and ``aux_skip`` are the mixed-op variants of PC-DARTS and DARTS- (``edges.MixedOp``); the supernet's
+    and ``aux_skip`` are the mixed-op variants of PC-DARTS and DARTS- (``edges.EdgeMix``); the supernet's
     ops have no BN of their own, as in the benchmark's."""
 
     def __init__(self, in_channels: int, num_classes: int, *, C: int = 16, N: int = 5,
                  ops: str | Sequence[str] = "nb201", relaxation: str = "softmax", partial_channels: int = 1,
                  edge_norm: bool = False, aux_skip: bool = False, rngs: nnx.Rngs):
         op_names = resolve_op_set(ops)
-        mixed = MixedOp.of(relaxation, partial_channels, aux_skip, search_bn=False)
+        mixed = EdgeMix.of(relaxation, partial_channels, aux_skip, search_bn=False)
         self._build(in_channels, num_classes, C, N, lambda c: SearchCell(c, op_names, rngs=rngs, mixed=mixed), rngs)
         self.init_arch((CELL,), len(EDGES), list(range(1, NODES)), op_names, relaxation, edge_norm, rngs)
 
