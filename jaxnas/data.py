@@ -26,7 +26,9 @@ DEFAULT_AUGMENT = {"cifar10": "crop_flip", "cifar100": "crop_flip", "svhn_croppe
 
 @dataclasses.dataclass
 class Dataset:
-    """Images (N, H, W, C) as uint8 (0..255) or float32 (0..1), integer labels."""
+    """Images (N, H, W, C) as uint8 (0..255) or float32 (0..1), integer labels: the training split and
+    the dataset's own test split (empty when it has none). ``jaxnas optimize`` splits the training
+    split (its pool) into train/val/test itself (``optimize.split``)."""
 
     name: str
     x_train: np.ndarray
@@ -38,6 +40,11 @@ class Dataset:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.x_train.shape[1:])
+
+    @property
+    def has_test(self) -> bool:
+        """The dataset comes with its own test split."""
+        return len(self.x_test) > 0
 
     def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-channel mean and std of the training images on the 0..1 scale."""

@@ -190,11 +190,11 @@ def test_reweighting_down_weights_wrong_labels_on_noisy_digits():
     correct labels above wrong ones (AUROC > 0.5 by a margin), and each epoch records it."""
     pool = split_lib.load_pool("digits")
     sp = split_lib.stratified_split(pool, 0.15, 0.15, 0)
-    c = corrupt.apply(_corrupt(kind="symmetric", rate=0.4), pool.y, sp.train, sp.val, 10, seed=0)
+    c = corrupt.apply(_corrupt(kind="symmetric", rate=0.4), pool.y_train, sp.train, sp.val, 10, seed=0)
     cfg = config_lib.tiny_optimize()
     hp = dict(cfg.optimize.baseline.to_dict(), epochs=6)
     for hyper, floor in ((_hyper(method="l2rw"), 0.55), (_hyper(method="hypergrad", lr=0.1), 0.6)):
-        f = trainer.fit("cnn", hp, pool.x, c.y, c.train, 10, 0, cfg, val_idx=sp.val, hyper=hyper, clean=c.clean)
+        f = trainer.fit("cnn", hp, pool.x_train, c.y, c.train, 10, 0, cfg, val_idx=sp.val, hyper=hyper, clean=c.clean)
         aurocs = [h["weights"]["auroc_clean"] for h in f.history]
         assert len(aurocs) == 6 and aurocs[-1] > floor, (hyper.method, aurocs)
         last = f.history[-1]["weights"]

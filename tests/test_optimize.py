@@ -36,12 +36,12 @@ def test_split_is_stratified_disjoint_complete_and_reproducible_from_its_seed():
     pool = _pool((40, 20, 10))
     s = split_lib.stratified_split(pool, 0.2, 0.1, seed=3)
     parts = [s.train, s.val, s.test]
-    assert sum(map(len, parts)) == len(pool.y)
-    assert len(set(np.concatenate(parts))) == len(pool.y)  # disjoint and covering
+    assert sum(map(len, parts)) == len(pool.y_train)
+    assert len(set(np.concatenate(parts))) == len(pool.y_train)  # disjoint and covering
     assert s.test_source == "drawn"
     for c, n in enumerate((40, 20, 10)):  # per class: round(n * fraction), at least 1
-        assert (pool.y[s.test] == c).sum() == max(1, round(n * 0.1))
-        assert (pool.y[s.val] == c).sum() == max(1, round(n * 0.2))
+        assert (pool.y_train[s.test] == c).sum() == max(1, round(n * 0.1))
+        assert (pool.y_train[s.val] == c).sum() == max(1, round(n * 0.2))
     again = split_lib.stratified_split(pool, 0.2, 0.1, seed=3)
     assert again.digest() == s.digest()
     assert split_lib.stratified_split(pool, 0.2, 0.1, seed=4).digest() != s.digest()
@@ -52,7 +52,7 @@ def test_a_dataset_with_its_own_test_split_keeps_it_and_draws_only_train_and_val
     s = split_lib.stratified_split(pool, 0.25, 0.3, seed=0)
     assert s.test_source == "dataset"
     np.testing.assert_array_equal(s.test, np.arange(7))
-    assert len(s.train) + len(s.val) == 24 and (pool.y[s.val] == 0).sum() == 3
+    assert len(s.train) + len(s.val) == 24 and (pool.y_train[s.val] == 0).sum() == 3
     split_lib.save(s, pool, str(tmp_path / "split.json"), (0.25, 0.3))
     saved = json.loads((tmp_path / "split.json").read_text())
     assert saved["indices"]["val"] == s.val.tolist() and saved["split_sha256"] == s.digest()
@@ -289,7 +289,7 @@ def test_tune_by_gradient_on_noisy_labels_reports_what_was_learned(tmp_path):
     assert saved["corruption"]["kind"] == "symmetric" and len(wrong) == saved["corruption"]["wrong_labels"] > 0
     assert not set(wrong) & set(saved["indices"]["test"])  # the test labels are never corrupted
     assert set(wrong) <= set(saved["indices"]["train"])     # nor val (data.corrupt.val is off)
-    assert np.array_equal(pool.y[wrong], saved["corruption"]["original_labels"])
+    assert np.array_equal(pool.y_train[wrong], saved["corruption"]["original_labels"])
     assert report["tune"] == "gradient" and report["study"]["trials"] == 0
     assert report["corruption"]["wrong_labels"] == len(wrong) and "wrong_indices" not in report["corruption"]
     h = report["optimized"]["hyper"]
@@ -354,9 +354,9 @@ def test_an_architecture_search_on_train_and_val_then_hyperparameters_for_what_i
     pool = split_lib.load_pool("digits")
     (data,) = handed  # in memory: no file of the arrays is written
     assert not os.path.exists(os.path.join(run_dir, "search_data.npz"))
-    np.testing.assert_array_equal(data.dataset.x_train[data.train_idx], pool.x[split["train"]])
-    np.testing.assert_array_equal(data.dataset.x_train[data.val_idx], pool.x[split["val"]])
-    np.testing.assert_array_equal(data.dataset.x_test, pool.x[split["val"]])  # its "test" is our val, never our test
+    np.testing.assert_array_equal(data.dataset.x_train[data.train_idx], pool.x_train[split["train"]])
+    np.testing.assert_array_equal(data.dataset.x_train[data.val_idx], pool.x_train[split["val"]])
+    np.testing.assert_array_equal(data.dataset.x_test, pool.x_train[split["val"]])  # its "test" is our val, never our test
 
 
 def _launch(args, cwd):

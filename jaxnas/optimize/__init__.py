@@ -9,8 +9,8 @@ the search space of hyperparameters (``hpspace.py``), the study (``study.py``), 
 
 from jaxnas.optimize.models import MODELS, register_model
 from jaxnas.optimize import resnets  # noqa: F401  registers resnet:<depth> and wrn:<depth>-<k>
-from jaxnas.optimize.split import Pool, Split, load_pool, pool_from_arrays, stratified_split
+from jaxnas.optimize.split import Split, load_pool, pool_from_arrays, stratified_split
 from jaxnas.optimize.stats import mcnemar, paired_bootstrap
 
-__all__ = ["MODELS", "Pool", "Split", "load_pool", "mcnemar", "paired_bootstrap", "pool_from_arrays",
+__all__ = ["MODELS", "Split", "load_pool", "mcnemar", "paired_bootstrap", "pool_from_arrays",
            "register_model", "stratified_split"]

@@ -97,7 +97,7 @@ def _final(cfg, name: str, hp: dict, pool, split, test: TestSplit, seed: int, ru
         idx, val, keep_best = np.sort(np.concatenate([split.train, split.val])), None, False
     else:
         idx, val, keep_best = split.train, split.val, True
-    fitted = trainer.fit(hp["model"], hp, pool.x, pool.y, idx, pool.num_classes, seed, cfg, val_idx=val,
+    fitted = trainer.fit(hp["model"], hp, pool.x_train, pool.y_train, idx, pool.num_classes, seed, cfg, val_idx=val,
                          keep_best=keep_best, metric=cfg.optimize.metric, hyper=hyper, clean=clean)
     logits, per_example = test.predict(f"{name}-seed{seed}-{key}", fitted)
     m = test_metrics(test.labels, logits, pool.num_classes)
@@ -160,9 +160,10 @@ def search_config(cfg, n_train: int, n_total: int, data_path: str = "train+val a
 def search_dataset(pool, split) -> data_lib.Dataset:
     """The data of ``optimize.arch=search``: train then val as the search's training split (cut back
     into the two by ``search_config``'s ``train_portion``), val again as its "test", never ours."""
-    x = np.concatenate([pool.x[split.train], pool.x[split.val]])
-    y = np.concatenate([pool.y[split.train], pool.y[split.val]])
-    return data_lib.Dataset("train+val arrays", x, y, pool.x[split.val], pool.y[split.val], pool.num_classes)
+    x = np.concatenate([pool.x_train[split.train], pool.x_train[split.val]])
+    y = np.concatenate([pool.y_train[split.train], pool.y_train[split.val]])
+    return data_lib.Dataset("train+val arrays", x, y, pool.x_train[split.val], pool.y_train[split.val],
+                            pool.num_classes)
 
 
 def search_data(plan: "Plan") -> data_lib.SearchData:
@@ -214,7 +215,7 @@ class Plan:
     search config, and the first trial's parameters."""
 
     cfg: object
-    pool: split_lib.Pool
+    pool: data_lib.Dataset
     split: split_lib.Split
     baseline: dict
     params: list
@@ -236,7 +237,7 @@ def _check_model(spec: str, pool, cfg, where: str) -> None:
         raise JaxnasError(f"{where}={spec!r}: {e}") from None
 
 
-def setup(cfg, pool: split_lib.Pool | None = None) -> Plan:
+def setup(cfg, pool: data_lib.Dataset | None = None) -> Plan:
     """Every check an optimize run makes, before it trains anything or writes its run directory (what
     ``--check`` runs): the config's fields, the data (``pool``, else ``cfg.data``) and its split, the
     baseline's hyperparameters and model, each searched hyperparameter and model, the space and
@@ -254,8 +255,8 @@ def setup(cfg, pool: split_lib.Pool | None = None) -> Plan:
     split = split_lib.stratified_split(pool, d.val_fraction, d.test_fraction, cfg.seed)
     clean = record = None
     if d.corrupt.kind != "none":
-        c = corrupt.apply(d.corrupt, pool.y, split.train, split.val, pool.num_classes, cfg.seed)
-        pool = dataclasses.replace(pool, y=c.y)
+        c = corrupt.apply(d.corrupt, pool.y_train, split.train, split.val, pool.num_classes, cfg.seed)
+        pool = dataclasses.replace(pool, y_train=c.y)
         split = dataclasses.replace(split, train=c.train)
         clean, record = c.clean, c.record
     base_hp = baseline_hparams(cfg)
@@ -282,7 +283,7 @@ def setup(cfg, pool: split_lib.Pool | None = None) -> Plan:
     return plan
 
 
-def run(cfg, run_dir: str | None = None, log=print, resume: bool = False, pool: split_lib.Pool | None = None,
+def run(cfg, run_dir: str | None = None, log=print, resume: bool = False, pool: data_lib.Dataset | None = None,
         plan: Plan | None = None) -> dict:
     """The whole workflow (see the module docstring) of ``plan`` (else ``setup(cfg, pool)``); returns the
     report (also ``report.json``)."""
@@ -304,7 +305,7 @@ def _run(plan: Plan, run_dir: str | None, log, resume: bool) -> dict:
         path = os.path.join(run_dir, "split.json")
         split_lib.check_saved(split, pool, path)
         split_lib.save(split, pool, path, (d.val_fraction, d.test_fraction), plan.corruption)
-    xt, yt = (pool.x_test, pool.y_test) if split.test_source == "dataset" else (pool.x, pool.y)
+    xt, yt = (pool.x_test, pool.y_test) if split.test_source == "dataset" else (pool.x_train, pool.y_train)
     test = TestSplit(xt[split.test], yt[split.test])
     log(f"optimize: {pool.name}, {pool.num_classes} classes, images {pool.image_shape} | split train/val/test "
         f"{len(split.train)}/{len(split.val)}/{len(split.test)} (stratified, seed {cfg.seed}; test "
@@ -322,7 +323,7 @@ def _run(plan: Plan, run_dir: str | None, log, resume: bool) -> dict:
                               f"(optimize.baseline.{', '.join(changed)}); the config was edited since the run "
                               f"started: restore it, or start a new run")
     else:
-        fitted = trainer.fit(base_hp["model"], base_hp, pool.x, pool.y, split.train, pool.num_classes, cfg.seed, cfg,
+        fitted = trainer.fit(base_hp["model"], base_hp, pool.x_train, pool.y_train, split.train, pool.num_classes, cfg.seed, cfg,
                              val_idx=split.val, keep_best=True, metric=cfg.optimize.metric)
         base_val = {"hparams": base_hp, "val": fitted.history[-1]["val"],
                     "best_val": max(h["val"] for h in fitted.history), "best_epoch": fitted.best_epoch,
@@ -340,7 +341,7 @@ def _run(plan: Plan, run_dir: str | None, log, resume: bool) -> dict:
         log(f"optimize.tune=gradient: the baseline's setup trained with {hyper.method} on meta batches of val")
     else:
         found = search_architecture(plan, run_dir, log) if cfg.optimize.arch == "search" else ""
-        result = study.run_study(cfg, pool.x, pool.y, split.train, split.val, pool.num_classes, base_hp, run_dir,
+        result = study.run_study(cfg, pool.x_train, pool.y_train, split.train, split.val, pool.num_classes, base_hp, run_dir,
                                  log, resume, model=found, params=plan.params, space=plan.space, first=plan.first,
                                  hyper=hyper, clean=plan.clean)
         best = result["best"]
