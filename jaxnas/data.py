@@ -264,14 +264,15 @@ class SearchData:
     train_idx: np.ndarray
     val_idx: np.ndarray
     augment: str
+    mean: np.ndarray  # per channel, of the training split (``Dataset.mean_std``, computed once)
+    std: np.ndarray
 
     def batcher(self, part: str, batch_size: int, seed: int, stream: int, augment: str | None = None) -> "Batcher":
         """Batches of ``part`` ("train": search-train, "val": search-val), normalized by the training split's
         mean and std; ``augment`` None: the search's augmentation."""
         ds = self.dataset
-        mean, std = ds.mean_std()
         rows = {"train": self.train_idx, "val": self.val_idx}[part]
-        return Batcher(ds.x_train, ds.y_train, rows, batch_size, mean, std,
+        return Batcher(ds.x_train, ds.y_train, rows, batch_size, self.mean, self.std,
                        self.augment if augment is None else augment, seed, stream)
 
 
@@ -280,7 +281,7 @@ def search_data(data_cfg, dataset: Dataset | None = None) -> SearchData:
     split by ``data_cfg.train_portion`` and its augmentation. Every search path takes its data from here."""
     ds = dataset if dataset is not None else load_dataset(data_cfg.name, data_cfg.data_dir)
     train_idx, val_idx = search_split(len(ds.x_train), data_cfg.train_portion)
-    return SearchData(ds, train_idx, val_idx, resolve_augment(data_cfg.augment, ds.name))
+    return SearchData(ds, train_idx, val_idx, resolve_augment(data_cfg.augment, ds.name), *ds.mean_std())
 
 
 def augment_batch(x: np.ndarray, kind: str, rng: np.random.Generator, pad: int = 4,

@@ -10,6 +10,7 @@ resume restores the newest good checkpoint and trims the logs written after it.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import math
 import os
@@ -296,13 +297,14 @@ def run_epochs(*, epochs: int, steps: int, start: int, log_every: int, checkpoin
         close_run(progress, writer, ckpt)
 
 
-class Loop:
+class Loop(abc.ABC):
     """A run as one object, which ``run`` drives (the search, the retraining). Its setup (``__init__``,
     then restoring any checkpoint) sets:
 
     * ``epochs``, ``steps`` (per epoch), ``start`` (the global step it continues from);
     * ``log_every``, ``checkpoint_every``;
-    * ``progress`` (a ``Progress``), ``ckpt`` (a ``Checkpointer`` or None), ``run_dir``, ``writer``.
+    * ``progress`` (a ``Progress``, ``start_progress``), ``ckpt`` (a ``Checkpointer`` or None), ``run_dir``,
+      ``writer``, ``log``.
 
     The loop calls ``begin_epoch``, ``step`` (returning the step's device metrics), ``log_step`` with the
     checked host metrics, ``end_epoch`` and ``save`` (a checkpoint at a global step), as ``run_epochs``
@@ -321,8 +323,9 @@ class Loop:
     def begin_epoch(self, epoch: int, first: int) -> None:
         """Before epoch ``epoch``, whose first step to run is ``first`` (non-zero after a mid-epoch resume)."""
 
+    @abc.abstractmethod
     def step(self, epoch: int, i: int) -> dict:
-        raise NotImplementedError
+        """One step of epoch ``epoch`` (its i-th); returns the step's device metrics."""
 
     def log_step(self, epoch: int, i: int, gstep: int, metrics: dict) -> None:
         """Every ``log_every`` steps and at an epoch's last step, with NaN/Inf-checked host metrics."""
@@ -332,6 +335,15 @@ class Loop:
 
     def save(self, gstep: int) -> None:
         """A checkpoint at global step ``gstep`` (nothing without a checkpointer)."""
+
+    def start_progress(self, name: str, shown: bool, compiling: str) -> None:
+        """The progress bar over every step from ``start`` (shown on process 0 when ``shown``), the note that
+        the first step compiles ``compiling`` when steps remain, and the clock of the run's ``time_s``."""
+        total = self.epochs * self.steps
+        self.progress = Progress(total, self.start, name, shown and jax.process_index() == 0)
+        if self.start < total:
+            self.log(f"compiling {compiling} (the first step; XLA's persistent cache shortens later runs)")
+        self.t0 = time.time()
 
 
 def run(loop: Loop) -> None:

@@ -169,11 +169,7 @@ class Retrain(driver.Loop):
                  f"excluded) | C={cfg.model.C} layers={cfg.model.layers} | data={ds.name} train/test "
                  f"{len(ds.x_train)}/{len(ds.x_test)} | {self.mesh.devices.size} x {jax.devices()[0].device_kind} in "
                  f"{jax.process_count()} process(es) | {self.steps} steps/epoch")
-        self.progress = driver.Progress(t.epochs * self.steps, self.start, "train",
-                                        cfg.run.progress and jax.process_index() == 0)
-        if self.start < t.epochs * self.steps:
-            self.log("compiling the train step (the first step; XLA's persistent cache shortens later runs)")
-        self.t0 = time.time()
+        self.start_progress("train", cfg.run.progress, "the train step")
 
     def begin_epoch(self, epoch, first):
         self.drop_prob = self.cfg.model.drop_path_prob * epoch / self.epochs

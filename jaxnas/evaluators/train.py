@@ -64,7 +64,7 @@ class TrainEvaluator:
         self.space, self.cfg, self.log = space, cfg, log
         data = data if data is not None else data_lib.search_data(cfg.data)
         self.ds, self.train_idx, self.val_idx, self.augment = data.dataset, data.train_idx, data.val_idx, data.augment
-        self.mean, self.std = self.ds.mean_std()
+        self.mean, self.std = data.mean, data.std
         e = cfg.evaluator
         if e.epochs < 1 or e.batch_size < 1:
             raise JaxnasError(f"evaluator.epochs and evaluator.batch_size must be positive, got {e.epochs}, "

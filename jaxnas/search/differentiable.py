@@ -102,7 +102,7 @@ class DartsSearch(driver.Loop):
 
         # data: search-train and search-val halves of the training split
         self.data = data if data is not None else data_lib.search_data(cfg.data)
-        self.mean, self.std = self.data.dataset.mean_std()
+        self.mean, self.std = self.data.mean, self.data.std
         self.train_b = self.data.batcher("train", s.batch_size, cfg.seed, 0)
         self.val_b = self.data.batcher("val", s.batch_size, cfg.seed, 1)
         self.epochs = s.epochs
@@ -185,12 +185,7 @@ class DartsSearch(driver.Loop):
                  f"order={s.order} | {n_params / 1e6:.3f}M weights | data={ds.name} {ds.image_shape} train/val "
                  f"{len(self.data.train_idx)}/{len(self.data.val_idx)} | {self.mesh.devices.size} x "
                  f"{jax.devices()[0].device_kind} in {jax.process_count()} process(es) | {self.steps} steps/epoch")
-        self.progress = driver.Progress(s.epochs * self.steps, self.start, "search",
-                                        cfg.run.progress and jax.process_index() == 0)
-        if self.start < s.epochs * self.steps:
-            self.log(f"compiling the {s.order}-order search step (the first step; XLA's persistent cache shortens "
-                     f"later runs)")
-        self.t0 = time.time()
+        self.start_progress("search", cfg.run.progress, f"the {s.order}-order search step")
         eval_idx = self.data.val_idx[:s.eval_examples] if s.eval_examples else self.data.val_idx
         self.eval_idx = eval_idx
         self.eval_what = "search-val" if len(eval_idx) == len(self.data.val_idx) else \

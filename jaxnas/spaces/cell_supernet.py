@@ -20,6 +20,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from jaxnas.errors import JaxnasError
 from jaxnas.nn import ArchParam
 from jaxnas.relaxations import get_relaxation, relax_all
 from jaxnas.spaces.edges import EdgeMix, group_softmax
@@ -47,7 +48,8 @@ def onehot_rows(rows: Sequence[int], n_ops: int) -> np.ndarray:
 
 class CellSupernet(nnx.Module):
     """Base of the cell supernets. A subclass builds its modules, then calls ``init_arch``, and defines
-    ``forward(x, weights, scales, skip)``; ``__call__`` relaxes the alphas and runs it."""
+    ``forward(x, weights, scales, skip)`` and ``genotype()`` (``init_arch`` refuses a subclass without them);
+    ``__call__`` relaxes the alphas and runs ``forward``."""
 
     op_names: tuple[str, ...]
 
@@ -56,6 +58,10 @@ class CellSupernet(nnx.Module):
         """The architecture parameters: per cell type an alpha matrix (edges, ops), DARTS's init
         1e-3 * N(0, 1), then with ``edge_norm`` a beta per edge (PC-DARTS's init, the same); edges are
         grouped by their target node, ``node_sizes`` edges each (the groups of the edge softmax)."""
+        missing = [name for name in ("forward", "genotype") if not callable(getattr(type(self), name, None))]
+        if missing:
+            raise JaxnasError(f"{type(self).__name__} subclasses CellSupernet but defines no {' or '.join(missing)} "
+                              f"(forward(x, weights, scales, skip) -> logits; genotype() -> the architecture)")
         get_relaxation(relaxation)
         self.op_names, self.relaxation, self.edge_norm = tuple(op_names), relaxation, edge_norm
         self.cell_types, self.node_sizes = tuple(cell_types), tuple(node_sizes)
@@ -99,14 +105,10 @@ class CellSupernet(nnx.Module):
                  weights: Mapping | None = None) -> jax.Array:
         """Logits. ``key`` feeds a sampling relaxation (None: its deterministic weights), ``hyper`` holds
         the scheduled values (``tau``, ``skip``, ...), ``weights`` replaces the relaxed weights (SDARTS's
-        perturbed ones)."""
+        perturbed ones). The subclass's ``forward(x, weights, scales, skip)`` is the network with these edge
+        weights (``{kind: (edges, ops)}``), edge scales (None: off) and the auxiliary skip's weight (DARTS-)."""
         w = self.relax(key, hyper) if weights is None else weights
         return self.forward(x, w, self.edge_scales(), (hyper or {}).get("skip", 1.0))
-
-    def forward(self, x: jax.Array, weights: Mapping, scales: Mapping | None, skip) -> jax.Array:
-        """The network with these edge weights (``{kind: (edges, ops)}``), edge scales (None: off) and
-        the auxiliary skip's weight (DARTS-)."""
-        raise NotImplementedError
 
     def strengths(self, t: CellType) -> np.ndarray:
         """What the discretization ranks for cell type ``t``: the relaxation's strengths of the alphas
