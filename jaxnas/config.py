@@ -30,6 +30,7 @@ def run_defaults(log_every: int, checkpoint_every: int) -> ml_collections.Config
     return ml_collections.ConfigDict(dict(
         workdir="runs", name="", devices=0, log_every=log_every, compile_cache="", imports="",
         kernels="auto",  # auto, native, dense, shift, grouped (jaxnas/kernels/__init__.py)
+        fusion_autotune=False,  # GPU: XLA's fusion autotuner (off: half the compile time; parallel.compiler_options)
         checkpoint_every=checkpoint_every,  # steps between checkpoints (0: epoch ends only); always at epoch ends
         keep_checkpoints=3, tensorboard=True, progress=True,
         coordinator="", num_processes=0, process_id=-1, init_timeout=120))  # see jaxnas/distributed.py

@@ -122,6 +122,22 @@ def test_weight_update_matches_pytorch_sgd_rules():
         np.testing.assert_allclose(w["k"], wt, rtol=1e-6)
 
 
+def test_global_norm_clip_over_many_leaves_equals_optax():
+    """The clip takes the norm of all leaves as one reduction; the rule is optax's (and torch's)."""
+    rng = np.random.default_rng(0)
+    tree = {"a": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32), "b": [jnp.asarray(rng.normal(size=5), jnp.float32),
+                                                                         jnp.asarray(rng.normal(size=(2, 2, 2)), jnp.float32)]}
+    flat = np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])
+    np.testing.assert_allclose(optim.global_norm(tree), np.linalg.norm(flat), rtol=1e-6)
+    for max_norm in (0.5, 100.0):  # clipped, untouched
+        ours, _ = optim.clip_by_global_norm(max_norm).update(tree, optax.EmptyState())
+        ref, _ = optax.clip_by_global_norm(max_norm).update(tree, optax.EmptyState())
+        for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(ref)):
+            np.testing.assert_allclose(a, b, rtol=1e-6)
+    clipped, _ = optim.clip_by_global_norm(0.5).update(tree, optax.EmptyState())
+    np.testing.assert_allclose(optim.global_norm(clipped), 0.5, rtol=1e-6)
+
+
 def test_alpha_update_is_adam_with_coupled_l2():
     tx = optim.alpha_optimizer(tiny_cfg().optim)
     a = {"a": jnp.array([0.5, -0.2])}

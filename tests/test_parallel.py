@@ -54,3 +54,24 @@ def test_batch_must_divide_over_devices():
 
     with pytest.raises(JaxnasError, match="batch size 6 is not divisible by the device count 4"):
         parallel.check_batch(6, parallel.make_mesh(4))
+
+
+class _Device:
+    def __init__(self, platform):
+        self.platform = platform
+
+
+class _Mesh:
+    def __init__(self, platform):
+        self.devices = np.array([_Device(platform)], dtype=object)
+
+
+def test_compiler_options_turn_the_fusion_autotuner_off_on_gpus_only():
+    off = {"xla_gpu_experimental_enable_fusion_autotuner": False}
+    assert parallel.compiler_options(_Mesh("gpu")) == off
+    assert parallel.compiler_options(_Mesh("cuda")) == off
+    assert parallel.compiler_options(_Mesh("gpu"), fusion_autotune=True) == {}
+    assert parallel.compiler_options(_Mesh("tpu")) == {} and parallel.compiler_options(_Mesh("cpu")) == {}
+    # this jax's XLA knows the option: a step jitted with it compiles and runs (here on the CPU)
+    f = jax.jit(lambda x: x * 2, compiler_options=off)
+    np.testing.assert_allclose(f(np.ones(3, np.float32)), 2.0)

@@ -44,12 +44,15 @@ def _reference(group, names, search_bn=True):
     return ref
 
 
-# the shift form (slow to compile, not the default) only at stride 1, to keep the suite short
-@pytest.mark.parametrize("impl, stride", [("native", 1), ("native", 2), ("dense", 1), ("dense", 2), ("shift", 1)])
+# the shift form (slow to compile, not the default) only at stride 1, to keep the suite short; "fused": the
+# dense form stage by stage (what GPUs and TPUs run: grouped convolutions, one BN a stage)
+@pytest.mark.parametrize("impl, stride", [("native", 1), ("native", 2), ("dense", 1), ("dense", 2), ("shift", 1),
+                                          ("fused", 1), ("fused", 2)])
 def test_batched_edges_equal_separate_mixed_ops(impl, stride):
     names = ops.DARTS_OPS
-    with kernels.use(impl):
-        group = SourceEdges(3, 4, stride, names, rngs=nnx.Rngs(0))
+    with kernels.use("dense" if impl == "fused" else impl):
+        group = SourceEdges(3, 4, stride, names, rngs=nnx.Rngs(0), fuse=impl == "fused")
+    assert group.fuse == (impl == "fused")
     ref = _reference(group, names)
     x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4))
     w = jax.nn.softmax(jax.random.normal(jax.random.key(1), (3, len(names))), -1)
@@ -68,6 +71,75 @@ def test_batched_edges_equal_separate_mixed_ops(impl, stride):
 
     for a, b in zip(jax.grad(loss_group, (0, 1))(x, w), jax.grad(loss_ref, (0, 1))(x, w)):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
+    # and the BN running statistics moved as the separate BNs' did (one forward each, above)
+    for i, src in group.ops.items():
+        if isinstance(src, StackedSepConv):
+            mean = src.block2.bn.bn.mean[...].reshape(3, 4)
+            for e in range(3):
+                np.testing.assert_allclose(mean[e], ref[e].ops[int(i)].block2.bn.mean[...], rtol=1e-4, atol=1e-5)
+
+
+def test_fused_edges_second_order_equals_the_per_op_form():
+    """DARTS's exact second order differentiates the weight gradient again: through the grouped
+    convolutions and the shared BN the fused form gives the per-op form's Hessian-vector product."""
+    names = ops.DARTS_OPS
+    x = jax.random.normal(jax.random.key(0), (2, 6, 6, 4))
+    w = jax.nn.softmax(jax.random.normal(jax.random.key(1), (2, len(names))), -1)
+    results = []
+    for fuse in (False, True):
+        with kernels.use("dense"):
+            group = SourceEdges(2, 4, 1, names, rngs=nnx.Rngs(0), fuse=fuse)
+        gdef, params, rest = nnx.split(group, nnx.Param, ...)
+
+        def loss(p, w):
+            return (nnx.merge(gdef, p, rest, copy=True)(x, w) ** 2).sum()
+
+        v = jax.tree.map(jnp.ones_like, params)
+        hvp = jax.grad(lambda w: sum(jax.tree.leaves(jax.tree.map(lambda g, t: (g * t).sum(),
+                                                                   jax.grad(loss)(params, w), v))))(w)
+        results.append(hvp)
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-3, atol=1e-3)
+    assert np.abs(np.asarray(results[0])).max() > 0
+
+
+def test_separable_many_equals_one_block_at_a_time():
+    """Per-edge inputs of two geometries (3x3 and 5x5 dilated): one grouped convolution per geometry,
+    the same outputs as ``separable`` per block; a shared input the same as well."""
+    keys = jax.random.split(jax.random.key(0), 8)
+    blocks = [(jax.random.normal(keys[0], (2, 3, 3, 4)), jax.random.normal(keys[1], (2, 4, 4)), 1, 1, 1),
+              (jax.random.normal(keys[2], (3, 3, 3, 4)), jax.random.normal(keys[3], (3, 4, 4)), 1, 1, 1),
+              (jax.random.normal(keys[4], (1, 5, 5, 4)), jax.random.normal(keys[5], (1, 4, 4)), 1, 2, 4)]
+    xs = [jax.random.normal(keys[6], (2, 9, 9, b[0].shape[0], 4)) for b in blocks]
+    for got, b, x in zip(kernels.separable_many(xs, blocks, "dense"), blocks, xs):
+        np.testing.assert_allclose(got, separable(x, *b, "dense"), rtol=1e-4, atol=1e-4)
+    x = jax.random.normal(keys[7], (2, 9, 9, 4))
+    for got, b in zip(kernels.separable_many(x, blocks, "dense", relu=True), blocks):
+        np.testing.assert_allclose(got, separable(x, *b, "dense", relu=True), rtol=1e-4, atol=1e-4)
+
+
+def test_batch_norm_together_equals_separate_batch_norms():
+    a = ops.batch_norm(3, False, rngs=nnx.Rngs(0))
+    b = ops.StackedBatchNorm(2, 3, rngs=nnx.Rngs(0))
+    a_ref = ops.batch_norm(3, False, rngs=nnx.Rngs(0))
+    b_ref = ops.StackedBatchNorm(2, 3, rngs=nnx.Rngs(0))
+    ya = jax.random.normal(jax.random.key(0), (4, 5, 5, 3)) * 2 + 1
+    yb = jax.random.normal(jax.random.key(1), (4, 5, 5, 2, 3)) - 3
+    out = ops.batch_norm_together([a, b], [ya, yb])
+    np.testing.assert_allclose(out[0], a_ref(ya), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out[1], b_ref(yb), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(a.mean[...], a_ref.mean[...], rtol=1e-6)
+    np.testing.assert_allclose(b.bn.var[...], b_ref.bn.var[...], rtol=1e-6)
+    # hand-worked: the running mean moves 10% of the way to the batch mean (PyTorch momentum 0.1)
+    np.testing.assert_allclose(a.mean[...], 0.1 * np.asarray(ya).mean((0, 1, 2)), rtol=1e-5)
+
+
+def test_edges_fuse_by_default_off_the_cpu_in_the_dense_form():
+    with kernels.use("dense", "cuda"):
+        assert SourceEdges(2, 4, 1, ops.DARTS_OPS, rngs=nnx.Rngs(0)).fuse
+    with kernels.use("dense", "cpu"):
+        assert not SourceEdges(2, 4, 1, ops.DARTS_OPS, rngs=nnx.Rngs(0)).fuse
+    with kernels.use("shift", "tpu"):
+        assert not SourceEdges(2, 4, 1, ops.DARTS_OPS, rngs=nnx.Rngs(0)).fuse
 
 
 def test_user_ops_and_nb201_convs_take_the_per_edge_and_batched_paths():

@@ -118,6 +118,19 @@ def separable(x: jax.Array, dw: jax.Array, pw: jax.Array, stride: int, dilation:
     return reference.separable(jax.nn.relu(x) if relu else x, dw, pw, stride, dilation, padding, _form(impl))
 
 
+def separable_many(xs, blocks, impl: str, relu: bool = False) -> list[jax.Array]:
+    """Several separable blocks at once (``blocks[i] = (dw, pw, stride, dilation, padding)``) over one
+    shared input ``xs`` or one input each (a list); the outputs of ``separable`` block by block. The
+    dense form computes blocks whose windows fit one kernel as one convolution
+    (``reference.separable_many``); the other forms call ``separable`` per block."""
+    shared = not isinstance(xs, (list, tuple))
+    if impl != "dense":
+        return [separable(xs if shared else xs[i], *b, impl, relu=relu) for i, b in enumerate(blocks)]
+    if relu:
+        xs = jax.nn.relu(xs) if shared else [jax.nn.relu(x) for x in xs]
+    return reference.separable_many(xs, blocks, "dense")
+
+
 def batch_norm(x: jax.Array, running_mean: jax.Array, running_var: jax.Array, momentum: float, eps: float,
                impl: str) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Training-mode BN without affine parameters over the last axis: ``(y, new_mean, new_var)``

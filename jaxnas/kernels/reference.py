@@ -204,3 +204,39 @@ def pool(x: jax.Array, kind: str, k: int, stride: int, padding: int) -> jax.Arra
     total = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, strides, pad)
     ones = jnp.ones((1,) + x.shape[1:3] + (1,), x.dtype)
     return total / jax.lax.reduce_window(ones, 0.0, jax.lax.add, window, strides, pad)
+
+
+
+def separable_many(xs, blocks, form: str = "dense") -> list[jax.Array]:
+    """Several separable blocks (``separable``'s arguments, ``blocks[i] = (dw, pw, stride, dilation,
+    padding)``) over one shared input ``xs`` (N, H, W, C) or one input each (``xs[i]``, (N, H, W, E_i,
+    C)); the same outputs as ``separable`` block by block. In the dense form, over one input each,
+    the blocks of one geometry (kernel size, stride, dilation, padding, channels) are one grouped
+    convolution with a group per edge, where ``separable`` runs a convolution per edge. A shared input
+    takes ``separable``'s one convolution per block: merging blocks of different kernel sizes would
+    embed the smaller kernels in the larger (more FLOPs), and measured, it compiled slower
+    (docs/accelerators.md)."""
+    shared = not isinstance(xs, (list, tuple))
+    if form != "dense" or shared:
+        return [separable(xs if shared else xs[i], *b, form=form) for i, b in enumerate(blocks)]
+    groups: dict[tuple, list[int]] = {}
+    for i, (dw, pw, stride, dilation, padding) in enumerate(blocks):
+        groups.setdefault((dw.shape[1:], pw.shape[1:], stride, dilation, padding), []).append(i)
+    out: list[jax.Array | None] = [None] * len(blocks)
+    for group in groups.values():
+        _, _, stride, dilation, padding = blocks[group[0]]
+        dw = jnp.concatenate([blocks[i][0] for i in group])  # (E, k, k, C), every block's edges
+        pw = jnp.concatenate([blocks[i][1] for i in group])  # (E, C, D)
+        E, k, _, C = dw.shape
+        D = pw.shape[-1]
+        x = jnp.concatenate([xs[i] for i in group], axis=3) if len(group) > 1 else xs[group[0]]
+        kernel = dw[:, :, :, :, None] * pw[:, None, None, :, :]  # (E, k, k, C, D)
+        y = conv(x.reshape(x.shape[:3] + (E * C,)), jnp.moveaxis(kernel, 0, 3).reshape(k, k, C, E * D),
+                 stride, padding, dilation, groups=E)
+        y = y.reshape(y.shape[:3] + (E, D))
+        start = 0
+        for i in group:
+            n = blocks[i][0].shape[0]
+            out[i] = y[..., start:start + n, :]
+            start += n
+    return out

@@ -9,11 +9,12 @@ batched form) makes it usable in every space by name.
 from jaxnas.nn import conv, torch_default_init
 from jaxnas.ops import darts_primitives, nb201_convs  # noqa: E402,F401  (register the built-in ops)
 from jaxnas.ops.layers import (BN_EPS, BN_MOMENTUM, BatchNorm, DepthwiseConv, DilConv, FactorizedReduce, Identity,
-                               MixedOp, Pool, ReLUConvBN, SepConv, StackedBatchNorm, Zero, batch_norm)
+                               MixedOp, Pool, ReLUConvBN, SepConv, StackedBatchNorm, Zero, batch_norm,
+                               batch_norm_together)
 from jaxnas.ops.registry import (DARTS_OPS, NB201_OPS, OP_SETS, OPS, OpFactory, OpSpec, get_op, register_op,
                                  resolve_op_set)
 
 __all__ = ["BN_EPS", "BN_MOMENTUM", "BatchNorm", "DARTS_OPS", "DepthwiseConv", "DilConv", "FactorizedReduce",
            "Identity", "MixedOp", "NB201_OPS", "OPS", "OP_SETS", "OpFactory", "OpSpec", "Pool", "ReLUConvBN",
-           "SepConv", "StackedBatchNorm", "Zero", "batch_norm", "conv", "get_op", "register_op",
+           "SepConv", "StackedBatchNorm", "Zero", "batch_norm", "batch_norm_together", "conv", "get_op", "register_op",
            "resolve_op_set", "torch_default_init"]

@@ -76,9 +76,17 @@ class StackedDilConv(nnx.Module):
         self.bn = StackedBatchNorm(E, C, rngs=rngs)
         self.impl = kernels.resolve()
 
+    def geometry(self) -> tuple:
+        """``kernels.separable``'s block arguments: (dw, pw, stride, dilation, padding)."""
+        return self.dw[...], self.pw[...], self.stride, self.dilation, self.padding
+
+    def blocks(self) -> tuple["StackedDilConv", ...]:
+        """The op as a chain of ReLU-separable-BN blocks (``edges.SourceEdges`` runs the blocks of
+        every such op together)."""
+        return (self,)
+
     def __call__(self, x):
-        y = kernels.separable(x, self.dw[...], self.pw[...], self.stride, self.dilation, self.padding,
-                              self.impl, relu=True)
+        y = kernels.separable(x, *self.geometry(), self.impl, relu=True)
         return self.bn(y)
 
 
@@ -88,6 +96,9 @@ class StackedSepConv(nnx.Module):
     def __init__(self, E: int, C: int, k: int, stride: int, padding: int, rngs: nnx.Rngs):
         self.block1 = StackedDilConv(E, C, k, stride, padding, 1, rngs)
         self.block2 = StackedDilConv(E, C, k, 1, padding, 1, rngs)
+
+    def blocks(self) -> tuple[StackedDilConv, ...]:
+        return (self.block1, self.block2)
 
     def __call__(self, x):
         return self.block2(self.block1(x))  # block 2 reads one input per edge: (N, H, W, E, C)

@@ -67,6 +67,30 @@ class StackedBatchNorm(nnx.Module):
         return self.bn(y.reshape(y.shape[:3] + (-1,))).reshape(y.shape)
 
 
+def batch_norm_together(norms: Sequence[BatchNorm | StackedBatchNorm], ys: Sequence[jax.Array]) -> list[jax.Array]:
+    """``[norm(y) for norm, y in zip(norms, ys)]`` for training-mode non-affine BNs, as one BN over their
+    channels side by side (the same per-channel statistics, each module's running statistics updated
+    as its own call would): one reduction each way instead of one per module."""
+    bns = [n.bn if isinstance(n, StackedBatchNorm) else n for n in norms]
+    first = bns[0]
+    if (len(bns) == 1 or len({y.shape[:3] for y in ys}) > 1 or any(b.use_running_average or b.scale is not None or b.bias is not None
+                             or (b.momentum, b.epsilon, b.impl) != (first.momentum, first.epsilon, first.impl)
+                             for b in bns)):
+        return [n(y) for n, y in zip(norms, ys)]
+    flat = [y.reshape(y.shape[:3] + (-1,)) for y in ys]
+    sizes = [f.shape[-1] for f in flat]
+    out, mean, var = kernels.batch_norm(jnp.concatenate(flat, -1), jnp.concatenate([b.mean[...] for b in bns]),
+                                        jnp.concatenate([b.var[...] for b in bns]), first.momentum, first.epsilon,
+                                        first.impl)
+    result, start = [], 0
+    for b, y, n in zip(bns, ys, sizes):
+        b.mean.set_value(jax.lax.stop_gradient(mean[start:start + n]))
+        b.var.set_value(jax.lax.stop_gradient(var[start:start + n]))
+        result.append(out[..., start:start + n].reshape(y.shape).astype(y.dtype))
+        start += n
+    return result
+
+
 class DepthwiseConv(nnx.Module):
     """A bias-free depthwise conv (PyTorch ``Conv2d(C, C, k, groups=C)``), kernel (k, k, 1, C)."""
 

@@ -19,7 +19,7 @@ from flax import nnx
 
 from jaxnas import kernels
 from jaxnas.errors import JaxnasError
-from jaxnas.ops import batch_norm, get_op
+from jaxnas.ops import batch_norm, batch_norm_together, get_op
 from jaxnas.relaxations import get_relaxation
 
 
@@ -79,7 +79,12 @@ def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
 
 class SourceEdges(nnx.Module):
     """The mixed ops of E edges that all read one state ``x``; equal to E ``ops.MixedOp``
-    run one by one (tests/test_spaces_edges.py). ``mixed`` (an ``EdgeMix``) says how each edge mixes
+    run one by one (tests/test_spaces_edges.py). With ``fuse`` (default: the dense form off the CPU,
+    what GPUs and TPUs run) the ops that are chains of ReLU-separable-BN blocks (a batched module with
+    ``blocks()``: DARTS's sep and dil convs) run stage by stage together: each stage's blocks as one or
+    two convolutions (``kernels.separable_many``) and one BN (``ops.batch_norm_together``); the same
+    maths in a few large kernels instead of many small ones, which is what XLA:GPU's compile time
+    grows with (docs/accelerators.md). ``mixed`` (an ``EdgeMix``) says how each edge mixes
     its ops: DARTS's weighted sum by default, or PC-DARTS's partial channels (the other C - C/K
     channels bypass the ops, 2x2 max-pooled at stride 2, are concatenated after them and the
     channels shuffled in K groups), DARTS-'s auxiliary skip (its stride-2 form a non-affine
@@ -88,7 +93,7 @@ class SourceEdges(nnx.Module):
     """
 
     def __init__(self, E: int, C: int, stride: int, op_names: Sequence[str], *, rngs: nnx.Rngs,
-                 mixed: EdgeMix = EdgeMix()):
+                 mixed: EdgeMix = EdgeMix(), fuse: bool | None = None):
         partial, aux_skip, hard = mixed.partial, mixed.aux_skip, mixed.hard
         if partial < 1 or C % partial:
             raise JaxnasError(f"space.partial_channels={partial} must divide the cell's channel count {C}")
@@ -98,6 +103,7 @@ class SourceEdges(nnx.Module):
         self.E, self.C, self.stride, self.partial, self.hard = E, C, stride, partial, hard
         self.op_names = tuple(op_names)
         self.impl = kernels.resolve()
+        self.fuse = (self.impl == "dense" and kernels.platform() != "cpu") if fuse is None else bool(fuse)
         c_ops = C // partial
         ops = {}
         for i, name in enumerate(self.op_names):
@@ -123,6 +129,7 @@ class SourceEdges(nnx.Module):
         """sum_o w_o * o(x) over the op channels; ``weights`` decide what a hard relaxation selected,
         ``scaled`` (weights times any edge scale) multiply."""
         shape = self._out_shape(x, x.shape[-1])
+        outs = {} if self.hard or not self.fuse else self._chains(x)
         out = None
         for i in range(len(self.op_names)):
             w = scaled[:, i, None]  # (E, 1) broadcasts over the (E, C) trailing axes
@@ -135,9 +142,25 @@ class SourceEdges(nnx.Module):
                 term = nnx.cond(jnp.any(sel), lambda op, x, w, sel: w * jnp.where(sel, op(x), 1.0),
                                 lambda op, x, w, sel: jnp.broadcast_to(w, shape), self.ops[str(i)], x, w, sel)
             else:
-                term = self.ops[str(i)](x) * w
+                term = (outs[str(i)] if str(i) in outs else self.ops[str(i)](x)) * w
             out = term if out is None else out + term
         return jnp.zeros(shape, x.dtype) if out is None else out  # every op is none
+
+    def _chains(self, x: jax.Array) -> dict[str, jax.Array]:
+        """The outputs of every op that is a chain of ReLU-separable-BN blocks, stage by stage: the
+        first blocks read x (shared), later ones their op's previous output."""
+        chains = {i: op.blocks() for i, op in self.ops.items() if hasattr(op, "blocks")}
+        if len(chains) < 2 and not any(len(c) > 1 for c in chains.values()):
+            return {}
+        outs: dict[str, jax.Array] = {}
+        for stage in range(max((len(c) for c in chains.values()), default=0)):
+            ids = [i for i, c in chains.items() if len(c) > stage]
+            blocks = [chains[i][stage] for i in ids]
+            xs = x if stage == 0 else [outs[i] for i in ids]
+            ys = kernels.separable_many(xs, [b.geometry() for b in blocks], self.impl, relu=True)
+            for i, y in zip(ids, batch_norm_together([b.bn for b in blocks], ys)):
+                outs[i] = y
+        return outs
 
     def __call__(self, x: jax.Array, weights: jax.Array, edge_scale: jax.Array | None = None,
                  skip: jax.Array | float = 1.0) -> jax.Array:

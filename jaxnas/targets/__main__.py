@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ops", default="", help="search: the candidate ops (space.ops), e.g. none,sep_conv_3x3")
     p.add_argument("--kernels", default="auto")
     p.add_argument("--dtype", default="float32", help="retrain: float32 or bfloat16")
+    p.add_argument("--fusion-autotune", action="store_true",
+                   help="GPU: keep XLA's fusion autotuner on (run.fusion_autotune; jaxnas turns it off)")
     p.add_argument("--hlo", default="", help="write the compiled HLO here")
     p.add_argument("--lower-only", action="store_true",
                    help="stop after lowering: FLOPs and lowering time, no compile (minutes less at paper size)")
@@ -49,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"jaxnas: target {args.target}: {missing}", file=sys.stderr)
             return 3
         kw = {"search": dict(space=args.space, order=args.order, method=args.method, layers=args.layers, C=args.C,
-                                ops=args.ops),
-              "retrain": dict(dtype=args.dtype), "optimize": {}}.get(args.kind, {})
+                                ops=args.ops, fusion_autotune=args.fusion_autotune),
+              "retrain": dict(dtype=args.dtype, fusion_autotune=args.fusion_autotune), "optimize": {}}.get(args.kind, {})
         built = steps.build(args.kind, args.target, args.devices, size=args.size, batch=args.batch,
                             kernels=args.kernels, **kw)
         if args.lower_only:

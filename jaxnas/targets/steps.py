@@ -92,7 +92,7 @@ def search_config(space: str = "darts", method: str = "", size: str = "test", ba
 
 def search(target: str, devices: int = 1, space: str = "darts", order: str = "", method: str = "",
            size: str = "test", batch: int = 0, layers: int = 0, C: int = 0, ops: str = "", kernels: str = "auto",
-           mesh=None) -> Built:
+           mesh=None, fusion_autotune: bool = False) -> Built:
     """The bilevel search step (``jaxnas search``) of ``order`` (default: the method's) for ``target``."""
     import jax
     import jax.numpy as jnp
@@ -125,14 +125,14 @@ def search(target: str, devices: int = 1, space: str = "darts", order: str = "",
     model.eval()
     graphdef_eval = nnx.split(model)[0]
     step = B.make_search_step(graphdef, w_tx, a_tx, schedule, order, cfg.optim, parts, graphdef_eval)
-    jitted = parallel.jit_data_parallel(step, mesh, 2)
+    jitted = parallel.jit_data_parallel(step, mesh, 2, fusion_autotune=fusion_autotune)
     tb = _batch(cfg.search.batch_size, image, 3, mesh)
     name = f"search-{space}-{method or 'darts'}-{order}-{size}"
     return Built(name, jitted, (_abstract_state(state, mesh), tb, dict(tb)), form)
 
 
 def retrain(target: str, devices: int = 1, size: str = "test", batch: int = 0, dtype: str = "float32",
-            kernels: str = "auto", mesh=None) -> Built:
+            kernels: str = "auto", mesh=None, fusion_autotune: bool = False) -> Built:
     """The retraining step (``jaxnas train``) of DARTS_V2: test size C=8, 3 cells with the auxiliary
     head off on 8x8 images; paper size C=36, 20 cells, auxiliary head, batch 96 on 32x32."""
     import jax
@@ -165,7 +165,7 @@ def retrain(target: str, devices: int = 1, size: str = "test", batch: int = 0, d
     step = train_lib.make_train_step(graphdef, tx, cfg.model.auxiliary_weight, train_lib.DTYPES[dtype])
     repl, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
     jitted = jax.jit(step, in_shardings=(repl, repl, repl, data, repl, repl), out_shardings=repl,
-                     donate_argnums=(0, 1, 2))
+                     donate_argnums=(0, 1, 2), compiler_options=parallel.compiler_options(mesh, fusion_autotune) or None)
     state = _abstract_state((params, stats, _shapes(tx.init, params)), mesh)
     key = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=repl)
     drop = jax.ShapeDtypeStruct((), jnp.float32, sharding=repl)
