@@ -73,7 +73,8 @@ def bench(args) -> dict:
     model.eval()
     graphdef_eval = nnx.split(model)[0]  # SDARTS-ADV attacks in evaluation mode
     step = parallel.jit_data_parallel(B.make_search_step(graphdef, w_tx, a_tx, schedule, order, cfg.optim, parts,
-                                                         graphdef_eval), mesh, 2)
+                                                         graphdef_eval), mesh, 2,
+                                        fusion_autotune=args.fusion_autotune)
     state = parallel.put_replicated(state, mesh)
     rng = np.random.default_rng(0)
     batch = lambda: parallel.put_batch({  # noqa: E731
@@ -137,6 +138,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--profile", default="")
+    p.add_argument("--fusion-autotune", action="store_true",
+                   help="GPU: keep XLA's fusion autotuner on (run.fusion_autotune; jaxnas turns it off)")
     p.add_argument("--cache", default="", help="persistent compilation cache directory")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--method", default="", help="a DARTS-family method (jaxnas.methods), or all")

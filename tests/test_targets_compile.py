@@ -117,3 +117,14 @@ print(json.dumps([r.flops, r.argument_bytes, r.output_bytes]))
 
 def test_every_ci_target_can_be_compiled_for_here():
     assert MISSING == {t: None for t in CI_TARGETS}
+
+
+@pytest.mark.parametrize("target", ["h200", "tpu-v5e"])
+def test_per_edge_separable_blocks_compile_as_grouped_convolutions(target, tmp_path):
+    """Off the CPU the edges run stage by stage (``edges.SourceEdges.fuse``): each source state's
+    per-edge second separable blocks are one grouped convolution a kernel size (E groups)."""
+    _skip_missing(target)
+    hlo = tmp_path / "step.hlo"
+    compile_step(target, dict(kind="search", space="darts", order="first"), hlo=str(hlo))
+    text = hlo.read_text()
+    assert "feature_group_count=2" in text  # the 2-edge source states of the test-size reduction cell
