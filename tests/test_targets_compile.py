@@ -119,10 +119,12 @@ def test_every_ci_target_can_be_compiled_for_here():
     assert MISSING == {t: None for t in CI_TARGETS}
 
 
-@pytest.mark.parametrize("target", ["h200", "tpu-v5e"])
+@pytest.mark.parametrize("target", ["h200", "a100"])
 def test_per_edge_separable_blocks_compile_as_grouped_convolutions(target, tmp_path):
     """Off the CPU the edges run stage by stage (``edges.SourceEdges.fuse``): each source state's
-    per-edge second separable blocks are one grouped convolution a kernel size (E groups)."""
+    per-edge second separable blocks are one grouped convolution a kernel size (E groups), which
+    cuDNN runs as such. (TPU's compiler rewrites grouped convolutions, so its compiled program
+    does not show them.)"""
     _skip_missing(target)
     hlo = tmp_path / "step.hlo"
     compile_step(target, dict(kind="search", space="darts", order="first"), hlo=str(hlo))
