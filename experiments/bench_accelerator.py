@@ -52,6 +52,8 @@ def main() -> None:
     p.add_argument("--devices", type=int, default=1)
     p.add_argument("--timeout", type=int, default=3600, help="seconds a compile may take")
     p.add_argument("--lower-only", action="store_true", help="FLOPs per step from the lowered program, no compile")
+    p.add_argument("--fusion-autotune", action="store_true",
+                   help="GPU: keep XLA's fusion autotuner on (run.fusion_autotune; jaxnas turns it off)")
     args = p.parse_args()
     target = targets.get(args.target)
     missing = targets.available(args.target)
@@ -68,7 +70,8 @@ def main() -> None:
                       "host_cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d")}), flush=True)
     for name in names:
         cmd = [sys.executable, "-m", "jaxnas.targets", "--target", args.target, "--size", args.size,
-               "--devices", str(args.devices), *known[name], *(["--lower-only"] if args.lower_only else [])]
+               "--devices", str(args.devices), *known[name], *(["--lower-only"] if args.lower_only else []),
+               *(["--fusion-autotune"] if args.fusion_autotune and known[name][1] in ("search", "retrain") else [])]
         t = time.perf_counter()
         try:
             out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
