@@ -77,18 +77,18 @@ def put_replicated(tree, mesh: Mesh):
 GPU_PLATFORMS = ("gpu", "cuda", "rocm")
 
 
-def compiler_options(mesh: Mesh, fusion_autotune: bool = False) -> dict:
+def compiler_options(mesh: Mesh, fusion_autotune: bool = False) -> dict | None:
     """The XLA options of jaxnas's jitted steps on ``mesh``'s platform (``run.fusion_autotune``).
 
     On GPUs XLA's fusion autotuner (``xla_gpu_experimental_enable_fusion_autotuner``, on by default
     in recent XLA) compiles every candidate emitter of every fusion before it picks one: half of the
     8-cell DARTS step's compile time (docs/accelerators.md), for fusions that are memory-bound
     loops and reductions. jaxnas turns it off unless ``fusion_autotune``; XLA's default emitters
-    then run, and convolutions and GEMMs are autotuned as before. Elsewhere: no options."""
+    then run, and convolutions and GEMMs are autotuned as before. Elsewhere: None (no options)."""
     platform = mesh.devices.flat[0].platform
     if platform in GPU_PLATFORMS and not fusion_autotune:
         return {"xla_gpu_experimental_enable_fusion_autotuner": False}
-    return {}
+    return None
 
 
 def jit_data_parallel(step: Callable, mesh: Mesh, n_batches: int, donate_state: bool = True,
@@ -98,4 +98,4 @@ def jit_data_parallel(step: Callable, mesh: Mesh, n_batches: int, donate_state: 
     repl, data = replicated(mesh), batch_sharded(mesh)
     return jax.jit(step, in_shardings=(repl,) + (data,) * n_batches, out_shardings=repl,
                    donate_argnums=(0,) if donate_state else (),
-                   compiler_options=compiler_options(mesh, fusion_autotune) or None)
+                   compiler_options=compiler_options(mesh, fusion_autotune))

@@ -143,8 +143,8 @@ class Retrain(driver.Loop):
         self.train_step = jax.jit(make_train_step(graphdef, tx, cfg.model.auxiliary_weight, DTYPES[t.dtype]),
                                   in_shardings=(repl, repl, repl, sharded, repl, repl), out_shardings=repl,
                                   donate_argnums=(0, 1, 2),
-                                  compiler_options=parallel.compiler_options(self.mesh, cfg.run.get("fusion_autotune", False))
-                                  or None)
+                                  compiler_options=parallel.compiler_options(self.mesh,
+                                                                             cfg.run.get("fusion_autotune", False)))
         self.params, self.stats, self.opt = params, stats, tx.init(params)
         self.key = jax.random.key(cfg.seed)
         self.part = parallel.local_part()

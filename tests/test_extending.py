@@ -44,6 +44,42 @@ if "test_scaled_relu" not in jaxnas.ops.OPS:
         lambda C, stride, affine, rngs: ScaledReLU(C, stride))
 
 
+# ---------------------------------------------------------------- an op that joins the stage-by-stage edges
+class UserBlock(nnx.Module):
+    """ReLU, depthwise 3x3 at dilation 3, pointwise, non-affine BN, for E edges: one block of the
+    protocol ``edges.SourceEdges`` runs stage by stage (``geometry()`` and ``bn``)."""
+
+    def __init__(self, E, C, stride, rngs):
+        self.dw = nnx.Param(jax.random.normal(rngs.params(), (E, 3, 3, C)) / 3)
+        self.pw = nnx.Param(jax.random.normal(rngs.params(), (E, C, C)) / 2)
+        self.stride = stride
+        self.bn = jaxnas.ops.StackedBatchNorm(E, C, rngs=rngs)
+
+    def geometry(self):
+        return self.dw[...], self.pw[...], self.stride, 3, 3
+
+    def __call__(self, x):
+        return self.bn(jaxnas.kernels.separable(x, *self.geometry(), "dense", relu=True))
+
+
+class UserChain(nnx.Module):
+    """Two such blocks (only the first strided), declared with ``blocks()``."""
+
+    def __init__(self, E, C, stride, rngs):
+        self.first, self.second = UserBlock(E, C, stride, rngs), UserBlock(E, C, 1, rngs)
+
+    def blocks(self):
+        return (self.first, self.second)
+
+    def __call__(self, x):
+        return self.second(self.first(x))
+
+
+if "test_dil3_chain" not in jaxnas.ops.OPS:
+    jaxnas.register_op("test_dil3_chain", batched=lambda E, C, stride, bn, rngs: UserChain(E, C, stride, rngs))(
+        lambda C, stride, affine, rngs: jaxnas.ops.DilConv(C, C, 3, stride, 3, 3, affine, rngs=rngs))
+
+
 # ---------------------------------------------------------------- a relaxation that samples
 def gumbel_soft(alphas, key, hyper):
     """Gumbel-softmax (tau 1) when a key is given, softmax otherwise."""
@@ -238,6 +274,22 @@ def test_a_user_op_runs_in_its_batched_form_in_a_darts_search():
     assert scales and all(s.shape[0] >= 1 for s in scales)
     assert any(not np.allclose(s, 1.0) for s in scales)  # the op's weights were trained
     assert {op for op, _ in result["genotype"].normal} <= {"skip_connect", "test_scaled_relu"}
+
+
+def test_a_user_op_with_blocks_runs_stage_by_stage_with_the_builtin_ops():
+    """Declaring ``blocks()`` is all a user op needs to join the stage-by-stage edges (what GPUs and
+    TPUs run): its blocks are computed with sep_conv_3x3's, and the result is its own __call__'s."""
+    names = ("sep_conv_3x3", "test_dil3_chain")
+    x = jax.random.normal(jax.random.key(0), (2, 9, 9, 4))
+    w = jax.nn.softmax(jax.random.normal(jax.random.key(1), (2, 2)), -1)
+    out = {}
+    for fuse in (False, True):
+        with jaxnas.kernels.use("dense"):
+            group = SourceEdges(2, 4, 1, names, rngs=nnx.Rngs(0), fuse=fuse)
+        if fuse:
+            assert set(group._chains(x)) == {"0", "1"}  # both ops ran in the stages
+        out[fuse] = group(x, w)
+    np.testing.assert_allclose(out[True], out[False], rtol=1e-4, atol=1e-4)
 
 
 def test_a_user_space_with_a_sampling_relaxation_runs_differentiable_search_reproducibly():

@@ -202,23 +202,65 @@ cp "$DISK/r/trials.jsonl" "$WORK/after.jsonl" 2>/dev/null
 """
 
 
-def test_a_full_disk_is_one_line_and_resume_goes_on_with_every_finished_trial(tmp_path):
-    """A real full disk: a small tmpfs in a private mount namespace (``unshare``, root or a user namespace)."""
-    if shutil.which("unshare") is None:
-        pytest.skip("unshare is not installed")
-    args = " ".join(ARGS + ["--config.optimize.trials=6"])
-    disk, work = tmp_path / "disk", tmp_path / "work"
-    disk.mkdir()
-    work.mkdir()
+SIMULATED_DISK = r"""
+import errno, os, sys
+from jaxnas import cli
+trials = os.path.join(sys.argv[1], "r", "trials.jsonl")
+real_fsync = os.fsync
+
+
+def fsync(fd):  # the disk fills once three trials are recorded: every later atomic write fails
+    if os.path.exists(trials) and sum(1 for _ in open(trials)) >= 3:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return real_fsync(fd)
+
+
+os.fsync = fsync
+sys.exit(cli.main(sys.argv[2:]))
+"""
+
+
+def _full_disk_on_tmpfs(args: str, disk, work) -> bool:
+    """A real full disk: a small tmpfs in a private mount namespace (``unshare``, root or a user
+    namespace). False where such a mount cannot be made here."""
+    if shutil.which("unshare") is None or os.environ.get("JAXNAS_TEST_SIMULATED_DISK"):
+        return False
     # measured: 180 KB fills before the first trial, 200 KB during the study, 230 KB at the plots
     script = DISK_SCRIPT.format(size=200, args=args)
     prefix = ["unshare", "--mount", "--propagation", "private"] if os.geteuid() == 0 else \
         ["unshare", "--user", "--map-root-user", "--mount", "--propagation", "private"]
-    out = subprocess.run(prefix + ["bash", "-c", script], env=dict(os.environ, DISK=str(disk), WORK=str(work), PY=sys.executable,
-                                                                 PYTHONPATH=os.getcwd()),
+    out = subprocess.run(prefix + ["bash", "-c", script], env=dict(os.environ, DISK=str(disk), WORK=str(work),
+                                                                 PY=sys.executable, PYTHONPATH=os.getcwd()),
                          capture_output=True, text=True, timeout=900)
-    if out.returncode == 77 or not (work / "first.rc").exists():
-        pytest.skip(f"cannot mount a small tmpfs here: {out.stderr.strip()[:200]}")
+    return out.returncode != 77 and (work / "first.rc").exists()
+
+
+def _full_disk_simulated(args: list[str], disk, work) -> None:
+    """Where no tmpfs can be mounted: the same run with ENOSPC raised by every atomic write
+    (``rundir``'s fsync) once three trials are recorded, then the resume on a disk with room."""
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    first = subprocess.run([sys.executable, "-c", SIMULATED_DISK, str(disk), "optimize", *args,
+                            f"--config.run.workdir={disk}", "--config.run.name=r"],
+                           capture_output=True, text=True, timeout=900, env=env, cwd=work)
+    (work / "first.rc").write_text(str(first.returncode))
+    (work / "first.err").write_text(first.stderr)
+    shutil.copy(disk / "r" / "trials.jsonl", work / "before.jsonl")
+    second = subprocess.run([sys.executable, "-m", "jaxnas", "optimize", "--resume", str(disk / "r")],
+                            capture_output=True, text=True, timeout=900, env=env, cwd=work)
+    (work / "second.rc").write_text(str(second.returncode))
+    (work / "second.err").write_text(second.stderr)
+    shutil.copy(disk / "r" / "trials.jsonl", work / "after.jsonl")
+
+
+def test_a_full_disk_is_one_line_and_resume_goes_on_with_every_finished_trial(tmp_path):
+    """A full disk in the middle of a study: one line, exit 2, and the resume keeps every finished
+    trial. On a real tmpfs where one can be mounted, else with ENOSPC from the run's own writes."""
+    args = ARGS + ["--config.optimize.trials=6"]
+    disk, work = tmp_path / "disk", tmp_path / "work"
+    disk.mkdir()
+    work.mkdir()
+    if not _full_disk_on_tmpfs(" ".join(args), disk, work):
+        _full_disk_simulated(args, disk, work)
     first_rc = int((work / "first.rc").read_text())
     first_err = (work / "first.err").read_text()
     assert first_rc == 2, (first_rc, first_err[-2000:])

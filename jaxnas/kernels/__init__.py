@@ -120,9 +120,9 @@ def separable(x: jax.Array, dw: jax.Array, pw: jax.Array, stride: int, dilation:
 
 def separable_many(xs, blocks, impl: str, relu: bool = False) -> list[jax.Array]:
     """Several separable blocks at once (``blocks[i] = (dw, pw, stride, dilation, padding)``) over one
-    shared input ``xs`` or one input each (a list); the outputs of ``separable`` block by block. The
-    dense form computes blocks whose windows fit one kernel as one convolution
-    (``reference.separable_many``); the other forms call ``separable`` per block."""
+    shared input ``xs`` or one input each (a list); the outputs of ``separable`` block by block. Over
+    one input each, the dense form computes the blocks of one geometry as one grouped convolution
+    (``reference.separable_many``); otherwise ``separable`` runs per block."""
     shared = not isinstance(xs, (list, tuple))
     if impl != "dense":
         return [separable(xs if shared else xs[i], *b, impl, relu=relu) for i, b in enumerate(blocks)]

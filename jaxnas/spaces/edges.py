@@ -81,10 +81,10 @@ class SourceEdges(nnx.Module):
     """The mixed ops of E edges that all read one state ``x``; equal to E ``ops.MixedOp``
     run one by one (tests/test_spaces_edges.py). With ``fuse`` (default: the dense form off the CPU,
     what GPUs and TPUs run) the ops that are chains of ReLU-separable-BN blocks (a batched module with
-    ``blocks()``: DARTS's sep and dil convs) run stage by stage together: each stage's blocks as one or
-    two convolutions (``kernels.separable_many``) and one BN (``ops.batch_norm_together``); the same
-    maths in a few large kernels instead of many small ones, which is what XLA:GPU's compile time
-    grows with (docs/accelerators.md). ``mixed`` (an ``EdgeMix``) says how each edge mixes
+    ``blocks()``: DARTS's sep and dil convs) run stage by stage together: a later stage's per-edge
+    blocks as one grouped convolution a geometry (``kernels.separable_many``), each stage's BNs as one
+    (``ops.batch_norm_together``); the same maths in fewer, larger kernels, which is what XLA:GPU's
+    compile time and kernel launches grow with (docs/accelerators.md). ``mixed`` (an ``EdgeMix``) says how each edge mixes
     its ops: DARTS's weighted sum by default, or PC-DARTS's partial channels (the other C - C/K
     channels bypass the ops, 2x2 max-pooled at stride 2, are concatenated after them and the
     channels shuffled in K groups), DARTS-'s auxiliary skip (its stride-2 form a non-affine

@@ -165,7 +165,7 @@ def retrain(target: str, devices: int = 1, size: str = "test", batch: int = 0, d
     step = train_lib.make_train_step(graphdef, tx, cfg.model.auxiliary_weight, train_lib.DTYPES[dtype])
     repl, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
     jitted = jax.jit(step, in_shardings=(repl, repl, repl, data, repl, repl), out_shardings=repl,
-                     donate_argnums=(0, 1, 2), compiler_options=parallel.compiler_options(mesh, fusion_autotune) or None)
+                     donate_argnums=(0, 1, 2), compiler_options=parallel.compiler_options(mesh, fusion_autotune))
     state = _abstract_state((params, stats, _shapes(tx.init, params)), mesh)
     key = jax.ShapeDtypeStruct((2,), jnp.uint32, sharding=repl)
     drop = jax.ShapeDtypeStruct((), jnp.float32, sharding=repl)
