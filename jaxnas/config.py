@@ -176,11 +176,12 @@ def optimize_defaults() -> ml_collections.ConfigDict:
     # learned on meta batches of the validation split (jaxnas/hyper/reweight.py documents each method)
     c.optimize.hyper = ml_collections.ConfigDict(dict(
         method="mwnet",              # l2rw, mwnet, hypergrad
-        learn="example_weights",     # hypergrad: example_weights, class_weights, weight_decay, label_smoothing
+        learn="example_weights",     # hypergrad: example_weights, class_weights, weight_decay, label_smoothing,
+                                     # learning_rate (a multiplier of the schedule; estimator=unrolled)
         estimator="unrolled", steps=1,  # hypergrad: unrolled over `steps` batches, or implicit
         solver="neumann", iters=20, alpha=0.01,  # implicit: the inverse-Hessian-vector product
         lr=0.1, every=1,             # hypergrad: Adam's learning rate for the hyperparameters, update period
-        meta_batch=100,              # meta batch size (L2RW and MW-Net: 100)
+        meta_batch=100,              # L2RW and MW-Net: 100 (cut to val's size, to a multiple of the devices)
         mwnet_hidden=100, mwnet_lr=1e-3, mwnet_weight_decay=1e-4))  # MW-Net's official values
     c.optimize.model = ml_collections.ConfigDict(dict(C=16, layers=5, stem_multiplier=3))  # genotype:... models
     # the baseline: fixed hyperparameters, the first network a user writes (trainer.py documents each)

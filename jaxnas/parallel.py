@@ -91,6 +91,27 @@ def compiler_options(mesh: Mesh, fusion_autotune: bool = False) -> dict | None:
     return None
 
 
+REPLICATED = P()                  # the same value on every device
+SPLIT = P(DATA_AXIS)              # a batch: rows split over the devices
+SPLIT_STACKED = P(None, DATA_AXIS)  # batches stacked on a leading axis: each one's rows split
+
+
+def jit_sharded(fn: Callable, mesh: Mesh, in_specs: tuple, out_specs, fusion_autotune: bool = False) -> Callable:
+    """jit ``fn`` with each argument and result placed by a PartitionSpec on ``mesh`` (``REPLICATED``,
+    ``SPLIT``, ``SPLIT_STACKED``; a spec stands for a whole pytree), with ``compiler_options``. The
+    program is written for the global batch, as ``jit_data_parallel``'s."""
+    def shard(specs):
+        return jax.tree.map(lambda s: NamedSharding(mesh, s), specs, is_leaf=lambda s: isinstance(s, P))
+    return jax.jit(fn, in_shardings=shard(in_specs), out_shardings=shard(out_specs),
+                   compiler_options=compiler_options(mesh, fusion_autotune))
+
+
+def round_to_devices(batch_size: int, mesh: Mesh) -> int:
+    """The largest multiple of the device count not above ``batch_size`` (0 when there is none)."""
+    n = mesh.devices.size
+    return batch_size - batch_size % n
+
+
 def jit_data_parallel(step: Callable, mesh: Mesh, n_batches: int, donate_state: bool = True,
                       fusion_autotune: bool = False) -> Callable:
     """jit ``step(state, *batches)`` with the state replicated and each batch split over devices,

@@ -142,6 +142,22 @@ def test_any_optimize_override_is_valid_or_refused_alike_by_check_and_run(field,
     _check_then_run([*OPT_TINY, f"--config.{field}={value}"], tmp_path_factory.mktemp("o"), capsys)
 
 
+@pytest.mark.parametrize("fields, message", [
+    (["optimize.baseline.batch_size=30"], "optimize.baseline.batch_size=30 is not divisible by the 4 devices"),
+    (["optimize.arch=space", "optimize.hparams.batch_size=choice:32,50"],
+     "optimize.hparams.batch_size=50 is not divisible by the 4 devices"),
+    (["optimize.hparams.batch_size=int:16:64"], "optimize.hparams.batch_size=int:... on 4 devices"),
+    (["run.devices=5"], "asked for 5 devices but only 4 are available")])
+def test_batch_sizes_must_split_over_the_devices(fields, message, tmp_path, capsys):
+    argv = [*OPT_TINY, "--config.run.devices=4", *(f"--config.{f}" for f in fields),
+            f"--config.run.workdir={tmp_path / 'runs'}"]
+    for command in (["optimize", "--check"], ["optimize"]):
+        assert main(command + argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("jaxnas: error: ") and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
 HYPER_FIELDS = sorted(k for k in OPT_FIELDS if k.startswith(("optimize.hyper.", "data.corrupt.")))
 hyper_values = st.one_of(st.sampled_from(["0", "1", "-1", "2", "0.4", "1.0", "nan", "inf", "", "x", "true",
                                           "l2rw", "hypergrad", "implicit", "cg", "symmetric", "longtail",

@@ -122,7 +122,33 @@ def test_hypergrad_updates_each_declared_hyperparameter_by_its_meta_gradient():
     assert float(loss) == pytest.approx(float(train_loss(params)), rel=1e-5)
 
 
+def test_learned_learning_rate_follows_the_hypergradient_descent_signal_and_scales_the_step():
+    # Baydin et al. 2018: d L_meta(w - lr e^s grad L_train(w)) / ds at s = 0 is
+    # -lr grad L_meta(w') . grad L_train(w); Adam's first step moves s by -hyper_lr * sign of that.
+    graphdef, params, stats, batch, meta = _tiny(3)
+    tx = optax.sgd(0.1)
+    steps = reweight.Steps(graphdef, tx, HP, 3, 6, _hyper(method="hypergrad", learn="learning_rate", lr=0.01), 0)
+    state = steps.init()
+    assert set(state.params) == {"log_lr"} and steps.values(state) == {"lr_scale": 1.0}
+    g_train = jax.grad(lambda p: _ce(graphdef, p, stats, batch["x"], batch["y"]).mean())(params)
+    ahead = jax.tree.map(lambda a, g: a - 0.2 * g, params, g_train)
+    g_meta = jax.grad(lambda p: _ce(graphdef, p, stats, meta["x"], meta["y"]).mean())(ahead)
+    signal = -0.2 * float(_flat(g_meta) @ _flat(g_train))
+    assert abs(signal) > 1e-6
+    new_state, mloss = steps.hyper_update(params, stats, state, jax.tree.map(lambda a: np.stack([a]), batch), meta, 0.2)
+    assert float(mloss) == pytest.approx(float(_ce(graphdef, ahead, stats, meta["x"], meta["y"]).mean()), rel=1e-5)
+    assert float(new_state.params["log_lr"]) == pytest.approx(-0.01 * np.sign(signal), rel=1e-3)
+    # the real step's update is the optimizer's times e^s
+    doubled = reweight.Hyper({"log_lr": jnp.log(2.0)}, state.opt)
+    p1 = steps.step(params, stats, tx.init(params), state, batch, meta, 0.2)[0]
+    p2 = steps.step(params, stats, tx.init(params), doubled, batch, meta, 0.2)[0]
+    np.testing.assert_allclose(_flat(p2) - _flat(params), 2 * (_flat(p1) - _flat(params)), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(_flat(p1), _flat(params) - 0.1 * _flat(g_train), rtol=1e-4, atol=1e-6)
+
+
 def test_optimize_hyper_fields_are_checked_with_one_line_errors():
+    with pytest.raises(JaxnasError, match="learn=learning_rate needs optimize.hyper.estimator=unrolled"):
+        reweight.check(_hyper(method="hypergrad", learn="learning_rate", estimator="implicit"))
     with pytest.raises(JaxnasError, match="declares weight_decay twice"):
         reweight.check(_hyper(method="hypergrad", learn="weight_decay,example_weights,weight_decay"))
     with pytest.raises(JaxnasError, match="'lr' unknown; allowed: example_weights"):
@@ -199,3 +225,36 @@ def test_reweighting_down_weights_wrong_labels_on_noisy_digits():
         assert len(aurocs) == 6 and aurocs[-1] > floor, (hyper.method, aurocs)
         last = f.history[-1]["weights"]
         assert sum(last["hist_clean"]) + sum(last["hist_noisy"]) == len(c.train)
+
+
+def _fit_on(devices: int, hyper, epochs: int = 2):
+    pool = split_lib.load_pool("digits")
+    sp = split_lib.stratified_split(pool, 0.15, 0.15, 0)
+    c = corrupt.apply(_corrupt(kind="symmetric", rate=0.4), pool.y_train, sp.train, sp.val, 10, seed=0)
+    cfg = config_lib.tiny_optimize()
+    cfg.run.devices = devices
+    hp = dict(cfg.optimize.baseline.to_dict(), epochs=epochs, batch_size=32)
+    train = c.train[:320]
+    return trainer.fit("cnn:8", hp, pool.x_train, c.y, train, 10, 0, cfg, val_idx=sp.val[:64], hyper=hyper,
+                       clean=c.clean)
+
+
+@pytest.mark.parametrize("hyper", [None, _hyper(method="l2rw", meta_batch=32), _hyper(method="mwnet", meta_batch=32),
+                                   _hyper(method="hypergrad", learn="example_weights,learning_rate", meta_batch=32)],
+                         ids=["plain", "l2rw", "mwnet", "hypergrad"])
+def test_a_fit_is_the_same_on_one_and_four_devices(hyper):
+    """The trainer and every reweighting step are data-parallel: the state replicated, training and
+    meta batches split over the mesh, the program written for the global batch."""
+    assert jax.device_count() >= 4
+    one, four = _fit_on(1, hyper), _fit_on(4, hyper)
+    leaves = jax.tree.leaves(four.params)
+    assert all(a.sharding.num_devices == 4 for a in leaves)
+    for a, b in zip(jax.tree.leaves((one.params, one.stats)), jax.tree.leaves((four.params, four.stats))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-5)
+    for r1, r4 in zip(one.history, four.history):
+        assert r1["train_loss"] == pytest.approx(r4["train_loss"], rel=1e-4)
+        if hyper is not None:
+            assert r1["weights"]["weight_mean"] == pytest.approx(r4["weights"]["weight_mean"], rel=1e-3, abs=1e-6)
+            assert r1.get("hyper") == pytest.approx(r4.get("hyper"), rel=1e-3) if "hyper" in r1 else True
+    if hyper is not None and hyper.method != "hypergrad":  # the weights were not all equal
+        assert one.history[-1]["weights"]["weight_std"] > 1e-3

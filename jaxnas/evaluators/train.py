@@ -17,16 +17,19 @@ from flax import nnx
 
 from jaxnas import data as data_lib
 from jaxnas import metrics as metrics_lib
+from jaxnas import parallel
 from jaxnas.errors import JaxnasError
 from jaxnas.evaluators.registry import register_evaluator
 from jaxnas.spaces.registry import build_network
 
 
-def make_classifier_steps(graphdef, graphdef_eval, tx, smoothing: float = 0.0, num_classes: int = 0):
+def make_classifier_steps(graphdef, graphdef_eval, tx, smoothing: float = 0.0, num_classes: int = 0,
+                          mesh=None, fusion_autotune: bool = False):
     """jit-compiled ``train(params, stats, opt, batch) -> (params, stats, opt, loss)`` and
     ``predict(params, stats, x) -> logits`` for any network returning logits (or a tuple whose first
     element is the logits). ``smoothing`` > 0: cross-entropy against labels smoothed over
-    ``num_classes`` (Szegedy et al. 2016)."""
+    ``num_classes`` (Szegedy et al. 2016). ``mesh``: data-parallel over its devices (the state
+    replicated, batches split; ``parallel.jit_sharded``), else plain ``jax.jit``."""
 
     def loss_fn(params, stats, batch):
         model = nnx.merge(graphdef, params, stats, copy=True)
@@ -39,18 +42,20 @@ def make_classifier_steps(graphdef, graphdef_eval, tx, smoothing: float = 0.0, n
             loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
         return loss, nnx.state(model, nnx.BatchStat)
 
-    @jax.jit
     def train(params, stats, opt, batch):
         (loss, stats), g = jax.value_and_grad(loss_fn, has_aux=True)(params, stats, batch)
         updates, opt = tx.update(g, opt, params)
         return optax.apply_updates(params, updates), stats, opt, loss
 
-    @jax.jit
     def predict(params, stats, x):
         out = nnx.merge(graphdef_eval, params, stats)(x)
         return out[0] if isinstance(out, tuple) else out
 
-    return train, predict
+    if mesh is None:
+        return jax.jit(train), jax.jit(predict)
+    R, S = parallel.REPLICATED, parallel.SPLIT
+    return (parallel.jit_sharded(train, mesh, (R, R, R, S), R, fusion_autotune),
+            parallel.jit_sharded(predict, mesh, (R, R, S), S, fusion_autotune))
 
 
 class TrainEvaluator:

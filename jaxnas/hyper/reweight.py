@@ -22,7 +22,13 @@ weighting is 1, for the logs:
   ``sum_i a_i c_{y_i} l_i(s) / sum_i a_i c_{y_i} + exp(log_wd) / 2 ||w||^2`` with per-example weights
   a = 2 sigmoid(z) over the training split, per-class weights c = 2 sigmoid(z_c) (both 1 at the
   start), label smoothing s = 0.5 sigmoid(z_s) and weight decay exp(log_wd) as an L2 term (the
-  optimizer's own decay is then off). What is not learned keeps the trainer's fixed value.
+  optimizer's own decay is then off). ``learning_rate`` is a multiplier exp(log_lr) (1 at the
+  start) of the trainer's schedule, in the lookahead's SGD steps and in the real step's update: its
+  one-step hypergradient is -lr (grad L_meta(w')) . (grad L_train(w)), the signal of hypergradient
+  descent (Baydin et al. 2018, Eq. 2 for SGD). What is not learned keeps the trainer's fixed value.
+
+Every step is data-parallel over ``mesh`` (as the search step): the state and hyperparameters
+replicated, training and meta batches split over the devices, written for the global batch.
 
 The meta batches come from the validation split only; the test split is never seen.
 """
@@ -38,11 +44,14 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jaxnas import parallel
 from jaxnas.errors import JaxnasError
 from jaxnas.hyper import estimators
 
+R, S = parallel.REPLICATED, parallel.SPLIT
+
 METHODS = ("l2rw", "mwnet", "hypergrad")
-LEARNABLE = ("example_weights", "class_weights", "weight_decay", "label_smoothing")
+LEARNABLE = ("example_weights", "class_weights", "weight_decay", "label_smoothing", "learning_rate")
 
 
 def parse_learn(text: str) -> tuple[str, ...]:
@@ -81,7 +90,11 @@ def check(h) -> None:
         raise JaxnasError(f"optimize.hyper.mwnet_weight_decay must be a finite number >= 0, got "
                           f"{h.mwnet_weight_decay!r}")
     if h.method == "hypergrad":
-        parse_learn(h.learn)
+        learn = parse_learn(h.learn)
+        if "learning_rate" in learn and h.estimator != "unrolled":
+            raise JaxnasError(f"optimize.hyper.learn=learning_rate needs optimize.hyper.estimator=unrolled, got "
+                              f"{h.estimator!r}: the implicit estimator's optimum does not depend on the learning "
+                              f"rate, so its hypergradient is zero")
 
 
 def per_example_ce(logits: jax.Array, y: jax.Array, smoothing) -> jax.Array:
@@ -121,9 +134,11 @@ class Steps:
     """The jitted steps of one method for one classifier (module docstring).
 
     ``hp``: the trainer's fixed hyperparameters (label smoothing, weight decay); ``n_train``: the
-    training split's size (per-example weights); ``cfg``: ``optimize.hyper``."""
+    training split's size (per-example weights); ``cfg``: ``optimize.hyper``; ``mesh``: the devices
+    the steps are split over (None: plain ``jax.jit`` on the default device)."""
 
-    def __init__(self, graphdef, tx, hp: dict, num_classes: int, n_train: int, cfg, seed: int):
+    def __init__(self, graphdef, tx, hp: dict, num_classes: int, n_train: int, cfg, seed: int, mesh=None,
+                 fusion_autotune: bool = False):
         self.cfg, self.method, self.k = cfg, cfg.method, num_classes
         self.learn = parse_learn(cfg.learn) if cfg.method == "hypergrad" else ()
         smoothing = float(hp["label_smoothing"])
@@ -200,6 +215,8 @@ class Steps:
                     h["log_wd"] = jnp.asarray(math.log(max(wd0, 1e-8)))
                 if "label_smoothing" in learn:
                     h["ls"] = jnp.asarray(_logit(min(max(2 * smoothing, 0.02), 0.98)))
+                if "learning_rate" in learn:
+                    h["log_lr"] = jnp.zeros(())
                 return Hyper(h, htx.init(h))
             self.init = init
 
@@ -223,7 +240,7 @@ class Steps:
             def hyper_update(params, stats, rstate, batches, meta, lr):
                 inner = lambda w, h, b: train_loss(w, h, stats, b)[0]  # noqa: E731
                 outer = lambda w, h, m: meta_loss(w, stats, m)  # noqa: E731
-                est = estimators.make(cfg.estimator, inner, outer, lr=lambda _: lr, steps=int(cfg.steps),
+                est = estimators.make(cfg.estimator, inner, outer, lr=lambda h: lr * _lr_scale(h), steps=int(cfg.steps),
                                       solver=cfg.solver, iters=int(cfg.iters), alpha=float(cfg.alpha))
                 first = jax.tree.map(lambda a: a[0], batches)
                 mloss, g, _ = est(params, rstate.params, batches if int(cfg.steps) > 1 and cfg.estimator == "unrolled"
@@ -235,12 +252,16 @@ class Steps:
                 (loss, (new_stats, wts)), g = jax.value_and_grad(train_loss, has_aux=True)(
                     params, rstate.params, stats, batch)
                 updates, opt = tx.update(g, opt, params)
+                if "log_lr" in rstate.params:
+                    scale = _lr_scale(rstate.params)
+                    updates = jax.tree.map(lambda u: u * scale, updates)
                 return optax.apply_updates(params, updates), new_stats, opt, rstate, loss, wts
 
             self.train_loss, self.meta_loss = train_loss, meta_loss  # for benchmarks of other estimators
-            self.hyper_update = jax.jit(hyper_update)
+            self.hyper_update = _jit(hyper_update, mesh, (R, R, R, parallel.SPLIT_STACKED, S, R), (R, R),
+                                     fusion_autotune)
             self.values = lambda rstate: _values(rstate.params, smoothing, wd0)
-        self.step = jax.jit(step)
+        self.step = _jit(step, mesh, (R, R, R, R, S, S, R), (R, R, R, R, R, S), fusion_autotune)
 
     @property
     def lookahead(self) -> int:
@@ -252,6 +273,15 @@ class Steps:
         return self.method == "hypergrad" and step % int(self.cfg.every) == 0
 
 
+def _jit(fn, mesh, in_specs, out_specs, fusion_autotune):
+    return jax.jit(fn) if mesh is None else parallel.jit_sharded(fn, mesh, in_specs, out_specs, fusion_autotune)
+
+
+def _lr_scale(h: dict):
+    """The learned multiplier of the learning rate (1 when it is not learned)."""
+    return jnp.exp(h["log_lr"]) if "log_lr" in h else 1.0
+
+
 def _values(h: dict, smoothing: float, wd: float) -> dict:
     """The learned scalars, readable: weight decay, label smoothing, class weights."""
     out = {}
@@ -259,6 +289,8 @@ def _values(h: dict, smoothing: float, wd: float) -> dict:
         out["weight_decay"] = float(jnp.exp(h["log_wd"]))
     if "ls" in h:
         out["label_smoothing"] = float(0.5 * jax.nn.sigmoid(h["ls"]))
+    if "log_lr" in h:
+        out["lr_scale"] = float(jnp.exp(h["log_lr"]))
     if "class" in h:
         out["class_weights"] = [round(float(v), 4) for v in 2 * jax.nn.sigmoid(h["class"])]
     return out

@@ -23,6 +23,7 @@ from flax import nnx
 
 from jaxnas import data as data_lib
 from jaxnas import metrics as metrics_lib
+from jaxnas import parallel
 from jaxnas.errors import JaxnasError
 from jaxnas.evaluators.train import make_classifier_steps
 from jaxnas.nn import count_params
@@ -120,7 +121,10 @@ def fit(spec: str, hp: dict, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray
     validation split (``jaxnas.hyper.reweight``); ``clean`` (a mask over ``x``: the label is correct)
     adds the weights' separation of clean and corrupted examples to each epoch's record."""
     epochs, batch_size = int(hp["epochs"]), int(hp["batch_size"])
-    batch_size = min(batch_size, len(train_idx))
+    mesh = parallel.make_mesh(cfg.run.devices)
+    if batch_size > len(train_idx):  # a split smaller than one batch: one batch of all of it
+        batch_size = max(parallel.round_to_devices(len(train_idx), mesh), 1)
+    parallel.check_batch(batch_size, mesh)
     model = models.build(spec, x.shape[1:], num_classes, nnx.Rngs(seed), cfg)
     model.eval()
     graphdef_eval = nnx.split(model)[0]
@@ -135,19 +139,27 @@ def fit(spec: str, hp: dict, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray
     steps = batches.steps_per_epoch
     learned = hyper is not None and hyper.method == "hypergrad" and "weight_decay" in hyper.learn
     tx, schedule = optimizer({**hp, "weight_decay": 0.0} if learned else hp, epochs * steps, schedule=True)
-    train, predict = make_classifier_steps(graphdef, graphdef_eval, tx, float(hp["label_smoothing"]), num_classes)
+    autotune = bool(cfg.run.fusion_autotune)
+    train, predict = make_classifier_steps(graphdef, graphdef_eval, tx, float(hp["label_smoothing"]), num_classes,
+                                           mesh, autotune)
     opt = tx.init(params)
-    fitted = Fitted(params, stats, predict, mean, std, count_params(model), [], 0.0, epochs)
+    params, stats, opt = parallel.put_replicated((params, stats, opt), mesh)
+    n_dev = mesh.devices.size
+    fitted = Fitted(params, stats, predict, mean, std, count_params(model), [], 0.0, epochs,
+                    eval_batch=-(-256 // n_dev) * n_dev)
     meta = None
     if hyper is not None:
         from jaxnas.hyper import reweight
 
         if val_idx is None or len(val_idx) == 0:
             raise JaxnasError("optimize.hyper needs a validation split of at least one example: its meta data")
-        meta = data_lib.Batcher(x, y, val_idx, min(int(hyper.meta_batch), len(val_idx)), mean, std, crop, seed, 12,
-                                cutout=cut, pad=pad)
-        learner = reweight.Steps(graphdef, tx, hp, num_classes, len(train_idx), hyper, seed)
-        rstate = learner.init()
+        mb = parallel.round_to_devices(min(int(hyper.meta_batch), len(val_idx)), mesh)
+        if mb == 0:
+            raise JaxnasError(f"optimize.hyper: the validation split's {len(val_idx)} examples are fewer than the "
+                              f"{n_dev} devices; a meta batch needs at least one example per device")
+        meta = data_lib.Batcher(x, y, val_idx, mb, mean, std, crop, seed, 12, cutout=cut, pad=pad)
+        learner = reweight.Steps(graphdef, tx, hp, num_classes, len(train_idx), hyper, seed, mesh, autotune)
+        rstate = parallel.put_replicated(learner.init(), mesh)
         position = np.zeros(len(x), np.int32)
         position[train_idx] = np.arange(len(train_idx))
         last_weight, seen = np.zeros(len(x)), np.zeros(len(x), bool)

@@ -29,7 +29,7 @@ import numpy as np
 from jaxnas import config as config_lib
 from jaxnas import data as data_lib
 from jaxnas import genotype as genotype_lib
-from jaxnas import driver, rundir
+from jaxnas import driver, parallel, rundir
 from jaxnas import metrics as metrics_lib
 from jaxnas.errors import JaxnasError
 from jaxnas.optimize import report as report_lib
@@ -237,6 +237,25 @@ def _check_model(spec: str, pool, cfg, where: str) -> None:
         raise JaxnasError(f"{where}={spec!r}: {e}") from None
 
 
+def _check_devices(cfg, base_hp: dict, params: list, n_train: int) -> None:
+    """``run.devices`` exist, and every batch size a fit can use splits evenly over them (a batch
+    larger than the training split is cut to it, rounded down to a multiple of the device count)."""
+    n = parallel.make_mesh(cfg.run.devices).devices.size
+    if n == 1:
+        return
+    sizes = [("optimize.baseline.batch_size", base_hp["batch_size"])]
+    for p in params:
+        if p.name == "batch_size" and (cfg.optimize.tune != "gradient"):
+            if p.kind != "choice":
+                raise JaxnasError(f"optimize.hparams.batch_size={p.kind}:... on {n} devices: a drawn batch size must "
+                                  f"split evenly over them; use choice:<multiples of {n}>")
+            sizes += [("optimize.hparams.batch_size", v) for v in p.choices]
+    for where, size in sizes:
+        if int(size) <= n_train and int(size) % n:
+            raise JaxnasError(f"{where}={size} is not divisible by the {n} devices (run.devices="
+                              f"{cfg.run.devices}); use a multiple of {n}, or set run.devices")
+
+
 def setup(cfg, pool: data_lib.Dataset | None = None) -> Plan:
     """Every check an optimize run makes, before it trains anything or writes its run directory (what
     ``--check`` runs): the config's fields, the data (``pool``, else ``cfg.data``) and its split, the
@@ -266,6 +285,7 @@ def setup(cfg, pool: data_lib.Dataset | None = None) -> Plan:
         if p.name == "model":
             for spec in p.choices:
                 _check_model(str(spec), pool, cfg, "optimize.hparams.model")
+    _check_devices(cfg, base_hp, params, len(split.train))
     plan = Plan(cfg, pool, split, base_hp, params, clean=clean, corruption=record,
                 hyper=o.hyper if o.tune != "study" else None)
     if o.arch == "space":
