@@ -227,7 +227,7 @@ def test_reweighting_down_weights_wrong_labels_on_noisy_digits():
         assert sum(last["hist_clean"]) + sum(last["hist_noisy"]) == len(c.train)
 
 
-def _fit_on(devices: int, hyper, epochs: int = 2):
+def _fit_on(devices: int, hyper, epochs: int = 2, **kw):
     pool = split_lib.load_pool("digits")
     sp = split_lib.stratified_split(pool, 0.15, 0.15, 0)
     c = corrupt.apply(_corrupt(kind="symmetric", rate=0.4), pool.y_train, sp.train, sp.val, 10, seed=0)
@@ -236,7 +236,7 @@ def _fit_on(devices: int, hyper, epochs: int = 2):
     hp = dict(cfg.optimize.baseline.to_dict(), epochs=epochs, batch_size=32)
     train = c.train[:320]
     return trainer.fit("cnn:8", hp, pool.x_train, c.y, train, 10, 0, cfg, val_idx=sp.val[:64], hyper=hyper,
-                       clean=c.clean)
+                       clean=c.clean, **kw)
 
 
 @pytest.mark.parametrize("hyper", [None, _hyper(method="l2rw", meta_batch=32), _hyper(method="mwnet", meta_batch=32),
@@ -258,3 +258,31 @@ def test_a_fit_is_the_same_on_one_and_four_devices(hyper):
             assert r1.get("hyper") == pytest.approx(r4.get("hyper"), rel=1e-3) if "hyper" in r1 else True
     if hyper is not None and hyper.method != "hypergrad":  # the weights were not all equal
         assert one.history[-1]["weights"]["weight_std"] > 1e-3
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("hyper", [None, _hyper(method="mwnet", meta_batch=32),
+                                   _hyper(method="hypergrad", learn="example_weights,learning_rate", meta_batch=32)],
+                         ids=["plain", "mwnet", "hypergrad"])
+def test_a_stopped_fit_goes_on_from_its_last_epoch_bit_exactly(hyper, tmp_path):
+    whole = _fit_on(2, hyper, epochs=3, keep_best=True, checkpoint=str(tmp_path / "whole"))
+    seen = []
+
+    def stop_after_two(epoch, _):
+        seen.append(epoch)
+        if epoch == 2:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        _fit_on(2, hyper, epochs=3, keep_best=True, checkpoint=str(tmp_path / "cut"), on_epoch=stop_after_two)
+    resumed = _fit_on(2, hyper, epochs=3, keep_best=True, checkpoint=str(tmp_path / "cut"),
+                     on_epoch=lambda e, _: seen.append(e))
+    assert seen == [1, 2, 3]  # epochs 1 and 2 were not trained again
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(resumed.history) == strip(whole.history)
+    assert resumed.best_epoch == whole.best_epoch
+    for a, b in zip(jax.tree.leaves((whole.params, whole.stats)), jax.tree.leaves((resumed.params, resumed.stats))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

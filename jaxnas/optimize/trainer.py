@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from typing import Callable
 
@@ -22,8 +23,9 @@ import optax
 from flax import nnx
 
 from jaxnas import data as data_lib
+from jaxnas import checkpoint as checkpoint_lib
 from jaxnas import metrics as metrics_lib
-from jaxnas import parallel
+from jaxnas import parallel, rundir
 from jaxnas.errors import JaxnasError
 from jaxnas.evaluators.train import make_classifier_steps
 from jaxnas.nn import count_params
@@ -109,17 +111,51 @@ def score(y: np.ndarray, preds: np.ndarray, num_classes: int, metric: str) -> fl
     return m[metric]
 
 
+class _EpochCheckpoints:
+    """A fit's state after its last finished epoch, in folder ``directory``: ``state-<epoch>.npz``
+    (named arrays, ``checkpoint.save``: written whole, then renamed) and then ``latest.json`` (the
+    epoch's meta, naming that file; written atomically). Only the newest state is kept. A folder that
+    cannot be read back is reported and the fit starts over."""
+
+    def __init__(self, directory: str):
+        self.directory = directory
+        self.latest = os.path.join(directory, "latest.json")
+
+    def restore(self, template) -> tuple[dict, dict] | None:
+        if not os.path.exists(self.latest):
+            return None
+        try:
+            meta = rundir.read_json(self.latest, "fit checkpoint")
+            (tree,) = checkpoint_lib.load(os.path.join(self.directory, str(meta.get("state"))), state=template)
+        except JaxnasError as e:
+            print(f"warning: {e}; the fit starts over", flush=True)
+            return None
+        return tree, meta
+
+    def save(self, epoch: int, tree: dict, meta: dict) -> None:
+        os.makedirs(self.directory, exist_ok=True)
+        name = f"state-{epoch}.npz"
+        checkpoint_lib.save(os.path.join(self.directory, name), state=tree)
+        rundir.write_json(self.latest, dict(meta, state=name))
+        for old in os.listdir(self.directory):
+            if old.startswith("state-") and old != name:
+                os.remove(os.path.join(self.directory, old))
+
+
 def fit(spec: str, hp: dict, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, num_classes: int, seed: int,
         cfg, val_idx: np.ndarray | None = None, on_epoch: Callable[[int, float], None] | None = None,
         keep_best: bool = False, metric: str = "accuracy", deadline: float = 0.0, hyper=None,
-        clean: np.ndarray | None = None) -> Fitted:
+        clean: np.ndarray | None = None, checkpoint: str | None = None) -> Fitted:
     """Train model ``spec`` from scratch with ``hp`` on ``x[train_idx]``; score ``x[val_idx]`` after
     every epoch (``on_epoch(epoch, score)`` may raise to stop). ``keep_best``: return the weights of
     the epoch with the best validation score (early stopping on val), else the last ones.
     ``deadline`` (a ``time.time()``, 0: none): past it, ``TimeUp`` is raised after the current step.
     ``hyper`` (``optimize.hyper``): learn example weights or hyperparameters on meta batches of the
     validation split (``jaxnas.hyper.reweight``); ``clean`` (a mask over ``x``: the label is correct)
-    adds the weights' separation of clean and corrupted examples to each epoch's record."""
+    adds the weights' separation of clean and corrupted examples to each epoch's record.
+    ``checkpoint``: a folder for the state after each epoch; a fit started again with the same
+    arguments and folder goes on from its last finished epoch, with the same result as one that was
+    never stopped (the batches depend only on seed, epoch and step)."""
     epochs, batch_size = int(hp["epochs"]), int(hp["batch_size"])
     mesh = parallel.make_mesh(cfg.run.devices)
     if batch_size > len(train_idx):  # a split smaller than one batch: one batch of all of it
@@ -163,9 +199,26 @@ def fit(spec: str, hp: dict, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray
         position = np.zeros(len(x), np.int32)
         position[train_idx] = np.arange(len(train_idx))
         last_weight, seen = np.zeros(len(x)), np.zeros(len(x), bool)
+    else:
+        rstate = last_weight = seen = None
     best = (-math.inf, None)
-    t0 = time.time()
-    for epoch in range(epochs):
+    start, t0 = 0, time.time()
+    saved = _EpochCheckpoints(checkpoint) if checkpoint else None
+    if saved is not None:
+        state = {"params": params, "stats": stats, "opt": opt, "rstate": rstate, "last_weight": last_weight,
+                 "seen": seen, "best": (params, stats)}
+        restored = saved.restore(state)
+        if restored is not None:
+            state, m = restored
+            params, stats, opt, rstate = parallel.put_replicated(
+                (state["params"], state["stats"], state["opt"], state["rstate"]), mesh)
+            if meta is not None:
+                last_weight, seen = state["last_weight"], state["seen"]
+            if m["best_epoch"]:
+                best = (m["best_score"], parallel.put_replicated(state["best"], mesh) + (m["best_epoch"],))
+            start, t0, fitted.history = m["epoch"], t0 - m["seconds"], m["history"]
+            fitted.params, fitted.stats = params, stats
+    for epoch in range(start, epochs):
         losses, weights = [], []
         for i in range(steps):
             if meta is None:
@@ -206,6 +259,13 @@ def fit(spec: str, hp: dict, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray
                 best = (record["val"], (params, stats, epoch + 1))
         record["seconds"] = round(time.time() - t0, 3)
         fitted.history.append(record)
+        if saved is not None:
+            saved.save(epoch + 1, {"params": params, "stats": stats, "opt": opt, "rstate": rstate,
+                                   "last_weight": last_weight, "seen": seen,
+                                   "best": best[1][:2] if best[1] is not None else (params, stats)},
+                       {"epoch": epoch + 1, "history": fitted.history, "seconds": time.time() - t0,
+                        "best_score": best[0] if best[1] is not None else None,
+                        "best_epoch": best[1][2] if best[1] is not None else 0})
         if on_epoch is not None and val_idx is not None:
             on_epoch(epoch + 1, record["val"])
     fitted.seconds = time.time() - t0

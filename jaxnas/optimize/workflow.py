@@ -97,8 +97,9 @@ def _final(cfg, name: str, hp: dict, pool, split, test: TestSplit, seed: int, ru
         idx, val, keep_best = np.sort(np.concatenate([split.train, split.val])), None, False
     else:
         idx, val, keep_best = split.train, split.val, True
+    ckpt = cache[:-len(".json")] + ".ckpt" if cache else None  # a killed fit goes on from its last epoch
     fitted = trainer.fit(hp["model"], hp, pool.x_train, pool.y_train, idx, pool.num_classes, seed, cfg, val_idx=val,
-                         keep_best=keep_best, metric=cfg.optimize.metric, hyper=hyper, clean=clean)
+                         keep_best=keep_best, metric=cfg.optimize.metric, hyper=hyper, clean=clean, checkpoint=ckpt)
     logits, per_example = test.predict(f"{name}-seed{seed}-{key}", fitted)
     m = test_metrics(test.labels, logits, pool.num_classes)
     out = {"model": name, "seed": seed, "hparams": hp, "refit": refit, "epochs_used": fitted.best_epoch,
@@ -114,6 +115,7 @@ def _final(cfg, name: str, hp: dict, pool, split, test: TestSplit, seed: int, ru
     if cache:
         os.makedirs(os.path.dirname(cache), exist_ok=True)
         rundir.write_json(cache, out)
+        shutil.rmtree(ckpt, ignore_errors=True)
     return out
 
 
@@ -343,14 +345,16 @@ def _run(plan: Plan, run_dir: str | None, log, resume: bool) -> dict:
                               f"(optimize.baseline.{', '.join(changed)}); the config was edited since the run "
                               f"started: restore it, or start a new run")
     else:
-        fitted = trainer.fit(base_hp["model"], base_hp, pool.x_train, pool.y_train, split.train, pool.num_classes, cfg.seed, cfg,
-                             val_idx=split.val, keep_best=True, metric=cfg.optimize.metric)
+        ckpt = os.path.join(run_dir, "baseline.ckpt") if run_dir else None  # a killed fit goes on from there
+        fitted = trainer.fit(base_hp["model"], base_hp, pool.x_train, pool.y_train, split.train, pool.num_classes,
+                             cfg.seed, cfg, val_idx=split.val, keep_best=True, metric=cfg.optimize.metric, checkpoint=ckpt)
         base_val = {"hparams": base_hp, "val": fitted.history[-1]["val"],
                     "best_val": max(h["val"] for h in fitted.history), "best_epoch": fitted.best_epoch,
                     "val_curve": [h["val"] for h in fitted.history], "seconds": round(fitted.seconds, 3),
                     "num_params": fitted.num_params}
         if cache:
             rundir.write_json(cache, base_val)
+            shutil.rmtree(ckpt, ignore_errors=True)
     log(f"baseline {base_hp['model']}: val {cfg.optimize.metric} {base_val['val']:.4f} after {base_hp['epochs']} "
         f"epochs (best {base_val['best_val']:.4f} at epoch {base_val['best_epoch']})")
 
