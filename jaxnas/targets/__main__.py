@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--C", type=int, default=0)
     p.add_argument("--ops", default="", help="search: the candidate ops (space.ops), e.g. none,sep_conv_3x3")
     p.add_argument("--kernels", default="auto")
+    p.add_argument("--reweight", default="", help="optimize: a reweighted fit's step, l2rw, mwnet or hypergrad")
     p.add_argument("--dtype", default="float32", help="retrain: float32 or bfloat16")
     p.add_argument("--fusion-autotune", action="store_true",
                    help="GPU: keep XLA's fusion autotuner on (run.fusion_autotune; jaxnas turns it off)")
@@ -52,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             return 3
         kw = {"search": dict(space=args.space, order=args.order, method=args.method, layers=args.layers, C=args.C,
                                 ops=args.ops, fusion_autotune=args.fusion_autotune),
-              "retrain": dict(dtype=args.dtype, fusion_autotune=args.fusion_autotune), "optimize": {}}.get(args.kind, {})
+              "retrain": dict(dtype=args.dtype, fusion_autotune=args.fusion_autotune),
+              "optimize": dict(reweight=args.reweight, fusion_autotune=args.fusion_autotune)}.get(args.kind, {})
         built = steps.build(args.kind, args.target, args.devices, size=args.size, batch=args.batch,
                             kernels=args.kernels, **kw)
         if args.lower_only:

@@ -172,11 +172,19 @@ def retrain(target: str, devices: int = 1, size: str = "test", batch: int = 0, d
     return Built(f"retrain-{size}-{dtype}", jitted, (*state, _batch(batch, image, 3, mesh), key, drop), form)
 
 
+REWEIGHTS = ("", "l2rw", "mwnet", "hypergrad")
+
+
 def optimize(target: str, devices: int = 1, size: str = "test", model: str = "cnn", batch: int = 0,
-             optimizer: str = "adamw", kernels: str = "auto", mesh=None) -> Built:
+             optimizer: str = "adamw", kernels: str = "auto", mesh=None, reweight: str = "",
+             fusion_autotune: bool = False) -> Built:
     """The optimize trainer's step (``jaxnas optimize``: the baseline, every trial, every refit) for
-    ``model`` (a model spec, ``jaxnas.optimize.models``) on 8x8x1 digits (test) or 32x32x3 (paper)."""
+    ``model`` (a model spec, ``jaxnas.optimize.models``) on 8x8x1 digits (test) or 32x32x3 (paper).
+    ``reweight``: instead, the step of a reweighted fit (``optimize.hyper.method``): L2RW's or
+    MW-Net's step (lookahead, weights, real step), or for ``hypergrad`` its hyperparameter update
+    (the one-step hypergradient of per-example weights and the learning rate, and Adam on them)."""
     import jax
+    import jax.numpy as jnp
     from flax import nnx
 
     from jaxnas import config as config_lib
@@ -190,6 +198,8 @@ def optimize(target: str, devices: int = 1, size: str = "test", model: str = "cn
         raise unknown("step size", size, SIZES)
     if optimizer not in trainer.OPTIMIZERS:
         raise unknown("optimizer", optimizer, trainer.OPTIMIZERS)
+    if reweight not in REWEIGHTS:
+        raise unknown("reweighting method", reweight, REWEIGHTS[1:])
     cfg = config_lib.optimize_defaults()
     shape = (8, 8, 1) if size == "test" else (32, 32, 3)
     batch = batch or (8 * devices if size == "test" else 128)
@@ -203,12 +213,28 @@ def optimize(target: str, devices: int = 1, size: str = "test", model: str = "cn
     graphdef, params, stats = nnx.split(net, nnx.Param, nnx.BatchStat)
     hp = dict(cfg.optimize.baseline.to_dict(), optimizer=optimizer, label_smoothing=0.1)
     tx = trainer.optimizer(hp, 1000)
-    train, _ = make_classifier_steps(graphdef, graphdef_eval, tx, hp["label_smoothing"], 10)
-    repl, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-    jitted = jax.jit(train, in_shardings=(repl, repl, repl, data), out_shardings=repl)
     state = _abstract_state((params, stats, _shapes(tx.init, params)), mesh)
-    return Built(f"optimize-{model}-{optimizer}-{size}", jitted, (*state, _batch(batch, shape[0], shape[-1], mesh)),
-                 form)
+    images = _batch(batch, shape[0], shape[-1], mesh)
+    if not reweight:
+        train, _ = make_classifier_steps(graphdef, graphdef_eval, tx, hp["label_smoothing"], 10, mesh, fusion_autotune)
+        return Built(f"optimize-{model}-{optimizer}-{size}", train, (*state, images), form)
+    from jaxnas.hyper import reweight as reweight_lib
+
+    hyper = cfg.optimize.hyper
+    hyper.method, hyper.learn = reweight, "example_weights,learning_rate"
+    n_train = 1000
+    steps = reweight_lib.Steps(graphdef, tx, hp, 10, n_train, hyper, 0, mesh, fusion_autotune)
+    rstate = _abstract_state(_shapes(steps.init), mesh)
+    repl, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
+    batch_pos = dict(images, pos=jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=data))
+    lr = jax.ShapeDtypeStruct((), jnp.float32, sharding=repl)
+    name = f"optimize-{reweight}-{model}-{optimizer}-{size}"
+    if reweight == "hypergrad":
+        split_stacked = jax.sharding.NamedSharding(mesh, parallel.SPLIT_STACKED)
+        stacked = jax.tree.map(lambda a: jax.ShapeDtypeStruct((1,) + a.shape, a.dtype, sharding=split_stacked),
+                               batch_pos)
+        return Built(name, steps.hyper_update, (state[0], state[1], rstate, stacked, images, lr), form)
+    return Built(name, steps.step, (*state, rstate, batch_pos, images, lr), form)
 
 
 def build(kind: str, target: str, devices: int = 1, **kwargs: Any) -> Built:
@@ -231,6 +257,7 @@ def every_step(spaces=("darts", "nb201")) -> list[dict]:
     out = [dict(kind="search", space=s, order=o) for s in spaces for o in ORDERS]
     out += [dict(kind="search", space=s, method=m) for s in spaces for m in METHODS if m != "darts"]
     out += [dict(kind="retrain"), dict(kind="optimize")]
+    out += [dict(kind="optimize", reweight=r) for r in ("l2rw", "mwnet", "hypergrad")]
     return out
 
 
