@@ -99,11 +99,13 @@ class FiniteGuard:
 
     ``push(step, metrics)`` checks the previous step's metrics and keeps these;
     ``flush()`` checks the pending ones now (call it before writing a checkpoint).
-    A NaN or Inf raises a JaxnasError naming the step and the quantity.
+    A NaN or Inf raises a JaxnasError naming the step and the quantity, or what
+    ``error(step, ["name=value", ...])`` returns.
     """
 
-    def __init__(self):
+    def __init__(self, error: Callable[[int, list[str]], Exception] | None = None):
         self._pending = None
+        self._error = error
 
     def push(self, step: int, metrics: dict) -> None:
         self.flush()
@@ -117,9 +119,13 @@ class FiniteGuard:
         values = {k: float(v) for k, v in metrics.items()}
         bad = [f"{k}={v}" for k, v in values.items() if not math.isfinite(v)]
         if bad:
-            raise JaxnasError(f"non-finite {', '.join(bad)} at step {step}; stopping. The last good checkpoint is "
-                              f"kept (lower the learning rate, or check the data)")
+            raise (self._error or _nonfinite)(step, bad)
         return values
+
+
+def _nonfinite(step: int, bad: list[str]) -> JaxnasError:
+    return JaxnasError(f"non-finite {', '.join(bad)} at step {step}; stopping. The last good checkpoint is "
+                       f"kept (lower the learning rate, or check the data)")
 
 
 def eta(done: int, total: int, elapsed: float) -> str:
@@ -259,7 +265,8 @@ def checkpointer(run_dir: str | None, keep: int, log) -> checkpoint.Checkpointer
 def run_epochs(*, epochs: int, steps: int, start: int, log_every: int, checkpoint_every: int, progress: Progress,
                ckpt, run_dir: str | None, writer, step: Callable[[int, int], dict],
                log_step: Callable[[int, int, int, dict], None], end_epoch: Callable[[int, int, float], None],
-               save: Callable[[int], None], begin_epoch: Callable[[int, int], None] | None = None) -> None:
+               save: Callable[[int], None], begin_epoch: Callable[[int, int], None] | None = None,
+               catch_signals: bool = True, nonfinite: Callable[[int, list[str]], Exception] | None = None) -> None:
     """The loop of every run, from global step ``start`` to ``epochs * steps``.
 
     Per epoch: ``begin_epoch(epoch, first_step)``; per step i: ``step(epoch, i) -> metrics``
@@ -268,11 +275,12 @@ def run_epochs(*, epochs: int, steps: int, start: int, log_every: int, checkpoin
     checkpoint (``save(global_step)``) every ``checkpoint_every`` steps or when a signal asked
     to stop; at the epoch's end ``end_epoch(epoch, global_step, seconds)`` then ``save``.
     Whatever happens, the progress bar and the writer are closed and pending checkpoint
-    writes finish.
+    writes finish. ``catch_signals=False`` leaves SIGTERM and SIGINT to the caller;
+    ``nonfinite(step, bad)`` gives the error a NaN/Inf raises.
     """
-    guard = FiniteGuard()
+    guard = FiniteGuard(nonfinite)
     try:
-        with StopOnSignal() as stop:
+        with (StopOnSignal() if catch_signals else contextlib.nullcontext(StopOnSignal())) as stop:
             for epoch in range(start // steps, epochs):
                 first = start - epoch * steps if epoch == start // steps else 0
                 if begin_epoch is not None:
@@ -302,7 +310,7 @@ class Loop(abc.ABC):
     then restoring any checkpoint) sets:
 
     * ``epochs``, ``steps`` (per epoch), ``start`` (the global step it continues from);
-    * ``log_every``, ``checkpoint_every``;
+    * ``log_every``, ``checkpoint_every``; ``catch_signals`` (False: SIGTERM and SIGINT are the caller's);
     * ``progress`` (a ``Progress``, ``start_progress``), ``ckpt`` (a ``Checkpointer`` or None), ``run_dir``,
       ``writer``, ``log``.
 
@@ -315,6 +323,7 @@ class Loop(abc.ABC):
     start: int = 0
     log_every: int = 1
     checkpoint_every: int = 0
+    catch_signals: bool = True
     run_dir: str | None = None
     ckpt = None
     progress: Progress
@@ -336,6 +345,11 @@ class Loop(abc.ABC):
     def save(self, gstep: int) -> None:
         """A checkpoint at global step ``gstep`` (nothing without a checkpointer)."""
 
+    def nonfinite(self, gstep: int, bad: list[str]) -> Exception | None:
+        """The error a NaN or Inf metric (``bad``: ``"name=value"``) at ``gstep`` raises; None: the
+        driver's own, naming the step and that the last good checkpoint is kept."""
+        return None
+
     def start_progress(self, name: str, shown: bool, compiling: str) -> None:
         """The progress bar over every step from ``start`` (shown on process 0 when ``shown``), the note that
         the first step compiles ``compiling`` when steps remain, and the clock of the run's ``time_s``."""
@@ -352,4 +366,5 @@ def run(loop: Loop) -> None:
     run_epochs(epochs=loop.epochs, steps=loop.steps, start=loop.start, log_every=loop.log_every,
                checkpoint_every=loop.checkpoint_every, progress=loop.progress, ckpt=loop.ckpt, run_dir=loop.run_dir,
                writer=loop.writer, step=loop.step, log_step=loop.log_step, end_epoch=loop.end_epoch, save=loop.save,
-               begin_epoch=loop.begin_epoch)
+               begin_epoch=loop.begin_epoch, catch_signals=loop.catch_signals,
+               nonfinite=lambda step, bad: loop.nonfinite(step, bad) or _nonfinite(step, bad))

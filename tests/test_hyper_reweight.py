@@ -286,3 +286,15 @@ def test_a_stopped_fit_goes_on_from_its_last_epoch_bit_exactly(hyper, tmp_path):
     assert resumed.best_epoch == whole.best_epoch
     for a, b in zip(jax.tree.leaves((whole.params, whole.stats)), jax.tree.leaves((resumed.params, resumed.stats))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_diverging_fit_raises_diverged_naming_the_epoch_and_what_to_change():
+    """The fit runs on the driver's loop: a NaN loss is caught one step late and becomes ``Diverged``
+    (a study prunes the trial); a huge learning rate makes the CNN's loss overflow in its first epoch."""
+    pool = split_lib.load_pool("digits")
+    cfg = config_lib.tiny_optimize()
+    cfg.run.devices = 1
+    hp = dict(cfg.optimize.baseline.to_dict(), epochs=3, batch_size=64, optimizer="sgd", lr=1e30, momentum=0.9)
+    with pytest.raises(trainer.Diverged, match=r"model cnn:4: the training loss became (nan|inf) in epoch 1 "
+                                               r"\(lr 1e\+30, optimizer sgd\)"):
+        trainer.fit("cnn:4", hp, pool.x_train, pool.y_train, np.arange(640), 10, 0, cfg)

@@ -25,7 +25,7 @@ from flax import nnx
 from jaxnas import data as data_lib
 from jaxnas import checkpoint as checkpoint_lib
 from jaxnas import metrics as metrics_lib
-from jaxnas import parallel, rundir
+from jaxnas import driver, parallel, rundir, writers
 from jaxnas.errors import JaxnasError
 from jaxnas.evaluators.train import make_classifier_steps
 from jaxnas.nn import count_params
@@ -142,6 +142,166 @@ class _EpochCheckpoints:
                 os.remove(os.path.join(self.directory, old))
 
 
+class Fit(driver.Loop):
+    """One training run of the trainer as a run object that ``driver.run`` drives (the loop every
+    jaxnas run goes through: the NaN/Inf guard, one step late, and closing whatever happens). Set-up
+    (``__init__``) builds the model, the batches, the jitted steps on the mesh and restores a
+    checkpoint; ``step`` trains on one batch (with ``hyper``: a reweighting step, after the
+    hyperparameter update when one is due); ``end_epoch`` records the epoch, scores val, keeps the
+    best weights, checkpoints, and calls ``on_epoch``; ``result()`` is the ``Fitted``. Signals are
+    left to the caller (``catch_signals = False``): an optimize run stops at once and its finished
+    work is on disk. The arguments are ``fit``'s."""
+
+    catch_signals = False
+
+    def __init__(self, spec: str, hp: dict, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, num_classes: int,
+                 seed: int, cfg, val_idx: np.ndarray | None = None,
+                 on_epoch: Callable[[int, float], None] | None = None, keep_best: bool = False,
+                 metric: str = "accuracy", deadline: float = 0.0, hyper=None, clean: np.ndarray | None = None,
+                 checkpoint: str | None = None):
+        self.spec, self.hp, self.x, self.y, self.num_classes = spec, hp, x, y, num_classes
+        self.val_idx, self.on_epoch, self.keep_best, self.metric = val_idx, on_epoch, keep_best, metric
+        self.deadline, self.hyper, self.clean = deadline, hyper, clean
+        epochs, batch_size = int(hp["epochs"]), int(hp["batch_size"])
+        mesh = self.mesh = parallel.make_mesh(cfg.run.devices)
+        if batch_size > len(train_idx):  # a split smaller than one batch: one batch of all of it
+            batch_size = max(parallel.round_to_devices(len(train_idx), mesh), 1)
+        parallel.check_batch(batch_size, mesh)
+        model = models.build(spec, x.shape[1:], num_classes, nnx.Rngs(seed), cfg)
+        model.eval()
+        graphdef_eval = nnx.split(model)[0]
+        model.train()
+        graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+        xt = data_lib.to_unit(x[train_idx])
+        mean, std = xt.mean(axis=(0, 1, 2)), xt.std(axis=(0, 1, 2)) + 1e-8
+        h = x.shape[1]
+        augment = hp["augment"]
+        crop, cut, pad = augment.replace("_cutout", ""), h // 2 if augment.endswith("cutout") else 0, max(1, h // 8)
+        self.batches = data_lib.Batcher(x, y, train_idx, batch_size, mean, std, crop, seed, 11, cutout=cut, pad=pad)
+        self.epochs, self.steps = epochs, self.batches.steps_per_epoch
+        self.log_every = self.steps  # nothing is logged per step: the epoch's record is the log
+        learned = hyper is not None and hyper.method == "hypergrad" and "weight_decay" in hyper.learn
+        tx, self.schedule = optimizer({**hp, "weight_decay": 0.0} if learned else hp, epochs * self.steps,
+                                      schedule=True)
+        autotune = bool(cfg.run.fusion_autotune)
+        self.train, predict = make_classifier_steps(graphdef, graphdef_eval, tx, float(hp["label_smoothing"]),
+                                                    num_classes, mesh, autotune)
+        self.params, self.stats, self.opt = parallel.put_replicated((params, stats, tx.init(params)), mesh)
+        n_dev = mesh.devices.size
+        self.fitted = Fitted(self.params, self.stats, predict, mean, std, count_params(model), [], 0.0, epochs,
+                             eval_batch=-(-256 // n_dev) * n_dev)
+        self.meta = self.rstate = self.last_weight = self.seen = None
+        if hyper is not None:
+            from jaxnas.hyper import reweight
+
+            if val_idx is None or len(val_idx) == 0:
+                raise JaxnasError("optimize.hyper needs a validation split of at least one example: its meta data")
+            mb = parallel.round_to_devices(min(int(hyper.meta_batch), len(val_idx)), mesh)
+            if mb == 0:
+                raise JaxnasError(f"optimize.hyper: the validation split's {len(val_idx)} examples are fewer than "
+                                  f"the {n_dev} devices; a meta batch needs at least one example per device")
+            self.meta = data_lib.Batcher(x, y, val_idx, mb, mean, std, crop, seed, 12, cutout=cut, pad=pad)
+            self.learner = reweight.Steps(graphdef, tx, hp, num_classes, len(train_idx), hyper, seed, mesh, autotune)
+            self.rstate = parallel.put_replicated(self.learner.init(), mesh)
+            self.position = np.zeros(len(x), np.int32)
+            self.position[train_idx] = np.arange(len(train_idx))
+            self.last_weight, self.seen = np.zeros(len(x)), np.zeros(len(x), bool)
+        self.best = (-math.inf, None)
+        self.t0 = time.time()
+        self.saved = _EpochCheckpoints(checkpoint) if checkpoint else None
+        if self.saved is not None:
+            self._restore()
+        self.progress = driver.Progress(self.epochs * self.steps, self.start, spec, enabled=False)
+        self.writer = writers.MetricWriter(None)
+
+    def _state(self) -> dict:
+        best = self.best[1][:2] if self.best[1] is not None else (self.params, self.stats)
+        return {"params": self.params, "stats": self.stats, "opt": self.opt, "rstate": self.rstate,
+                "last_weight": self.last_weight, "seen": self.seen, "best": best}
+
+    def _restore(self) -> None:
+        restored = self.saved.restore(self._state())
+        if restored is None:
+            return
+        state, m = restored
+        self.params, self.stats, self.opt, self.rstate = parallel.put_replicated(
+            (state["params"], state["stats"], state["opt"], state["rstate"]), self.mesh)
+        if self.meta is not None:
+            self.last_weight, self.seen = state["last_weight"], state["seen"]
+        if m["best_epoch"]:
+            self.best = (m["best_score"], parallel.put_replicated(state["best"], self.mesh) + (m["best_epoch"],))
+        self.start, self.t0, self.fitted.history = m["epoch"] * self.steps, self.t0 - m["seconds"], m["history"]
+        self.fitted.params, self.fitted.stats = self.params, self.stats
+
+    def nonfinite(self, gstep: int, bad: list[str]) -> Exception:
+        epoch = (gstep - 1) // self.steps + 1
+        return Diverged(f"model {self.spec}: the training loss became {bad[0].split('=', 1)[1]} in epoch {epoch} "
+                        f"(lr {self.hp['lr']:.3g}, optimizer {self.hp['optimizer']})")
+
+    def begin_epoch(self, epoch: int, first: int) -> None:
+        self.losses, self.weights = [], []
+
+    def step(self, epoch: int, i: int) -> dict:
+        batches, g = self.batches, epoch * self.steps + i
+        if self.meta is None:
+            self.params, self.stats, self.opt, loss = self.train(self.params, self.stats, self.opt,
+                                                                 batches.batch(epoch, i))
+        else:
+            learner = self.learner
+            rows = batches.rows(epoch, i)
+            batch = dict(batches.batch(epoch, i), pos=self.position[rows])
+            meta_batch = self.meta.batch(epoch, i)
+            if learner.updates_hyper(g):
+                ahead = [batch] + [dict(batches.batch(epoch, i + j), pos=self.position[batches.rows(epoch, i + j)])
+                                   for j in range(1, learner.lookahead)]
+                self.rstate, _ = learner.hyper_update(self.params, self.stats, self.rstate,
+                                                      jax.tree.map(lambda *a: np.stack(a), *ahead), meta_batch,
+                                                      self.schedule(g))
+            self.params, self.stats, self.opt, self.rstate, loss, w = learner.step(
+                self.params, self.stats, self.opt, self.rstate, batch, meta_batch, self.schedule(g))
+            self.weights.append((rows, w))
+        self.losses.append(loss)
+        if self.deadline and time.time() > self.deadline:
+            jax.block_until_ready(loss)
+            raise TimeUp(f"stopped in epoch {epoch + 1} after {time.time() - self.t0:.0f} s")
+        return {"loss": loss}
+
+    def end_epoch(self, epoch: int, gstep: int, seconds: float) -> None:
+        record = {"epoch": epoch + 1, "train_loss": float(np.mean(jax.device_get(self.losses)))}
+        if self.meta is not None:
+            from jaxnas.hyper import reweight
+
+            for rows, w in jax.device_get(self.weights):
+                self.last_weight[rows], self.seen[rows] = w, True
+            record["weights"] = reweight.weight_summary(self.last_weight, self.seen, self.clean)
+            if self.hyper.method == "hypergrad":
+                record["hyper"] = self.learner.values(self.rstate)
+        fitted = self.fitted
+        fitted.params, fitted.stats = self.params, self.stats
+        if self.val_idx is not None:
+            preds = fitted.logits(self.x[self.val_idx]).argmax(-1)
+            record["val"] = score(self.y[self.val_idx], preds, self.num_classes, self.metric)
+            if record["val"] > self.best[0]:
+                self.best = (record["val"], (self.params, self.stats, epoch + 1))
+        record["seconds"] = round(time.time() - self.t0, 3)
+        fitted.history.append(record)
+        if self.saved is not None:  # before on_epoch, which may stop the fit
+            best = self.best[1]
+            self.saved.save(epoch + 1, self._state(),
+                            {"epoch": epoch + 1, "history": fitted.history, "seconds": time.time() - self.t0,
+                             "best_score": self.best[0] if best is not None else None,
+                             "best_epoch": best[2] if best is not None else 0})
+        if self.on_epoch is not None and self.val_idx is not None:
+            self.on_epoch(epoch + 1, record["val"])
+
+    def result(self) -> Fitted:
+        fitted = self.fitted
+        fitted.seconds = time.time() - self.t0
+        if self.keep_best and self.best[1] is not None:
+            fitted.params, fitted.stats, fitted.best_epoch = self.best[1]
+        return fitted
+
+
 def fit(spec: str, hp: dict, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, num_classes: int, seed: int,
         cfg, val_idx: np.ndarray | None = None, on_epoch: Callable[[int, float], None] | None = None,
         keep_best: bool = False, metric: str = "accuracy", deadline: float = 0.0, hyper=None,
@@ -155,120 +315,9 @@ def fit(spec: str, hp: dict, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray
     adds the weights' separation of clean and corrupted examples to each epoch's record.
     ``checkpoint``: a folder for the state after each epoch; a fit started again with the same
     arguments and folder goes on from its last finished epoch, with the same result as one that was
-    never stopped (the batches depend only on seed, epoch and step)."""
-    epochs, batch_size = int(hp["epochs"]), int(hp["batch_size"])
-    mesh = parallel.make_mesh(cfg.run.devices)
-    if batch_size > len(train_idx):  # a split smaller than one batch: one batch of all of it
-        batch_size = max(parallel.round_to_devices(len(train_idx), mesh), 1)
-    parallel.check_batch(batch_size, mesh)
-    model = models.build(spec, x.shape[1:], num_classes, nnx.Rngs(seed), cfg)
-    model.eval()
-    graphdef_eval = nnx.split(model)[0]
-    model.train()
-    graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-    xt = data_lib.to_unit(x[train_idx])
-    mean, std = xt.mean(axis=(0, 1, 2)), xt.std(axis=(0, 1, 2)) + 1e-8
-    h = x.shape[1]
-    augment = hp["augment"]
-    crop, cut, pad = augment.replace("_cutout", ""), h // 2 if augment.endswith("cutout") else 0, max(1, h // 8)
-    batches = data_lib.Batcher(x, y, train_idx, batch_size, mean, std, crop, seed, 11, cutout=cut, pad=pad)
-    steps = batches.steps_per_epoch
-    learned = hyper is not None and hyper.method == "hypergrad" and "weight_decay" in hyper.learn
-    tx, schedule = optimizer({**hp, "weight_decay": 0.0} if learned else hp, epochs * steps, schedule=True)
-    autotune = bool(cfg.run.fusion_autotune)
-    train, predict = make_classifier_steps(graphdef, graphdef_eval, tx, float(hp["label_smoothing"]), num_classes,
-                                           mesh, autotune)
-    opt = tx.init(params)
-    params, stats, opt = parallel.put_replicated((params, stats, opt), mesh)
-    n_dev = mesh.devices.size
-    fitted = Fitted(params, stats, predict, mean, std, count_params(model), [], 0.0, epochs,
-                    eval_batch=-(-256 // n_dev) * n_dev)
-    meta = None
-    if hyper is not None:
-        from jaxnas.hyper import reweight
-
-        if val_idx is None or len(val_idx) == 0:
-            raise JaxnasError("optimize.hyper needs a validation split of at least one example: its meta data")
-        mb = parallel.round_to_devices(min(int(hyper.meta_batch), len(val_idx)), mesh)
-        if mb == 0:
-            raise JaxnasError(f"optimize.hyper: the validation split's {len(val_idx)} examples are fewer than the "
-                              f"{n_dev} devices; a meta batch needs at least one example per device")
-        meta = data_lib.Batcher(x, y, val_idx, mb, mean, std, crop, seed, 12, cutout=cut, pad=pad)
-        learner = reweight.Steps(graphdef, tx, hp, num_classes, len(train_idx), hyper, seed, mesh, autotune)
-        rstate = parallel.put_replicated(learner.init(), mesh)
-        position = np.zeros(len(x), np.int32)
-        position[train_idx] = np.arange(len(train_idx))
-        last_weight, seen = np.zeros(len(x)), np.zeros(len(x), bool)
-    else:
-        rstate = last_weight = seen = None
-    best = (-math.inf, None)
-    start, t0 = 0, time.time()
-    saved = _EpochCheckpoints(checkpoint) if checkpoint else None
-    if saved is not None:
-        state = {"params": params, "stats": stats, "opt": opt, "rstate": rstate, "last_weight": last_weight,
-                 "seen": seen, "best": (params, stats)}
-        restored = saved.restore(state)
-        if restored is not None:
-            state, m = restored
-            params, stats, opt, rstate = parallel.put_replicated(
-                (state["params"], state["stats"], state["opt"], state["rstate"]), mesh)
-            if meta is not None:
-                last_weight, seen = state["last_weight"], state["seen"]
-            if m["best_epoch"]:
-                best = (m["best_score"], parallel.put_replicated(state["best"], mesh) + (m["best_epoch"],))
-            start, t0, fitted.history = m["epoch"], t0 - m["seconds"], m["history"]
-            fitted.params, fitted.stats = params, stats
-    for epoch in range(start, epochs):
-        losses, weights = [], []
-        for i in range(steps):
-            if meta is None:
-                params, stats, opt, loss = train(params, stats, opt, batches.batch(epoch, i))
-            else:
-                g = epoch * steps + i
-                rows = batches.rows(epoch, i)
-                batch = dict(batches.batch(epoch, i), pos=position[rows])
-                meta_batch = meta.batch(epoch, i)
-                if learner.updates_hyper(g):
-                    ahead = [batch] + [dict(batches.batch(epoch, i + j), pos=position[batches.rows(epoch, i + j)])
-                                       for j in range(1, learner.lookahead)]
-                    rstate, _ = learner.hyper_update(params, stats, rstate, jax.tree.map(lambda *a: np.stack(a), *ahead),
-                                                     meta_batch, schedule(g))
-                params, stats, opt, rstate, loss, w = learner.step(params, stats, opt, rstate, batch, meta_batch,
-                                                                   schedule(g))
-                weights.append((rows, w))
-            losses.append(loss)
-            if deadline and time.time() > deadline:
-                jax.block_until_ready(loss)
-                raise TimeUp(f"stopped in epoch {epoch + 1} after {time.time() - t0:.0f} s")
-        train_loss = float(np.mean(jax.device_get(losses)))
-        if not math.isfinite(train_loss):
-            raise Diverged(f"model {spec}: the training loss became {train_loss} in epoch {epoch + 1} "
-                           f"(lr {hp['lr']:.3g}, optimizer {hp['optimizer']})")
-        record = {"epoch": epoch + 1, "train_loss": train_loss}
-        if meta is not None:
-            for rows, w in jax.device_get(weights):
-                last_weight[rows], seen[rows] = w, True
-            record["weights"] = reweight.weight_summary(last_weight, seen, clean)
-            if hyper.method == "hypergrad":
-                record["hyper"] = learner.values(rstate)
-        fitted.params, fitted.stats = params, stats
-        if val_idx is not None:
-            preds = fitted.logits(x[val_idx]).argmax(-1)
-            record["val"] = score(y[val_idx], preds, num_classes, metric)
-            if record["val"] > best[0]:
-                best = (record["val"], (params, stats, epoch + 1))
-        record["seconds"] = round(time.time() - t0, 3)
-        fitted.history.append(record)
-        if saved is not None:
-            saved.save(epoch + 1, {"params": params, "stats": stats, "opt": opt, "rstate": rstate,
-                                   "last_weight": last_weight, "seen": seen,
-                                   "best": best[1][:2] if best[1] is not None else (params, stats)},
-                       {"epoch": epoch + 1, "history": fitted.history, "seconds": time.time() - t0,
-                        "best_score": best[0] if best[1] is not None else None,
-                        "best_epoch": best[1][2] if best[1] is not None else 0})
-        if on_epoch is not None and val_idx is not None:
-            on_epoch(epoch + 1, record["val"])
-    fitted.seconds = time.time() - t0
-    if keep_best and best[1] is not None:
-        fitted.params, fitted.stats, fitted.best_epoch = best[1]
-    return fitted
+    never stopped (the batches depend only on seed, epoch and step). A NaN or Inf loss raises
+    ``Diverged``. The run object is ``Fit``."""
+    run = Fit(spec, hp, x, y, train_idx, num_classes, seed, cfg, val_idx, on_epoch, keep_best, metric, deadline,
+              hyper, clean, checkpoint)
+    driver.run(run)
+    return run.result()
