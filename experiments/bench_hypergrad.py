@@ -86,7 +86,10 @@ def main() -> None:
         h.method = method
         st = reweight.Steps(graphdef, tx, hp, args.classes, n, h, 0)
         measure(f"{method} step", st.step, params, stats, opt, st.init(), b, meta, 0.1)
-    h.method, h.learn = "hypergrad", "example_weights"
+    h.lookahead = "optimizer"  # the virtual step through the trainer's optimizer
+    st = reweight.Steps(graphdef, tx, hp, args.classes, n, h, 0)
+    measure("mwnet step, lookahead=optimizer", st.step, params, stats, opt, st.init(), b, meta, 0.1)
+    h.method, h.learn, h.lookahead = "hypergrad", "example_weights", "sgd"
     for k in (int(v) for v in args.ks.split(",")):
         for remat, unroll in (((True, 1), (False, 1), (True, True)) if k > 1 else ((True, 1),)):
             h.steps, h.estimator = k, "unrolled"
@@ -104,7 +107,8 @@ def main() -> None:
                     unrolled_update, params, stats, state, batch(k), meta)
     h.estimator, h.steps = "implicit", 1
     st = reweight.Steps(graphdef, tx, hp, args.classes, n, h, 0)
-    measure("hypergradient implicit (Neumann, 20 HVPs)", st.hyper_update, params, stats, st.init(), batch(1), meta, 0.1)
+    measure("hypergradient implicit (Neumann, 20 HVPs)", st.hyper_update, params, stats, opt, st.init(), batch(1),
+            meta, 0.1)
     plain = rows[0]["ms"]
     print(f"\n{'step':45s} {'ms':>8s} {'x plain':>8s} {'temp MB':>8s} {'compile s':>9s}")
     for r in rows:

@@ -181,6 +181,7 @@ def optimize_defaults() -> ml_collections.ConfigDict:
         estimator="unrolled", steps=1,  # hypergrad: unrolled over `steps` batches, or implicit
         solver="neumann", iters=20, alpha=0.01,  # implicit: the inverse-Hessian-vector product
         lr=0.1, every=1,             # hypergrad: Adam's learning rate for the hyperparameters, update period
+        lookahead="sgd",             # the virtual step: sgd (the official codes) or optimizer (the trainer's own)
         meta_batch=100,              # L2RW and MW-Net: 100 (cut to val's size, to a multiple of the devices)
         mwnet_hidden=100, mwnet_lr=1e-3, mwnet_weight_decay=1e-4))  # MW-Net's official values
     c.optimize.model = ml_collections.ConfigDict(dict(C=16, layers=5, stem_multiplier=3))  # genotype:... models
@@ -274,6 +275,7 @@ CHOICES = {
     "optimize.hyper.method": ("l2rw", "mwnet", "hypergrad"),
     "optimize.hyper.estimator": ("unrolled", "implicit"),
     "optimize.hyper.solver": ("neumann", "cg"),
+    "optimize.hyper.lookahead": ("sgd", "optimizer"),
 }
 # Float fields where an infinite value means something: none today; NaN never does.
 INFINITE_OK: frozenset = frozenset()

@@ -111,7 +111,7 @@ def test_hypergrad_updates_each_declared_hyperparameter_by_its_meta_gradient():
         return ce.mean() + 0.5 * 1e-3 * jnp.sum(_flat(p) ** 2)
 
     stacked = jax.tree.map(lambda a: np.stack([a]), batch)
-    new_state, mloss = steps.hyper_update(params, stats, state, stacked, meta, 0.1)
+    new_state, mloss = steps.hyper_update(params, stats, tx.init(params), state, stacked, meta, 0.1)
     ahead = jax.tree.map(lambda a, g: a - 0.1 * g, params, jax.grad(train_loss)(params))  # the one-step lookahead
     assert float(mloss) == pytest.approx(float(_ce(graphdef, ahead, stats, meta["x"], meta["y"]).mean()), rel=1e-5)
     for k in state.params:  # Adam's first step moves every coordinate with a nonzero gradient by ~lr
@@ -135,7 +135,8 @@ def test_learned_learning_rate_follows_the_hypergradient_descent_signal_and_scal
     g_meta = jax.grad(lambda p: _ce(graphdef, p, stats, meta["x"], meta["y"]).mean())(ahead)
     signal = -0.2 * float(_flat(g_meta) @ _flat(g_train))
     assert abs(signal) > 1e-6
-    new_state, mloss = steps.hyper_update(params, stats, state, jax.tree.map(lambda a: np.stack([a]), batch), meta, 0.2)
+    new_state, mloss = steps.hyper_update(params, stats, tx.init(params), state,
+                                          jax.tree.map(lambda a: np.stack([a]), batch), meta, 0.2)
     assert float(mloss) == pytest.approx(float(_ce(graphdef, ahead, stats, meta["x"], meta["y"]).mean()), rel=1e-5)
     assert float(new_state.params["log_lr"]) == pytest.approx(-0.01 * np.sign(signal), rel=1e-3)
     # the real step's update is the optimizer's times e^s
@@ -146,7 +147,50 @@ def test_learned_learning_rate_follows_the_hypergradient_descent_signal_and_scal
     np.testing.assert_allclose(_flat(p1), _flat(params) - 0.1 * _flat(g_train), rtol=1e-4, atol=1e-6)
 
 
+def test_a_lookahead_through_plain_sgd_is_the_official_virtual_step():
+    # lookahead=optimizer takes one step of the trainer's optimizer; for SGD without momentum at the
+    # current learning rate that is the official virtual step, so MW-Net's step is unchanged.
+    graphdef, params, stats, batch, meta = _tiny(4)
+    tx = optax.sgd(0.05)
+    a = reweight.Steps(graphdef, tx, HP, 3, 6, _hyper(method="mwnet"), 0)
+    b = reweight.Steps(graphdef, tx, HP, 3, 6, _hyper(method="mwnet", lookahead="optimizer"), 0)
+    out_a = a.step(params, stats, tx.init(params), a.init(), batch, meta, 0.05)
+    out_b = b.step(params, stats, tx.init(params), b.init(), batch, meta, 0.05)
+    for x, y in zip(jax.tree.leaves(out_a), jax.tree.leaves(out_b)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-7)
+
+
+def test_a_lookahead_through_adam_differentiates_adams_step():
+    # lookahead=optimizer with Adam: the learned learning rate's hypergradient is
+    # d/ds L_meta(w + e^s u(w)) at s = 0 = grad L_meta(w + u) . u, u Adam's update from its state.
+    graphdef, params, stats, batch, meta = _tiny(5)
+    tx = optax.adam(0.01)
+    opt = tx.init(params)
+    for _ in range(2):  # a state with history, as mid-training
+        g = jax.grad(lambda p: _ce(graphdef, p, stats, batch["x"], batch["y"]).mean())(params)
+        upd, opt = tx.update(g, opt, params)
+        params = optax.apply_updates(params, upd)
+    hyper = _hyper(method="hypergrad", learn="learning_rate", lookahead="optimizer", lr=0.01)
+    steps = reweight.Steps(graphdef, tx, HP, 3, 6, hyper, 0)
+    g = jax.grad(lambda p: _ce(graphdef, p, stats, batch["x"], batch["y"]).mean())(params)
+    u, _ = tx.update(g, opt, params)
+    ahead = optax.apply_updates(params, u)
+    g_meta = jax.grad(lambda p: _ce(graphdef, p, stats, meta["x"], meta["y"]).mean())(ahead)
+    signal = float(_flat(g_meta) @ _flat(u))
+    state = steps.init()
+    new_state, mloss = steps.hyper_update(params, stats, opt, state, jax.tree.map(lambda a: np.stack([a]), batch),
+                                          meta, 0.01)
+    assert float(mloss) == pytest.approx(float(_ce(graphdef, ahead, stats, meta["x"], meta["y"]).mean()), rel=1e-5)
+    assert float(new_state.params["log_lr"]) == pytest.approx(-0.01 * np.sign(signal), rel=1e-3)
+
+
 def test_optimize_hyper_fields_are_checked_with_one_line_errors():
+    with pytest.raises(JaxnasError, match="lookahead=optimizer with method=l2rw"):
+        reweight.check(_hyper(method="l2rw", lookahead="optimizer"))
+    with pytest.raises(JaxnasError, match="lookahead=optimizer takes one step .* needs estimator=unrolled and steps=1"):
+        reweight.check(_hyper(method="hypergrad", lookahead="optimizer", steps=3))
+    with pytest.raises(JaxnasError, match="lookahead='adam' unknown; allowed: sgd, optimizer"):
+        reweight.check(_hyper(lookahead="adam"))
     with pytest.raises(JaxnasError, match="learn=learning_rate needs optimize.hyper.estimator=unrolled"):
         reweight.check(_hyper(method="hypergrad", learn="learning_rate", estimator="implicit"))
     with pytest.raises(JaxnasError, match="declares weight_decay twice"):

@@ -30,6 +30,11 @@ weighting is 1, for the logs:
 Every step is data-parallel over ``mesh`` (as the search step): the state and hyperparameters
 replicated, training and meta batches split over the devices, written for the global batch.
 
+The lookahead (``optimize.hyper.lookahead``) is plain SGD at the current learning rate, as the
+official codes (``sgd``), or one step of the trainer's own optimizer from its current state
+(``optimizer``: with AdamW, Adam's step; MW-Net and the one-step hypergradient), so that the
+virtual step is the size of the real one.
+
 The meta batches come from the validation split only; the test split is never seen.
 """
 
@@ -51,6 +56,7 @@ from jaxnas.hyper import estimators
 R, S = parallel.REPLICATED, parallel.SPLIT
 
 METHODS = ("l2rw", "mwnet", "hypergrad")
+LOOKAHEADS = ("sgd", "optimizer")
 LEARNABLE = ("example_weights", "class_weights", "weight_decay", "label_smoothing", "learning_rate")
 
 
@@ -89,8 +95,16 @@ def check(h) -> None:
             or h.mwnet_weight_decay < 0:
         raise JaxnasError(f"optimize.hyper.mwnet_weight_decay must be a finite number >= 0, got "
                           f"{h.mwnet_weight_decay!r}")
+    if h.lookahead not in LOOKAHEADS:
+        raise JaxnasError(f"optimize.hyper.lookahead={h.lookahead!r} unknown; allowed: {', '.join(LOOKAHEADS)}")
+    if h.method == "l2rw" and h.lookahead != "sgd":
+        raise JaxnasError("optimize.hyper.lookahead=optimizer with method=l2rw: L2RW's weights start at 0, where an "
+                          "adaptive optimizer's first step has no derivative; L2RW's lookahead is SGD (lookahead=sgd)")
     if h.method == "hypergrad":
         learn = parse_learn(h.learn)
+        if h.lookahead == "optimizer" and (h.estimator != "unrolled" or h.steps != 1):
+            raise JaxnasError(f"optimize.hyper.lookahead=optimizer takes one step of the trainer's optimizer: it "
+                              f"needs estimator=unrolled and steps=1, got {h.estimator!r} and {h.steps}")
         if "learning_rate" in learn and h.estimator != "unrolled":
             raise JaxnasError(f"optimize.hyper.learn=learning_rate needs optimize.hyper.estimator=unrolled, got "
                               f"{h.estimator!r}: the implicit estimator's optimum does not depend on the learning "
@@ -164,6 +178,19 @@ class Steps:
             updates, opt = tx.update(g, opt, params)
             return optax.apply_updates(params, updates), new_stats, opt, loss
 
+        def ahead(inner, opt):
+            """The lookahead's update ``w -> w'`` (``optimize.hyper.lookahead``): None, plain SGD at the
+            current learning rate (the estimators' own, as the official codes); or one step of the
+            trainer's optimizer from its current state, times the learned learning-rate multiplier."""
+            if cfg.lookahead == "sgd":
+                return None
+
+            def step(w, h, b):
+                updates, _ = tx.update(jax.grad(inner)(w, h, b), opt, w)
+                scale = _lr_scale(h) if isinstance(h, dict) else 1.0
+                return jax.tree.map(lambda p, u: p + scale * u, w, updates)
+            return step
+
         if cfg.method == "l2rw":
             def step(params, stats, opt, rstate, batch, meta, lr):
                 inner = lambda w, eps, b: jnp.sum(eps * losses(w, stats, b, smoothing)[0])  # noqa: E731
@@ -185,7 +212,8 @@ class Steps:
                     ell = losses(w, stats, b, smoothing)[0]
                     return jnp.mean(ell * vnet(phi, jax.lax.stop_gradient(ell)))
                 outer = lambda w, phi, m: meta_loss(w, stats, m)  # noqa: E731
-                _, g, _ = estimators.unrolled(inner, outer, lr=lambda _: lr)(params, rstate.params, batch, meta)
+                _, g, _ = estimators.unrolled(inner, outer, lr=lambda _: lr, step=ahead(inner, opt))(
+                    params, rstate.params, batch, meta)
                 updates, vopt = vtx.update(g, rstate.opt, rstate.params)
                 phi = optax.apply_updates(rstate.params, updates)
                 box = {}
@@ -237,11 +265,12 @@ class Steps:
                     loss = loss + 0.5 * jnp.exp(h["log_wd"]) * sum(jnp.sum(p ** 2) for p in jax.tree.leaves(w_params))
                 return loss, (new_stats, wts / jnp.mean(wts))
 
-            def hyper_update(params, stats, rstate, batches, meta, lr):
+            def hyper_update(params, stats, opt, rstate, batches, meta, lr):
                 inner = lambda w, h, b: train_loss(w, h, stats, b)[0]  # noqa: E731
                 outer = lambda w, h, m: meta_loss(w, stats, m)  # noqa: E731
                 est = estimators.make(cfg.estimator, inner, outer, lr=lambda h: lr * _lr_scale(h), steps=int(cfg.steps),
-                                      solver=cfg.solver, iters=int(cfg.iters), alpha=float(cfg.alpha))
+                                      solver=cfg.solver, iters=int(cfg.iters), alpha=float(cfg.alpha),
+                                      step=ahead(inner, opt))
                 first = jax.tree.map(lambda a: a[0], batches)
                 mloss, g, _ = est(params, rstate.params, batches if int(cfg.steps) > 1 and cfg.estimator == "unrolled"
                                   else first, meta)
@@ -258,7 +287,7 @@ class Steps:
                 return optax.apply_updates(params, updates), new_stats, opt, rstate, loss, wts
 
             self.train_loss, self.meta_loss = train_loss, meta_loss  # for benchmarks of other estimators
-            self.hyper_update = _jit(hyper_update, mesh, (R, R, R, parallel.SPLIT_STACKED, S, R), (R, R),
+            self.hyper_update = _jit(hyper_update, mesh, (R, R, R, R, parallel.SPLIT_STACKED, S, R), (R, R),
                                      fusion_autotune)
             self.values = lambda rstate: _values(rstate.params, smoothing, wd0)
         self.step = _jit(step, mesh, (R, R, R, R, S, S, R), (R, R, R, R, R, S), fusion_autotune)

@@ -254,7 +254,7 @@ class Fit(driver.Loop):
             if learner.updates_hyper(g):
                 ahead = [batch] + [dict(batches.batch(epoch, i + j), pos=self.position[batches.rows(epoch, i + j)])
                                    for j in range(1, learner.lookahead)]
-                self.rstate, _ = learner.hyper_update(self.params, self.stats, self.rstate,
+                self.rstate, _ = learner.hyper_update(self.params, self.stats, self.opt, self.rstate,
                                                       jax.tree.map(lambda *a: np.stack(a), *ahead), meta_batch,
                                                       self.schedule(g))
             self.params, self.stats, self.opt, self.rstate, loss, w = learner.step(

@@ -233,7 +233,7 @@ def optimize(target: str, devices: int = 1, size: str = "test", model: str = "cn
         split_stacked = jax.sharding.NamedSharding(mesh, parallel.SPLIT_STACKED)
         stacked = jax.tree.map(lambda a: jax.ShapeDtypeStruct((1,) + a.shape, a.dtype, sharding=split_stacked),
                                batch_pos)
-        return Built(name, steps.hyper_update, (state[0], state[1], rstate, stacked, images, lr), form)
+        return Built(name, steps.hyper_update, (*state, rstate, stacked, images, lr), form)
     return Built(name, steps.step, (*state, rstate, batch_pos, images, lr), form)
 
 
