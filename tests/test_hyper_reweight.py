@@ -184,6 +184,20 @@ def test_a_lookahead_through_adam_differentiates_adams_step():
     assert float(new_state.params["log_lr"]) == pytest.approx(-0.01 * np.sign(signal), rel=1e-3)
 
 
+def test_adams_step_has_a_finite_derivative_where_a_gradient_coordinate_is_zero():
+    # Adam's first update m / (sqrt(v) + eps) at g_i = 0 has the derivative 0 * inf in v's path; the
+    # lookahead takes 0 there (such a coordinate's gradient does not move with the hyperparameters).
+    tx = optax.adam(0.01)
+    opt = tx.init(jnp.zeros(2))
+    direction = jnp.array([0.0, 1.0])
+
+    def moved(fn):
+        return jax.grad(lambda s: jnp.sum(fn(lambda g: tx.update(g, opt)[0])(s * direction)))(1.0)
+
+    assert np.isnan(float(moved(lambda f: f)))
+    assert np.isfinite(float(moved(reweight._finite_vjp)))
+
+
 def test_optimize_hyper_fields_are_checked_with_one_line_errors():
     with pytest.raises(JaxnasError, match="lookahead=optimizer with method=l2rw"):
         reweight.check(_hyper(method="l2rw", lookahead="optimizer"))

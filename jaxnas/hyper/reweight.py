@@ -186,7 +186,7 @@ class Steps:
                 return None
 
             def step(w, h, b):
-                updates, _ = tx.update(jax.grad(inner)(w, h, b), opt, w)
+                updates = _finite_vjp(lambda g: tx.update(g, opt, w)[0])(jax.grad(inner)(w, h, b))
                 scale = _lr_scale(h) if isinstance(h, dict) else 1.0
                 return jax.tree.map(lambda p, u: p + scale * u, w, updates)
             return step
@@ -300,6 +300,27 @@ class Steps:
 
     def updates_hyper(self, step: int) -> bool:
         return self.method == "hypergrad" and step % int(self.cfg.every) == 0
+
+
+def _finite_vjp(fn):
+    """``fn`` with its reverse-mode derivative's non-finite entries set to 0. For an optimizer's update
+    of a gradient ``g`` (Adam: ``m / (sqrt(v) + eps)``), an entry where ``g_i = 0`` and ``v_i = 0``
+    has the derivative ``0 * inf``; such a coordinate's gradient does not depend on the hyperparameters
+    (every example's loss is flat in it), so its contribution is 0."""
+
+    @jax.custom_vjp
+    def f(g):
+        return fn(g)
+
+    def fwd(g):
+        return jax.vjp(fn, g)
+
+    def bwd(vjp, ct):
+        (dg,) = vjp(ct)
+        return (jax.tree.map(lambda a: jnp.where(jnp.isfinite(a), a, 0.0), dg),)
+
+    f.defvjp(fwd, bwd)
+    return f
 
 
 def _jit(fn, mesh, in_specs, out_specs, fusion_autotune):
