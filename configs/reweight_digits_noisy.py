@@ -24,6 +24,7 @@ def get_config(arg=None):
     c.data.corrupt.kind, c.data.corrupt.rate = "symmetric", 0.4
     c.optimize.tune = "gradient"
     c.optimize.hyper.method = "mwnet"
+    c.optimize.hyper.lookahead = "optimizer"  # the virtual step is AdamW's own step (docs/hypergradients.md)
     c.optimize.baseline.epochs = 30
     c.compare.refit = "train"  # val is the meta data: both models stop early on it instead of training on it
     c.compare.seeds = 3
