@@ -360,6 +360,33 @@ class Loop(abc.ABC):
         self.t0 = time.time()
 
 
+class StepLoop(Loop):
+    """A run with nothing to checkpoint, as one ``Loop``: ``step(epoch, i) -> metrics`` for ``epochs`` x
+    ``steps``, then ``end_epoch(epoch, seconds)`` when given; a NaN/Inf metric raises
+    ``nonfinite(epoch)`` (an exception); signals are left to the caller. The evaluators' training
+    (a discrete strategy's architectures, the weight-sharing supernet) runs through it."""
+
+    catch_signals = False
+
+    def __init__(self, epochs: int, steps: int, step: Callable[[int, int], dict],
+                 nonfinite: Callable[[int], Exception], end_epoch: Callable[[int, float], None] | None = None,
+                 progress: Progress | None = None, log=print):
+        self.epochs, self.steps, self.log_every, self.log = epochs, steps, steps, log
+        self._step, self._nonfinite, self._end = step, nonfinite, end_epoch
+        self.progress = progress or Progress(epochs * steps, 0, "", enabled=False)
+        self.writer = writers.MetricWriter(None)
+
+    def step(self, epoch: int, i: int) -> dict:
+        return self._step(epoch, i)
+
+    def end_epoch(self, epoch: int, gstep: int, seconds: float) -> None:
+        if self._end is not None:
+            self._end(epoch, seconds)
+
+    def nonfinite(self, gstep: int, bad: list[str]) -> Exception:
+        return self._nonfinite((gstep - 1) // self.steps + 1)
+
+
 def run(loop: Loop) -> None:
     """Drive ``loop`` from ``loop.start`` to ``loop.epochs * loop.steps`` (``run_epochs``): signals, the
     NaN/Inf guard, checkpoints, progress, and closing everything whatever happens."""

@@ -89,3 +89,23 @@ def test_greedy_with_training_evaluation_grows_layer_by_layer(tmp_path):
     assert all(a.startswith(first + " > ") for a in asked[3:])
     assert out["result"]["score"] > 0.5  # 10 classes
     assert out["result"]["test"]["accuracy"] > 0.5 and 0 < out["result"]["test"]["macro_f1"] <= 1
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("train", r"non-finite training loss for conv3x3-8 > fc-32 in epoch 1; lower evaluator.lr"),
+    ("supernet", r"non-finite supernet loss in epoch 1; lower optim.lr")])
+def test_an_evaluator_whose_training_diverges_stops_with_one_line(kind, message):
+    """The evaluators train through the driver's loop (``driver.StepLoop``), whose guard checks every
+    step's loss one step late."""
+    from jaxnas.evaluators import make_evaluator
+
+    cfg = config_lib.search_defaults()
+    cfg.data.name, cfg.search.batch_size, cfg.search.max_steps_per_epoch = "digits", 32, 4
+    cfg.space.name, cfg.space.filters, cfg.space.kernels, cfg.space.units = "chain", "8", "3", "32"
+    cfg.space.max_depth, cfg.space.branches = 2, 0
+    cfg.evaluator.kind, cfg.evaluator.epochs, cfg.evaluator.lr = kind, 1, 1e30
+    cfg.optim.lr, cfg.optim.grad_clip = 1e30, 0.0
+    cfg.discrete.ws_epochs = 1
+    space = discrete_space(cfg.space, (8, 8, 1))
+    with pytest.raises(JaxnasError, match=message):
+        make_evaluator(cfg, space, log=lambda *_: None).score(space.decode("conv3x3-8 > fc-32"))

@@ -11,6 +11,7 @@ import time
 import numpy as np
 
 from jaxnas import data as data_lib
+from jaxnas import driver
 from jaxnas.driver import Progress
 from jaxnas.errors import JaxnasError
 from jaxnas.evaluators.registry import register_evaluator
@@ -42,16 +43,19 @@ class SupernetEvaluator:
         t0 = time.time()
         log(f"weight-sharing supernet: {d.ws_epochs} epochs x {steps} steps, one random architecture per step")
         progress = Progress(d.ws_epochs * steps, 0, "supernet", cfg.run.progress)
-        for epoch in range(d.ws_epochs):
-            for i in range(steps):
-                state, loss = step(state, space.random(rng), train_b.batch(epoch, i))
-                progress.update()
-            if not np.isfinite(float(loss)):
-                raise JaxnasError(f"non-finite supernet loss in epoch {epoch + 1}; lower optim.lr")
-            progress.write(f"supernet epoch {epoch + 1}/{d.ws_epochs}: loss {float(loss):.4f} "
+        self.state, last = state, {}
+
+        def train(epoch, i):
+            self.state, last["loss"] = step(self.state, space.random(rng), train_b.batch(epoch, i))
+            return {"loss": last["loss"]}
+
+        def end(epoch, seconds):
+            progress.write(f"supernet epoch {epoch + 1}/{d.ws_epochs}: loss {float(last['loss']):.4f} "
                            f"({time.time() - t0:.0f} s, ETA {progress.eta()})", log)
-        progress.close()
-        self.state = state
+
+        driver.run(driver.StepLoop(d.ws_epochs, steps, train, end_epoch=end, progress=progress, log=log,
+                                   nonfinite=lambda e: JaxnasError(f"non-finite supernet loss in epoch {e}; "
+                                                                   f"lower optim.lr")))
         self.batches = [val_b.batch(0, i) for i in range(min(d.ws_eval_batches, val_b.steps_per_epoch))]
 
     def score(self, arch) -> tuple[float, float]:

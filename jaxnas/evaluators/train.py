@@ -5,17 +5,16 @@ macro-F1, computed once."""
 
 from __future__ import annotations
 
-import math
 import time
 import zlib
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
 
 from jaxnas import data as data_lib
+from jaxnas import driver
 from jaxnas import metrics as metrics_lib
 from jaxnas import parallel
 from jaxnas.errors import JaxnasError
@@ -93,14 +92,15 @@ class TrainEvaluator:
         schedule = optax.cosine_decay_schedule(e.lr, epochs * steps)
         tx = optax.chain(optax.add_decayed_weights(e.weight_decay), optax.sgd(schedule, momentum=0.9))
         train, predict = make_classifier_steps(graphdef, graphdef_eval, tx)
-        opt = tx.init(params)
-        loss = jnp.float32(0)
-        for epoch in range(epochs):
-            for i in range(steps):
-                params, stats, opt, loss = train(params, stats, opt, batches.batch(epoch, i))
-        if not math.isfinite(float(loss)):
-            raise JaxnasError(f"non-finite training loss for {self.space.encode(arch)}; lower evaluator.lr")
-        return params, stats, predict
+        state = [params, stats, tx.init(params)]
+
+        def step(epoch, i):
+            *state[:], loss = train(*state, batches.batch(epoch, i))  # the new (params, stats, opt), the loss
+            return {"loss": loss}
+
+        driver.run(driver.StepLoop(epochs, steps, step, log=self.log, nonfinite=lambda e: JaxnasError(
+            f"non-finite training loss for {self.space.encode(arch)} in epoch {e}; lower evaluator.lr")))
+        return state[0], state[1], predict
 
     def _predict_all(self, predict, params, stats, x, y) -> np.ndarray:
         preds = []
