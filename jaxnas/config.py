@@ -306,6 +306,10 @@ def check_ranges(cfg) -> None:
                 raise JaxnasError(f"config field {key!r} must be in ({lo}, {hi}), got {value!r}")
     if "method" in cfg and "search" in cfg and cfg.search.get("strategy") == "darts":
         check_method(cfg.method, cfg.search.epochs)
+    if "optimize" in cfg and (cfg.run.num_processes > 1 or cfg.run.coordinator):
+        raise JaxnasError(f"jaxnas optimize runs in one process (each fit is split over that process's devices, "
+                          f"run.devices); run.num_processes={cfg.run.num_processes} and run.coordinator="
+                          f"{cfg.run.coordinator!r} are for jaxnas search and train")
 
 
 def check_method(m, epochs: int) -> None:

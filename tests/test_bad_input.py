@@ -147,7 +147,9 @@ def test_any_optimize_override_is_valid_or_refused_alike_by_check_and_run(field,
     (["optimize.arch=space", "optimize.hparams.batch_size=choice:32,50"],
      "optimize.hparams.batch_size=50 is not divisible by the 4 devices"),
     (["optimize.hparams.batch_size=int:16:64"], "optimize.hparams.batch_size=int:... on 4 devices"),
-    (["run.devices=5"], "asked for 5 devices but only 4 are available")])
+    (["run.devices=5"], "asked for 5 devices but only 4 are available"),
+    (["run.num_processes=2", "run.coordinator=localhost:1234", "run.process_id=0"],
+     "jaxnas optimize runs in one process")])
 def test_batch_sizes_must_split_over_the_devices(fields, message, tmp_path, capsys):
     argv = [*OPT_TINY, "--config.run.devices=4", *(f"--config.{f}" for f in fields),
             f"--config.run.workdir={tmp_path / 'runs'}"]
