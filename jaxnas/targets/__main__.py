@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ops", default="", help="search: the candidate ops (space.ops), e.g. none,sep_conv_3x3")
     p.add_argument("--kernels", default="auto")
     p.add_argument("--reweight", default="", help="optimize: a reweighted fit's step, l2rw, mwnet or hypergrad")
+    p.add_argument("--model", default="cnn", help="optimize: the model spec, e.g. cnn, resnet:32, wrn:28-10")
+    p.add_argument("--optimizer", default="adamw", help="optimize: sgd or adamw")
     p.add_argument("--dtype", default="float32", help="retrain: float32 or bfloat16")
     p.add_argument("--fusion-autotune", action="store_true",
                    help="GPU: keep XLA's fusion autotuner on (run.fusion_autotune; jaxnas turns it off)")
@@ -54,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         kw = {"search": dict(space=args.space, order=args.order, method=args.method, layers=args.layers, C=args.C,
                                 ops=args.ops, fusion_autotune=args.fusion_autotune),
               "retrain": dict(dtype=args.dtype, fusion_autotune=args.fusion_autotune),
-              "optimize": dict(reweight=args.reweight, fusion_autotune=args.fusion_autotune)}.get(args.kind, {})
+              "optimize": dict(reweight=args.reweight, model=args.model, optimizer=args.optimizer,
+                               fusion_autotune=args.fusion_autotune)}.get(args.kind, {})
         built = steps.build(args.kind, args.target, args.devices, size=args.size, batch=args.batch,
                             kernels=args.kernels, **kw)
         if args.lower_only:
