@@ -8,7 +8,8 @@
 #      also with XLA's fusion autotuner on (run.fusion_autotune), its compile and step times beside;
 #   4. one epoch of the first-order search on CIFAR-sized synthetic data through the real input
 #      pipeline (experiments/search_epoch.py): the 50-epoch search time it implies;
-#   5. the retraining step at DARTS's size, then each DARTS-family method while time is left.
+#   5. the retraining step at DARTS's size; the reweighting steps and hypergradients
+#      (experiments/bench_hypergrad.py), CIFAR-sized; then each DARTS-family method while time is left.
 #
 # The GPU image has jax (CUDA; 0.11.2 when last seen), flax, optax and chex and no network. jaxnas also
 # needs ml_collections (and absl, yaml); build them here and carry them (under 64 MiB):
@@ -35,6 +36,9 @@ done
 [ "$(left)" -gt 90 ] && timeout $(($(left) - 30)) python experiments/search_epoch.py --order first --batch 64
 [ "$(left)" -gt 90 ] && timeout $(($(left) - 30)) python experiments/bench_train_step.py --genotype DARTS_V2 --C 36 \
   --layers 20 --batch 96 --steps 10 2>/dev/null | grep -v machine
+# the reweighting steps and hypergradients against a plain step, CIFAR-sized (docs/hypergradients.md's cost table)
+[ "$(left)" -gt 90 ] && timeout $(($(left) - 30)) python experiments/bench_hypergrad.py --steps 5 --image 32 \
+  --channels 3 --ks 1,5,20 2>/dev/null | grep '^{' | sed 's/^{/{"what": "hypergrad", /'
 for method in pcdarts gdas drnas fairdarts sdarts_rs betadarts darts_minus snas sdarts_adv; do
   [ "$(left)" -gt 90 ] || { echo "{\"what\": \"skipped\", \"method\": \"$method\", \"why\": \"out of time\"}"; continue; }
   timeout $(($(left) - 30)) python experiments/bench_search_step.py --method $method --batch 64 --steps 5 --cache $CACHE \
