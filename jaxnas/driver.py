@@ -345,10 +345,10 @@ class Loop(abc.ABC):
     def save(self, gstep: int) -> None:
         """A checkpoint at global step ``gstep`` (nothing without a checkpointer)."""
 
-    def nonfinite(self, gstep: int, bad: list[str]) -> Exception | None:
-        """The error a NaN or Inf metric (``bad``: ``"name=value"``) at ``gstep`` raises; None: the
+    def nonfinite(self, gstep: int, bad: list[str]) -> Exception:
+        """The error a NaN or Inf metric (``bad``: ``"name=value"``) at ``gstep`` raises: by default the
         driver's own, naming the step and that the last good checkpoint is kept."""
-        return None
+        return _nonfinite(gstep, bad)
 
     def start_progress(self, name: str, shown: bool, compiling: str) -> None:
         """The progress bar over every step from ``start`` (shown on process 0 when ``shown``), the note that
@@ -394,4 +394,4 @@ def run(loop: Loop) -> None:
                checkpoint_every=loop.checkpoint_every, progress=loop.progress, ckpt=loop.ckpt, run_dir=loop.run_dir,
                writer=loop.writer, step=loop.step, log_step=loop.log_step, end_epoch=loop.end_epoch, save=loop.save,
                begin_epoch=loop.begin_epoch, catch_signals=loop.catch_signals,
-               nonfinite=lambda step, bad: loop.nonfinite(step, bad) or _nonfinite(step, bad))
+               nonfinite=loop.nonfinite)

@@ -92,10 +92,11 @@ class TrainEvaluator:
         schedule = optax.cosine_decay_schedule(e.lr, epochs * steps)
         tx = optax.chain(optax.add_decayed_weights(e.weight_decay), optax.sgd(schedule, momentum=0.9))
         train, predict = make_classifier_steps(graphdef, graphdef_eval, tx)
-        state = [params, stats, tx.init(params)]
+        state = [params, stats, tx.init(params)]  # (params, stats, opt), replaced at each step
 
         def step(epoch, i):
-            *state[:], loss = train(*state, batches.batch(epoch, i))  # the new (params, stats, opt), the loss
+            new_params, new_stats, new_opt, loss = train(*state, batches.batch(epoch, i))
+            state[:] = [new_params, new_stats, new_opt]
             return {"loss": loss}
 
         driver.run(driver.StepLoop(epochs, steps, step, log=self.log, nonfinite=lambda e: JaxnasError(

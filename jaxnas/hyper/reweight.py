@@ -187,7 +187,7 @@ class Steps:
 
             def step(w, h, b):
                 updates = _finite_vjp(lambda g: tx.update(g, opt, w)[0])(jax.grad(inner)(w, h, b))
-                scale = _lr_scale(h) if isinstance(h, dict) else 1.0
+                scale = _lr_scale(h)  # h: MW-Net's network or the hyperparameters, both dicts
                 return jax.tree.map(lambda p, u: p + scale * u, w, updates)
             return step
 

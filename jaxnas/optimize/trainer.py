@@ -28,6 +28,7 @@ from jaxnas import metrics as metrics_lib
 from jaxnas import driver, parallel, rundir, writers
 from jaxnas.errors import JaxnasError
 from jaxnas.evaluators.train import make_classifier_steps
+from jaxnas.hyper import reweight
 from jaxnas.nn import count_params
 from jaxnas.optimize import models
 
@@ -192,8 +193,6 @@ class Fit(driver.Loop):
                              eval_batch=-(-256 // n_dev) * n_dev)
         self.meta = self.rstate = self.last_weight = self.seen = None
         if hyper is not None:
-            from jaxnas.hyper import reweight
-
             if val_idx is None or len(val_idx) == 0:
                 raise JaxnasError("optimize.hyper needs a validation split of at least one example: its meta data")
             mb = parallel.round_to_devices(min(int(hyper.meta_batch), len(val_idx)), mesh)
@@ -269,8 +268,6 @@ class Fit(driver.Loop):
     def end_epoch(self, epoch: int, gstep: int, seconds: float) -> None:
         record = {"epoch": epoch + 1, "train_loss": float(np.mean(jax.device_get(self.losses)))}
         if self.meta is not None:
-            from jaxnas.hyper import reweight
-
             for rows, w in jax.device_get(self.weights):
                 self.last_weight[rows], self.seen[rows] = w, True
             record["weights"] = reweight.weight_summary(self.last_weight, self.seen, self.clean)
