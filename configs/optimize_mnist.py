@@ -11,6 +11,7 @@ models retrained on train+val with 3 seeds. Results: docs/optimize.md.
 """
 
 from jaxnas.config import optimize_defaults
+from jaxnas.optimize import hpspace
 
 
 def get_config(arg=None):
@@ -22,6 +23,6 @@ def get_config(arg=None):
     c.optimize.seconds = 1800.0
     c.optimize.first_arch = "conv3x3-32 > maxpool > conv3x3-64 > maxpool"  # the baseline's layout (with BN)
     c.optimize.trial_seconds = 120.0  # on 2 CPU cores a stack of 64-filter convolutions at 28x28 takes minutes
-    c.optimize.hparams.augment = "choice:none,crop,crop_cutout"  # no flips: digits are not mirror-symmetric
+    c.optimize.hparams.augment = hpspace.choice("none", "crop", "crop_cutout")  # digits are not mirror-symmetric
     c.compare.seeds = 3
     return c

@@ -51,10 +51,10 @@ def bench(args) -> dict:
     cfg = config_lib.method_config(args.method, "darts") if args.method else config_lib.search_defaults()
     order = cfg.search.order if args.method else args.order
     if cfg.method.stages:  # a progressive search: time its last stage's supernet (every op kept)
-        from jaxnas.methods.progressive import parse_stages
+        from jaxnas.methods.progressive import stages
 
-        cfg.space.partial_channels = parse_stages(cfg.method.stages, cfg.search.epochs)[-1].partial
-        cfg.method.stages = ""
+        cfg.space.partial_channels = stages(cfg.method.stages, cfg.search.epochs)[-1].partial
+        cfg.method.stages = ()
     if args.space == "nb201":  # NAS-Bench-201's supernet: --layers is N, the cells of each of its 3 stages
         cfg.space = config_lib.space_group("nb201")
         cfg.space.C, cfg.space.cells_per_stage = args.C, args.layers

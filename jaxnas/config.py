@@ -16,12 +16,15 @@ import importlib.util
 import json
 import math
 import os
+from typing import Any, Callable, NamedTuple
 
 import ml_collections
 
 from jaxnas import kernels, rundir
 from jaxnas.errors import JaxnasError
-from jaxnas.methods import METHODS, method_defaults
+from jaxnas.methods import METHODS, method_defaults, progressive
+from jaxnas.methods.registry import SPANS
+from jaxnas.optimize import hpspace, model_spec
 from jaxnas.spaces import SPACES, get_space
 
 
@@ -169,7 +172,9 @@ def optimize_defaults() -> ml_collections.ConfigDict:
         arch="space",  # space: its decisions joint with the hyperparameters; fixed: hparams.model; search: below
         first_arch="",  # arch=space: the first trial's architecture (a string of the space), a warm start
         search="",     # arch=search: a search config (.py[:arg] or .json; "": jaxnas search's default) run once
-        search_overrides="",  # on train/val first, e.g. "search.epochs=3;space.C=4"; its architecture is then fixed
+        # fields of that search config, on train/val first (a group: {"search": {"epochs": 3}}; on the command
+        # line "search.epochs=3;space.C=4"); its architecture is then fixed
+        search_overrides={},
         startup_trials=8,        # random trials before TPE
         pruner="hyperband", min_epochs=2, reduction_factor=3,
         tune="study"))  # study: Optuna; gradient: optimize.hyper on the baseline's setup; both: hyper in every trial
@@ -187,13 +192,15 @@ def optimize_defaults() -> ml_collections.ConfigDict:
     c.optimize.model = ml_collections.ConfigDict(dict(C=16, layers=5, stem_multiplier=3))  # genotype:... models
     # the baseline: fixed hyperparameters, the first network a user writes (trainer.py documents each)
     c.optimize.baseline = ml_collections.ConfigDict(dict(
-        model="cnn", lr=1e-3, weight_decay=1e-4, batch_size=64, epochs=20, label_smoothing=0.0, augment="none",
+        model=model_spec.group("cnn"), lr=1e-3, weight_decay=1e-4, batch_size=64, epochs=20, label_smoothing=0.0, augment="none",
         optimizer="adamw", momentum=0.9))
-    # the searched ones (jaxnas/optimize/hpspace.py); "" keeps the baseline's value
+    # the searched ones: a group each (jaxnas/optimize/hpspace.py); kind "none" keeps the baseline's value
     c.optimize.hparams = ml_collections.ConfigDict(dict(
-        model="", lr="log:3e-4:0.3", weight_decay="log:1e-6:1e-2", batch_size="choice:32,64,128", epochs="int:5:30",
-        label_smoothing="float:0:0.2", augment="choice:none,crop_flip,crop_flip_cutout",
-        optimizer="choice:sgd,adamw", momentum="float:0.8:0.99 if optimizer=sgd"))
+        model=hpspace.not_searched(), lr=hpspace.log_uniform(3e-4, 0.3),
+        weight_decay=hpspace.log_uniform(1e-6, 1e-2), batch_size=hpspace.choice(32, 64, 128),
+        epochs=hpspace.integer(5, 30), label_smoothing=hpspace.uniform(0, 0.2),
+        augment=hpspace.choice("none", "crop_flip", "crop_flip_cutout"), optimizer=hpspace.choice("sgd", "adamw"),
+        momentum=hpspace.uniform(0.8, 0.99, when={"optimizer": "sgd"})))
     c.compare = ml_collections.ConfigDict(dict(
         refit="train+val",  # or train: the weights of the best val epoch
         seeds=1, resamples=2000, confidence=0.95))
@@ -209,8 +216,8 @@ def tiny_optimize() -> ml_collections.ConfigDict:
     c.optimize.first_arch = "conv3x3-32 > maxpool > conv3x3-64 > maxpool"  # the baseline's layout (with BN)
     c.optimize.trials = 16
     c.optimize.startup_trials = 6
-    c.optimize.hparams.epochs = "int:5:20"
-    c.optimize.hparams.augment = "choice:none,crop,crop_cutout"  # no flips: digits are not mirror-symmetric
+    c.optimize.hparams.epochs = hpspace.integer(5, 20)
+    c.optimize.hparams.augment = hpspace.choice("none", "crop", "crop_cutout")  # digits are not mirror-symmetric
     return c
 
 
@@ -225,6 +232,7 @@ RANGES = {
     "search.epochs": (1, None), "search.batch_size": (1, None), "search.eval_batch_size": (1, None),
     "search.max_steps_per_epoch": (0, None), "search.eval_examples": (0, None),
     "method.pgd_steps": (1, None), "method.arch_start_epoch": (0, None),
+    **{f"method.{name}.span": (0, None) for name in ("tau", "reg", "skip", "eps")},
     "train.epochs": (1, None), "train.batch_size": (1, None), "train.eval_batch_size": (1, None),
     "train.max_steps_per_epoch": (0, None),
     "model.C": (1, None), "model.layers": (1, None), "model.stem_multiplier": (1, None),
@@ -276,7 +284,71 @@ CHOICES = {
     "optimize.hyper.estimator": ("unrolled", "implicit"),
     "optimize.hyper.solver": ("neumann", "cg"),
     "optimize.hyper.lookahead": ("sgd", "optimizer"),
+    **{f"method.{name}.over": SPANS for name in ("tau", "reg", "skip", "eps")},
 }
+class Structured(NamedTuple):
+    """A field whose value is a structure (a group or a list), not one number or name: ``check`` makes a
+    given structure canonical or raises one error naming the field; ``parse`` reads the command line's
+    short form into it. Both run when the config is read, never later."""
+    parse: Callable[[str, str], Any]
+    check: Callable[[Any, str], Any]
+
+
+def _parse_search_overrides(text: str, where: str) -> ml_collections.ConfigDict:
+    """``"search.epochs=3;space.C=4"`` -> ``{"search": {"epochs": "3"}, "space": {"C": "4"}}`` (each
+    value typed by the search config's field when it is applied, as a ``--config`` override is)."""
+    out: dict = {}
+    for item in filter(None, (i.strip() for i in text.split(";"))):
+        path, eq, value = item.partition("=")
+        parts = path.strip().split(".")
+        if not eq or not all(parts):
+            raise JaxnasError(f"{where}: {item!r} must look like field.path=value (items separated by ';')")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise JaxnasError(f"{where}: {path.strip()!r} goes inside a field that is not a group")
+        node[parts[-1]] = value.strip()
+    return _check_search_overrides(out, where)
+
+
+def _check_search_overrides(value, where: str) -> ml_collections.ConfigDict:
+    """Nested groups of a search config's fields (their names and types are checked against the search
+    config when ``optimize.arch=search`` is set up, before the run directory is made)."""
+    if not isinstance(value, (dict, ml_collections.ConfigDict)):
+        raise JaxnasError(f"{where} must be a group of search config fields, e.g. {{'search': {{'epochs': 3}}}}, "
+                          f"got {value!r}")
+    for path, leaf in flatten(ml_collections.ConfigDict(dict(value))).items():
+        if not isinstance(leaf, (str, int, float, bool)):
+            raise JaxnasError(f"{where}.{path} must be a number, a name or true/false, got {leaf!r}")
+    return ml_collections.ConfigDict(dict(value))
+
+
+# Every structured field, by path ("group.*": each field of that group).
+STRUCTURED = {
+    "optimize.hparams.*": Structured(hpspace.parse, hpspace.check),
+    "method.stages": Structured(progressive.parse, progressive.check),
+    "optimize.search_overrides": Structured(_parse_search_overrides, _check_search_overrides),
+    "optimize.baseline.model": Structured(model_spec.parse, model_spec.check),
+}
+
+
+def structured(path: str) -> Structured | None:
+    """The structure of the field at ``path``, if it holds one."""
+    return STRUCTURED.get(path) or STRUCTURED.get(path.rpartition(".")[0] + ".*")
+
+
+def _check_structured(cfg, prefix: str = "") -> None:
+    """Every structured field of ``cfg`` made canonical (a field changed inside one by an override is
+    checked again here)."""
+    for key in list(cfg.keys()):
+        path = f"{prefix}{key}"
+        if structured(path):
+            cfg[key] = structured(path).check(cfg[key], path)
+        elif isinstance(cfg[key], ml_collections.ConfigDict):
+            _check_structured(cfg[key], path + ".")
+
+
 # Float fields where an infinite value means something: none today; NaN never does.
 INFINITE_OK: frozenset = frozenset()
 
@@ -287,6 +359,9 @@ def check_ranges(cfg) -> None:
     float finite (NaN and +-inf mean nothing here), each enumerated field one of its ``CHOICES``, and
     the ``method`` group of a differentiable search consistent with its length
     (``methods.check``); else one error naming the field and what it allows."""
+    _check_structured(cfg)
+    if "optimize" in cfg:
+        hpspace.params(cfg.optimize.hparams)  # the conditions between searched hyperparameters
     ranges = dict(RANGES)
     if "space" in cfg and "name" in cfg.space:
         ranges.update({f"space.{k}": r for k, r in get_space(cfg.space.name).ranges().items()})
@@ -329,7 +404,9 @@ def _check_against(cfg, schema, prefix: str = "") -> None:
         if key not in schema:
             raise JaxnasError(f"unknown config field {path!r}; allowed: {', '.join(sorted(schema.keys()))}")
         value, ref = cfg[key], schema[key]
-        if isinstance(ref, ml_collections.ConfigDict):
+        if structured(path):
+            structured(path).check(value, path)
+        elif isinstance(ref, ml_collections.ConfigDict):
             if not isinstance(value, (ml_collections.ConfigDict, dict)):
                 raise JaxnasError(f"config field {path!r} must be a group of fields, got {value!r}")
             _check_against(value, ref, path + ".")
@@ -356,14 +433,16 @@ def _fill(cfg: ml_collections.ConfigDict, kind: str) -> ml_collections.ConfigDic
     if "space" in cfg:
         full.space = space_group(cfg.space.name)
 
-    def merge(dst, src):
+    def merge(dst, src, prefix):
         for key in src.keys():
-            if isinstance(dst[key], ml_collections.ConfigDict):
-                merge(dst[key], src[key])
+            if structured(prefix + key):
+                dst[key] = structured(prefix + key).check(src[key], prefix + key)
+            elif isinstance(dst[key], ml_collections.ConfigDict):
+                merge(dst[key], src[key], f"{prefix}{key}.")
             else:
                 dst[key] = float(src[key]) if isinstance(dst[key], float) else src[key]
 
-    merge(full, cfg)
+    merge(full, cfg, "")
     return full
 
 
@@ -453,6 +532,8 @@ def load(spec: str | None, kind: str = "search") -> ml_collections.ConfigDict:
 
 
 def _parse_value(text: str, ref, path: str):
+    if isinstance(ref, (tuple, list)):  # a list inside a structured field: comma-separated numbers or names
+        return tuple(hpspace.scalar(v.strip()) for v in text.split(",") if v.strip())
     if isinstance(ref, bool):
         if text.lower() in ("true", "1", "yes"):
             return True
@@ -475,13 +556,24 @@ def _parse_value(text: str, ref, path: str):
 def apply_overrides(cfg: ml_collections.ConfigDict, overrides: list[str]) -> ml_collections.ConfigDict:
     """Apply ``--config.a.b=value`` (or ``a.b=value``) overrides, typed by the field they replace.
     ``space.name`` goes first, so that the other ``space.*`` overrides meet that space's fields."""
-    is_name = [o.removeprefix("--config.").startswith("space.name=") for o in overrides]
-    overrides = [o for o, n in zip(overrides, is_name) if n] + [o for o, n in zip(overrides, is_name) if not n]
+    pairs = []
     for item in overrides:
         text = item[len("--config."):] if item.startswith("--config.") else item
         if "=" not in text:
             raise JaxnasError(f"override {item!r} must look like --config.field=value")
-        path, value = text.split("=", 1)
+        pairs.append(tuple(text.split("=", 1)))
+    return set_fields(cfg, pairs)
+
+
+def set_fields(cfg: ml_collections.ConfigDict, values) -> ml_collections.ConfigDict:
+    """Set fields by path: ``values`` is (path, value) pairs, or a group of groups (as
+    ``optimize.search_overrides`` holds). A text value is read as the field's type (a structured
+    field's short form is parsed into its structure); any other value must already have the field's
+    type. ``space.name`` goes first; the whole config is checked after (``check_ranges``)."""
+    if isinstance(values, (dict, ml_collections.ConfigDict)):
+        values = list(flatten(values).items())
+    values = sorted(values, key=lambda pv: pv[0] != "space.name")
+    for path, value in values:
         node, parts = cfg, path.split(".")
         for i, part in enumerate(parts):
             if not isinstance(node, ml_collections.ConfigDict) or part not in node:
@@ -489,10 +581,20 @@ def apply_overrides(cfg: ml_collections.ConfigDict, overrides: list[str]) -> ml_
                 raise JaxnasError(f"unknown config field {'.'.join(parts[:i + 1])!r}; allowed: {', '.join(allowed)}")
             if i < len(parts) - 1:
                 node = node[part]
-        if isinstance(node[parts[-1]], ml_collections.ConfigDict):
+        ref = node[parts[-1]]
+        if structured(path):  # its short form, parsed once into the structure, or the structure itself
+            node[parts[-1]] = (structured(path).parse if isinstance(value, str) else structured(path).check)(value,
+                                                                                                           path)
+        elif isinstance(ref, ml_collections.ConfigDict):
             raise JaxnasError(f"config field {path!r} is a group; override one of its fields: "
-                              f"{', '.join(sorted(node[parts[-1]].keys()))}")
-        node[parts[-1]] = _parse_value(value, node[parts[-1]], path)
+                              f"{', '.join(sorted(ref.keys()))}")
+        elif isinstance(value, str):
+            node[parts[-1]] = _parse_value(value, ref, path)
+        elif _type_ok(value, ref):
+            node[parts[-1]] = float(value) if isinstance(ref, float) else value
+        else:
+            raise JaxnasError(f"config field {path!r} must be {type(ref).__name__}, got {value!r} "
+                              f"({type(value).__name__})")
         if path == "space.name":
             cfg = _with_space(cfg)
     check_ranges(cfg)
@@ -544,7 +646,7 @@ def flatten(cfg, prefix: str = "") -> dict:
 
 def fingerprint(cfg) -> dict:
     """The fields that decide a run's numbers (all but ``RESUME_FREE``), as saved in its checkpoints."""
-    return {k: v for k, v in flatten(cfg).items() if k not in RESUME_FREE}
+    return {k: json.loads(json.dumps(v)) for k, v in flatten(cfg).items() if k not in RESUME_FREE}  # as JSON holds it
 
 
 def for_resume(run_dir: str, spec: str | None, overrides: list[str], kind: str) -> ml_collections.ConfigDict:

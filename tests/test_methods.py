@@ -14,7 +14,7 @@ from jaxnas import config as config_lib
 from jaxnas import methods, optim, parallel, rundir
 from jaxnas.errors import JaxnasError
 from jaxnas import relaxations
-from jaxnas.methods import betadarts, drnas, fairdarts, sdarts
+from jaxnas.methods import betadarts, drnas, fairdarts, progressive, sdarts
 from jaxnas.search import bilevel as B
 from jaxnas.search import get_strategy
 from jaxnas.spaces import build_supernet
@@ -156,10 +156,18 @@ def test_schedules_at_their_end_points():
     h = _hyper("sdarts_rs", "darts")  # 0.03 + 0.27 * epoch / epochs
     assert h(0)["eps"] == approx(0.03) and h(49)["eps"] == approx(0.03 + 0.27 * 49 / 50)
     assert _hyper("darts")(3) == {}  # plain DARTS schedules nothing
-    with pytest.raises(JaxnasError, match="'over' must be epochs, epochs-1 or a positive number"):
+    with pytest.raises(JaxnasError, match="'over' must be one of epochs, epochs-1, fixed"):
         cfg = config_lib.method_config("gdas", "nb201")
         cfg.method.tau.over = "twice"
         methods.parts(cfg.method, 10, 1)
+    assert methods.schedule(0.0, 50.0, 100) == dict(start=0.0, end=50.0, over="fixed", span=100)
+    with pytest.raises(JaxnasError, match="config field 'method.tau.over': unknown value '25'"):
+        config_lib.apply_overrides(config_lib.method_config("gdas", "nb201"), ["method.tau.over=25"])
+    cfg = config_lib.apply_overrides(config_lib.method_config("gdas", "nb201"), ["method.tau.over=fixed",
+                                                                                "method.tau.span=4"])
+    assert methods.parts(cfg.method, 10, 1).hyper(jnp.asarray(2))["tau"] == approx(10.0 - 9.9 * 2 / 4)
+    with pytest.raises(JaxnasError, match="needs span >= 1"):
+        config_lib.apply_overrides(cfg, ["method.tau.span=0"])
 
 
 # ---------------------------------------------------------------- mixed-op variants
@@ -325,7 +333,8 @@ def _run(method, space, tmp_path=None, name="run", **over):
     cfg.search.max_steps_per_epoch, cfg.search.eval_examples = 2, 64
     cfg.method.arch_start_epoch = min(cfg.method.arch_start_epoch, 1)
     if cfg.method.stages:  # DrNAS's progressive search, one epoch a stage: K 2 -> 1, 3 ops -> 2
-        cfg.method.stages, cfg.space.partial_channels = "1:2:3,1:1:2", 2
+        cfg.method.stages = progressive.parse("1:2:3,1:1:2")
+        cfg.space.partial_channels = 2
     cfg.run.progress = False
     cfg.run.checkpoint_every = 0
     for k, v in over.items():
@@ -414,14 +423,27 @@ def test_the_worked_example_adds_a_method_in_one_file():
 
 def test_stages_parse_and_refuse_what_cannot_be_done():
     from jaxnas.methods import progressive as P
-    st = P.parse_stages("25:6:8,25:4:4", 50)
+    written = (dict(epochs=25, partial=6, keep=8), dict(epochs=25, partial=4, keep=4))
+    assert P.parse("25:6:8,25:4:4") == P.check(list(written)) == written
+    st = P.stages(written, 50)
     assert st == [P.Stage(0, 25, 6, 8), P.Stage(25, 25, 4, 4)]
     assert [P.stage_of(st, e) for e in (0, 24, 25, 49)] == [0, 0, 1, 1]
-    assert P.parse_stages("", 7) == []
-    for text, match in (("25:6:8,20:4:4", "adds up to 45"), ("25:6", "epochs:K:ops"), ("25:4:8,25:6:4", "widen"),
-                        ("25:6:4,25:4:8", "do not come back")):
+    assert P.stages(P.parse(""), 7) == []
+    for text, match in (("25:6", "epochs:K:ops"), ("25:4:8,25:6:4", "widen"), ("25:6:4,25:4:8", "do not come back"),
+                        ("0:6:8", "positive")):
         with pytest.raises(JaxnasError, match=match):
-            P.parse_stages(text, 50)
+            P.parse(text)
+    with pytest.raises(JaxnasError, match="adds? up to 45"):
+        P.stages(P.parse("25:6:8,20:4:4"), 50)
+    for bad, match in (([dict(epochs=1, partial=1)], "exactly"), ([dict(epochs=1, partial=True, keep=1)], "positive"),
+                       ("x", "epochs:K:ops"), (5, "list")):
+        with pytest.raises(JaxnasError, match=match):
+            P.check(bad)
+    # the search config: the command line's short form and a field's range checked when it is read
+    cfg = config_lib.apply_overrides(config_lib.load(None, "search"), ["search.epochs=2", "method.stages=1:2:3,1:1:2"])
+    assert cfg.method.stages == P.parse("1:2:3,1:1:2")
+    with pytest.raises(JaxnasError, match="add up to 2 epochs, search.epochs is 3"):
+        config_lib.apply_overrides(cfg, ["search.epochs=3"])
 
 
 def test_prune_keeps_the_strongest_unpruned_ops_and_widen_copies_channels():
@@ -457,7 +479,7 @@ def test_an_op_mask_renormalizes_the_relaxed_weights_and_the_genotype_ignores_ma
 
 def test_progressive_search_prunes_widens_and_resumes_exactly_across_stages(tmp_path):
     over = dict(space__C=12, space__ops="none,skip_connect,sep_conv_3x3", space__partial_channels=4,
-                method__stages="1:4:3,1:2:2", run__checkpoint_every=1)
+                method__stages=progressive.parse("1:4:3,1:2:2"), run__checkpoint_every=1)
     cfg, ref_path, ref = _run("drnas", "darts", tmp_path, "ref", **over)
     from jaxnas import checkpoint
     mask = np.asarray(checkpoint.Checkpointer(os.path.join(ref_path, "checkpoints")).meta(4)["op_mask"]["alphas_normal"])

@@ -14,9 +14,9 @@ import numpy as np
 import optuna
 import pytest
 
-from jaxnas import api, cli, rundir
+from jaxnas import api, cli, config, rundir
 from jaxnas.errors import JaxnasError
-from jaxnas.optimize import hpspace, models, stats, study, workflow
+from jaxnas.optimize import hpspace, model_spec, models, stats, study, workflow
 from jaxnas.optimize import split as split_lib
 
 
@@ -128,10 +128,12 @@ def test_resampled_macro_f1_equals_the_metric_on_the_repeated_examples():
 
 # --- the declared search space ----------------------------------------------------------------------
 
-def test_hyperparameter_specs_parse_and_conditions_follow_their_parent():
-    params = hpspace.parse_all({"momentum": "float:0.8:0.99 if optimizer=sgd", "optimizer": "choice:sgd,adamw",
-                                "lr": "log:1e-4:0.3", "epochs": "", "model": "choice:cnn|cnn:8,16"})
-    assert [p.name for p in params][:3] == ["optimizer", "lr", "model"]
+def test_hyperparameter_groups_order_by_condition_and_a_condition_gates_its_search():
+    H = hpspace
+    hparams = {"momentum": H.uniform(0.8, 0.99, when={"optimizer": "sgd"}), "optimizer": H.choice("sgd", "adamw"),
+               "lr": H.log_uniform(1e-4, 0.3), "epochs": H.not_searched(), "model": H.choice("cnn", "cnn:8,16")}
+    params = hpspace.params(hparams)
+    assert [p.name for p in params] == ["optimizer", "lr", "model", "momentum"]
     assert params[2].choices == ("cnn", "cnn:8,16")
     fixed = {"momentum": 0.9, "epochs": 7}
     hp = hpspace.suggest(optuna.trial.FixedTrial({"optimizer": "adamw", "lr": 0.01, "model": "cnn"}), params, fixed)
@@ -139,11 +141,43 @@ def test_hyperparameter_specs_parse_and_conditions_follow_their_parent():
     hp = hpspace.suggest(optuna.trial.FixedTrial({"optimizer": "sgd", "lr": 0.01, "momentum": 0.85,
                                                   "model": "cnn"}), params, fixed)
     assert hp["momentum"] == 0.85
-    for spec in ("log:0:1", "uniform:1:2", "int:1.5:3", "float:2:1", "choice:", "log:1e-3 if x"):
-        with pytest.raises(JaxnasError, match="optimize.hparams.lr"):
-            hpspace.parse_all({"lr": spec})
     with pytest.raises(JaxnasError, match="not searched"):
-        hpspace.parse_all({"momentum": "float:0.8:0.9 if optimizer=sgd"})
+        hpspace.params({"momentum": H.uniform(0.8, 0.9, when={"optimizer": "sgd"})})
+    with pytest.raises(JaxnasError, match="can never hold"):
+        hpspace.params({"optimizer": H.choice("adamw"), "momentum": H.uniform(0.8, 0.9, when={"optimizer": "sgd"})})
+    with pytest.raises(JaxnasError, match="cycle"):
+        hpspace.params({"a": H.choice(1, 2, when={"b": 1}), "b": H.choice(1, 2, when={"a": 1})})
+
+
+def test_the_short_form_is_parsed_once_into_the_group_a_python_config_writes():
+    H = hpspace
+    for text, group in [("log:1e-4:0.3", H.log_uniform(1e-4, 0.3)), ("float:0:0.2", H.uniform(0, 0.2)),
+                        ("int:5:30", H.integer(5, 30)), ("logint:16:256", H.integer(16, 256, log=True)),
+                        ("choice:sgd,adamw", H.choice("sgd", "adamw")), ("choice:32,64", H.choice(32, 64)),
+                        ("choice:cnn:4,8|cnn:8", H.choice("cnn:4,8", "cnn:8")), ("", H.not_searched()),
+                        ("float:0.8:0.99 if optimizer=sgd", H.uniform(0.8, 0.99, when={"optimizer": "sgd"})),
+                        ("float:0:1 if batch_size=64", H.uniform(0, 1, when={"batch_size": 64}))]:
+        parsed = H.parse(text, "f")
+        assert parsed.to_dict() == H.check(group, "f").to_dict(), text
+        assert H.parse(H.describe(parsed).strip("'"), "f").to_dict() == parsed.to_dict()
+    for spec in ("log:0:1", "uniform:1:2", "int:1.5:3", "float:2:1", "choice:", "log:1e-3 if x", "choice:1,1"):
+        with pytest.raises(JaxnasError, match="optimize.hparams.lr"):
+            H.parse(spec, "optimize.hparams.lr")
+    for bad, match in [(dict(kind="log", low=1, high=2, step=1), "unknown field"), (dict(kind="beta"), "allowed"),
+                       (dict(kind="float", low=float("nan"), high=1.0), "finite"),
+                       (dict(kind="none", when={"optimizer": "sgd"}), "no condition"),
+                       (dict(kind="float", low=0, high=1, choices=[1]), "kind=choice"), ("log:2:1", "low < high")]:
+        with pytest.raises(JaxnasError, match=match):
+            H.check(bad, "optimize.hparams.lr")
+    # a config's groups: the command line's short form, a field inside a group, and a JSON round trip
+    cfg = config.apply_overrides(api.load_config(None, kind="optimize"),
+                                 ["optimize.hparams.lr=log:1e-4:0.1 if optimizer=sgd", "optimize.hparams.epochs.high=9"])
+    assert cfg.optimize.hparams.lr.to_dict() == H.log_uniform(1e-4, 0.1, when={"optimizer": "sgd"}).to_dict()
+    assert (cfg.optimize.hparams.epochs.low, cfg.optimize.hparams.epochs.high) == (5.0, 9.0)
+    back = config.from_dict(json.loads(config.to_json(cfg)), "optimize")
+    assert config.flatten(back) == config.flatten(cfg)
+    with pytest.raises(JaxnasError, match="optimize.hparams.epochs: needs low < high"):
+        config.apply_overrides(cfg, ["optimize.hparams.epochs.high=2"])
 
 
 @pytest.mark.parametrize("space, arch", [("chain", "conv3x3-32 > maxpool > conv3x3-16 > maxpool"),
@@ -174,8 +208,8 @@ def test_any_hyperparameter_spec_is_parsed_or_refused_with_one_line(spec):
     # a spec is accepted only if every value it can draw is one the trainer takes; anything else is a
     # JaxnasError (one line), never another exception
     cfg = api.load_config(None, kind="optimize")
-    cfg.optimize.hparams.lr = spec
     try:
+        cfg = config.apply_overrides(cfg, [f"optimize.hparams.lr={spec}"])
         params = study.check(cfg.optimize)
     except JaxnasError as e:
         assert "\n" not in str(e)
@@ -195,6 +229,51 @@ def test_the_plain_cnn_has_the_hand_counted_parameters():
     assert count_params(m) == (9 * 32 + 32) + (9 * 32 * 64 + 64) + (256 * 10 + 10)
     with pytest.raises(JaxnasError, match="unknown model"):
         models.build("vgg16", (8, 8, 1), 10, nnx.Rngs(0), cfg)
+
+
+def test_a_model_is_a_name_and_an_argument_and_a_drawn_architecture_is_never_decoded_again():
+    from flax import nnx
+
+    from jaxnas.config import space_group
+    from jaxnas.nn import count_params
+    from jaxnas.spaces import discrete_space
+
+    assert model_spec.parse("cnn:32, 64", "f").to_dict() == {"name": "cnn", "arg": "32, 64"}
+    assert str(model_spec.of(model_spec.group("genotype", "DARTS_V2"))) == "genotype:DARTS_V2"
+    assert str(model_spec.of({"name": "cnn", "arg": ""})) == "cnn"
+    for bad in ({"name": ""}, {"name": "cnn", "arg": 3}, {"name": "cnn", "width": 3}, 5):
+        with pytest.raises(JaxnasError, match="optimize.baseline.model"):
+            model_spec.check(bad, "optimize.baseline.model")
+    cfg = config.apply_overrides(api.load_config(None, kind="optimize"), ["optimize.baseline.model=cnn:4,8"])
+    assert cfg.optimize.baseline.model.to_dict() == {"name": "cnn", "arg": "4,8"}
+    assert workflow.baseline_hparams(cfg)["model"] == "cnn:4,8"  # recorded in its short form
+    space = discrete_space(space_group("chain"), (8, 8, 1))
+    arch = space.decode("conv3x3-32 > maxpool")
+    # the architecture object is what is built: the text beside it is only the record's
+    m = models.build(model_spec.Spec("chain", "not an architecture", arch), (8, 8, 1), 10, nnx.Rngs(0), cfg)
+    ref = models.build("chain:conv3x3-32 > maxpool", (8, 8, 1), 10, nnx.Rngs(0), cfg)
+    assert count_params(m) == count_params(ref)
+    with pytest.raises(JaxnasError, match="chain"):
+        models.build(model_spec.Spec("chain", "not an architecture"), (8, 8, 1), 10, nnx.Rngs(0), cfg)
+
+
+def test_search_overrides_are_a_group_checked_against_the_search_config_and_refused_unless_searching():
+    cfg = config.apply_overrides(api.load_config(None, kind="optimize"),
+                                 ["optimize.search_overrides=search.epochs=3; space.C=4"])
+    assert cfg.optimize.search_overrides.to_dict() == {"search": {"epochs": "3"}, "space": {"C": "4"}}
+    scfg = workflow.search_config(cfg, 10, 20)
+    assert (scfg.search.epochs, scfg.space.C) == (3, 4)  # typed by the search config's fields
+    cfg.optimize.search_overrides = config._check_search_overrides({"search": {"epochs": 2}}, "f")
+    assert workflow.search_config(cfg, 10, 20).search.epochs == 2
+    for text, match in (("search.epoks=3", "unknown config field 'search.epoks'"),
+                        ("search.epochs=x", "must be an integer"), ("search.epochs=0", "must be >= 1")):
+        cfg = config.apply_overrides(cfg, [f"optimize.search_overrides={text}"])
+        with pytest.raises(JaxnasError, match=match):
+            workflow.search_config(cfg, 10, 20)
+    with pytest.raises(JaxnasError, match="must look like field.path=value"):
+        config.apply_overrides(cfg, ["optimize.search_overrides=search.epochs"])
+    with pytest.raises(JaxnasError, match="are for optimize.arch=search"):
+        workflow.setup(cfg)  # optimize.arch=space: the overrides would be silently unused
 
 
 def test_a_registered_model_is_built_from_its_spec():
@@ -220,20 +299,15 @@ def test_a_registered_model_is_built_from_its_spec():
 def _tiny(tmp_path, **over):
     cfg = api.load_config(None, kind="optimize")
     cfg.optimize.arch = "fixed"
-    cfg.optimize.baseline.model, cfg.optimize.baseline.epochs = "cnn:4,8", 2
-    cfg.optimize.hparams.model = "choice:cnn:4,8|cnn:8"
-    cfg.optimize.hparams.epochs = "int:1:2"
-    cfg.optimize.hparams.batch_size = "choice:64"
-    cfg.optimize.hparams.augment = "choice:none,crop_cutout"
+    cfg.optimize.baseline.model, cfg.optimize.baseline.epochs = model_spec.group("cnn", "4,8"), 2
+    cfg.optimize.hparams.model = hpspace.choice("cnn:4,8", "cnn:8")
+    cfg.optimize.hparams.epochs = hpspace.integer(1, 2)
+    cfg.optimize.hparams.batch_size = hpspace.choice(64)
+    cfg.optimize.hparams.augment = hpspace.choice("none", "crop_cutout")
     cfg.optimize.trials, cfg.optimize.startup_trials, cfg.optimize.min_epochs = 4, 2, 1
     cfg.compare.resamples = 200
     cfg.run.workdir = str(tmp_path)
-    for k, v in over.items():
-        node = cfg
-        *path, last = k.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = v
+    return config.set_fields(cfg, list(over.items()))
     return cfg
 
 
@@ -242,7 +316,7 @@ def test_the_workflow_reads_the_test_split_once_per_model_and_seed_and_records_p
     real = workflow.TestSplit.predict
     monkeypatch.setattr(workflow.TestSplit, "predict", lambda self, name, f: calls.append(name) or real(self, name, f))
     cfg = _tiny(tmp_path, **{"compare.seeds": 2, "optimize.pruner": "median", "optimize.startup_trials": 1,
-                             "optimize.hparams.lr": "choice:0.001,1e-9", "optimize.trials": 5, "run.name": "run"})
+                             "optimize.hparams.lr": hpspace.choice(0.001, 1e-9), "optimize.trials": 5, "run.name": "run"})
     run_dir = rundir.create(cfg, "optimize")
     report = api.run_optimize(cfg, run_dir, log=lambda m: None)
     assert sorted(c.rsplit("-", 1)[0] for c in calls) == ["baseline-seed1000", "baseline-seed2000",

@@ -20,5 +20,5 @@ def beta_decay(alphas: list[jax.Array]) -> jax.Array:
 def configure(cfg) -> None:
     """DARTS's optimizers; lambda 0 -> 50 over 100 epochs; 100 epochs on NB201, 50 in the DARTS space."""
     cfg.method.regularizer = "beta_decay"
-    cfg.method.reg = schedule(0.0, 50.0, "100")
+    cfg.method.reg = schedule(0.0, 50.0, 100)
     cfg.search.epochs = 100 if cfg.space.name == "nb201" else 50

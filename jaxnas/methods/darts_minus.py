@@ -12,5 +12,5 @@ from jaxnas.methods.registry import register_method, schedule
 def configure(cfg) -> None:
     """DARTS's defaults (50 epochs, batch 64) with the auxiliary skip, beta 1 -> 0 over 50 epochs."""
     cfg.space.aux_skip = True
-    cfg.method.skip = schedule(1.0, 0.0, "50")
+    cfg.method.skip = schedule(1.0, 0.0, 50)
     cfg.search.epochs = 50

@@ -43,5 +43,5 @@ def configure(cfg) -> None:
     else:
         cfg.search.epochs = 50
         cfg.space.C, cfg.space.layers, cfg.space.partial_channels = 36, 20, 6
-        cfg.method.stages = "25:6:8,25:4:4"
+        cfg.method.stages = (dict(epochs=25, partial=6, keep=8), dict(epochs=25, partial=4, keep=4))
         cfg.optim.lr, cfg.optim.lr_min, cfg.optim.arch_lr = 0.1, 0.0, 6e-4

@@ -1,6 +1,7 @@
 """Progressive search in stages (DrNAS, Chen et al., ICLR 2021, Sec. 3.3; DARTS-space/train_search.py).
 
-``method.stages = "25:6:8,25:4:4"``: stages of ``epochs:K:ops``. Each stage trains the supernet with
+``method.stages = (dict(epochs=25, partial=6, keep=8), dict(epochs=25, partial=4, keep=4))`` (on the
+command line ``25:6:8,25:4:4``, stages of ``epochs:K:ops``). Each stage trains the supernet with
 partial channels K (``space.partial_channels``); at a stage's start each edge keeps only its ``ops``
 strongest ops (the others masked out of the relaxation and the discretization) and the ops are
 widened from C/K_old to C/K_new channels by copying channels (net2wider, Chen et al. 2016): every new
@@ -26,30 +27,57 @@ class Stage(NamedTuple):
     keep: int      # ops kept per edge from this stage on
 
 
-def parse_stages(text: str, epochs: int) -> list[Stage]:
-    """``"25:6:8,25:4:4"`` -> stages; ``""`` -> [] (one stage, no pruning). Their epochs must add up to
-    ``search.epochs``; K never grows (the ops only widen) and pruned ops never come back."""
-    if not text.strip():
-        return []
-    stages, start = [], 0
-    for part in text.split(","):
-        fields = part.strip().split(":")
-        if len(fields) != 3 or not all(f.strip().isdigit() and int(f) > 0 for f in fields):
-            raise JaxnasError(f"method.stages entry {part.strip()!r} must be epochs:K:ops with positive integers, "
-                              f"e.g. 25:6:8")
-        n, k, keep = (int(f) for f in fields)
-        stages.append(Stage(start, n, k, keep))
-        start += n
-    if start != epochs:
-        raise JaxnasError(f"method.stages {text!r} adds up to {start} epochs, search.epochs is {epochs}")
-    for a, b in zip(stages, stages[1:]):
-        if b.partial > a.partial:
-            raise JaxnasError(f"method.stages {text!r}: K goes from {a.partial} to {b.partial}; stages can only "
+FIELDS = ("epochs", "partial", "keep")
+
+
+def parse(text: str, where: str = "method.stages") -> tuple[dict, ...]:
+    """The command line's short form ``"25:6:8,25:4:4"`` (``epochs:K:ops`` per stage; ``""``: one
+    stage, no pruning) as the config's structure."""
+    out = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        fields = part.split(":")
+        if len(fields) != 3 or not all(f.strip().isdigit() for f in fields):
+            raise JaxnasError(f"{where} entry {part!r} must be epochs:K:ops with positive integers, e.g. 25:6:8")
+        out.append(dict(zip(FIELDS, (int(f) for f in fields))))
+    return check(tuple(out), where)
+
+
+def check(value, where: str = "method.stages") -> tuple[dict, ...]:
+    """Stages given in a config (a list of ``{epochs, partial, keep}``) as a canonical tuple, each field
+    a positive integer, K never growing (the ops only widen) and pruned ops never coming back; else one
+    error naming ``where``. Their sum against ``search.epochs`` is ``stages``'s check."""
+    if isinstance(value, str):
+        return parse(value, where)
+    if not isinstance(value, (list, tuple)):
+        raise JaxnasError(f"{where} must be a list of {{epochs, partial, keep}} groups, got {value!r}")
+    out = []
+    for i, st in enumerate(value):
+        if not isinstance(st, dict) or set(st) != set(FIELDS):
+            raise JaxnasError(f"{where}[{i}] must be a group of exactly {', '.join(FIELDS)}, got {st!r}")
+        for k in FIELDS:
+            if isinstance(st[k], bool) or not isinstance(st[k], int) or st[k] < 1:
+                raise JaxnasError(f"{where}[{i}].{k} must be a positive integer, got {st[k]!r}")
+        out.append({k: int(st[k]) for k in FIELDS})
+    for i, (a, b) in enumerate(zip(out, out[1:])):
+        if b["partial"] > a["partial"]:
+            raise JaxnasError(f"{where}[{i + 1}]: K goes from {a['partial']} to {b['partial']}; stages can only "
                               f"widen the ops (K stays or decreases)")
-        if b.keep > a.keep:
-            raise JaxnasError(f"method.stages {text!r}: ops per edge go from {a.keep} up to {b.keep}; pruned ops "
+        if b["keep"] > a["keep"]:
+            raise JaxnasError(f"{where}[{i + 1}]: ops per edge go from {a['keep']} up to {b['keep']}; pruned ops "
                               f"do not come back")
-    return stages
+    return tuple(out)
+
+
+def stages(value, epochs: int) -> list[Stage]:
+    """The config's stages (``check``) with their first epochs; ``()`` -> [] (one stage, no pruning).
+    Their epochs must add up to ``search.epochs``."""
+    out, start = [], 0
+    for st in check(value):
+        out.append(Stage(start, st["epochs"], st["partial"], st["keep"]))
+        start += st["epochs"]
+    if out and start != epochs:
+        raise JaxnasError(f"method.stages add up to {start} epochs, search.epochs is {epochs}")
+    return out
 
 
 def stage_of(stages: list[Stage], epoch: int) -> int:

@@ -57,10 +57,15 @@ def register_method(name: str):
     return lambda fn: METHODS.add(name, fn)
 
 
-def schedule(start: float, end: float, over: str = "epochs") -> dict:
-    """A linear schedule by epoch e (0-based): start + (end - start) * min(e / span, 1), span ``epochs``,
-    ``epochs-1`` or a fixed number of epochs (a string of digits)."""
-    return dict(start=float(start), end=float(end), over=over)
+SPANS = ("epochs", "epochs-1", "fixed")  # a schedule's ``over``: the search's epochs, one fewer, or ``span``
+
+
+def schedule(start: float, end: float, over: str | int = "epochs") -> dict:
+    """A linear schedule by epoch e (0-based): start + (end - start) * min(e / span, 1), where the span is
+    the search's epochs (``over="epochs"``), one fewer (``"epochs-1"``), or a fixed number of epochs
+    (``over=50``, held as ``over="fixed", span=50``)."""
+    fixed = not isinstance(over, str)
+    return dict(start=float(start), end=float(end), over="fixed" if fixed else over, span=int(over) if fixed else 0)
 
 
 def method_defaults() -> ml_collections.ConfigDict:
@@ -71,22 +76,21 @@ def method_defaults() -> ml_collections.ConfigDict:
         perturbation="none",       # none or a registered perturbation (random, pgd)
         pgd_steps=7,               # SDARTS-ADV's attack steps
         arch_start_epoch=0,        # epochs of weight training before the first architecture update
-        stages="",                 # progressive search "epochs:K:ops,..." (DrNAS; methods/progressive.py); its K
-                                   # replace space.partial_channels
+        stages=(),                 # progressive search: {epochs, partial, keep} per stage (DrNAS;
+                                   # methods/progressive.py); their K (partial) replace space.partial_channels
         tau=schedule(1.0, 1.0),    # relaxation temperature (GDAS, SNAS)
         reg=schedule(0.0, 0.0),    # weight of the regularizer
         skip=schedule(1.0, 1.0),   # DARTS-'s auxiliary-skip beta (with space.aux_skip)
         eps=schedule(0.0, 0.0)))   # SDARTS's perturbation radius
 
 
-def _span(over: str, epochs: int) -> int:
-    if over == "epochs":
-        return epochs
-    if over == "epochs-1":
-        return epochs - 1
-    if over.isdigit() and int(over) > 0:
-        return int(over)
-    raise JaxnasError(f"a schedule's 'over' must be epochs, epochs-1 or a positive number of epochs, got {over!r}")
+def _span(sched, epochs: int) -> int:
+    """The epochs a schedule runs over, in a search of ``epochs``."""
+    if sched.over not in SPANS:
+        raise JaxnasError(f"a schedule's 'over' must be one of {', '.join(SPANS)}, got {sched.over!r}")
+    if sched.over == "fixed" and sched.span < 1:
+        raise JaxnasError(f"a schedule with over='fixed' needs span >= 1 epochs, got span={sched.span}")
+    return {"epochs": epochs, "epochs-1": epochs - 1}.get(sched.over, sched.span)
 
 
 # What each scheduled value allows (both its start and its end): the relaxations divide by tau
@@ -104,7 +108,7 @@ def check(m, epochs: int | None = None) -> None:
     if m.perturbation != "none":
         PERTURBATIONS.lookup(m.perturbation)
     for name in HYPER:
-        _span(m[name].over, 2)
+        _span(m[name], 2)
         for end in ("start", "end"):
             value = float(m[name][end])
             if not math.isfinite(value):
@@ -122,12 +126,12 @@ def check(m, epochs: int | None = None) -> None:
     if epochs is None:
         return
     for name in HYPER:
-        _span(m[name].over, epochs)
+        _span(m[name], epochs)
     if m.arch_start_epoch >= epochs:
         raise JaxnasError(f"method.arch_start_epoch={m.arch_start_epoch} is not below search.epochs={epochs}: the "
                           f"architecture would never be updated and the genotype would be the initial alphas'; "
                           f"lower method.arch_start_epoch or raise search.epochs")
-    progressive.parse_stages(m.stages, epochs)
+    progressive.stages(m.stages, epochs)
 
 
 class Parts(NamedTuple):
@@ -147,7 +151,7 @@ def parts(m, epochs: int, steps_per_epoch: int) -> Parts:
     logged): plain DARTS has none, so a supernet that takes just ``(x, key)`` runs it."""
     check(m, epochs)
     base = method_defaults()
-    specs = {name: (float(m[name].start), float(m[name].end), _span(m[name].over, epochs)) for name in HYPER
+    specs = {name: (float(m[name].start), float(m[name].end), _span(m[name], epochs)) for name in HYPER
              if (float(m[name].start), float(m[name].end)) != (base[name].start, base[name].end)}
 
     def hyper(step: jax.Array) -> dict:

@@ -1,6 +1,5 @@
-"""Models that dataset optimization trains: the baseline and every candidate, by one spec string.
-
-A spec is ``name`` or ``name:argument``:
+"""Models that dataset optimization trains: the baseline and every candidate, by one ``Spec``
+(``model_spec.py``: a name and its argument; ``name`` or ``name:argument`` on the command line):
 
 * ``cnn`` / ``cnn:32,64``: the textbook plain CNN, (3x3 conv, ReLU, 2x2 max-pool) per width, then
   one linear layer: what a user writes first;
@@ -27,6 +26,7 @@ from jaxnas import genotype as genotype_lib
 from jaxnas import kernels
 from jaxnas.errors import JaxnasError
 from jaxnas.config import space_group
+from jaxnas.optimize import model_spec
 from jaxnas.nn import torch_default_init, torch_linear
 from jaxnas.registry import Registry
 from jaxnas.spaces import SPACES, build_network, discrete_space
@@ -105,17 +105,19 @@ def _space_of(name: str, cfg):
     return space_group(name, given)
 
 
-def build(spec: str, in_shape, num_classes: int, rngs: nnx.Rngs, cfg, platform: str | None = None) -> nnx.Module:
-    """The model of ``spec`` (see the module docstring), built with ``cfg.run.kernels`` for backend ``platform``
-    (None: JAX's default); an unknown or malformed spec is one error."""
-    name, _, arg = spec.partition(":")
-    name, arg = name.strip(), arg.strip()
+def build(spec: model_spec.Spec | str, in_shape, num_classes: int, rngs: nnx.Rngs, cfg,
+          platform: str | None = None) -> nnx.Module:
+    """The model of ``spec`` (a ``Spec``, a config group, or the short form; see the module docstring),
+    built with ``cfg.run.kernels`` for backend ``platform`` (None: JAX's default); an unknown or
+    malformed one is one error. A space's architecture already in ``spec.arch`` is used as it is."""
+    s = model_spec.of(spec)
     impl = cfg.run.kernels
-    if name in MODELS:
-        return kernels.build_with(lambda: MODELS[name](arg, tuple(in_shape), num_classes, rngs, cfg), impl, platform)
-    if name in SPACES:
-        space = discrete_space(_space_of(name, cfg), tuple(in_shape))
-        return build_network(space, space.decode(arg), in_shape, num_classes, rngs, kernels=impl,
-                             platform=platform)
-    raise JaxnasError(f"unknown model {spec!r}; allowed: {', '.join(f'{m}[:arg]' for m in MODELS)}, or "
+    if s.name in MODELS:
+        return kernels.build_with(lambda: MODELS[s.name](s.arg, tuple(in_shape), num_classes, rngs, cfg), impl,
+                                  platform)
+    if s.name in SPACES:
+        space = discrete_space(_space_of(s.name, cfg), tuple(in_shape))
+        arch = s.arch if s.arch is not None else space.decode(s.arg)
+        return build_network(space, arch, in_shape, num_classes, rngs, kernels=impl, platform=platform)
+    raise JaxnasError(f"unknown model {str(s)!r}; allowed: {', '.join(f'{m}[:arg]' for m in MODELS)}, or "
                       f"<space>:<architecture> for a space: {', '.join(SPACES)}")

@@ -31,7 +31,7 @@ import numpy as np
 from jaxnas import rundir
 from jaxnas.driver import eta
 from jaxnas.errors import JaxnasError
-from jaxnas.optimize import hpspace, trainer
+from jaxnas.optimize import hpspace, model_spec, trainer
 from jaxnas.spaces import discrete_space
 
 ARCH_SOURCES = ("fixed", "space", "search")
@@ -102,7 +102,7 @@ def baseline_params(params: list[hpspace.Param], fixed: dict) -> dict:
     out = {}
     for p in params:
         v = fixed.get(p.name)
-        if p.when and fixed.get(p.when[0]) != p.when[1]:
+        if not p.active(fixed):
             continue
         if (p.kind == "choice" and v in p.choices) or (p.kind != "choice" and isinstance(v, (int, float))
                                                        and p.low <= v <= p.high):
@@ -177,7 +177,7 @@ def trial_of(record: dict, params: list[hpspace.Param], space):
     values, dists = {}, {}
     hp = record["params"]
     for p in params:
-        if p.when is None or hp.get(p.when[0]) == p.when[1]:
+        if p.active(hp):
             values[p.name], dists[p.name] = hp[p.name], p.distribution()
     if space is not None:
         arch = str(hp["model"]).partition(":")[2]
@@ -259,10 +259,11 @@ def check(o) -> list[hpspace.Param]:
     """The ``optimize`` group's architecture source, pruner and searched hyperparameters, checked."""
     if o.arch not in ARCH_SOURCES:
         raise JaxnasError(f"unknown optimize.arch {o.arch!r}; allowed: {', '.join(ARCH_SOURCES)}")
-    params = hpspace.parse_all(o.hparams.to_dict())
+    params = hpspace.params(o.hparams)
     if o.arch != "fixed" and any(p.name == "model" for p in params):
-        raise JaxnasError(f"optimize.hparams.model={o.hparams.model!r} is searched only with optimize.arch=fixed; "
-                          f"with optimize.arch={o.arch} the architecture comes from the {o.arch}: set it to ''")
+        raise JaxnasError(f"optimize.hparams.model={hpspace.describe(o.hparams.model)} is searched only with "
+                          f"optimize.arch=fixed; with optimize.arch={o.arch} the architecture comes from the "
+                          f"{o.arch}: set optimize.hparams.model.kind=none")
     unknown = sorted(set(o.hparams.keys()) - {*trainer.HPARAMS, "model"})
     if unknown:
         raise JaxnasError(f"optimize.hparams: unknown field(s) {', '.join(unknown)}")
@@ -306,10 +307,12 @@ def run_study(cfg, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx:
     while finished < o.trials and not (o.seconds and spent + time.time() - t_start >= o.seconds):
         trial = study.ask()
         hp = hpspace.suggest(trial, params, fixed)
-        if space is not None:
-            hp["model"] = f"{space.name}:{space.encode(suggest_arch(trial, space))}"
-        elif model:
-            hp["model"] = model
+        if space is not None:  # the drawn architecture goes to the trainer as it is; its text is the record's
+            arch = suggest_arch(trial, space)
+            spec = model_spec.Spec(space.name, space.encode(arch), arch)
+        else:
+            spec = model_spec.of(model or hp["model"])
+        hp["model"] = str(spec)
         seed = int(cfg.seed) + 1 + trial.number
         curve: list[float] = []
         t0 = time.time()
@@ -323,7 +326,7 @@ def run_study(cfg, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx:
         state, value, note = "complete", None, ""
         try:
             trainer.check_hparams(hp, "optimize.hparams")
-            fitted = trainer.fit(hp["model"], hp, x, y, train_idx, num_classes, seed, cfg, val_idx=val_idx,
+            fitted = trainer.fit(spec, hp, x, y, train_idx, num_classes, seed, cfg, val_idx=val_idx,
                                  on_epoch=on_epoch, metric=o.metric,
                                  deadline=t0 + o.trial_seconds if o.trial_seconds else 0.0, hyper=hyper,
                                  clean=clean)

@@ -30,7 +30,7 @@ from jaxnas.errors import JaxnasError
 from jaxnas.evaluators.train import make_classifier_steps
 from jaxnas.hyper import reweight
 from jaxnas.nn import count_params
-from jaxnas.optimize import models
+from jaxnas.optimize import model_spec, models
 
 HPARAMS = ("lr", "weight_decay", "batch_size", "epochs", "label_smoothing", "augment", "optimizer", "momentum")
 AUGMENTS = ("none", "crop", "crop_flip", "crop_cutout", "crop_flip_cutout")
@@ -155,7 +155,7 @@ class Fit(driver.Loop):
 
     catch_signals = False
 
-    def __init__(self, spec: str, hp: dict, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, num_classes: int,
+    def __init__(self, spec: "model_spec.Spec | str", hp: dict, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, num_classes: int,
                  seed: int, cfg, val_idx: np.ndarray | None = None,
                  on_epoch: Callable[[int, float], None] | None = None, keep_best: bool = False,
                  metric: str = "accuracy", deadline: float = 0.0, hyper=None, clean: np.ndarray | None = None,
@@ -210,7 +210,7 @@ class Fit(driver.Loop):
         self.saved = _EpochCheckpoints(checkpoint) if checkpoint else None
         if self.saved is not None:
             self._restore()
-        self.progress = driver.Progress(self.epochs * self.steps, self.start, spec, enabled=False)
+        self.progress = driver.Progress(self.epochs * self.steps, self.start, str(spec), enabled=False)
         self.writer = writers.MetricWriter(None)
 
     def _state(self) -> dict:
@@ -299,7 +299,7 @@ class Fit(driver.Loop):
         return fitted
 
 
-def fit(spec: str, hp: dict, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, num_classes: int, seed: int,
+def fit(spec: "model_spec.Spec | str", hp: dict, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, num_classes: int, seed: int,
         cfg, val_idx: np.ndarray | None = None, on_epoch: Callable[[int, float], None] | None = None,
         keep_best: bool = False, metric: str = "accuracy", deadline: float = 0.0, hyper=None,
         clean: np.ndarray | None = None, checkpoint: str | None = None) -> Fitted:

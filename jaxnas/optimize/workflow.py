@@ -35,7 +35,7 @@ from jaxnas.errors import JaxnasError
 from jaxnas.optimize import report as report_lib
 from jaxnas.optimize import split as split_lib
 from jaxnas.hyper import reweight
-from jaxnas.optimize import corrupt, models, stats, study, trainer
+from jaxnas.optimize import corrupt, model_spec, models, stats, study, trainer
 from jaxnas.search import get_strategy
 from jaxnas.search.check import check_search
 from jaxnas.spaces import discrete_space
@@ -68,7 +68,7 @@ class TestSplit:
 def baseline_hparams(cfg) -> dict:
     b = cfg.optimize.baseline.to_dict()
     hp = {k: b[k] for k in trainer.HPARAMS}
-    hp["model"] = b["model"]
+    hp["model"] = str(model_spec.of(b["model"]))  # the short form: hyperparameters are recorded as JSON
     trainer.check_hparams(hp, "optimize.baseline")
     return hp
 
@@ -98,7 +98,8 @@ def _final(cfg, name: str, hp: dict, pool, split, test: TestSplit, seed: int, ru
     else:
         idx, val, keep_best = split.train, split.val, True
     ckpt = cache[:-len(".json")] + ".ckpt" if cache else None  # a killed fit goes on from its last epoch
-    fitted = trainer.fit(hp["model"], hp, pool.x_train, pool.y_train, idx, pool.num_classes, seed, cfg, val_idx=val,
+    fitted = trainer.fit(model_spec.of(hp["model"]), hp, pool.x_train, pool.y_train, idx, pool.num_classes, seed, cfg,
+                         val_idx=val,
                          keep_best=keep_best, metric=cfg.optimize.metric, hyper=hyper, clean=clean, checkpoint=ckpt)
     logits, per_example = test.predict(f"{name}-seed{seed}-{key}", fitted)
     m = test_metrics(test.labels, logits, pool.num_classes)
@@ -146,12 +147,11 @@ def search_config(cfg, n_train: int, n_total: int, data_path: str = "train+val a
     """The search config of ``optimize.search`` (+ ``search_overrides``) on the train/val data: its
     search-train split is exactly our train split, its search-val our val split, and no test."""
     o = cfg.optimize
-    overrides = [f"--config.{item.strip()}" for item in o.search_overrides.split(";") if item.strip()]
     try:
-        scfg = config_lib.apply_overrides(config_lib.load(o.search or None, "search"), overrides)
+        scfg = config_lib.set_fields(config_lib.load(o.search or None, "search"), o.search_overrides)
     except JaxnasError as e:
-        raise JaxnasError(f"optimize.search={o.search or '(jaxnas search default)'!r} with optimize.search_overrides="
-                          f"{o.search_overrides!r}: {e}") from None
+        raise JaxnasError(f"optimize.search={o.search or '(jaxnas search default)'!r} with optimize.search_overrides"
+                          f": {e}") from None
     scfg.data.name, scfg.data.data_dir = data_path, ""
     scfg.data.train_portion = (n_train + 0.5) / n_total  # floor(portion * n) = n_train
     scfg.discrete.final_test = False
@@ -292,6 +292,9 @@ def setup(cfg, pool: data_lib.Dataset | None = None) -> Plan:
                 hyper=o.hyper if o.tune != "study" else None)
     if o.arch == "space":
         plan.space = discrete_space(cfg.space, pool.image_shape)  # optimize.first_arch: used with it only
+    if o.arch != "search" and (o.search or o.search_overrides):
+        raise JaxnasError(f"optimize.search and optimize.search_overrides are for optimize.arch=search, and "
+                          f"optimize.arch={o.arch}: set optimize.arch=search or leave them empty")
     if o.arch == "search":
         ds = search_dataset(pool, split)
         plan.search = search_config(cfg, len(split.train), len(ds.y_train), ds.name)
@@ -346,7 +349,7 @@ def _run(plan: Plan, run_dir: str | None, log, resume: bool) -> dict:
                               f"started: restore it, or start a new run")
     else:
         ckpt = os.path.join(run_dir, "baseline.ckpt") if run_dir else None  # a killed fit goes on from there
-        fitted = trainer.fit(base_hp["model"], base_hp, pool.x_train, pool.y_train, split.train, pool.num_classes,
+        fitted = trainer.fit(model_spec.of(base_hp["model"]), base_hp, pool.x_train, pool.y_train, split.train, pool.num_classes,
                              cfg.seed, cfg, val_idx=split.val, keep_best=True, metric=cfg.optimize.metric, checkpoint=ckpt)
         base_val = {"hparams": base_hp, "val": fitted.history[-1]["val"],
                     "best_val": max(h["val"] for h in fitted.history), "best_epoch": fitted.best_epoch,

@@ -34,7 +34,7 @@ def check_search(cfg: ml_collections.ConfigDict, dataset: data_lib.Dataset | Non
             if s.batch_size > len(idx):
                 raise JaxnasError(f"search.batch_size {s.batch_size} is larger than the {len(idx)} examples of the "
                                   f"{part} split (data.train_portion={cfg.data.train_portion})")
-        stages = progressive.parse_stages(cfg.method.stages, s.epochs)
+        stages = progressive.stages(cfg.method.stages, s.epochs)
         net = nnx.eval_shape(lambda: build_supernet(cfg.space, ds.image_shape, ds.num_classes, nnx.Rngs(cfg.seed),
                                                     kernels=cfg.run.kernels))
         differentiable.check_stages(net, stages, cfg.space.name)

@@ -116,7 +116,7 @@ class DartsSearch(driver.Loop):
         self.part = parallel.local_part()
 
         # optimizers and the method's parts; a progressive search builds one supernet per stage
-        self.stages = progressive.parse_stages(cfg.method.stages, s.epochs)
+        self.stages = progressive.stages(cfg.method.stages, s.epochs)
         self.schedule = epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, s.epochs, self.steps)
         self.w_tx, self.a_tx = weight_optimizer(cfg.optim, self.schedule), alpha_optimizer(cfg.optim)
         self.parts = methods.parts(cfg.method, s.epochs, self.steps)

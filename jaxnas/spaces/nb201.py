@@ -242,7 +242,7 @@ class NB201Discrete(DiscreteSpace):
     def __init__(self, space_cfg=None, in_shape=None):
         self.cfg = space_cfg
         ops = getattr(space_cfg, "ops", "auto") if space_cfg is not None else "auto"
-        self.ops = NB201_OPS if ops in ("auto", "nb201") else tuple(o for o in ops.split(","))
+        self.ops = resolve_op_set("nb201" if ops == "auto" else ops)  # the one op-list reader
         for op in self.ops:
             if op not in NB201_OPS:
                 raise JaxnasError(f"unknown NAS-Bench-201 op {op!r}; allowed: {', '.join(NB201_OPS)}")

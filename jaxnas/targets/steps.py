@@ -62,7 +62,7 @@ def search_config(space: str = "darts", method: str = "", size: str = "test", ba
                   C: int = 0, ops: str = ""):
     """The search config of a step: DARTS's defaults or ``method``'s preset, at ``size``."""
     from jaxnas import config as config_lib
-    from jaxnas.methods.progressive import parse_stages
+    from jaxnas.methods.progressive import stages
 
     if size not in SIZES:
         raise unknown("step size", size, SIZES)
@@ -70,8 +70,8 @@ def search_config(space: str = "darts", method: str = "", size: str = "test", ba
     if not method:
         cfg.space = config_lib.space_group(space)
     if cfg.method.stages:  # a progressive search: its last stage's supernet (every op kept)
-        cfg.space.partial_channels = parse_stages(cfg.method.stages, cfg.search.epochs)[-1].partial
-        cfg.method.stages = ""
+        cfg.space.partial_channels = stages(cfg.method.stages, cfg.search.epochs)[-1].partial
+        cfg.method.stages = ()
     test = size == "test"
     if space == "nb201":
         cfg.space.C = C or (4 if test else 16)
