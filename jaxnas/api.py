@@ -12,14 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import jax
 import ml_collections
-from flax import nnx
 
 from jaxnas import config as config_lib
 from jaxnas import rundir
 from jaxnas import data as data_lib
-from jaxnas import genotype as genotype_lib
 from jaxnas import train as train_lib
 from jaxnas.errors import JaxnasError
 from jaxnas.search import get_strategy
@@ -39,13 +36,11 @@ def load_config(spec: str | None = None, overrides: list[str] | tuple[str, ...] 
 
 
 def check_train(cfg: ml_collections.ConfigDict) -> data_lib.Dataset:
-    """Everything ``run_train`` would refuse, without training: the genotype, the data and the network.
-    Returns the loaded dataset, which ``run_train(data=...)`` takes."""
+    """Everything ``run_train`` would refuse, without training: the config, then the run's own set-up
+    checks (``train.Retrain.check``: the genotype, the data, the network, the batch sizes against the
+    devices). Returns the loaded dataset, which ``run_train(data=...)`` takes."""
     config_lib.check_config(cfg, "train")
-    genotype = genotype_lib.load(cfg.genotype)
-    ds = data_lib.load_dataset(cfg.data.name, cfg.data.data_dir)
-    jax.eval_shape(lambda: nnx.state(train_lib.build_network(cfg, genotype, ds.image_shape, ds.num_classes)))
-    return ds
+    return train_lib.Retrain.check(cfg)
 
 
 def run_search(cfg: ml_collections.ConfigDict, run_dir: str | None = None, log=print, resume: bool = False,

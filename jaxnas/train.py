@@ -99,7 +99,6 @@ def _prepare(cfg, genotype, ds: data_lib.Dataset | None = None):
     ds = ds if ds is not None else data_lib.load_dataset(cfg.data.name, cfg.data.data_dir)
     model = build_network(cfg, genotype, ds.image_shape, ds.num_classes)
     mesh = parallel.make_mesh(cfg.run.devices)
-    parallel.check_batch(cfg.train.eval_batch_size, mesh)
     model.eval()
     graphdef_eval, params, stats, rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
     if jax.tree.leaves(rest):
@@ -116,16 +115,27 @@ class Retrain(driver.Loop):
     set-up in ``__init__`` and ``restore``; each step one SGD step with drop-path; each epoch's end the
     epoch's record; ``finish`` tests once on the held-out test split and writes the weights."""
 
+    @staticmethod
+    def check(cfg, data: data_lib.Dataset | None = None) -> data_lib.Dataset:
+        """Everything this set-up refuses, without making a weight (``--check`` runs it; so does
+        ``__init__``, first): the genotype, the data (``data``, else ``cfg.data``), the network built
+        abstractly, and both batch sizes against the devices. Returns the dataset."""
+        genotype = genotype_lib.load(cfg.genotype)
+        ds = data if data is not None else data_lib.load_dataset(cfg.data.name, cfg.data.data_dir)
+        jax.eval_shape(lambda: nnx.state(build_network(cfg, genotype, ds.image_shape, ds.num_classes)))
+        mesh = parallel.make_mesh(cfg.run.devices)
+        parallel.check_batch(cfg.train.batch_size, mesh)
+        parallel.check_batch(cfg.train.eval_batch_size, mesh)
+        return ds
+
     def __init__(self, cfg, run_dir: str | None = None, log=print, data: data_lib.Dataset | None = None):
         t = cfg.train
-        if t.epochs < 1:
-            raise JaxnasError(f"train.epochs must be positive, got {t.epochs}")
         self.cfg, self.run_dir, self.log = cfg, run_dir, log
 
         # data, mesh and model (the evaluation network of the genotype)
+        data = self.check(cfg, data)
         self.genotype = genotype_lib.load(cfg.genotype)
         self.ds, self.model, self.mesh, params, stats, self.predict = _prepare(cfg, self.genotype, data)
-        parallel.check_batch(t.batch_size, self.mesh)
         ds = self.ds
         self.mean, self.std = ds.mean_std()
         augment = data_lib.resolve_augment(cfg.data.augment, ds.name)
@@ -253,6 +263,7 @@ def evaluate_run(run_dir: str, log=print, imports: str = "") -> dict:
     config_lib.check_run_imports(cfg.run.imports, imports, run_dir)
     genotype = genotype_lib.load(os.path.join(run_dir, "genotype.json"))
     ds, model, mesh, params, stats, predict = _prepare(cfg, genotype)
+    parallel.check_batch(cfg.train.eval_batch_size, mesh)
     params, stats = checkpoint.load(os.path.join(run_dir, "weights.npz"), params=params, batch_stats=stats)
     params, stats = parallel.put_replicated((params, stats), mesh)
     mean, std = ds.mean_std()

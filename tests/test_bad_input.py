@@ -160,6 +160,24 @@ def test_batch_sizes_must_split_over_the_devices(fields, message, tmp_path, caps
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
+@pytest.mark.parametrize("command, fields, message", [
+    ("search", ["search.batch_size=30"], "batch size 30 is not divisible by the device count 4"),
+    ("search", ["search.eval_batch_size=30"], "batch size 30 is not divisible by the device count 4"),
+    ("train", ["train.batch_size=30"], "batch size 30 is not divisible by the device count 4"),
+    ("train", ["train.eval_batch_size=30"], "batch size 30 is not divisible by the device count 4")])
+def test_check_is_the_runs_own_set_up_so_both_refuse_alike(command, fields, message, tmp_path, capsys):
+    # --check runs the run object's own check (DartsSearch.check, Retrain.check), which its set-up
+    # runs first: a batch size the devices cannot split is refused by both, before any folder exists
+    argv = ["--config.run.devices=4", *(f"--config.{f}" for f in fields), f"--config.run.workdir={tmp_path / 'runs'}"]
+    if command == "train":
+        argv.append("--config.train.epochs=1")
+    for check in (["--check"], []):
+        assert main([command, *check, *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("jaxnas: error: ") and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
 HYPER_FIELDS = sorted(k for k in OPT_FIELDS if k.startswith(("optimize.hyper.", "data.corrupt.")))
 hyper_values = st.one_of(st.sampled_from(["0", "1", "-1", "2", "0.4", "1.0", "nan", "inf", "", "x", "true",
                                           "l2rw", "hypergrad", "implicit", "cg", "symmetric", "longtail",

@@ -92,16 +92,32 @@ class DartsSearch(driver.Loop):
     discretizes; ``finish`` writes the genotype. A progressive search (``method.stages``) enters each stage
     at its first epoch: the edges pruned to the stage's ops, the weights widened to its K."""
 
+    @staticmethod
+    def check(cfg, data: data_lib.SearchData) -> None:
+        """Everything this set-up refuses, without making a weight (``--check`` runs it; so does
+        ``__init__``, first): the method's parts, each batch size against its split and the devices,
+        the supernet built abstractly and the stages it can run."""
+        s = cfg.search
+        methods.parts(cfg.method, s.epochs, 1)
+        for part, idx in (("search-train", data.train_idx), ("search-val", data.val_idx)):
+            if s.batch_size > len(idx):
+                raise JaxnasError(f"search.batch_size {s.batch_size} is larger than the {len(idx)} examples of the "
+                                  f"{part} split (data.train_portion={cfg.data.train_portion})")
+        mesh = parallel.make_mesh(cfg.run.devices)
+        parallel.check_batch(s.batch_size, mesh)
+        parallel.check_batch(s.eval_batch_size, mesh)
+        ds = data.dataset
+        net = nnx.eval_shape(lambda: build_supernet(cfg.space, ds.image_shape, ds.num_classes, nnx.Rngs(cfg.seed),
+                                                    kernels=cfg.run.kernels))
+        check_stages(net, progressive.stages(cfg.method.stages, s.epochs), cfg.space.name)
+
     def __init__(self, cfg, run_dir: str | None = None, log=print, data: data_lib.SearchData | None = None):
         s = cfg.search
-        if s.epochs < 1 or s.batch_size < 1:
-            raise JaxnasError(f"search.epochs and search.batch_size must be positive, got {s.epochs} and "
-                              f"{s.batch_size}")
-        methods.registry.check(cfg.method)
         self.cfg, self.run_dir, self.log, self.space = cfg, run_dir, log, get_space(cfg.space.name)
 
         # data: search-train and search-val halves of the training split
         self.data = data if data is not None else data_lib.search_data(cfg.data)
+        self.check(cfg, self.data)
         self.mean, self.std = self.data.mean, self.data.std
         self.train_b = self.data.batcher("train", s.batch_size, cfg.seed, 0)
         self.val_b = self.data.batcher("val", s.batch_size, cfg.seed, 1)
@@ -111,8 +127,6 @@ class DartsSearch(driver.Loop):
 
         # mesh: every device, the batch split over them
         self.mesh = parallel.make_mesh(cfg.run.devices)
-        parallel.check_batch(s.batch_size, self.mesh)
-        parallel.check_batch(s.eval_batch_size, self.mesh)
         self.part = parallel.local_part()
 
         # optimizers and the method's parts; a progressive search builds one supernet per stage
@@ -140,7 +154,6 @@ class DartsSearch(driver.Loop):
             space_cfg.partial_channels = self.stages[k].partial
         ds = self.data.dataset
         net = build_supernet(space_cfg, ds.image_shape, ds.num_classes, nnx.Rngs(cfg.seed), kernels=cfg.run.kernels)
-        check_stages(net, self.stages, cfg.space.name)
         if masks is not None:
             net.set_op_mask(masks)
         gdef, fresh = init_state(net, self.w_tx, self.a_tx, seed=cfg.seed)
