@@ -141,6 +141,17 @@ class DartsSearch(driver.Loop):
         self.ckpt = driver.checkpointer(run_dir, cfg.run.keep_checkpoints, log)
         self.start, self.sums, self.count, self.history, self.arch = 0, {}, 0, [], None
 
+    def _supernet(self, k: int, masks):
+        """The supernet of stage k with these op masks (a new one; nothing is kept)."""
+        cfg, space_cfg, ds = self.cfg, self.cfg.space, self.data.dataset
+        if self.stages:
+            space_cfg = ml_collections.ConfigDict(cfg.space.to_dict())
+            space_cfg.partial_channels = self.stages[k].partial
+        net = build_supernet(space_cfg, ds.image_shape, ds.num_classes, nnx.Rngs(cfg.seed), kernels=cfg.run.kernels)
+        if masks is not None:
+            net.set_op_mask(masks)
+        return net
+
     def _build(self, k: int, masks) -> Stage:
         """The supernet of stage k with these op masks, its fresh state and jitted steps (the last one built is
         kept, so restoring and continuing in one stage builds it once)."""
@@ -148,14 +159,7 @@ class DartsSearch(driver.Loop):
         if key in self._built:
             return self._built[key]
         cfg, s, mesh = self.cfg, self.cfg.search, self.mesh
-        space_cfg = cfg.space
-        if self.stages:
-            space_cfg = ml_collections.ConfigDict(cfg.space.to_dict())
-            space_cfg.partial_channels = self.stages[k].partial
-        ds = self.data.dataset
-        net = build_supernet(space_cfg, ds.image_shape, ds.num_classes, nnx.Rngs(cfg.seed), kernels=cfg.run.kernels)
-        if masks is not None:
-            net.set_op_mask(masks)
+        net = self._supernet(k, masks)
         gdef, fresh = init_state(net, self.w_tx, self.a_tx, seed=cfg.seed)
         net.eval()
         gdef_eval = nnx.split(net)[0]
@@ -168,6 +172,14 @@ class DartsSearch(driver.Loop):
         self._built = {key: Stage(net, gdef, fresh, step, evaluate_step)}  # the latest only: a finished stage's go
         return self._built[key]
 
+    def _state_shape(self, meta: dict):
+        """The structure of a checkpoint's state, from its meta (stage and op masks): that stage's supernet
+        and fresh state built abstractly, as zeros of their shapes. Nothing is kept (a pure function)."""
+        k, masks = self._stage_of(meta)
+        shapes = jax.eval_shape(lambda: init_state(self._supernet(k, masks), self.w_tx, self.a_tx,
+                                                   seed=self.cfg.seed)[1])
+        return jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), shapes)
+
     @staticmethod
     def _stage_of(meta: dict):
         m = meta.get("op_mask")
@@ -176,8 +188,7 @@ class DartsSearch(driver.Loop):
     def restore(self) -> None:
         """Continue from the newest good checkpoint: its meta names the stage and op masks, whose supernet
         gives the state's structure; the search then continues in that stage."""
-        template = (lambda meta: jax.device_get(self._build(*self._stage_of(meta)).fresh)) if self.stages \
-            else self.state
+        template = self._state_shape if self.stages else self.state
         tree, meta, self.start, self.history = driver.restore_run(
             self.ckpt, template, self.steps, self.mesh.devices.size, self.run_dir, self.log,
             ("metrics.jsonl", "alphas.jsonl"), fingerprint(self.cfg))
