@@ -164,7 +164,9 @@ def test_batch_sizes_must_split_over_the_devices(fields, message, tmp_path, caps
     ("search", ["search.batch_size=30"], "batch size 30 is not divisible by the device count 4"),
     ("search", ["search.eval_batch_size=30"], "batch size 30 is not divisible by the device count 4"),
     ("train", ["train.batch_size=30"], "batch size 30 is not divisible by the device count 4"),
-    ("train", ["train.eval_batch_size=30"], "batch size 30 is not divisible by the device count 4")])
+    ("train", ["train.eval_batch_size=30"], "batch size 30 is not divisible by the device count 4"),
+    ("search", ["search.strategy=random", "discrete.budget_evals=0", "discrete.budget_seconds=0"],
+     "the search budget is zero")])
 def test_check_is_the_runs_own_set_up_so_both_refuse_alike(command, fields, message, tmp_path, capsys):
     # --check runs the run object's own check (DartsSearch.check, Retrain.check), which its set-up
     # runs first: a batch size the devices cannot split is refused by both, before any folder exists

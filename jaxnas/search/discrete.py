@@ -21,7 +21,7 @@ from jaxnas import data as data_lib
 from jaxnas import rundir, writers
 from jaxnas.driver import Preempted, StopOnSignal
 from jaxnas.errors import JaxnasError
-from jaxnas.evaluators import final_tester, make_evaluator
+from jaxnas.evaluators import EVALUATORS, final_tester, make_evaluator
 from jaxnas.spaces import discrete_space, get_space
 
 
@@ -39,6 +39,26 @@ def check_budget(d) -> None:
     if d.budget_evals < 0 or d.budget_seconds < 0 or (d.budget_evals == 0 and d.budget_seconds == 0):
         raise JaxnasError(f"the search budget is zero: set discrete.budget_evals (got {d.budget_evals}) "
                           f"or discrete.budget_seconds (got {d.budget_seconds}) to a positive value")
+
+
+def check(cfg, data: data_lib.SearchData | None = None, evaluator=None):
+    """Everything ``run`` refuses before it evaluates anything (``--check`` runs it; so does ``run``,
+    first): the budget, the space for these images, the evaluator (a table's file is read), and a
+    time budget only with an evaluator that has costs. Returns the space."""
+    d = cfg.discrete
+    check_budget(d)
+    space = space_of(cfg, data)
+    if evaluator is not None:
+        has_cost = getattr(evaluator, "has_cost", True)
+    elif cfg.evaluator.kind == "table":
+        has_cost = make_evaluator(cfg, space).has_cost
+    else:
+        has_cost = getattr(EVALUATORS.lookup(cfg.evaluator.kind), "has_cost", True)
+    if d.budget_seconds and not has_cost:
+        raise JaxnasError(f"discrete.budget_seconds={d.budget_seconds} counts the evaluations' cost, but evaluator "
+                          f"{cfg.evaluator.kind!r} has none (set evaluator.cost_column to the table's time column, "
+                          f"or budget with discrete.budget_evals)")
+    return space
 
 
 def search(strategy, evaluator, space, budget_evals: int, budget_seconds: float, state: dict | None = None,
@@ -92,15 +112,10 @@ def run(cfg, run_dir: str | None, log, resume: bool, strategy_cls, evaluator=Non
     """Run ``strategy_cls`` on ``cfg.space`` with ``cfg.evaluator`` within ``cfg.discrete``'s budget (``data``:
     the search's loaded data, else each part loads what it needs)."""
     d = cfg.discrete
-    check_budget(d)
     if resume and not run_dir:
         raise JaxnasError("resume needs a run directory")
-    space = space_of(cfg, data)
+    space = check(cfg, data, evaluator)
     evaluator = evaluator or make_evaluator(cfg, space, log, data)
-    if d.budget_seconds and not getattr(evaluator, "has_cost", True):
-        raise JaxnasError(f"discrete.budget_seconds={d.budget_seconds} counts the evaluations' cost, but evaluator "
-                          f"{cfg.evaluator.kind!r} has none (set evaluator.cost_column to the table's time column, "
-                          f"or budget with discrete.budget_evals)")
     strategy = strategy_cls(space, d, cfg.seed)
     state, history = None, []
     state_path = os.path.join(run_dir, "search_state.json") if run_dir else None
