@@ -109,3 +109,27 @@ def test_an_evaluator_whose_training_diverges_stops_with_one_line(kind, message)
     space = discrete_space(cfg.space, (8, 8, 1))
     with pytest.raises(JaxnasError, match=message):
         make_evaluator(cfg, space, log=lambda *_: None).score(space.decode("conv3x3-8 > fc-32"))
+
+
+def test_a_block_is_parsed_once_when_it_is_made_and_reads_as_its_token(monkeypatch):
+    import json
+
+    from flax import nnx
+
+    from jaxnas.config import space_group
+    from jaxnas.spaces import chain, discrete_space
+
+    space = discrete_space(space_group("chain"), (8, 8, 1))
+    arch = space.decode("conv3x3-32 > maxpool > sum(conv3x3-32,conv5x5-32) > fc-64")
+    assert arch == ("conv3x3-32", "maxpool", "sum(conv3x3-32,conv5x5-32)", "fc-64")  # equal to the text
+    assert [b.kind for b in arch] == [("conv", 3, 32), ("pool", "max"), ("par", "sum", ((3, 32), (5, 32))),
+                                      ("fc", 64)]
+    assert json.dumps(list(arch)) == json.dumps([str(b) for b in arch]) and space.encode(arch) == \
+        "conv3x3-32 > maxpool > sum(conv3x3-32,conv5x5-32) > fc-64"
+    calls = []
+    real = chain._parse
+    monkeypatch.setattr(chain, "_parse", lambda t: calls.append(t) or real(t))
+    space.shapes(arch)
+    space.build(arch, (8, 8, 1), 10, nnx.Rngs(0))
+    space.with_choice(arch, 1, space.choices(arch, 1)[-1])
+    assert calls == []  # every use reads the parsed blocks

@@ -46,8 +46,7 @@ def _ints(text, field: str) -> tuple[int, ...]:
     return values
 
 
-def parse_block(token: str) -> tuple:
-    """``('conv', k, f)``, ``('pool', kind)``, ``('fc', units)`` or ``('par', merge, [(k, f), ...])``."""
+def _parse(token: str) -> tuple:
     if token in ("maxpool", "avgpool"):
         return ("pool", token[:3])
     if m := _CONV.match(token):
@@ -57,19 +56,35 @@ def parse_block(token: str) -> tuple:
     if m := _FC_RE.match(token):
         return ("fc", int(m.group(1)))
     if m := _PAR.match(token):
-        branches = [parse_block(b) for b in m.group(2).split(",")]
+        branches = [_parse(b) for b in m.group(2).split(",")]
         if len(branches) < 2 or any(b[0] != "conv" for b in branches):
             raise JaxnasError(f"chain block {token!r}: a parallel block holds 2 or more convolutions")
         if m.group(1) == "sum" and len({b[2] for b in branches}) != 1:
             raise JaxnasError(f"chain block {token!r}: branches merged by sum need equal filters")
-        return ("par", m.group(1), [(b[1], b[2]) for b in branches])
+        return ("par", m.group(1), tuple((b[1], b[2]) for b in branches))
     raise JaxnasError(f"unknown chain block {token!r}; blocks look like conv3x3-32, maxpool, avgpool, fc-128, "
                       f"sum(conv1x1-32,conv3x3-32), concat(conv3x3-16,conv5x5-16)")
 
 
+class Block(str):
+    """One chain block: its token (the text, which it equals, hashes as and is written as), parsed once,
+    when it is made, into ``kind``: ``('conv', k, f)``, ``('pool', 'max'|'avg')``, ``('fc', units)`` or
+    ``('par', merge, ((k, f), ...))``. The space's choices and decoded architectures are Blocks, so
+    nothing reads a token's text again."""
+
+    kind: tuple
+
+    def __new__(cls, token: str) -> "Block":
+        if isinstance(token, Block):
+            return token
+        block = super().__new__(cls, token)
+        block.kind = _parse(str(token))
+        return block
+
+
 def output_shape(shape: tuple, token: str) -> tuple | None:
     """Shape after the block ((h, w, c) or (features,)), or None if the block cannot follow."""
-    kind = parse_block(token)
+    kind = Block(token).kind
     flat = len(shape) == 1
     if kind[0] == "fc":
         return (kind[1],)
@@ -110,7 +125,7 @@ class ChainDiscrete(DiscreteSpace):
             for merge in merges:
                 for ks in itertools.combinations(kernels, n):
                     blocks += [f"{merge}({','.join(f'conv{k}x{k}-{f}' for k in ks)})" for f in filters]
-        self.blocks = tuple(blocks)
+        self.blocks = tuple(Block(b) for b in blocks)
         if self.max_depth < 1 or not any(output_shape(self.in_shape, b) for b in self.blocks):
             raise JaxnasError(f"the chain space admits no valid architecture (max_depth={self.max_depth}, "
                               f"blocks: {', '.join(self.blocks) or 'none'}, input {self.in_shape})")
@@ -142,6 +157,7 @@ class ChainDiscrete(DiscreteSpace):
     def with_choice(self, arch, i, value):
         if value == END:
             return tuple(arch[:i])
+        value = Block(value)
         out, shape = list(arch[:i]) + [value], self.shapes(arch[:i])[-1]
         shape = output_shape(shape, value)
         if shape is None:
@@ -160,7 +176,7 @@ class ChainDiscrete(DiscreteSpace):
         return " > ".join(arch)
 
     def decode(self, text):
-        arch = tuple(t.strip() for t in text.split(">") if t.strip())
+        arch = tuple(Block(t.strip()) for t in text.split(">") if t.strip())
         if not 1 <= len(arch) <= self.max_depth:
             raise JaxnasError(f"chain architecture {text!r} must have 1 to {self.max_depth} blocks")
         self.shapes(arch)
@@ -214,7 +230,7 @@ class ChainNet(nnx.Module):
     def __init__(self, arch, in_shape, num_classes: int, *, rngs: nnx.Rngs):
         layers, shape = [], tuple(in_shape)
         for token in arch:
-            kind = parse_block(token)
+            kind = Block(token).kind
             out = output_shape(shape, token)
             if out is None:
                 raise JaxnasError(f"chain block {token!r} cannot follow shape {shape}")
@@ -259,7 +275,7 @@ class ChainSharedWeights:
                     out = output_shape(shape, token)
                     if out is None:
                         continue
-                    size = shape[-1] if parse_block(token)[0] in ("conv", "par") else math.prod(shape)
+                    size = shape[-1] if token.kind[0] in ("conv", "par") else math.prod(shape)
                     need[(i, token)] = max(need.get((i, token), 0), size)
                     nxt.add(out)
             reach.append(nxt)
@@ -277,7 +293,7 @@ class ChainSharedWeights:
 
         params = {}
         for (i, token), size in sorted(need.items()):
-            kind = parse_block(token)
+            kind = token.kind
             key = f"{i}/{token}"
             if kind[0] == "conv":
                 params[key] = conv_params(kind[1], size, kind[2])
@@ -298,7 +314,7 @@ class ChainSharedWeights:
     def apply(self, params, arch: tuple, x):
         """Logits of ``arch`` with the shared weights (``arch`` must be static under jit)."""
         for i, token in enumerate(arch):
-            kind, p = parse_block(token), params.get(f"{i}/{token}")
+            kind, p = Block(token).kind, params.get(f"{i}/{token}")
             if kind[0] == "conv":
                 x = self._conv(p, x, kind[1])
             elif kind[0] == "pool":
@@ -333,7 +349,7 @@ class ChainSpace(Space):
     def arch_from_dict(self, d):
         if not isinstance(d, dict) or not isinstance(d.get("arch"), str):
             raise JaxnasError(f"a chain architecture is {{\"arch\": \"block > block\"}}, got {d!r}")
-        return tuple(t.strip() for t in d["arch"].split(">") if t.strip())
+        return tuple(Block(t.strip()) for t in d["arch"].split(">") if t.strip())
 
     def drawings(self, arch):
         names = ["input"] + [str(i + 1) for i in range(len(arch))] + ["logits"]
