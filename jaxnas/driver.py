@@ -266,7 +266,8 @@ def run_epochs(*, epochs: int, steps: int, start: int, log_every: int, checkpoin
                ckpt, run_dir: str | None, writer, step: Callable[[int, int], dict],
                log_step: Callable[[int, int, int, dict], None], end_epoch: Callable[[int, int, float], None],
                save: Callable[[int], None], begin_epoch: Callable[[int, int], None] | None = None,
-               catch_signals: bool = True, nonfinite: Callable[[int, list[str]], Exception] | None = None) -> None:
+               catch_signals: bool = True, nonfinite: Callable[[int, list[str]], Exception] | None = None,
+               finished: Callable[[], bool] | None = None) -> None:
     """The loop of every run, from global step ``start`` to ``epochs * steps``.
 
     Per epoch: ``begin_epoch(epoch, first_step)``; per step i: ``step(epoch, i) -> metrics``
@@ -276,7 +277,8 @@ def run_epochs(*, epochs: int, steps: int, start: int, log_every: int, checkpoin
     to stop; at the epoch's end ``end_epoch(epoch, global_step, seconds)`` then ``save``.
     Whatever happens, the progress bar and the writer are closed and pending checkpoint
     writes finish. ``catch_signals=False`` leaves SIGTERM and SIGINT to the caller;
-    ``nonfinite(step, bad)`` gives the error a NaN/Inf raises.
+    ``nonfinite(step, bad)`` gives the error a NaN/Inf raises. ``finished()`` true after a step
+    (a budget spent early) ends the run there, as if that step ended its epoch.
     """
     guard = FiniteGuard(nonfinite)
     try:
@@ -285,22 +287,26 @@ def run_epochs(*, epochs: int, steps: int, start: int, log_every: int, checkpoin
                 first = start - epoch * steps if epoch == start // steps else 0
                 if begin_epoch is not None:
                     begin_epoch(epoch, first)
-                t_epoch = time.time()
+                t_epoch, done, gstep = time.time(), False, epoch * steps + first
                 for i in range(first, steps):
                     gstep = epoch * steps + i + 1
                     guard.push(gstep, step(epoch, i))
                     progress.update()
-                    if (i + 1) % log_every == 0 or i + 1 == steps:
+                    done = finished is not None and finished()
+                    if (i + 1) % log_every == 0 or i + 1 == steps or done:
                         log_step(epoch, i, gstep, guard.flush())
+                    if done:
+                        break
                     if i + 1 < steps and checkpoint_due(gstep, checkpoint_every, stop):
                         guard.flush()
                         save(gstep)
                         stop_if_asked(stop, ckpt, gstep, run_dir)
                 guard.flush()
-                gstep = (epoch + 1) * steps
                 end_epoch(epoch, gstep, time.time() - t_epoch)
                 save(gstep)
                 stop_if_asked(stop, ckpt, gstep, run_dir)
+                if done:
+                    return
     finally:  # pending checkpoint writes finish even when the run stops with an error
         close_run(progress, writer, ckpt)
 
@@ -344,6 +350,10 @@ class Loop(abc.ABC):
 
     def save(self, gstep: int) -> None:
         """A checkpoint at global step ``gstep`` (nothing without a checkpointer)."""
+
+    def finished(self) -> bool:
+        """True after a step when the run is done before its last step (a budget spent early)."""
+        return False
 
     def nonfinite(self, gstep: int, bad: list[str]) -> Exception:
         """The error a NaN or Inf metric (``bad``: ``"name=value"``) at ``gstep`` raises: by default the
@@ -394,4 +404,4 @@ def run(loop: Loop) -> None:
                checkpoint_every=loop.checkpoint_every, progress=loop.progress, ckpt=loop.ckpt, run_dir=loop.run_dir,
                writer=loop.writer, step=loop.step, log_step=loop.log_step, end_epoch=loop.end_epoch, save=loop.save,
                begin_epoch=loop.begin_epoch, catch_signals=loop.catch_signals,
-               nonfinite=loop.nonfinite)
+               nonfinite=loop.nonfinite, finished=loop.finished)

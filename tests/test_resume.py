@@ -184,3 +184,39 @@ def test_a_hand_edited_run_config_is_an_error_naming_the_field_never_a_restart(t
     with pytest.raises(JaxnasError, match="search.epochs: checkpoint 6 has 2, the config now 5"):
         get_strategy("darts")(config_lib.for_resume(path, None, [], "search"), path, log=lambda *_: None, resume=True)
     assert checkpoint.Checkpointer(os.path.join(path, "checkpoints")).steps() == [3, 6]  # nothing replaced
+
+
+def test_a_loop_that_finishes_early_ends_its_epoch_there_and_saves_once():
+    # driver.run with Loop.finished (a discrete search's budget): the step that spends the budget ends
+    # the run as if it ended its epoch: logged, end_epoch and one save at that step, nothing after
+    from jaxnas import driver, writers
+
+    calls = []
+
+    class Budgeted(driver.Loop):
+        epochs, steps, log_every, checkpoint_every, catch_signals = 2, 10, 4, 0, False
+
+        def __init__(self):
+            self.progress, self.writer, self.n = driver.Progress(20, 0, "", enabled=False), writers.MetricWriter(None), 0
+
+        def step(self, epoch, i):
+            self.n += 1
+            calls.append(("step", epoch, i))
+            return {}
+
+        def finished(self):
+            return self.n == 13
+
+        def log_step(self, epoch, i, gstep, metrics):
+            calls.append(("log", gstep))
+
+        def end_epoch(self, epoch, gstep, seconds):
+            calls.append(("end", epoch, gstep))
+
+        def save(self, gstep):
+            calls.append(("save", gstep))
+
+    driver.run(Budgeted())
+    assert [c for c in calls if c[0] != "step"] == [("log", 4), ("log", 8), ("log", 10), ("end", 0, 10),
+                                                    ("save", 10), ("log", 13), ("end", 1, 13), ("save", 13)]
+    assert calls.count(("step", 1, 2)) == 1 and ("step", 1, 3) not in calls

@@ -1,25 +1,23 @@
-"""The driver of discrete (ask/tell) strategies: budget, evaluation, history, resume, report.
+"""Discrete (ask/tell) search as a run: budget, evaluation, history, resume, report.
 
-A plain loop: ask the strategy, score the proposal, tell the strategy, append one
-line to ``history.jsonl`` (architecture, score, cost, wall time, best so far) and
-rewrite ``search_state.json`` atomically (the strategy's state with its random
-generator, and the budget spent), so ``--resume`` continues with exactly the
-proposals an uninterrupted run would make. At the end the best architecture (by
+``DiscreteSearch`` is a ``driver.Loop``: each step asks the strategy, scores the proposal and
+tells the strategy, then appends one line to ``history.jsonl`` (architecture, score, cost, wall
+time, best so far) and rewrites ``search_state.json`` atomically (the strategy's state with its
+random generator, and the budget spent), so ``--resume`` continues with exactly the proposals an
+uninterrupted run would make. At the end the best architecture (by
 score, the earliest among equals) is evaluated on the test split once, and
 ``result.json`` is written (``jaxnas search`` then draws the best-so-far plots).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
 import jax
 
 from jaxnas import data as data_lib
-from jaxnas import rundir, writers
-from jaxnas.driver import Preempted, StopOnSignal
+from jaxnas import driver, rundir, writers
 from jaxnas.errors import JaxnasError
 from jaxnas.evaluators import EVALUATORS, final_tester, make_evaluator
 from jaxnas.spaces import discrete_space, get_space
@@ -61,33 +59,48 @@ def check(cfg, data: data_lib.SearchData | None = None, evaluator=None):
     return space
 
 
-def search(strategy, evaluator, space, budget_evals: int, budget_seconds: float, state: dict | None = None,
-           on_eval=None, stop=None) -> dict:
-    """Ask/score/tell until the budget or the strategy runs out; returns the loop state.
+def new_state() -> dict:
+    """The loop state of a search that has evaluated nothing."""
+    return {"evals": 0, "spent": 0.0, "wall": 0.0, "best": None, "best_score": None}
 
-    ``state`` (from an earlier call, after ``strategy.load_state_dict``) continues a search.
-    ``on_eval(record, state)`` is called after each evaluation; ``stop()`` true ends the loop early.
-    """
-    state = state or {"evals": 0, "spent": 0.0, "wall": 0.0, "best": None, "best_score": None}
-    while (not budget_evals or state["evals"] < budget_evals) and \
-            (not budget_seconds or state["spent"] < budget_seconds):
-        if stop is not None and stop():
+
+def within_budget(state: dict, budget_evals: int, budget_seconds: float) -> bool:
+    """Whether another evaluation fits the budget (0: no limit of that kind)."""
+    return (not budget_evals or state["evals"] < budget_evals) and \
+        (not budget_seconds or state["spent"] < budget_seconds)
+
+
+def evaluate_next(strategy, evaluator, space, state: dict) -> dict | None:
+    """One evaluation: ask the strategy, score the proposal, tell the strategy, update ``state``
+    (evaluations, cost spent, wall time, best so far: the earliest among equal scores); returns its
+    record, or None when the strategy has nothing left to propose."""
+    arch = strategy.ask()
+    if arch is None:
+        return None
+    t0 = time.time()
+    score, cost = evaluator.score(arch)
+    strategy.tell(arch, score)
+    key = space.encode(arch)
+    state["evals"] += 1
+    state["spent"] += cost
+    state["wall"] += time.time() - t0
+    if state["best_score"] is None or score > state["best_score"]:
+        state["best"], state["best_score"] = key, float(score)
+    return {"eval": state["evals"], "arch": key, "score": float(score), "cost": float(cost),
+            "spent": state["spent"], "wall_s": round(state["wall"], 3), "best": state["best"],
+            "best_score": state["best_score"]}
+
+
+def search(strategy, evaluator, space, budget_evals: int, budget_seconds: float, state: dict | None = None,
+           on_eval=None) -> dict:
+    """Ask/score/tell until the budget or the strategy runs out, with no run directory (a library loop,
+    for experiments and tests); returns the loop state. ``state`` (from an earlier call, after
+    ``strategy.load_state_dict``) continues a search; ``on_eval(record, state)`` follows each evaluation."""
+    state = state or new_state()
+    while within_budget(state, budget_evals, budget_seconds):
+        record = evaluate_next(strategy, evaluator, space, state)
+        if record is None:
             break
-        arch = strategy.ask()
-        if arch is None:
-            break
-        t0 = time.time()
-        score, cost = evaluator.score(arch)
-        strategy.tell(arch, score)
-        key = space.encode(arch)
-        state["evals"] += 1
-        state["spent"] += cost
-        state["wall"] += time.time() - t0
-        if state["best_score"] is None or score > state["best_score"]:
-            state["best"], state["best_score"] = key, float(score)
-        record = {"eval": state["evals"], "arch": key, "score": float(score), "cost": float(cost),
-                  "spent": state["spent"], "wall_s": round(state["wall"], 3), "best": state["best"],
-                  "best_score": state["best_score"]}
         if on_eval is not None:
             on_eval(record, state)
     return state
@@ -107,73 +120,115 @@ def _eta(d, state: dict, done_before: int, elapsed: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+class DiscreteSearch(driver.Loop):
+    """A discrete (ask/tell) search as one object that ``driver.run`` drives. Set-up is ``__init__``
+    (``check``, the evaluator, the strategy) and ``restore``; each step is one evaluation
+    (``evaluate_next``); each logged step one line of ``history.jsonl`` and of the log; each save
+    rewrites ``search_state.json`` (the strategy's state with its random generator, and the budget
+    spent); the run ends when the budget or the strategy runs out (``finished``). ``finish`` tests
+    the best architecture once and writes ``result.json``."""
+
+    catch_signals, log_every, checkpoint_every, epochs = True, 1, 1, 1
+
+    def __init__(self, cfg, run_dir: str | None, log, strategy_cls, evaluator=None,
+                 data: data_lib.SearchData | None = None):
+        self.cfg, self.run_dir, self.log, self.data, d = cfg, run_dir, log, data, cfg.discrete
+        self.space = check(cfg, data, evaluator)
+        self.evaluator = evaluator or make_evaluator(cfg, self.space, log, data)
+        self.strategy = strategy_cls(self.space, d, cfg.seed)
+        self.steps = d.budget_evals or 2 ** 62  # a time budget alone: until it is spent (``finished``)
+        self.state, self.history, self.exhausted = new_state(), [], False
+        self.state_path = os.path.join(run_dir, "search_state.json") if run_dir else None
+        self.hist_path = os.path.join(run_dir, "history.jsonl") if run_dir else None
+        self.progress = driver.Progress(0, 0, "", enabled=False)  # the log lines carry the ETA
+
+    def restore(self) -> None:
+        """Continue after the last saved evaluation: the strategy's state, the budget spent, the history."""
+        if self.state_path and os.path.exists(self.state_path):
+            saved = rundir.read_json(self.state_path, "search state")
+            self.strategy.load_state_dict(saved["strategy"])
+            self.state = saved["loop"]
+            writers.truncate_jsonl(self.hist_path, lambda r: r["eval"] <= self.state["evals"])
+            self.history = rundir.read_jsonl(self.hist_path) if os.path.exists(self.hist_path) else []
+            self.log(f"resumed after evaluation {self.state['evals']} (budget spent {self.state['spent']:.1f})")
+        else:
+            self.log("no search state saved yet; starting from the first evaluation")
+            if self.hist_path:
+                writers.truncate_jsonl(self.hist_path, lambda r: False)  # lines of a run killed before its first save
+        self.start = self.state["evals"]
+
+    def open(self, resume: bool) -> None:
+        if resume:
+            self.restore()
+        cfg, d = self.cfg, self.cfg.discrete
+        self.log(f"search: strategy={cfg.search.strategy} space={self.space.name} evaluator={cfg.evaluator.kind} | "
+                 f"budget {d.budget_evals or 'unlimited'} evaluations, {d.budget_seconds or 'unlimited'} s | "
+                 f"{jax.device_count()} x {jax.devices()[0].device_kind}")
+        self.writer = writers.MetricWriter(self.run_dir, self.start, cfg.run.tensorboard, resume)
+        self.t_start, self.done_before = time.time(), self.start
+
+    def step(self, epoch: int, i: int) -> dict:
+        self.record = evaluate_next(self.strategy, self.evaluator, self.space, self.state)
+        self.exhausted = self.record is None
+        return {}  # scores are the evaluator's: a table's missing value is not a diverged run
+
+    def finished(self) -> bool:
+        d = self.cfg.discrete
+        return self.exhausted or not within_budget(self.state, d.budget_evals, d.budget_seconds)
+
+    def log_step(self, epoch: int, i: int, gstep: int, metrics: dict) -> None:
+        r = self.record
+        if r is None:
+            return
+        self.history.append(r)
+        eta = _eta(self.cfg.discrete, self.state, self.done_before, time.time() - self.t_start)
+        self.log(f"eval {r['eval']}: {r['score']:.4f} (cost {r['cost']:.1f}) {r['arch']} | best "
+                 f"{r['best_score']:.4f} | ETA {eta}")
+        self.writer.tb_scalars("search", r["eval"], {"score": r["score"], "best_score": r["best_score"],
+                                                    "cost": r["cost"], "spent": r["spent"]})
+        if self.run_dir and jax.process_index() == 0:
+            rundir.append_jsonl(self.hist_path, r)
+
+    def save(self, gstep: int) -> None:
+        if self.run_dir and jax.process_index() == 0:
+            rundir.write_json(self.state_path, {"strategy": self.strategy.state_dict(), "loop": self.state})
+
+    def finish(self) -> dict:
+        """The best architecture (by score, the earliest among equals), tested once; ``result.json``."""
+        cfg, state, space = self.cfg, self.state, self.space
+        if state["best"] is None:
+            raise JaxnasError("the search evaluated no architecture")
+        best = space.decode(state["best"])
+        self.log(f"best of {state['evals']} evaluations: {state['best']} (score {state['best_score']:.4f})")
+        result = {"strategy": cfg.search.strategy, "space": space.name, "arch": state["best"],
+                  "score": state["best_score"], "evaluations": state["evals"], "spent": state["spent"]}
+        if cfg.discrete.final_test:
+            tester = final_tester(cfg, space, self.evaluator, self.log, self.data)
+            result["test"] = tester.test(best)
+            f1 = result["test"].get("macro_f1")
+            self.log(f"test (held out, used for nothing else): accuracy {result['test']['accuracy']:.4f}"
+                     + (f", macro-F1 {f1:.4f}" if f1 is not None else ", macro-F1 not in the table"))
+        if self.run_dir and jax.process_index() == 0:
+            rundir.write_json(os.path.join(self.run_dir, "result.json"), result)
+            rundir.write_json(os.path.join(self.run_dir, "genotype.json"), best.to_dict()
+                              if hasattr(best, "to_dict") else {"space": space.name, "arch": state["best"]})
+        return {"genotype": best, "history": self.history, "result": result}
+
+
 def run(cfg, run_dir: str | None, log, resume: bool, strategy_cls, evaluator=None,
         data: data_lib.SearchData | None = None) -> dict:
     """Run ``strategy_cls`` on ``cfg.space`` with ``cfg.evaluator`` within ``cfg.discrete``'s budget (``data``:
-    the search's loaded data, else each part loads what it needs)."""
-    d = cfg.discrete
+    the search's loaded data, else each part loads what it needs): ``DiscreteSearch`` through ``driver.run``."""
     if resume and not run_dir:
         raise JaxnasError("resume needs a run directory")
-    space = check(cfg, data, evaluator)
-    evaluator = evaluator or make_evaluator(cfg, space, log, data)
-    strategy = strategy_cls(space, d, cfg.seed)
-    state, history = None, []
-    state_path = os.path.join(run_dir, "search_state.json") if run_dir else None
-    hist_path = os.path.join(run_dir, "history.jsonl") if run_dir else None
-    if resume and state_path and os.path.exists(state_path):
-        with open(state_path) as f:
-            saved = json.load(f)
-        strategy.load_state_dict(saved["strategy"])
-        state = saved["loop"]
-        writers.truncate_jsonl(hist_path, lambda r: r["eval"] <= state["evals"])
-        history = rundir.read_jsonl(hist_path) if os.path.exists(hist_path) else []
-        log(f"resumed after evaluation {state['evals']} (budget spent {state['spent']:.1f})")
-    elif resume:
-        log("no search state saved yet; starting from the first evaluation")
-        if hist_path:
-            writers.truncate_jsonl(hist_path, lambda r: False)  # lines of a run killed before its first save
-    log(f"search: strategy={cfg.search.strategy} space={space.name} evaluator={cfg.evaluator.kind} | budget "
-        f"{d.budget_evals or 'unlimited'} evaluations, {d.budget_seconds or 'unlimited'} s | "
-        f"{jax.device_count()} x {jax.devices()[0].device_kind}")
-
-    writer = writers.MetricWriter(run_dir, state["evals"] if state else 0, cfg.run.tensorboard, resume)
-    t_start, done_before = time.time(), state["evals"] if state else 0
-
-    def on_eval(record, loop_state):
-        history.append(record)
-        log(f"eval {record['eval']}: {record['score']:.4f} (cost {record['cost']:.1f}) {record['arch']} | best "
-            f"{record['best_score']:.4f} | ETA {_eta(d, loop_state, done_before, time.time() - t_start)}")
-        writer.tb_scalars("search", record["eval"], {"score": record["score"], "best_score": record["best_score"],
-                                                     "cost": record["cost"], "spent": record["spent"]})
-        if run_dir and jax.process_index() == 0:
-            rundir.append_jsonl(hist_path, record)
-            rundir.write_json(state_path, {"strategy": strategy.state_dict(), "loop": loop_state})
-
-    try:
-        with StopOnSignal() as sig:
-            state = search(strategy, evaluator, space, d.budget_evals, d.budget_seconds, state, on_eval,
-                           stop=lambda: sig.signum is not None)
-            if sig.signum is not None:
-                raise Preempted(sig.signum, state["evals"], run_dir)
-    finally:
-        writer.close()
-    if state["best"] is None:
-        raise JaxnasError("the search evaluated no architecture")
-    best = space.decode(state["best"])
-    log(f"best of {state['evals']} evaluations: {state['best']} (score {state['best_score']:.4f})")
-    result = {"strategy": cfg.search.strategy, "space": space.name, "arch": state["best"],
-              "score": state["best_score"], "evaluations": state["evals"], "spent": state["spent"]}
-    if d.final_test:
-        tester = final_tester(cfg, space, evaluator, log, data)
-        result["test"] = tester.test(best)
-        f1 = result["test"].get("macro_f1")
-        log(f"test (held out, used for nothing else): accuracy {result['test']['accuracy']:.4f}"
-            + (f", macro-F1 {f1:.4f}" if f1 is not None else ", macro-F1 not in the table"))
-    if run_dir and jax.process_index() == 0:
-        rundir.write_json(os.path.join(run_dir, "result.json"), result)
-        rundir.write_json(os.path.join(run_dir, "genotype.json"),
-                          best.to_dict() if hasattr(best, "to_dict") else {"space": space.name, "arch": state["best"]})
-    return {"genotype": best, "history": history, "result": result}
+    search_run = DiscreteSearch(cfg, run_dir, log, strategy_cls, evaluator, data)
+    search_run.open(resume)
+    d = cfg.discrete
+    if within_budget(search_run.state, d.budget_evals, d.budget_seconds):
+        driver.run(search_run)
+    else:
+        search_run.writer.close()
+    return search_run.finish()
 
 
 def runner(strategy_cls):
