@@ -192,8 +192,8 @@ def optimize_defaults() -> ml_collections.ConfigDict:
     c.optimize.model = ml_collections.ConfigDict(dict(C=16, layers=5, stem_multiplier=3))  # genotype:... models
     # the baseline: fixed hyperparameters, the first network a user writes (trainer.py documents each)
     c.optimize.baseline = ml_collections.ConfigDict(dict(
-        model=model_spec.group("cnn"), lr=1e-3, weight_decay=1e-4, batch_size=64, epochs=20, label_smoothing=0.0, augment="none",
-        optimizer="adamw", momentum=0.9))
+        model=model_spec.group("cnn"), lr=1e-3, weight_decay=1e-4, batch_size=64, epochs=20, label_smoothing=0.0,
+        augment="none", optimizer="adamw", momentum=0.9))
     # the searched ones: a group each (jaxnas/optimize/hpspace.py); kind "none" keeps the baseline's value
     c.optimize.hparams = ml_collections.ConfigDict(dict(
         model=hpspace.not_searched(), lr=hpspace.log_uniform(3e-4, 0.3),
@@ -286,6 +286,8 @@ CHOICES = {
     "optimize.hyper.lookahead": ("sgd", "optimizer"),
     **{f"method.{name}.over": SPANS for name in ("tau", "reg", "skip", "eps")},
 }
+
+
 class Structured(NamedTuple):
     """A field whose value is a structure (a group or a list), not one number or name: ``check`` makes a
     given structure canonical or raises one error naming the field; ``parse`` reads the command line's

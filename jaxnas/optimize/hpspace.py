@@ -78,30 +78,34 @@ class Param:
 
 def group(kind: str = "none", low: float = 0.0, high: float = 0.0, choices=(), when: dict | None = None
           ) -> ml_collections.ConfigDict:
-    """One hyperparameter's group as the config holds it (``check`` makes it canonical)."""
-    return ml_collections.ConfigDict(dict(kind=kind, low=float(low), high=float(high), choices=tuple(choices),
+    """One hyperparameter's group as the config holds it, unchecked (``check`` makes it canonical)."""
+    return ml_collections.ConfigDict(dict(kind=kind, low=low, high=high, choices=tuple(choices),
                                           when=ml_collections.ConfigDict(dict(when or {}))))
 
 
 def not_searched() -> ml_collections.ConfigDict:
     """The baseline's value is used."""
-    return group()
+    return check(group(), "not_searched()")
 
 
 def log_uniform(low: float, high: float, when: dict | None = None) -> ml_collections.ConfigDict:
-    return group("log", low, high, when=when)
+    """A float in [low, high], drawn on a log scale."""
+    return check(group("log", low, high, when=when), "log_uniform()")
 
 
 def uniform(low: float, high: float, when: dict | None = None) -> ml_collections.ConfigDict:
-    return group("float", low, high, when=when)
+    """A float in [low, high], drawn on a linear scale."""
+    return check(group("float", low, high, when=when), "uniform()")
 
 
 def integer(low: int, high: int, log: bool = False, when: dict | None = None) -> ml_collections.ConfigDict:
-    return group("logint" if log else "int", low, high, when=when)
+    """An integer in [low, high] (on a log scale with ``log``)."""
+    return check(group("logint" if log else "int", low, high, when=when), "integer()")
 
 
 def choice(*values, when: dict | None = None) -> ml_collections.ConfigDict:
-    return group("choice", choices=values, when=when)
+    """One of ``values`` (numbers or names)."""
+    return check(group("choice", choices=values, when=when), "choice()")
 
 
 def scalar(text: str):
@@ -126,7 +130,7 @@ def parse(spec: str, where: str) -> ml_collections.ConfigDict:
     naming ``where`` (the field)."""
     text = spec.strip()
     if text in ("", "none"):
-        return check(group(), where)
+        return check(group("none", 0.0, 0.0), where)
     body, _, cond = text.partition(" if ")
     when = {}
     if cond:
@@ -182,13 +186,13 @@ def check(value, where: str) -> ml_collections.ConfigDict:
                 raise JaxnasError(f"{where}.choices: {c!r} is not a number or a name")
         if len(set(map(repr, choices))) != len(choices):
             raise JaxnasError(f"{where}.choices {list(choices)!r} repeats a value")
-        return group(kind, choices=choices, when=dict(when))
+        return group(kind, 0.0, 0.0, choices=choices, when=dict(when))
     if choices:
         raise JaxnasError(f"{where}.choices is for kind=choice, not {kind}")
     if kind == "none":
         if when:
             raise JaxnasError(f"{where}: kind=none is not searched, so it takes no condition (when)")
-        return group()
+        return group("none", 0.0, 0.0)
     low, high = value.get("low", 0.0), value.get("high", 0.0)
     for name, b in (("low", low), ("high", high)):
         if isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b):
@@ -198,7 +202,7 @@ def check(value, where: str) -> ml_collections.ConfigDict:
                           f"high={high!r}")
     if kind in ("int", "logint") and (low != int(low) or high != int(high)):
         raise JaxnasError(f"{where}: {kind} needs integer bounds, got low={low!r}, high={high!r}")
-    return group(kind, low, high, when=dict(when))
+    return group(kind, float(low), float(high), when=dict(when))
 
 
 def describe(g) -> str:

@@ -155,8 +155,8 @@ class Fit(driver.Loop):
 
     catch_signals = False
 
-    def __init__(self, spec: "model_spec.Spec | str", hp: dict, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, num_classes: int,
-                 seed: int, cfg, val_idx: np.ndarray | None = None,
+    def __init__(self, spec: "model_spec.Spec | str", hp: dict, x: np.ndarray, y: np.ndarray,
+                 train_idx: np.ndarray, num_classes: int, seed: int, cfg, val_idx: np.ndarray | None = None,
                  on_epoch: Callable[[int, float], None] | None = None, keep_best: bool = False,
                  metric: str = "accuracy", deadline: float = 0.0, hyper=None, clean: np.ndarray | None = None,
                  checkpoint: str | None = None):
@@ -299,8 +299,8 @@ class Fit(driver.Loop):
         return fitted
 
 
-def fit(spec: "model_spec.Spec | str", hp: dict, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, num_classes: int, seed: int,
-        cfg, val_idx: np.ndarray | None = None, on_epoch: Callable[[int, float], None] | None = None,
+def fit(spec: "model_spec.Spec | str", hp: dict, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray,
+        num_classes: int, seed: int, cfg, val_idx: np.ndarray | None = None, on_epoch: Callable[[int, float], None] | None = None,
         keep_best: bool = False, metric: str = "accuracy", deadline: float = 0.0, hyper=None,
         clean: np.ndarray | None = None, checkpoint: str | None = None) -> Fitted:
     """Train model ``spec`` from scratch with ``hp`` on ``x[train_idx]``; score ``x[val_idx]`` after

@@ -349,8 +349,9 @@ def _run(plan: Plan, run_dir: str | None, log, resume: bool) -> dict:
                               f"started: restore it, or start a new run")
     else:
         ckpt = os.path.join(run_dir, "baseline.ckpt") if run_dir else None  # a killed fit goes on from there
-        fitted = trainer.fit(model_spec.of(base_hp["model"]), base_hp, pool.x_train, pool.y_train, split.train, pool.num_classes,
-                             cfg.seed, cfg, val_idx=split.val, keep_best=True, metric=cfg.optimize.metric, checkpoint=ckpt)
+        fitted = trainer.fit(model_spec.of(base_hp["model"]), base_hp, pool.x_train, pool.y_train, split.train,
+                             pool.num_classes, cfg.seed, cfg, val_idx=split.val, keep_best=True,
+                             metric=cfg.optimize.metric, checkpoint=ckpt)
         base_val = {"hparams": base_hp, "val": fitted.history[-1]["val"],
                     "best_val": max(h["val"] for h in fitted.history), "best_epoch": fitted.best_epoch,
                     "val_curve": [h["val"] for h in fitted.history], "seconds": round(fitted.seconds, 3),
