@@ -433,6 +433,53 @@ def test_an_architecture_search_on_train_and_val_then_hyperparameters_for_what_i
     np.testing.assert_array_equal(data.dataset.x_test, pool.x_train[split["val"]])  # its "test" is our val, never our test
 
 
+def test_a_trial_killed_mid_fit_goes_on_from_its_last_epoch_with_its_first_seed(tmp_path, monkeypatch):
+    from jaxnas import config as config_lib
+    from jaxnas.optimize import trainer
+
+    over = {"optimize.hparams.epochs": hpspace.choice(3), "optimize.trials": 2, "optimize.pruner": "none"}
+    ref_cfg = _tiny(tmp_path, **over, **{"run.name": "ref"})
+    ref_dir = rundir.create(ref_cfg, "optimize")
+    api.run_optimize(ref_cfg, ref_dir, log=lambda m: None)
+    ref = [json.loads(line) for line in open(os.path.join(ref_dir, "trials.jsonl"))]
+
+    class Killed(BaseException):
+        pass
+
+    real_end = trainer.Fit.end_epoch
+    epochs_trained = []
+
+    def end_epoch(self, epoch, gstep, seconds):
+        real_end(self, epoch, gstep, seconds)  # writes the epoch's state, then reports it
+        if self.on_epoch is not None:  # a trial's fit (the baseline's and final fits have none)
+            epochs_trained.append((self.seed_of_trial, epoch + 1))
+            if kill and self.seed_of_trial == cfg.seed + 2 and epoch + 1 == 2:
+                raise Killed  # as SIGKILL in trial 1's third epoch: two epochs saved
+
+    real_init = trainer.Fit.__init__
+
+    def init(self, spec, hp, x, y, train_idx, num_classes, seed, *a, **k):
+        self.seed_of_trial = seed
+        real_init(self, spec, hp, x, y, train_idx, num_classes, seed, *a, **k)
+
+    monkeypatch.setattr(trainer.Fit, "end_epoch", end_epoch)
+    monkeypatch.setattr(trainer.Fit, "__init__", init)
+    cfg, kill = _tiny(tmp_path, **over, **{"run.name": "cut"}), True
+    run_dir = rundir.create(cfg, "optimize")
+    with pytest.raises(Killed):
+        api.run_optimize(cfg, run_dir, log=lambda m: None)
+    assert os.listdir(os.path.join(run_dir, "trials")) == ["1.ckpt"]  # trial 0's state went with its record
+    kill, epochs_trained[:] = False, []
+    api.run_optimize(config_lib.for_resume(run_dir, None, [], "optimize"), run_dir, log=lambda m: None, resume=True)
+    assert epochs_trained == [(cfg.seed + 2, 3)]  # only the epoch it had not finished
+    after = [json.loads(line) for line in open(os.path.join(run_dir, "trials.jsonl"))]
+    retry = after[-1]
+    assert (retry["trial"], retry["retry_of"], retry["seed"]) == (2, 1, ref[1]["seed"])
+    for k in ("value", "val_curve", "params", "epochs_run", "num_params"):
+        assert retry[k] == ref[1][k], k  # as if it had never stopped
+    assert os.listdir(os.path.join(run_dir, "trials")) == []
+
+
 def _launch(args, cwd):
     env = dict(os.environ, PYTHONPATH=os.getcwd())
     return subprocess.Popen([sys.executable, "-m", "jaxnas", *args], cwd=cwd, env=env,

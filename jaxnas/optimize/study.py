@@ -5,7 +5,9 @@ al. 2018's grouping for the conditional and architecture parameters) proposes, H
 (Li et al. 2018) prunes on the per-epoch validation scores, and the study lives in a SQLite file in the
 run directory (``study.db``), so ``optuna-dashboard sqlite:///<run>/study.db`` shows it and a killed run
 resumes with no finished trial lost: a trial that was running when the process died is marked failed
-and enqueued again with the same parameters. The budget is ``optimize.trials`` finished trials and/or
+and enqueued again with the same parameters, and goes on from its last finished epoch (its fit
+writes its state after each epoch to ``trials/<n>.ckpt``, removed once the trial is recorded; the
+retry keeps the first try's seed). The budget is ``optimize.trials`` finished trials and/or
 ``optimize.seconds`` of optimization time, whichever ends first (counted across resumes); a trial
 still training after ``optimize.trial_seconds`` is stopped after its current step and counts as pruned.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import time
 import warnings
 import zlib
@@ -164,8 +167,8 @@ def open_study(cfg, run_dir: str | None, resume: bool, max_epochs: int, first: d
             else:
                 study.tell(t.number, state=states.PRUNED if record["state"] == "pruned" else states.FAIL)
         else:
-            study.tell(t.number, state=states.FAIL)
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+            study.tell(t.number, state=states.FAIL)  # killed mid-fit: tried again from its last epoch
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.user_attrs.get("retry_of", t.number)})
     return study
 
 
@@ -313,7 +316,9 @@ def run_study(cfg, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx:
         else:
             spec = model_spec.of(model or hp["model"])
         hp["model"] = str(spec)
-        seed = int(cfg.seed) + 1 + trial.number
+        origin = int(trial.user_attrs.get("retry_of", trial.number))  # a retry is its first try, continued
+        seed = int(cfg.seed) + 1 + origin
+        ckpt = os.path.join(run_dir, "trials", f"{origin}.ckpt") if run_dir else None
         curve: list[float] = []
         t0 = time.time()
 
@@ -329,7 +334,7 @@ def run_study(cfg, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx:
             fitted = trainer.fit(spec, hp, x, y, train_idx, num_classes, seed, cfg, val_idx=val_idx,
                                  on_epoch=on_epoch, metric=o.metric,
                                  deadline=t0 + o.trial_seconds if o.trial_seconds else 0.0, hyper=hyper,
-                                 clean=clean)
+                                 clean=clean, checkpoint=ckpt)
             value, num_params = fitted.history[-1]["val"], fitted.num_params
         except optuna.TrialPruned:
             state, num_params = "pruned", None
@@ -354,6 +359,8 @@ def run_study(cfg, x: np.ndarray, y: np.ndarray, train_idx: np.ndarray, val_idx:
         study.set_user_attr("seconds", record["elapsed"])
         if path:
             rundir.append_jsonl(path, record)
+        if ckpt:  # the trial is recorded: its epochs' states are no longer needed
+            shutil.rmtree(ckpt, ignore_errors=True)
         finished += 1
         if state == "complete" and (best is None or value > best["value"]):
             best = record

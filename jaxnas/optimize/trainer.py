@@ -231,6 +231,9 @@ class Fit(driver.Loop):
             self.best = (m["best_score"], parallel.put_replicated(state["best"], self.mesh) + (m["best_epoch"],))
         self.start, self.t0, self.fitted.history = m["epoch"] * self.steps, self.t0 - m["seconds"], m["history"]
         self.fitted.params, self.fitted.stats = self.params, self.stats
+        if self.on_epoch is not None and self.val_idx is not None:  # a study's trial: its pruner sees them again
+            for record in self.fitted.history:
+                self.on_epoch(record["epoch"], record["val"])
 
     def nonfinite(self, gstep: int, bad: list[str]) -> Exception:
         epoch = (gstep - 1) // self.steps + 1
