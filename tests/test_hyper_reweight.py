@@ -322,6 +322,24 @@ class _Stop(Exception):
     pass
 
 
+def test_a_resumed_fit_counts_the_time_it_spent_before_it_stopped_against_its_deadline(tmp_path):
+    import json
+    import time
+
+    def stop_after_one(epoch, _):
+        raise _Stop
+
+    with pytest.raises(_Stop):
+        _fit_on(1, None, epochs=3, checkpoint=str(tmp_path / "cut"), on_epoch=stop_after_one)
+    latest = tmp_path / "cut" / "latest.json"
+    meta = json.loads(latest.read_text())
+    latest.write_text(json.dumps(dict(meta, seconds=1000.0)))  # as if epoch 1 had taken 1,000 s
+    with pytest.raises(trainer.TimeUp):  # 500 s from now, less the 1,000 s already spent: past
+        _fit_on(1, None, epochs=3, checkpoint=str(tmp_path / "cut"), deadline=time.time() + 500)
+    assert len(_fit_on(1, None, epochs=3, checkpoint=str(tmp_path / "cut"),
+                       deadline=time.time() + 1500).history) == 3  # 500 s left: it finishes
+
+
 @pytest.mark.parametrize("hyper", [None, _hyper(method="mwnet", meta_batch=32),
                                    _hyper(method="hypergrad", learn="example_weights,learning_rate", meta_batch=32)],
                          ids=["plain", "mwnet", "hypergrad"])

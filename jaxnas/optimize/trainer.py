@@ -230,6 +230,8 @@ class Fit(driver.Loop):
         if m["best_epoch"]:
             self.best = (m["best_score"], parallel.put_replicated(state["best"], self.mesh) + (m["best_epoch"],))
         self.start, self.t0, self.fitted.history = m["epoch"] * self.steps, self.t0 - m["seconds"], m["history"]
+        if self.deadline:  # a time limit counts the time the fit spent before it stopped
+            self.deadline -= m["seconds"]
         self.fitted.params, self.fitted.stats = self.params, self.stats
         if self.on_epoch is not None and self.val_idx is not None:  # a study's trial: its pruner sees them again
             for record in self.fitted.history:
