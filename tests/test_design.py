@@ -17,7 +17,8 @@ def modules() -> dict[str, pathlib.Path]:
 
 def import_graph() -> dict[str, set[str]]:
     """Module -> the jaxnas modules it imports. ``from pkg import name`` points at ``pkg.name`` when that
-    is a module, else at ``pkg`` (whose ``__init__`` defines the name)."""
+    is a module, else at ``pkg`` (whose ``__init__`` defines the name); either way at the packages above
+    it but the root, whose ``__init__`` runs first."""
     mods = modules()
     graph = {m: set() for m in mods}
     for m, path in mods.items():
@@ -29,7 +30,9 @@ def import_graph() -> dict[str, set[str]]:
                            for a in node.names]
             else:
                 continue
-            graph[m] |= {t for t in targets if t in mods and t != m}
+            # importing a.b.c runs the __init__ of package a.b too (all but the root's, which imports everything)
+            targets += [".".join(t.split(".")[:i]) for t in targets for i in range(2, t.count(".") + 1)]
+            graph[m] |= {t for t in targets if t in mods and t != m and not m.startswith(t + ".")}
     return graph
 
 

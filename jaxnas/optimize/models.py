@@ -20,12 +20,12 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 from flax import nnx
 
 from jaxnas import genotype as genotype_lib
 from jaxnas import kernels
 from jaxnas.errors import JaxnasError
-from jaxnas.config import space_group
 from jaxnas.optimize import model_spec
 from jaxnas.nn import torch_default_init, torch_linear
 from jaxnas.registry import Registry
@@ -101,8 +101,8 @@ def _genotype(arg: str, in_shape, num_classes, rngs, cfg):
 
 
 def _space_of(name: str, cfg):
-    given = cfg.space if "space" in cfg and cfg.space.name == name else None
-    return space_group(name, given)
+    """The config's space group when it is space ``name``'s, else just the name (the space's defaults)."""
+    return cfg.space if "space" in cfg and cfg.space.name == name else ml_collections.ConfigDict({"name": name})
 
 
 def build(spec: model_spec.Spec | str, in_shape, num_classes: int, rngs: nnx.Rngs, cfg,
