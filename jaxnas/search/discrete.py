@@ -39,24 +39,27 @@ def check_budget(d) -> None:
                           f"or discrete.budget_seconds (got {d.budget_seconds}) to a positive value")
 
 
-def check(cfg, data: data_lib.SearchData | None = None, evaluator=None):
+def check(cfg, data: data_lib.SearchData | None = None, evaluator=None, log=print):
     """Everything ``run`` refuses before it evaluates anything (``--check`` runs it; so does ``run``,
     first): the budget, the space for these images, the evaluator (a table's file is read), and a
-    time budget only with an evaluator that has costs. Returns the space."""
+    time budget only with an evaluator that has costs. Returns the space and the evaluator when it had
+    to be made to be checked (a table's), else None."""
     d = cfg.discrete
     check_budget(d)
     space = space_of(cfg, data)
+    made = None
     if evaluator is not None:
         has_cost = getattr(evaluator, "has_cost", True)
     elif cfg.evaluator.kind == "table":
-        has_cost = make_evaluator(cfg, space).has_cost
+        made = make_evaluator(cfg, space, log, data)
+        has_cost = made.has_cost
     else:
         has_cost = getattr(EVALUATORS.lookup(cfg.evaluator.kind), "has_cost", True)
     if d.budget_seconds and not has_cost:
         raise JaxnasError(f"discrete.budget_seconds={d.budget_seconds} counts the evaluations' cost, but evaluator "
                           f"{cfg.evaluator.kind!r} has none (set evaluator.cost_column to the table's time column, "
                           f"or budget with discrete.budget_evals)")
-    return space
+    return space, made
 
 
 def new_state() -> dict:
@@ -133,11 +136,11 @@ class DiscreteSearch(driver.Loop):
     def __init__(self, cfg, run_dir: str | None, log, strategy_cls, evaluator=None,
                  data: data_lib.SearchData | None = None):
         self.cfg, self.run_dir, self.log, self.data, d = cfg, run_dir, log, data, cfg.discrete
-        self.space = check(cfg, data, evaluator)
-        self.evaluator = evaluator or make_evaluator(cfg, self.space, log, data)
+        self.space, made = check(cfg, data, evaluator, log)
+        self.evaluator = evaluator or made or make_evaluator(cfg, self.space, log, data)  # a table is read once
         self.strategy = strategy_cls(self.space, d, cfg.seed)
         self.steps = d.budget_evals or 2 ** 62  # a time budget alone: until it is spent (``finished``)
-        self.state, self.history, self.exhausted = new_state(), [], False
+        self.state, self.history, self.record = new_state(), [], None
         self.state_path = os.path.join(run_dir, "search_state.json") if run_dir else None
         self.hist_path = os.path.join(run_dir, "history.jsonl") if run_dir else None
         self.progress = driver.Progress(0, 0, "", enabled=False)  # the log lines carry the ETA
@@ -168,13 +171,12 @@ class DiscreteSearch(driver.Loop):
         self.t_start, self.done_before = time.time(), self.start
 
     def step(self, epoch: int, i: int) -> dict:
-        self.record = evaluate_next(self.strategy, self.evaluator, self.space, self.state)
-        self.exhausted = self.record is None
+        self.record = evaluate_next(self.strategy, self.evaluator, self.space, self.state)  # None: nothing left
         return {}  # scores are the evaluator's: a table's missing value is not a diverged run
 
     def finished(self) -> bool:
         d = self.cfg.discrete
-        return self.exhausted or not within_budget(self.state, d.budget_evals, d.budget_seconds)
+        return self.record is None or not within_budget(self.state, d.budget_evals, d.budget_seconds)
 
     def log_step(self, epoch: int, i: int, gstep: int, metrics: dict) -> None:
         r = self.record
