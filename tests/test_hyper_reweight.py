@@ -298,8 +298,9 @@ def _fit_on(devices: int, hyper, epochs: int = 2, **kw):
 
 
 @pytest.mark.parametrize("hyper", [None, _hyper(method="l2rw", meta_batch=32), _hyper(method="mwnet", meta_batch=32),
-                                   _hyper(method="hypergrad", learn="example_weights,learning_rate", meta_batch=32)],
-                         ids=["plain", "l2rw", "mwnet", "hypergrad"])
+                                   _hyper(method="hypergrad", learn="example_weights,learning_rate", meta_batch=32),
+                                   _hyper(method="hypergrad", learn="augment_translate", meta_batch=32)],
+                         ids=["plain", "l2rw", "mwnet", "hypergrad", "augment"])
 def test_a_fit_is_the_same_on_one_and_four_devices(hyper):
     """The trainer and every reweighting step are data-parallel: the state replicated, training and
     meta batches split over the mesh, the program written for the global batch."""
@@ -341,8 +342,9 @@ def test_a_resumed_fit_counts_the_time_it_spent_before_it_stopped_against_its_de
 
 
 @pytest.mark.parametrize("hyper", [None, _hyper(method="mwnet", meta_batch=32),
-                                   _hyper(method="hypergrad", learn="example_weights,learning_rate", meta_batch=32)],
-                         ids=["plain", "mwnet", "hypergrad"])
+                                   _hyper(method="hypergrad", learn="example_weights,learning_rate", meta_batch=32),
+                                   _hyper(method="hypergrad", learn="augment_noise,augment_translate", meta_batch=32)],
+                         ids=["plain", "mwnet", "hypergrad", "augment"])
 def test_a_stopped_fit_goes_on_from_its_last_epoch_bit_exactly(hyper, tmp_path):
     whole = _fit_on(2, hyper, epochs=3, keep_best=True, checkpoint=str(tmp_path / "whole"))
     seen = []

@@ -25,7 +25,10 @@ weighting is 1, for the logs:
   optimizer's own decay is then off). ``learning_rate`` is a multiplier exp(log_lr) (1 at the
   start) of the trainer's schedule, in the lookahead's SGD steps and in the real step's update: its
   one-step hypergradient is -lr (grad L_meta(w')) . (grad L_train(w)), the signal of hypergradient
-  descent (Baydin et al. 2018, Eq. 2 for SGD). What is not learned keeps the trainer's fixed value.
+  descent (Baydin et al. 2018, Eq. 2 for SGD). ``augment_<name>`` learns the magnitude of a
+  differentiable augmentation of the training images (``jaxnas/hyper/augments``: ``noise``,
+  ``translate``) applied in the training loss, the lookahead's included; the meta loss sees the
+  validation images without them. What is not learned keeps the trainer's fixed value.
 
 Every step is data-parallel over ``mesh`` (as the search step): the state and hyperparameters
 replicated, training and meta batches split over the devices, written for the global batch.
@@ -51,13 +54,14 @@ from flax import nnx
 
 from jaxnas import parallel
 from jaxnas.errors import JaxnasError
-from jaxnas.hyper import estimators
+from jaxnas.hyper import augments, estimators
 
 R, S = parallel.REPLICATED, parallel.SPLIT
 
 METHODS = ("l2rw", "mwnet", "hypergrad")
 LOOKAHEADS = ("sgd", "optimizer")
-LEARNABLE = ("example_weights", "class_weights", "weight_decay", "label_smoothing", "learning_rate")
+LEARNABLE = ("example_weights", "class_weights", "weight_decay", "label_smoothing", "learning_rate",
+             *(f"augment_{name}" for name in augments.AUGMENTS))
 
 
 def parse_learn(text: str) -> tuple[str, ...]:
@@ -149,12 +153,19 @@ class Steps:
 
     ``hp``: the trainer's fixed hyperparameters (label smoothing, weight decay); ``n_train``: the
     training split's size (per-example weights); ``cfg``: ``optimize.hyper``; ``mesh``: the devices
-    the steps are split over (None: plain ``jax.jit`` on the default device)."""
+    the steps are split over (None: plain ``jax.jit`` on the default device); ``image_shape``: (H, W,
+    C), for a learned augmentation's magnitude in its units. A learned augmentation's randomness
+    comes with each training batch as ``batch["aug"]`` (``draws``)."""
 
     def __init__(self, graphdef, tx, hp: dict, num_classes: int, n_train: int, cfg, seed: int, mesh=None,
-                 fusion_autotune: bool = False):
+                 fusion_autotune: bool = False, image_shape: tuple | None = None):
         self.cfg, self.method, self.k = cfg, cfg.method, num_classes
         self.learn = parse_learn(cfg.learn) if cfg.method == "hypergrad" else ()
+        self.augments = {n[len("augment_"):]: augments.AUGMENTS[n[len("augment_"):]]
+                         for n in self.learn if n.startswith("augment_")}
+        if self.augments and image_shape is None:
+            raise ValueError("a learned augmentation needs the image shape (Steps(image_shape=...))")
+        self.image_shape, self.seed = (tuple(image_shape) if image_shape is not None else None), seed
         smoothing = float(hp["label_smoothing"])
 
         def forward(params, stats, x):
@@ -245,6 +256,8 @@ class Steps:
                     h["ls"] = jnp.asarray(_logit(min(max(2 * smoothing, 0.02), 0.98)))
                 if "learning_rate" in learn:
                     h["log_lr"] = jnp.zeros(())
+                for name, aug in self.augments.items():
+                    h[f"aug_{name}"] = jnp.asarray(_logit(aug.start))
                 return Hyper(h, htx.init(h))
             self.init = init
 
@@ -256,8 +269,15 @@ class Steps:
                     w = w * 2 * jax.nn.sigmoid(h["class"][batch["y"]])
                 return w
 
+            def augmented(h, batch):
+                x = batch["x"]
+                for name, aug in self.augments.items():
+                    x = aug.apply(x, augments.magnitude(aug, h[f"aug_{name}"], self.image_shape), batch["aug"][name])
+                return dict(batch, x=x) if self.augments else batch
+
             def train_loss(w_params, h, stats, batch):
                 s = 0.5 * jax.nn.sigmoid(h["ls"]) if "ls" in h else smoothing
+                batch = augmented(h, batch)
                 ell, new_stats = losses(w_params, stats, batch, s)
                 wts = weights_of(h, batch)
                 loss = jnp.sum(wts * ell) / jnp.sum(wts)
@@ -289,7 +309,9 @@ class Steps:
             self.train_loss, self.meta_loss = train_loss, meta_loss  # for benchmarks of other estimators
             self.hyper_update = _jit(hyper_update, mesh, (R, R, R, R, parallel.SPLIT_STACKED, S, R), (R, R),
                                      fusion_autotune)
-            self.values = lambda rstate: _values(rstate.params, smoothing, wd0)
+            self.values = lambda rstate: {**_values(rstate.params, smoothing, wd0), **{
+                f"augment_{name}": float(augments.magnitude(aug, rstate.params[f"aug_{name}"], self.image_shape))
+                for name, aug in self.augments.items()}}
         self.step = _jit(step, mesh, (R, R, R, R, S, S, R), (R, R, R, R, R, S), fusion_autotune)
 
     @property
@@ -297,6 +319,15 @@ class Steps:
         """Training batches one hyperparameter update reads (K of the unrolled estimator, else 1)."""
         c = self.cfg
         return int(c.steps) if self.method == "hypergrad" and c.estimator == "unrolled" else 1
+
+    def draws(self, epoch: int, i: int, batch_shape: tuple) -> dict:
+        """The randomness of the learned augmentations for batch ``i`` of ``epoch`` (batch images of
+        shape ``batch_shape``), ``{"aug": {name: array}}`` to add to the batch, or ``{}``; a function
+        of the seed, epoch and step, so a resumed fit draws the same."""
+        if not self.augments:
+            return {}
+        rng = np.random.default_rng([self.seed, 23, epoch, i])
+        return {"aug": {name: aug.draw(rng, tuple(batch_shape)) for name, aug in self.augments.items()}}
 
     def updates_hyper(self, step: int) -> bool:
         return self.method == "hypergrad" and step % int(self.cfg.every) == 0

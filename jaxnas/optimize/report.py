@@ -131,13 +131,15 @@ def _learned_lines(report: dict) -> list[str]:
     if not h:
         return []
     w = h["weights"]
-    line = (f"learned by {h['method']} on val meta batches: example weights mean {w.get('weight_mean', 0):.3f}, "
-            f"std {w.get('weight_std', 0):.3f}, {w.get('weight_zero_fraction', 0):.1%} zero")
+    parts = []
+    if h["method"] != "hypergrad" or w.get("weight_std", 0) > 0:  # else no example or class weight was learned
+        parts.append(f"example weights mean {w.get('weight_mean', 0):.3f}, std {w.get('weight_std', 0):.3f}, "
+                     f"{w.get('weight_zero_fraction', 0):.1%} zero")
     if "auroc_clean" in w:
-        line += f"; AUROC of weight vs correct label {w['auroc_clean']:.3f} (last epoch)"
+        parts.append(f"AUROC of weight vs correct label {w['auroc_clean']:.3f} (last epoch)")
     if h.get("values"):
-        line += "; " + ", ".join(f"{k} {v}" for k, v in h["values"].items())
-    return [line]
+        parts.append(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in h["values"].items()))
+    return [f"learned by {h['method']} on val meta batches: " + "; ".join(parts)]
 
 
 def markdown(report: dict) -> str:

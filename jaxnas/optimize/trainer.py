@@ -200,7 +200,8 @@ class Fit(driver.Loop):
                 raise JaxnasError(f"optimize.hyper: the validation split's {len(val_idx)} examples are fewer than "
                                   f"the {n_dev} devices; a meta batch needs at least one example per device")
             self.meta = data_lib.Batcher(x, y, val_idx, mb, mean, std, crop, seed, 12, cutout=cut, pad=pad)
-            self.learner = reweight.Steps(graphdef, tx, hp, num_classes, len(train_idx), hyper, seed, mesh, autotune)
+            self.learner = reweight.Steps(graphdef, tx, hp, num_classes, len(train_idx), hyper, seed, mesh, autotune,
+                                          image_shape=x.shape[1:])
             self.rstate = parallel.put_replicated(self.learner.init(), mesh)
             self.position = np.zeros(len(x), np.int32)
             self.position[train_idx] = np.arange(len(train_idx))
@@ -253,11 +254,10 @@ class Fit(driver.Loop):
         else:
             learner = self.learner
             rows = batches.rows(epoch, i)
-            batch = dict(batches.batch(epoch, i), pos=self.position[rows])
+            batch = self._batch(epoch, i)
             meta_batch = self.meta.batch(epoch, i)
             if learner.updates_hyper(g):
-                ahead = [batch] + [dict(batches.batch(epoch, i + j), pos=self.position[batches.rows(epoch, i + j)])
-                                   for j in range(1, learner.lookahead)]
+                ahead = [batch] + [self._batch(epoch, i + j) for j in range(1, learner.lookahead)]
                 self.rstate, _ = learner.hyper_update(self.params, self.stats, self.opt, self.rstate,
                                                       jax.tree.map(lambda *a: np.stack(a), *ahead), meta_batch,
                                                       self.schedule(g))
@@ -269,6 +269,13 @@ class Fit(driver.Loop):
             jax.block_until_ready(loss)
             raise TimeUp(f"stopped in epoch {epoch + 1} after {time.time() - self.t0:.0f} s")
         return {"loss": loss}
+
+    def _batch(self, epoch: int, i: int) -> dict:
+        """Training batch ``i`` of ``epoch`` for a reweighting step: its examples' positions in the
+        training split (per-example weights) and the learned augmentations' randomness."""
+        batch = self.batches.batch(epoch, i)
+        return dict(batch, pos=self.position[self.batches.rows(epoch, i)],
+                    **self.learner.draws(epoch, i, batch["x"].shape))
 
     def end_epoch(self, epoch: int, gstep: int, seconds: float) -> None:
         record = {"epoch": epoch + 1, "train_loss": float(np.mean(jax.device_get(self.losses)))}
