@@ -182,7 +182,8 @@ def optimize(target: str, devices: int = 1, size: str = "test", model: str = "cn
     ``model`` (a model spec, ``jaxnas.optimize.models``) on 8x8x1 digits (test) or 32x32x3 (paper).
     ``reweight``: instead, the step of a reweighted fit (``optimize.hyper.method``): L2RW's or
     MW-Net's step (lookahead, weights, real step), or for ``hypergrad`` its hyperparameter update
-    (the one-step hypergradient of per-example weights and the learning rate, and Adam on them)."""
+    (the one-step hypergradient of per-example weights, the learning rate and every learned
+    augmentation's magnitude, and Adam on them)."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -218,15 +219,21 @@ def optimize(target: str, devices: int = 1, size: str = "test", model: str = "cn
     if not reweight:
         train, _ = make_classifier_steps(graphdef, graphdef_eval, tx, hp["label_smoothing"], 10, mesh, fusion_autotune)
         return Built(f"optimize-{model}-{optimizer}-{size}", train, (*state, images), form)
+    from jaxnas.hyper import augments
     from jaxnas.hyper import reweight as reweight_lib
 
     hyper = cfg.optimize.hyper
-    hyper.method, hyper.learn = reweight, "example_weights,learning_rate"
+    learn = ["example_weights", "learning_rate"]
+    if reweight == "hypergrad":  # and every learned augmentation
+        learn += [f"augment_{name}" for name in augments.AUGMENTS]
+    hyper.method, hyper.learn = reweight, ",".join(learn)
     n_train = 1000
-    steps = reweight_lib.Steps(graphdef, tx, hp, 10, n_train, hyper, 0, mesh, fusion_autotune)
+    steps = reweight_lib.Steps(graphdef, tx, hp, 10, n_train, hyper, 0, mesh, fusion_autotune, image_shape=shape)
     rstate = _abstract_state(_shapes(steps.init), mesh)
     repl, data = parallel.replicated(mesh), parallel.batch_sharded(mesh)
-    batch_pos = dict(images, pos=jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=data))
+    draws = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=data),
+                         steps.draws(0, 0, (batch, *shape)))
+    batch_pos = dict(images, pos=jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=data), **draws)
     lr = jax.ShapeDtypeStruct((), jnp.float32, sharding=repl)
     name = f"optimize-{reweight}-{model}-{optimizer}-{size}"
     if reweight == "hypergrad":
