@@ -87,3 +87,23 @@ def test_the_magnitudes_hypergradient_matches_float64_finite_differences_through
             fd = (after_step({**h, k: h[k] + e}) - after_step({**h, k: h[k] - e})) / (2 * e)
             assert abs(float(fd)) > 1e-7, k  # the magnitude does shape the step
             assert float(g[k]) == pytest.approx(float(fd), rel=1e-5, abs=1e-10), k
+
+
+def test_a_users_augmentation_is_one_registration_and_then_learnable(monkeypatch):
+    from jaxnas.hyper.augments import registry
+
+    monkeypatch.setitem(registry.AUGMENTS, "brightness", None)  # removed again after the test
+    del registry.AUGMENTS["brightness"]
+    augments.register_augment("brightness", augments.Augment(
+        apply=lambda x, m, u: x + m * u[:, None, None, None], draw=lambda rng, shape: rng.uniform(-1, 1, shape[:1]),
+        bound=lambda image_shape: 2.0, start=0.5, unit="std"))
+    assert "augment_brightness" in reweight.parse_learn("augment_brightness")
+    cfg = config_lib.tiny_optimize()
+    graphdef, params, stats = nnx.split(models.build("cnn:4", (8, 8, 1), 3, nnx.Rngs(0), cfg), nnx.Param, nnx.BatchStat)
+    hyper = config_lib.optimize_defaults().optimize.hyper
+    hyper.update(method="hypergrad", learn="augment_brightness")
+    steps = reweight.Steps(graphdef, optax.sgd(0.1), {"label_smoothing": 0.0, "weight_decay": 0.0}, 3, 6, hyper, 0,
+                           image_shape=(8, 8, 1))
+    assert steps.values(steps.init()) == {"augment_brightness": pytest.approx(1.0)}
+    with pytest.raises(Exception, match="augment_nope.*unknown.*augment_brightness"):
+        reweight.parse_learn("augment_nope")

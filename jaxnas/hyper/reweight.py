@@ -60,18 +60,24 @@ R, S = parallel.REPLICATED, parallel.SPLIT
 
 METHODS = ("l2rw", "mwnet", "hypergrad")
 LOOKAHEADS = ("sgd", "optimizer")
-LEARNABLE = ("example_weights", "class_weights", "weight_decay", "label_smoothing", "learning_rate",
-             *(f"augment_{name}" for name in augments.AUGMENTS))
+LEARNABLE = ("example_weights", "class_weights", "weight_decay", "label_smoothing", "learning_rate")
+
+
+def learnable() -> tuple[str, ...]:
+    """What ``optimize.hyper.learn`` may name: ``LEARNABLE`` and ``augment_<name>`` for each registered
+    augmentation (a user's own included, registered before the config is read)."""
+    return LEARNABLE + tuple(f"augment_{name}" for name in augments.AUGMENTS)
 
 
 def parse_learn(text: str) -> tuple[str, ...]:
-    """``optimize.hyper.learn``: a comma list of ``LEARNABLE`` names, each once."""
+    """``optimize.hyper.learn``: a comma list of ``learnable()`` names, each once."""
     names = tuple(t.strip() for t in str(text).split(",") if t.strip())
+    allowed = learnable()
     if not names:
-        raise JaxnasError(f"optimize.hyper.learn is empty; name one or more of: {', '.join(LEARNABLE)}")
+        raise JaxnasError(f"optimize.hyper.learn is empty; name one or more of: {', '.join(allowed)}")
     for n in names:
-        if n not in LEARNABLE:
-            raise JaxnasError(f"optimize.hyper.learn: {n!r} unknown; allowed: {', '.join(LEARNABLE)}")
+        if n not in allowed:
+            raise JaxnasError(f"optimize.hyper.learn: {n!r} unknown; allowed: {', '.join(allowed)}")
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise JaxnasError(f"optimize.hyper.learn declares {', '.join(twice)} twice")
