@@ -13,6 +13,16 @@ from jaxnas.hyper import augments, estimators, reweight
 from jaxnas.optimize import models
 
 
+def _steps(learn: str, image_shape=(8, 8, 1)) -> reweight.Steps:
+    """The hypergradient steps of a tiny CNN on 8x8x1 images learning ``learn``."""
+    cfg = config_lib.tiny_optimize()
+    graphdef, _, _ = nnx.split(models.build("cnn:4", (8, 8, 1), 3, nnx.Rngs(0), cfg), nnx.Param, nnx.BatchStat)
+    hyper = config_lib.optimize_defaults().optimize.hyper
+    hyper.update(method="hypergrad", learn=learn)
+    return reweight.Steps(graphdef, optax.sgd(0.1), {"label_smoothing": 0.0, "weight_decay": 0.0}, 3, 6, hyper, 0,
+                          image_shape=image_shape)
+
+
 def test_translate_by_whole_pixels_moves_the_image_and_shifts_in_zeros():
     x = jnp.arange(2 * 4 * 5 * 2, dtype=jnp.float32).reshape(2, 4, 5, 2)
     u = jnp.asarray([[0.5, 0.0], [0.0, -1.0]])  # m = 2: down 1 row; left 2 columns
@@ -40,12 +50,7 @@ def test_noise_adds_its_magnitude_times_the_draw():
 
 
 def test_magnitudes_start_at_their_fraction_of_the_bound_in_the_images_units():
-    cfg = config_lib.tiny_optimize()
-    graphdef, params, stats = nnx.split(models.build("cnn:4", (8, 8, 1), 3, nnx.Rngs(0), cfg), nnx.Param, nnx.BatchStat)
-    hyper = config_lib.optimize_defaults().optimize.hyper
-    hyper.update(method="hypergrad", learn="augment_noise,augment_translate")
-    steps = reweight.Steps(graphdef, optax.sgd(0.1), {"label_smoothing": 0.0, "weight_decay": 0.0}, 3, 6, hyper, 0,
-                           image_shape=(8, 8, 1))
+    steps = _steps("augment_noise,augment_translate")
     values = steps.values(steps.init())
     assert values["augment_noise"] == pytest.approx(0.1)
     assert values["augment_translate"] == pytest.approx(0.5)  # 8 / 4 pixels at most, a quarter of that
@@ -55,7 +60,7 @@ def test_magnitudes_start_at_their_fraction_of_the_bound_in_the_images_units():
     np.testing.assert_array_equal(draws["translate"], again["translate"])
     assert not np.array_equal(draws["translate"], steps.draws(1, 3, (6, 8, 8, 1))["aug"]["translate"])
     with pytest.raises(ValueError, match="image shape"):
-        reweight.Steps(graphdef, optax.sgd(0.1), {"label_smoothing": 0.0, "weight_decay": 0.0}, 3, 6, hyper, 0)
+        _steps("augment_noise", image_shape=None)
 
 
 def test_the_magnitudes_hypergradient_matches_float64_finite_differences_through_a_training_step():
@@ -92,18 +97,13 @@ def test_the_magnitudes_hypergradient_matches_float64_finite_differences_through
 def test_a_users_augmentation_is_one_registration_and_then_learnable(monkeypatch):
     from jaxnas.hyper.augments import registry
 
-    monkeypatch.setitem(registry.AUGMENTS, "brightness", None)  # removed again after the test
+    monkeypatch.setitem(registry.AUGMENTS, "brightness", None)  # so that the test's registration is undone
     del registry.AUGMENTS["brightness"]
     augments.register_augment("brightness", augments.Augment(
         apply=lambda x, m, u: x + m * u[:, None, None, None], draw=lambda rng, shape: rng.uniform(-1, 1, shape[:1]),
         bound=lambda image_shape: 2.0, start=0.5, unit="std"))
     assert "augment_brightness" in reweight.parse_learn("augment_brightness")
-    cfg = config_lib.tiny_optimize()
-    graphdef, params, stats = nnx.split(models.build("cnn:4", (8, 8, 1), 3, nnx.Rngs(0), cfg), nnx.Param, nnx.BatchStat)
-    hyper = config_lib.optimize_defaults().optimize.hyper
-    hyper.update(method="hypergrad", learn="augment_brightness")
-    steps = reweight.Steps(graphdef, optax.sgd(0.1), {"label_smoothing": 0.0, "weight_decay": 0.0}, 3, 6, hyper, 0,
-                           image_shape=(8, 8, 1))
+    steps = _steps("augment_brightness")
     assert steps.values(steps.init()) == {"augment_brightness": pytest.approx(1.0)}
     with pytest.raises(Exception, match="augment_nope.*unknown.*augment_brightness"):
         reweight.parse_learn("augment_nope")
