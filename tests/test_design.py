@@ -77,3 +77,12 @@ def test_the_import_graph_has_no_cycle():
     graph = import_graph()
     assert "jaxnas.spaces.cell_supernet" in graph and "jaxnas.relaxations.registry" in graph["jaxnas.relaxations.softmax"]
     assert cycles(graph) == []
+
+
+def test_every_public_name_exists_and_is_documented():
+    import jaxnas
+
+    missing = [n for n in jaxnas.__all__ if not hasattr(jaxnas, n)]
+    assert not missing
+    undocumented = [n for n in jaxnas.__all__ if not (getattr(jaxnas, n).__doc__ or "").strip()]
+    assert not undocumented, undocumented
