@@ -7,7 +7,7 @@ from flax import nnx
 from jaxnas import kernels, ops
 from jaxnas.errors import JaxnasError
 from jaxnas.kernels import build, separable
-from jaxnas.ops.darts_primitives import StackedDilConv, StackedFactorizedReduce, StackedSepConv
+from jaxnas.ops.darts_primitives import SharedPool, StackedDilConv, StackedFactorizedReduce, StackedSepConv
 from jaxnas.ops.nb201_convs import StackedReLUConvBN
 from jaxnas.spaces.edges import EdgeMix, PerEdge, SourceEdges
 
@@ -77,6 +77,9 @@ def test_batched_edges_equal_separate_mixed_ops(impl, stride):
             mean = src.block2.bn.bn.mean[...].reshape(3, 4)
             for e in range(3):
                 np.testing.assert_allclose(mean[e], ref[e].ops[int(i)].block2.bn.mean[...], rtol=1e-4, atol=1e-5)
+        if isinstance(src, SharedPool):  # one pool and BN for all edges: each edge's own BN saw the same
+            for e in range(3):
+                np.testing.assert_allclose(src.bn.var[...], ref[e].ops[int(i)].layers[1].var[...], rtol=1e-4, atol=1e-5)
 
 
 def test_fused_edges_second_order_equals_the_per_op_form():
