@@ -49,6 +49,16 @@ def test_noise_adds_its_magnitude_times_the_draw():
     np.testing.assert_allclose(augments.AUGMENTS["noise"].apply(x, 0.25, eps), 0.5)
 
 
+def test_brightness_and_contrast_move_each_image_by_its_own_draw():
+    x = jnp.asarray([[[[1.0], [3.0]]], [[[0.0], [4.0]]]])  # two 1x2x1 images, means 2 and 2
+    u = jnp.asarray([1.0, -0.5])
+    np.testing.assert_allclose(augments.AUGMENTS["brightness"].apply(x, 0.4, u)[:, 0, :, 0], [[1.4, 3.4], [-0.2, 3.8]],
+                               rtol=1e-6)
+    # contrast 1 + 0.4 u: 1.4 for the first image (2 -+ 1.4), 0.8 for the second (2 -+ 1.6)
+    np.testing.assert_allclose(augments.AUGMENTS["contrast"].apply(x, 0.4, u)[:, 0, :, 0], [[0.6, 3.4], [0.4, 3.6]],
+                               rtol=1e-6)
+
+
 def test_magnitudes_start_at_their_fraction_of_the_bound_in_the_images_units():
     steps = _steps("augment_noise,augment_translate")
     values = steps.values(steps.init())
@@ -63,7 +73,7 @@ def test_magnitudes_start_at_their_fraction_of_the_bound_in_the_images_units():
         _steps("augment_noise", image_shape=None)
 
 
-def test_the_magnitudes_hypergradient_matches_float64_finite_differences_through_a_training_step():
+def test_every_magnitudes_hypergradient_matches_float64_finite_differences_through_a_training_step():
     with jax.enable_x64(True):
         cfg = config_lib.tiny_optimize()
         model = models.build("cnn:4", (8, 8, 1), 3, nnx.Rngs(1), cfg)
@@ -71,7 +81,7 @@ def test_the_magnitudes_hypergradient_matches_float64_finite_differences_through
         params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
         stats = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), stats)
         hyper = config_lib.optimize_defaults().optimize.hyper
-        hyper.update(method="hypergrad", learn="augment_noise,augment_translate")
+        hyper.update(method="hypergrad", learn=",".join(f"augment_{n}" for n in augments.AUGMENTS))  # every one
         steps = reweight.Steps(graphdef, optax.sgd(0.1), {"label_smoothing": 0.0, "weight_decay": 0.0}, 3, 6, hyper,
                                0, image_shape=(8, 8, 1))
         rng = np.random.default_rng(4)
@@ -79,7 +89,7 @@ def test_the_magnitudes_hypergradient_matches_float64_finite_differences_through
                  **steps.draws(0, 0, (6, 8, 8, 1))}
         batch = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64) if a.dtype.kind == "f" else jnp.asarray(a), batch)
         meta = {"x": jnp.asarray(rng.normal(size=(5, 8, 8, 1))), "y": jnp.asarray(rng.integers(0, 3, 5))}
-        h = {"aug_noise": jnp.float64(-1.0), "aug_translate": jnp.float64(0.3)}
+        h = {f"aug_{n}": jnp.float64(v) for n, v in zip(augments.AUGMENTS, np.linspace(-1.0, 0.5, len(augments.AUGMENTS)))}
         inner = lambda w, h, b: steps.train_loss(w, h, stats, b)[0]  # noqa: E731
         outer = lambda w, h, m: steps.meta_loss(w, stats, m)  # noqa: E731
         _, g, _ = estimators.unrolled(inner, outer, lr=0.5)(params, h, batch, meta)
@@ -97,13 +107,13 @@ def test_the_magnitudes_hypergradient_matches_float64_finite_differences_through
 def test_a_users_augmentation_is_one_registration_and_then_learnable(monkeypatch):
     from jaxnas.hyper.augments import registry
 
-    monkeypatch.setitem(registry.AUGMENTS, "brightness", None)  # so that the test's registration is undone
-    del registry.AUGMENTS["brightness"]
-    augments.register_augment("brightness", augments.Augment(
+    monkeypatch.setitem(registry.AUGMENTS, "user_shift", None)  # so that the test's registration is undone
+    del registry.AUGMENTS["user_shift"]
+    augments.register_augment("user_shift", augments.Augment(
         apply=lambda x, m, u: x + m * u[:, None, None, None], draw=lambda rng, shape: rng.uniform(-1, 1, shape[:1]),
         bound=lambda image_shape: 2.0, start=0.5, unit="std"))
-    assert "augment_brightness" in reweight.parse_learn("augment_brightness")
-    steps = _steps("augment_brightness")
-    assert steps.values(steps.init()) == {"augment_brightness": pytest.approx(1.0)}
-    with pytest.raises(Exception, match="augment_nope.*unknown.*augment_brightness"):
+    assert "augment_user_shift" in reweight.parse_learn("augment_user_shift")
+    steps = _steps("augment_user_shift")
+    assert steps.values(steps.init()) == {"augment_user_shift": pytest.approx(1.0)}
+    with pytest.raises(Exception, match="augment_nope.*unknown.*augment_user_shift"):
         reweight.parse_learn("augment_nope")
