@@ -167,7 +167,7 @@ class Steps:
                  fusion_autotune: bool = False, image_shape: tuple | None = None):
         self.cfg, self.method, self.k = cfg, cfg.method, num_classes
         self.learn = parse_learn(cfg.learn) if cfg.method == "hypergrad" else ()
-        self.augments = {n[len("augment_"):]: augments.AUGMENTS[n[len("augment_"):]]
+        self.augments = {n.removeprefix("augment_"): augments.AUGMENTS[n.removeprefix("augment_")]
                          for n in self.learn if n.startswith("augment_")}
         if self.augments and image_shape is None:
             raise ValueError("a learned augmentation needs the image shape (Steps(image_shape=...))")
@@ -315,9 +315,7 @@ class Steps:
             self.train_loss, self.meta_loss = train_loss, meta_loss  # for benchmarks of other estimators
             self.hyper_update = _jit(hyper_update, mesh, (R, R, R, R, parallel.SPLIT_STACKED, S, R), (R, R),
                                      fusion_autotune)
-            self.values = lambda rstate: {**_values(rstate.params, smoothing, wd0), **{
-                f"augment_{name}": float(augments.magnitude(aug, rstate.params[f"aug_{name}"], self.image_shape))
-                for name, aug in self.augments.items()}}
+            self.values = lambda rstate: _values(rstate.params, smoothing, wd0, self.augments, self.image_shape)
         self.step = _jit(step, mesh, (R, R, R, R, S, S, R), (R, R, R, R, R, S), fusion_autotune)
 
     @property
@@ -369,8 +367,9 @@ def _lr_scale(h: dict):
     return jnp.exp(h["log_lr"]) if "log_lr" in h else 1.0
 
 
-def _values(h: dict, smoothing: float, wd: float) -> dict:
-    """The learned scalars, readable: weight decay, label smoothing, class weights."""
+def _values(h: dict, smoothing: float, wd: float, augs: dict, image_shape: tuple | None) -> dict:
+    """The learned scalars, readable: weight decay, label smoothing, class weights, augmentation
+    magnitudes (in their units for images of ``image_shape``)."""
     out = {}
     if "log_wd" in h:
         out["weight_decay"] = float(jnp.exp(h["log_wd"]))
@@ -380,6 +379,8 @@ def _values(h: dict, smoothing: float, wd: float) -> dict:
         out["lr_scale"] = float(jnp.exp(h["log_lr"]))
     if "class" in h:
         out["class_weights"] = [round(float(v), 4) for v in 2 * jax.nn.sigmoid(h["class"])]
+    for name, aug in augs.items():
+        out[f"augment_{name}"] = float(augments.magnitude(aug, h[f"aug_{name}"], image_shape))
     return out
 
 

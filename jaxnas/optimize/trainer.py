@@ -253,11 +253,10 @@ class Fit(driver.Loop):
                                                                  batches.batch(epoch, i))
         else:
             learner = self.learner
-            rows = batches.rows(epoch, i)
-            batch = self._batch(epoch, i)
+            rows, batch = self._batch(epoch, i)
             meta_batch = self.meta.batch(epoch, i)
             if learner.updates_hyper(g):
-                ahead = [batch] + [self._batch(epoch, i + j) for j in range(1, learner.lookahead)]
+                ahead = [batch] + [self._batch(epoch, i + j)[1] for j in range(1, learner.lookahead)]
                 self.rstate, _ = learner.hyper_update(self.params, self.stats, self.opt, self.rstate,
                                                       jax.tree.map(lambda *a: np.stack(a), *ahead), meta_batch,
                                                       self.schedule(g))
@@ -270,12 +269,12 @@ class Fit(driver.Loop):
             raise TimeUp(f"stopped in epoch {epoch + 1} after {time.time() - self.t0:.0f} s")
         return {"loss": loss}
 
-    def _batch(self, epoch: int, i: int) -> dict:
-        """Training batch ``i`` of ``epoch`` for a reweighting step: its examples' positions in the
-        training split (per-example weights) and the learned augmentations' randomness."""
-        batch = self.batches.batch(epoch, i)
-        return dict(batch, pos=self.position[self.batches.rows(epoch, i)],
-                    **self.learner.draws(epoch, i, batch["x"].shape))
+    def _batch(self, epoch: int, i: int) -> tuple[np.ndarray, dict]:
+        """Training batch ``i`` of ``epoch`` for a reweighting step, and its rows (into ``x``): the
+        batch with its examples' positions in the training split (per-example weights) and the
+        learned augmentations' randomness."""
+        rows, batch = self.batches.rows(epoch, i), self.batches.batch(epoch, i)
+        return rows, dict(batch, pos=self.position[rows], **self.learner.draws(epoch, i, batch["x"].shape))
 
     def end_epoch(self, epoch: int, gstep: int, seconds: float) -> None:
         record = {"epoch": epoch + 1, "train_loss": float(np.mean(jax.device_get(self.losses)))}
