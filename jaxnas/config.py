@@ -180,7 +180,7 @@ def optimize_defaults() -> ml_collections.ConfigDict:
         tune="study"))  # study: Optuna; gradient: optimize.hyper on the baseline's setup; both: hyper in every trial
     # learned on meta batches of the validation split (jaxnas/hyper/reweight.py documents each method)
     c.optimize.hyper = ml_collections.ConfigDict(dict(
-        method="mwnet",              # l2rw, mwnet, hypergrad
+        method="mwnet",              # l2rw, mwnet, hypergrad; oracle (a known corruption's ceiling)
         learn="example_weights",     # hypergrad: example_weights, class_weights, weight_decay, label_smoothing,
                                      # learning_rate (a multiplier of the schedule; estimator=unrolled),
                                      # augment_noise, augment_translate, augment_brightness, augment_contrast (jaxnas/hyper/augments)
@@ -281,7 +281,7 @@ CHOICES = {
     "compare.refit": ("train+val", "train"),
     "data.corrupt.kind": ("none", "symmetric", "uniform_mix", "longtail"),
     "optimize.tune": ("study", "gradient", "both"),
-    "optimize.hyper.method": ("l2rw", "mwnet", "hypergrad"),
+    "optimize.hyper.method": ("l2rw", "mwnet", "hypergrad", "oracle"),
     "optimize.hyper.estimator": ("unrolled", "implicit"),
     "optimize.hyper.solver": ("neumann", "cg"),
     "optimize.hyper.lookahead": ("sgd", "optimizer"),

@@ -96,6 +96,27 @@ def test_mwnet_step_follows_the_official_algorithm():
     np.testing.assert_allclose(_flat(new_params), _flat(params) - 0.1 * _flat(grad), rtol=1e-4, atol=1e-6)
 
 
+def test_the_oracle_step_is_sgd_on_the_mean_loss_of_the_correctly_labelled_examples():
+    # Weights 1 for a correct label, 0 for a changed one; the loss their mean over the batch's correct
+    # examples; the reported weights in units where uniform weighting is 1 (6 / 4 for each correct one).
+    graphdef, params, stats, batch, meta = _tiny(3)
+    clean = np.array([1, 0, 1, 1, 0, 1], np.float32)
+    tx = optax.sgd(0.1)
+    steps = reweight.Steps(graphdef, tx, HP, 3, 6, _hyper(method="oracle"), 0)
+    new_params, _, _, _, loss, w = steps.step(params, stats, tx.init(params), steps.init(), dict(batch, clean=clean),
+                                              meta, 0.1)
+    np.testing.assert_allclose(np.asarray(w), clean * 6 / 4, rtol=1e-6)
+    ell = _ce(graphdef, params, stats, batch["x"], batch["y"])
+    assert float(loss) == pytest.approx(float(jnp.sum(clean * ell) / 4), rel=1e-5)
+    grad = jax.grad(lambda p: jnp.sum(clean * _ce(graphdef, p, stats, batch["x"], batch["y"])) / 4)(params)
+    np.testing.assert_allclose(_flat(new_params), _flat(params) - 0.1 * _flat(grad), rtol=1e-4, atol=1e-6)
+    none = np.zeros(6, np.float32)  # a batch without one correct label: no update, weights 0
+    same, _, _, _, loss0, w0 = steps.step(params, stats, tx.init(params), steps.init(), dict(batch, clean=none),
+                                          meta, 0.1)
+    assert float(loss0) == 0.0 and not np.asarray(w0).any()
+    np.testing.assert_array_equal(_flat(same), _flat(params))
+
+
 def test_hypergrad_updates_each_declared_hyperparameter_by_its_meta_gradient():
     graphdef, params, stats, batch, meta = _tiny(2)
     tx = optax.sgd(0.1)
@@ -283,6 +304,22 @@ def test_reweighting_down_weights_wrong_labels_on_noisy_digits():
         assert len(aurocs) == 6 and aurocs[-1] > floor, (hyper.method, aurocs)
         last = f.history[-1]["weights"]
         assert sum(last["hist_clean"]) + sum(last["hist_noisy"]) == len(c.train)
+
+
+def test_the_oracle_weights_exactly_the_correct_labels_and_needs_label_noise(tmp_path):
+    pool = split_lib.load_pool("digits")
+    sp = split_lib.stratified_split(pool, 0.15, 0.15, 0)
+    c = corrupt.apply(_corrupt(kind="symmetric", rate=0.4), pool.y_train, sp.train, sp.val, 10, seed=0)
+    cfg = config_lib.tiny_optimize()
+    hp = dict(cfg.optimize.baseline.to_dict(), epochs=1)
+    f = trainer.fit("cnn:4", hp, pool.x_train, c.y, c.train, 10, 0, cfg, val_idx=sp.val, hyper=_hyper(method="oracle"),
+                    clean=c.clean)
+    w = f.history[-1]["weights"]
+    assert w["auroc_clean"] == 1.0 and sum(w["hist_noisy"][1:]) == 0  # every changed label weighted 0
+    assert w["weight_zero_fraction"] == pytest.approx(1 - c.clean[c.train].mean(), abs=0.03)
+    with pytest.raises(JaxnasError, match="needs a known label corruption"):
+        trainer.fit("cnn:4", hp, pool.x_train, pool.y_train, sp.train, 10, 0, cfg, val_idx=sp.val,
+                    hyper=_hyper(method="oracle"))
 
 
 def _fit_on(devices: int, hyper, epochs: int = 2, **kw):

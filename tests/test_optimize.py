@@ -390,6 +390,14 @@ def test_tune_by_gradient_needs_the_validation_split_as_meta_data(tmp_path):
         api.check_optimize(cfg)
 
 
+def test_the_oracle_needs_label_noise(tmp_path, capsys):
+    code = cli.main(["optimize", "--check", "--config.optimize.tune=gradient", "--config.compare.refit=train",
+                     "--config.optimize.hyper.method=oracle", "--config.data.corrupt.kind=longtail",
+                     "--config.data.corrupt.factor=10", f"--config.run.workdir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "method=oracle" in err and "got 'longtail'" in err and err.count("\n") == 1, err
+
+
 def test_run_optimize_takes_in_memory_arrays(tmp_path):
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(3), 40)

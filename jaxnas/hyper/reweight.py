@@ -1,7 +1,7 @@
 """Training with hyperparameters learned by hypergradients on a clean meta split: the training
 steps of ``optimize.tune = gradient`` (``optimize.hyper``), over any classifier ``model(x) -> logits``.
 
-Three methods, each a jitted ``step(params, stats, opt, rstate, batch, meta, lr) -> (params, stats,
+Three methods and a reference, each a jitted ``step(params, stats, opt, rstate, batch, meta, lr) -> (params, stats,
 opt, rstate, loss, weights)``; ``weights`` are the batch's example weights in units where uniform
 weighting is 1, for the logs:
 
@@ -29,6 +29,12 @@ weighting is 1, for the logs:
   differentiable augmentation of the training images (``jaxnas/hyper/augments``: ``noise``,
   ``translate``, ``brightness``, ``contrast``) applied in the training loss, the lookahead's included; the meta loss sees the
   validation images without them. What is not learned keeps the trainer's fixed value.
+* ``oracle``, not a method but its ceiling, for demonstrations on a known corruption
+  (``data.corrupt`` with label noise): each training example weighted 1 if its label is still the
+  true one and 0 if the corruption changed it, the loss their mean over the batch's correct examples
+  (0 for a batch with none). It is what a perfect example reweighting reaches: training on the
+  correctly labelled part of the split, with the same schedule and number of steps. It reads the
+  corruption's record, which real data does not have.
 
 Every step is data-parallel over ``mesh`` (as the search step): the state and hyperparameters
 replicated, training and meta batches split over the devices, written for the global batch.
@@ -58,7 +64,7 @@ from jaxnas.hyper import augments, estimators
 
 R, S = parallel.REPLICATED, parallel.SPLIT
 
-METHODS = ("l2rw", "mwnet", "hypergrad")
+METHODS = ("l2rw", "mwnet", "hypergrad", "oracle")
 LOOKAHEADS = ("sgd", "optimizer")
 LEARNABLE = ("example_weights", "class_weights", "weight_decay", "label_smoothing", "learning_rate")
 
@@ -245,6 +251,15 @@ class Steps:
                 phi = _vnet_init(int(cfg.mwnet_hidden), jax.random.PRNGKey(seed))
                 return Hyper(phi, vtx.init(phi))
             self.init = init
+        elif cfg.method == "oracle":
+            def step(params, stats, opt, rstate, batch, meta, lr):
+                c = batch["clean"]
+                count = jnp.sum(c)
+                params, stats, opt, loss = real_step(params, stats, opt, batch,
+                                                     lambda ell: jnp.sum(c * ell) / jnp.maximum(count, 1.0))
+                return params, stats, opt, rstate, loss, c * c.shape[0] / jnp.maximum(count, 1.0)
+
+            self.init = lambda: Hyper(None, None)
         else:
             htx = optax.adam(float(cfg.lr))
             learn = self.learn

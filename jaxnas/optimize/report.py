@@ -139,6 +139,9 @@ def _learned_lines(report: dict) -> list[str]:
         parts.append(f"AUROC of weight vs correct label {w['auroc_clean']:.3f} (last epoch)")
     if h.get("values"):
         parts.append(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in h["values"].items()))
+    if h["method"] == "oracle":
+        return ["weighted by the known corruption (oracle: correct labels 1, changed labels 0; not learned): "
+                + "; ".join(parts)]
     return [f"learned by {h['method']} on val meta batches: " + "; ".join(parts)]
 
 

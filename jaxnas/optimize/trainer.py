@@ -193,6 +193,10 @@ class Fit(driver.Loop):
                              eval_batch=-(-256 // n_dev) * n_dev)
         self.meta = self.rstate = self.last_weight = self.seen = None
         if hyper is not None:
+            if hyper.method == "oracle" and clean is None:
+                raise JaxnasError("optimize.hyper.method=oracle weights the examples by whether their label is "
+                                  "correct: it needs a known label corruption (data.corrupt.kind=symmetric or "
+                                  "uniform_mix)")
             if val_idx is None or len(val_idx) == 0:
                 raise JaxnasError("optimize.hyper needs a validation split of at least one example: its meta data")
             mb = parallel.round_to_devices(min(int(hyper.meta_batch), len(val_idx)), mesh)
@@ -271,9 +275,11 @@ class Fit(driver.Loop):
 
     def _batch(self, epoch: int, i: int) -> tuple[np.ndarray, dict]:
         """Training batch ``i`` of ``epoch`` for a reweighting step, and its rows (into ``x``): the
-        batch with its examples' positions in the training split (per-example weights) and the
-        learned augmentations' randomness."""
+        batch with its examples' positions in the training split (per-example weights), the learned
+        augmentations' randomness, and for ``oracle`` which of its labels are correct."""
         rows, batch = self.batches.rows(epoch, i), self.batches.batch(epoch, i)
+        if self.learner.method == "oracle":
+            batch["clean"] = self.clean[rows].astype(np.float32)
         return rows, dict(batch, pos=self.position[rows], **self.learner.draws(epoch, i, batch["x"].shape))
 
     def end_epoch(self, epoch: int, gstep: int, seconds: float) -> None:

@@ -268,6 +268,10 @@ def setup(cfg, pool: data_lib.Dataset | None = None) -> Plan:
     corrupt.check(d.corrupt)
     if o.tune != "study":
         reweight.check(o.hyper)
+        if o.hyper.method == "oracle" and d.corrupt.kind not in ("symmetric", "uniform_mix"):
+            raise JaxnasError(f"optimize.hyper.method=oracle weights each training example by whether its label "
+                              f"is still correct, so it needs label noise: data.corrupt.kind=symmetric or "
+                              f"uniform_mix, got {d.corrupt.kind!r}")
         if cfg.compare.refit != "train":
             raise JaxnasError(f"optimize.tune={o.tune} learns on meta batches of the validation split, so it "
                               f"cannot be refit on train+val: set compare.refit=train (both models then stop "
