@@ -12,6 +12,10 @@ from flax import nnx
 
 from jaxnas.kernels import reference
 
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+"""The compute dtypes a step may run in (``search.dtype``, ``train.dtype``): parameters, optimizer
+states and BN running statistics stay float32 either way."""
+
 
 class ArchParam(nnx.Variable):
     """Architecture parameters (DARTS's alphas): kept apart from ``nnx.Param`` weights."""

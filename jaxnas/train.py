@@ -22,11 +22,9 @@ from jaxnas import data as data_lib
 from jaxnas import genotype as genotype_lib
 from jaxnas import metrics as metrics_lib
 from jaxnas.errors import JaxnasError
-from jaxnas.nn import count_params
+from jaxnas.nn import DTYPES, count_params  # noqa: F401  (DTYPES: train.dtype's values)
 from jaxnas.optim import epoch_cosine_lr, weight_optimizer
 from jaxnas.spaces.darts import DartsNetwork
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def build_network(cfg, genotype, image_shape, num_classes: int, platform: str | None = None) -> DartsNetwork:

@@ -171,3 +171,47 @@ def test_unknown_order():
 
     with pytest.raises(JaxnasError, match="unknown search order 'third'.*first, second, second_fd"):
         B.make_hypergradient(None, "third", tiny_cfg().optim)
+
+
+@pytest.mark.parametrize("order", ["first", "second"])
+def test_a_bfloat16_step_keeps_float32_state_and_follows_the_float32_step(order):
+    """search.dtype=bfloat16 (mixed precision): the loss, the alpha hypergradient and the weight update
+    follow the float32 step within bfloat16's precision; every leaf of the state stays float32."""
+    cfg, graphdef, state, w_tx, a_tx, schedule, batches = _setup(order, n=32)
+    steps = {d: jax.jit(B.make_search_step(graphdef, w_tx, a_tx, schedule, order, cfg.optim, dtype=d))
+             for d in (jnp.float32, jnp.bfloat16)}
+    (s32, m32), (s16, m16) = (steps[d](state, batches[0], batches[1]) for d in (jnp.float32, jnp.bfloat16))
+    assert all(a.dtype == b.dtype for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(s16)))
+    assert float(m16["train_loss"]) != float(m32["train_loss"])  # it did compute in bfloat16
+    assert float(m16["train_loss"]) == pytest.approx(float(m32["train_loss"]), rel=2e-2)
+    assert float(m16["val_loss"]) == pytest.approx(float(m32["val_loss"]), rel=2e-2)
+
+    def flat(t):
+        return np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in jax.tree.leaves(t)])
+
+    for part in ("alphas", "params"):  # the update of each, bf16 against f32: cosine close to 1, norm within 10%
+        d32 = flat(getattr(s32, part)) - flat(getattr(state, part))
+        d16 = flat(getattr(s16, part)) - flat(getattr(state, part))
+        assert d16 @ d32 / (np.linalg.norm(d16) * np.linalg.norm(d32)) > 0.98, part
+        assert np.linalg.norm(d16) == pytest.approx(np.linalg.norm(d32), rel=0.1), part
+    stats32, stats16 = flat(s32.batch_stats), flat(s16.batch_stats)
+    np.testing.assert_allclose(stats16, stats32, rtol=2e-2, atol=2e-3)
+
+
+def test_bfloat16_batch_norm_statistics_are_computed_in_float32():
+    # x = 30 + N(0, 1): E[x^2] - E[x]^2 in bfloat16 (resolution 4 near 900) would lose the variance entirely
+    from jaxnas.kernels import reference
+
+    x = (30.0 + np.random.default_rng(0).normal(size=(64, 4, 4, 3))).astype(np.float32)
+    _, mean, var = reference.batch_norm(jnp.asarray(x, jnp.bfloat16), jnp.zeros(3), jnp.ones(3), 0.0, 1e-5)
+    xb = np.asarray(jnp.asarray(x, jnp.bfloat16), np.float64)
+    assert mean.dtype == jnp.float32
+    np.testing.assert_allclose(mean, xb.mean((0, 1, 2)), rtol=1e-6)
+    np.testing.assert_allclose(var, xb.var((0, 1, 2)), rtol=1e-2)
+
+
+def test_finite_differences_need_float32():
+    from jaxnas.errors import JaxnasError
+
+    with pytest.raises(JaxnasError, match="second_fd needs search.dtype=float32"):
+        B.make_hypergradient(None, "second_fd", tiny_cfg().optim, jnp.bfloat16)

@@ -38,6 +38,18 @@ def test_tiny_search_end_to_end(tmp_path):
     assert len(tb["alpha_softmax/alphas_normal/e4/sep_conv_3x3"]) == 4
 
 
+def test_a_bfloat16_search_learns_and_records_its_dtype(tmp_path):
+    cfg = tiny_cfg(epochs=4, batch_size=32, dtype="bfloat16")
+    cfg.run.workdir, cfg.run.name = str(tmp_path), "run"
+    path = rundir.create(cfg, "search")
+    result = get_strategy("darts")(cfg, path, log=lambda *_: None)
+    hist = result["history"]
+    assert hist[-1]["mean_train_loss"] < 0.85 * hist[0]["mean_train_loss"] and hist[-1]["search_val_acc"] > 0.3
+    assert json.load(open(os.path.join(path, "config.json")))["search"]["dtype"] == "bfloat16"
+    alphas = rundir.read_jsonl(os.path.join(path, "alphas.jsonl"))
+    np.testing.assert_allclose(np.asarray(alphas[-1]["alphas_normal_softmax"]).sum(-1), 1.0, rtol=1e-5)
+
+
 def read_tensorboard(folder: str) -> dict:
     """{tag: [(step, value), ...]} from the event files in ``folder`` (TFRecord framing, Event protos)."""
     import glob

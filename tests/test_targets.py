@@ -70,6 +70,8 @@ def test_every_step_covers_each_order_each_method_both_spaces():
         assert {s["order"] for s in specs if s.get("space") == space and "order" in s} == set(ORDERS)
         assert {s["method"] for s in specs if s.get("space") == space and "method" in s} == set(METHODS) - {"darts"}
     assert {s["kind"] for s in specs} == {"search", "retrain", "optimize"}
+    assert {(s["kind"], s.get("order")) for s in specs if s.get("dtype") == "bfloat16"} == \
+        {("search", "first"), ("search", "second"), ("retrain", None)}
     assert len({steps.step_id(s) for s in specs}) == len(specs)
 
 

@@ -183,11 +183,13 @@ def batch_norm(x: jax.Array, running_mean: jax.Array, running_var: jax.Array, mo
                eps: float) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Training-mode BN without affine parameters over the last axis: ``(y, new_mean, new_var)``,
     y = (x - mean) / sqrt(var + eps) with the batch mean and biased variance, new = momentum *
-    old + (1 - momentum) * batch (flax's convention)."""
+    old + (1 - momentum) * batch (flax's convention). The statistics and the normalization are
+    computed in float32 for a lower-precision x (bfloat16), and y is returned in x's dtype."""
     axes = tuple(range(x.ndim - 1))
-    mean = x.mean(axes)
-    var = jnp.maximum(0.0, (x * x).mean(axes) - mean * mean)
-    y = (x - mean) * jax.lax.rsqrt(var + eps)
+    xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    mean = xf.mean(axes)
+    var = jnp.maximum(0.0, (xf * xf).mean(axes) - mean * mean)
+    y = (xf - mean) * jax.lax.rsqrt(var + eps)
     return (y.astype(x.dtype), momentum * running_mean + (1 - momentum) * mean,
             momentum * running_var + (1 - momentum) * var)
 

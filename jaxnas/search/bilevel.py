@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxnas.errors import unknown
+from jaxnas.errors import JaxnasError, unknown
 from jaxnas.losses import accuracy, cross_entropy
 from jaxnas.methods import Parts, op_alphas
 from jaxnas.nn import split_model
@@ -71,32 +71,56 @@ def _call(model, x, key, hyper, weights):
     return model(x, key, **extra)
 
 
-def make_loss_fn(graphdef) -> Callable:
+def make_loss_fn(graphdef, dtype=jnp.float32) -> Callable:
     """loss(params, alphas, stats, batch, key=None, hyper=None, weights=None) -> (loss, (logits, new_stats)),
     training-mode BN; ``key`` feeds the relaxation, ``hyper`` holds the scheduled values, ``weights``
-    replaces the relaxed edge weights."""
+    replaces the relaxed edge weights.
+
+    ``dtype`` (``search.dtype``) is the compute dtype: with bfloat16 the weights and images are cast to
+    it inside the loss (mixed precision: the parameters, alphas, gradients, optimizer states and BN
+    running statistics stay float32; the relaxed edge weights and the activations are bfloat16; BN
+    statistics, logits and the loss are computed in float32)."""
+    low = jnp.dtype(dtype) != jnp.float32
 
     def loss_fn(params, alphas, stats, batch, key=None, hyper=None, weights=None):
+        x = batch["x"]
+        if low:
+            params, x = jax.tree.map(lambda v: v.astype(dtype), params), x.astype(dtype)
         model = nnx.merge(graphdef, params, alphas, stats, copy=True)
-        logits = _call(model, batch["x"], key, hyper, weights)
-        return cross_entropy(logits, batch["y"]), (logits, nnx.state(model, nnx.BatchStat))
+        logits = _call(model, x, key, hyper, weights)
+        new_stats = nnx.state(model, nnx.BatchStat)
+        if low:
+            logits, new_stats = logits.astype(jnp.float32), jax.tree.map(lambda v: v.astype(jnp.float32), new_stats)
+        return cross_entropy(logits, batch["y"]), (logits, new_stats)
 
     return loss_fn
+
+
+def check_dtype(order: str, dtype) -> None:
+    """DARTS's finite differences (``second_fd``) perturb the weights by 0.01 / ||grad||, about 1e-5 a
+    weight at DARTS's size: below bfloat16's resolution (2^-8 relative), so w+ and w- would round to
+    w and the difference to zero. That order needs float32."""
+    if order == "second_fd" and jnp.dtype(dtype) != jnp.float32:
+        raise JaxnasError(f"search.order=second_fd needs search.dtype=float32, got {jnp.dtype(dtype).name}: its "
+                          f"finite-difference step (0.01 / ||grad_w||, ~1e-5 a weight) is below bfloat16's "
+                          f"resolution; use order=second (exact) or first with bfloat16")
 
 
 def _tree_norm(tree) -> jax.Array:
     return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
 
 
-def make_hypergradient(graphdef, order: str, cfg) -> Callable:
+def make_hypergradient(graphdef, order: str, cfg, dtype=jnp.float32) -> Callable:
     """``hypergrad(state, lr, train_batch, val_batch, k_train=None, k_val=None, hyper=None) -> (grad_alpha,
     val_loss, val_logits, bn_stats)``; the keys feed the relaxation on the train and val batches.
 
-    ``cfg`` holds momentum and weight_decay, used by the second-order unrolled step.
+    ``cfg`` holds momentum and weight_decay, used by the second-order unrolled step; ``dtype``: the
+    compute dtype (``make_loss_fn``).
     """
     if order not in ORDERS:
         raise unknown("search order", order, ORDERS)
-    loss_fn = make_loss_fn(graphdef)
+    check_dtype(order, dtype)
+    loss_fn = make_loss_fn(graphdef, dtype)
     grad_w = jax.value_and_grad(loss_fn, argnums=0, has_aux=True)
     grad_a = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)
     momentum, wd = cfg.momentum, cfg.weight_decay
@@ -140,21 +164,22 @@ def _no_parts() -> Parts:
 
 
 def make_search_step(graphdef, w_tx, a_tx, schedule: Callable, order: str, cfg, parts: Parts | None = None,
-                     graphdef_eval=None) -> Callable:
+                     graphdef_eval=None, dtype=jnp.float32) -> Callable:
     """Build ``step(state, train_batch, val_batch) -> (state, metrics)`` (not yet jitted).
 
     BN running statistics follow the val pass of the architecture step and the train
     pass of the weight step (DARTS also folds in its extra unrolled/finite-difference
     passes; running statistics never enter a training-mode loss). ``parts``: a method's
     parts (``jaxnas.methods.parts``); None is plain DARTS. ``graphdef_eval``: the supernet in
-    evaluation mode, for a perturbation's loss (SDARTS attacks with BN running statistics).
+    evaluation mode, for a perturbation's loss (SDARTS attacks with BN running statistics). ``dtype``:
+    the compute dtype, float32 or bfloat16 (``search.dtype``; ``make_loss_fn``).
     """
     parts = parts or _no_parts()
-    hypergrad = make_hypergradient(graphdef, order, cfg)
-    loss_fn = make_loss_fn(graphdef)
+    hypergrad = make_hypergradient(graphdef, order, cfg, dtype)
+    loss_fn = make_loss_fn(graphdef, dtype)
     grad_w = jax.value_and_grad(loss_fn, argnums=0, has_aux=True)
     grad_both = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)
-    attack_loss = loss_fn if graphdef_eval is None else make_loss_fn(graphdef_eval)
+    attack_loss = loss_fn if graphdef_eval is None else make_loss_fn(graphdef_eval, dtype)
 
     def reg_grad(alphas, hyper):
         """The weighted regularizer and its gradient in the alphas (it depends on nothing else)."""
@@ -226,14 +251,20 @@ def make_search_step(graphdef, w_tx, a_tx, schedule: Callable, order: str, cfg, 
     return step
 
 
-def make_eval_step(graphdef_eval, parts: Parts | None = None) -> Callable:
+def make_eval_step(graphdef_eval, parts: Parts | None = None, dtype=jnp.float32) -> Callable:
     """``eval(state, batch) -> (sum of losses, number correct)`` with running BN statistics and the
-    relaxation's deterministic weights at the state's scheduled values."""
+    relaxation's deterministic weights at the state's scheduled values, computed in ``dtype``."""
     parts = parts or _no_parts()
+    low = jnp.dtype(dtype) != jnp.float32
 
     def eval_step(state: SearchState, batch: dict):
-        model = nnx.merge(graphdef_eval, state.params, state.alphas, state.batch_stats)
-        logits = _call(model, batch["x"], None, parts.hyper(state.step), None)
+        params, x = state.params, batch["x"]
+        if low:
+            params, x = jax.tree.map(lambda v: v.astype(dtype), params), x.astype(dtype)
+        model = nnx.merge(graphdef_eval, params, state.alphas, state.batch_stats)
+        logits = _call(model, x, None, parts.hyper(state.step), None)
+        if low:
+            logits = logits.astype(jnp.float32)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"])
         w = batch["mask"]
         return (losses * w).sum(), ((jnp.argmax(logits, -1) == batch["y"]) * w).sum()

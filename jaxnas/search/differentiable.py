@@ -24,6 +24,7 @@ from jaxnas.methods import progressive
 from jaxnas.config import fingerprint
 from jaxnas.errors import JaxnasError
 from jaxnas.evaluators import TableEvaluator
+from jaxnas.nn import DTYPES
 from jaxnas.optim import alpha_optimizer, epoch_cosine_lr, weight_optimizer
 from jaxnas.search.bilevel import init_state, make_eval_step, make_search_step
 from jaxnas.search.registry import register_strategy
@@ -163,10 +164,11 @@ class DartsSearch(driver.Loop):
         gdef, fresh = init_state(net, self.w_tx, self.a_tx, seed=cfg.seed)
         net.eval()
         gdef_eval = nnx.split(net)[0]
+        dtype = DTYPES[s.dtype]
         step = parallel.jit_data_parallel(make_search_step(gdef, self.w_tx, self.a_tx, self.schedule, s.order,
-                                                           cfg.optim, self.parts, gdef_eval), mesh, n_batches=2,
+                                                           cfg.optim, self.parts, gdef_eval, dtype), mesh, n_batches=2,
                                             fusion_autotune=cfg.run.get("fusion_autotune", False))
-        evaluate_step = jax.jit(make_eval_step(gdef_eval, self.parts),
+        evaluate_step = jax.jit(make_eval_step(gdef_eval, self.parts, dtype),
                                 in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),
                                 out_shardings=parallel.replicated(mesh))
         self._built = {key: Stage(net, gdef, fresh, step, evaluate_step)}  # the latest only: a finished stage's go

@@ -167,7 +167,9 @@ class SourceEdges(nnx.Module):
         """x (N, H, W, C); weights (E, n_ops); edge_scale (E,) multiplies each edge's output (PC-DARTS's
         edge normalization); ``skip``: the auxiliary skip's beta. Returns (N, H', W', E, C): edge e is
         ``out[..., e, :]`` (this layout needs no transposes)."""
-        scaled = weights if edge_scale is None else weights * edge_scale[:, None]
+        scaled = (weights if edge_scale is None else weights * edge_scale[:, None]).astype(x.dtype)
+        if edge_scale is not None:
+            edge_scale = edge_scale.astype(x.dtype)
         if self.partial == 1:
             out = self._mixed(x, weights, scaled)
         else:
@@ -181,7 +183,7 @@ class SourceEdges(nnx.Module):
                 rest = rest * edge_scale[:, None]
             out = channel_shuffle(jnp.concatenate([mixed, rest], axis=-1), self.partial)
         if self.aux is not None:
-            out = out + skip * self.aux(x)
+            out = out + jnp.asarray(skip, x.dtype) * self.aux(x)
         return out
 
 

@@ -92,14 +92,15 @@ def search_config(space: str = "darts", method: str = "", size: str = "test", ba
 
 def search(target: str, devices: int = 1, space: str = "darts", order: str = "", method: str = "",
            size: str = "test", batch: int = 0, layers: int = 0, C: int = 0, ops: str = "", kernels: str = "auto",
-           mesh=None, fusion_autotune: bool = False) -> Built:
-    """The bilevel search step (``jaxnas search``) of ``order`` (default: the method's) for ``target``."""
+           mesh=None, fusion_autotune: bool = False, dtype: str = "float32") -> Built:
+    """The bilevel search step (``jaxnas search``) of ``order`` (default: the method's) for ``target``,
+    computed in ``dtype`` (``search.dtype``)."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
 
     from jaxnas import methods, optim, parallel
-    from jaxnas.nn import split_model
+    from jaxnas.nn import DTYPES, split_model
     from jaxnas.search import bilevel as B
     from jaxnas.spaces import build_supernet
     from jaxnas.targets import get
@@ -111,6 +112,8 @@ def search(target: str, devices: int = 1, space: str = "darts", order: str = "",
     order = order or cfg.search.order
     if order not in B.ORDERS:
         raise unknown("search order", order, B.ORDERS)
+    if dtype not in DTYPES:
+        raise unknown("search.dtype", dtype, tuple(DTYPES))
     image = 8 if size == "test" else 32
     mesh = mesh or make_mesh(target, devices)
     model = nnx.eval_shape(lambda: build_supernet(cfg.space, (image, image, 3), 10, nnx.Rngs(0), kernels=kernels,
@@ -124,10 +127,10 @@ def search(target: str, devices: int = 1, space: str = "darts", order: str = "",
     parts = methods.parts(cfg.method, cfg.search.epochs, 100)
     model.eval()
     graphdef_eval = nnx.split(model)[0]
-    step = B.make_search_step(graphdef, w_tx, a_tx, schedule, order, cfg.optim, parts, graphdef_eval)
+    step = B.make_search_step(graphdef, w_tx, a_tx, schedule, order, cfg.optim, parts, graphdef_eval, DTYPES[dtype])
     jitted = parallel.jit_data_parallel(step, mesh, 2, fusion_autotune=fusion_autotune)
     tb = _batch(cfg.search.batch_size, image, 3, mesh)
-    name = f"search-{space}-{method or 'darts'}-{order}-{size}"
+    name = f"search-{space}-{method or 'darts'}-{order}-{size}" + ("" if dtype == "float32" else f"-{dtype}")
     return Built(name, jitted, (_abstract_state(state, mesh), tb, dict(tb)), form)
 
 
@@ -257,13 +260,15 @@ def build(kind: str, target: str, devices: int = 1, **kwargs: Any) -> Built:
 
 def every_step(spaces=("darts", "nb201")) -> list[dict]:
     """The steps CI compiles for every target: each order of DARTS and each method preset in both
-    spaces, the retraining step and the optimize trainer's, at test size."""
+    spaces, the DARTS search of both orders and the retraining step in bfloat16 (mixed precision), the
+    retraining step and the optimize trainer's, at test size."""
     from jaxnas.methods import METHODS
     from jaxnas.search.bilevel import ORDERS
 
     out = [dict(kind="search", space=s, order=o) for s in spaces for o in ORDERS]
     out += [dict(kind="search", space=s, method=m) for s in spaces for m in METHODS if m != "darts"]
-    out += [dict(kind="retrain"), dict(kind="optimize")]
+    out += [dict(kind="search", space="darts", order=o, dtype="bfloat16") for o in ("first", "second")]
+    out += [dict(kind="retrain"), dict(kind="retrain", dtype="bfloat16"), dict(kind="optimize")]
     out += [dict(kind="optimize", reweight=r) for r in ("l2rw", "mwnet", "hypergrad")]
     return out
 
