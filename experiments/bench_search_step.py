@@ -3,6 +3,7 @@
     python experiments/bench_search_step.py --order all --batch 32 --C 16 --layers 8 --image 32
     python experiments/bench_search_step.py --method all --batch 32     # every DARTS-family method
     python experiments/bench_search_step.py --space nb201 --layers 5 --order second   # NAS-Bench-201, N=5
+    python experiments/bench_search_step.py --order first --batch 64 --dtype bfloat16 # mixed precision (GPU/TPU)
 
 ``--method NAME`` times that method's step (``jaxnas.methods``: its relaxation, mixed-op variants,
 regularizer, perturbation and order, at the schedules' first-epoch values) on the DARTS space;
@@ -42,6 +43,7 @@ def bench(args) -> dict:
     from jaxnas import config as config_lib
     from jaxnas import parallel
     from jaxnas import methods, optim
+    from jaxnas.nn import DTYPES
     from jaxnas.search import bilevel as B
     from jaxnas.spaces import build_supernet
 
@@ -73,7 +75,7 @@ def bench(args) -> dict:
     model.eval()
     graphdef_eval = nnx.split(model)[0]  # SDARTS-ADV attacks in evaluation mode
     step = parallel.jit_data_parallel(B.make_search_step(graphdef, w_tx, a_tx, schedule, order, cfg.optim, parts,
-                                                         graphdef_eval), mesh, 2,
+                                                         graphdef_eval, DTYPES[args.dtype]), mesh, 2,
                                         fusion_autotune=args.fusion_autotune)
     state = parallel.put_replicated(state, mesh)
     rng = np.random.default_rng(0)
@@ -110,7 +112,7 @@ def bench(args) -> dict:
     busy = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (sum(times) * (os.cpu_count() or 1))
     median = statistics.median(times)
     return {
-        "method": args.method or "darts", "space": args.space, "order": order, "batch": args.batch, "C": args.C, "layers": args.layers, "image": args.image,
+        "method": args.method or "darts", "space": args.space, "order": order, "dtype": args.dtype, "batch": args.batch, "C": args.C, "layers": args.layers, "image": args.image,
         "devices": mesh.devices.size, "device_kind": jax.devices()[0].device_kind,
         "compile_s": round(compile_s, 1), "median_step_s": round(median, 3),
         "images_per_s": round(2 * args.batch / median, 1),
@@ -140,6 +142,7 @@ def main() -> None:
     p.add_argument("--profile", default="")
     p.add_argument("--fusion-autotune", action="store_true",
                    help="GPU: keep XLA's fusion autotuner on (run.fusion_autotune; jaxnas turns it off)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="search.dtype")
     p.add_argument("--cache", default="", help="persistent compilation cache directory")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--method", default="", help="a DARTS-family method (jaxnas.methods), or all")

@@ -5,7 +5,8 @@
 #   1. the device and versions;
 #   2. correctness on the device: several devices agree, exact second order, the XLA kernel forms;
 #   3. the search step of each order at DARTS's GPU size (8 cells, C=16, batch 64), the first order
-#      also with XLA's fusion autotuner on (run.fusion_autotune), its compile and step times beside;
+#      also in bfloat16 (search.dtype) and with XLA's fusion autotuner on (run.fusion_autotune), its
+#      compile and step times beside;
 #   4. one epoch of the first-order search on CIFAR-sized synthetic data through the real input
 #      pipeline (experiments/search_epoch.py): the 50-epoch search time it implies;
 #   5. the retraining step at DARTS's size; the reweighting steps and hypergradients
@@ -30,10 +31,15 @@ for order in first second second_fd; do
   timeout $(($(left) - 60)) python experiments/bench_search_step.py --order $order --batch 64 --steps 10 --cache $CACHE \
     2>/dev/null | grep -v machine
 done
+# the first-order step in mixed precision (search.dtype=bfloat16: half the bytes a step, deviceless)
+[ "$(left)" -gt 150 ] && timeout $(($(left) - 90)) python experiments/bench_search_step.py --order first --batch 64 \
+  --steps 10 --dtype bfloat16 --cache $CACHE 2>/dev/null | grep -v machine
 # the same first-order step with XLA's fusion autotuner on (jaxnas turns it off: half the compile time)
 [ "$(left)" -gt 150 ] && timeout $(($(left) - 90)) python experiments/bench_search_step.py --order first --batch 64 \
   --steps 10 --fusion-autotune 2>/dev/null | grep -v machine | sed 's/^{/{"fusion_autotune": true, /'
 [ "$(left)" -gt 90 ] && timeout $(($(left) - 30)) python experiments/search_epoch.py --order first --batch 64
+[ "$(left)" -gt 120 ] && timeout $(($(left) - 60)) python experiments/search_epoch.py --order first --batch 64 \
+  --dtype bfloat16
 [ "$(left)" -gt 90 ] && timeout $(($(left) - 30)) python experiments/bench_train_step.py --genotype DARTS_V2 --C 36 \
   --layers 20 --batch 96 --steps 10 2>/dev/null | grep -v machine
 # the reweighting steps and hypergradients against a plain step, CIFAR-sized (docs/hypergradients.md's cost table)

@@ -2,6 +2,7 @@
 
     python experiments/search_epoch.py                      # first order, batch 64, 390 steps
     python experiments/search_epoch.py --order second --steps 50
+    python experiments/search_epoch.py --dtype bfloat16     # mixed precision (search.dtype)
 
 50,000 random 32x32x3 uint8 images and labels, split 25,000 / 25,000 as ``train_portion=0.5``; each
 step reads a train and a val batch from ``jaxnas.data.Batcher`` (the search's own shuffling, crop,
@@ -25,6 +26,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=0, help="steps to time (0: one epoch, 390)")
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--devices", type=int, default=0)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="search.dtype")
     args = p.parse_args()
 
     import jax
@@ -34,6 +36,7 @@ def main() -> None:
     from jaxnas import config as config_lib
     from jaxnas import data as data_lib
     from jaxnas import optim, parallel
+    from jaxnas.nn import DTYPES
     from jaxnas.search import bilevel as B
     from jaxnas.spaces import build_supernet
 
@@ -54,8 +57,8 @@ def main() -> None:
     schedule = optim.epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, cfg.search.epochs, train.steps_per_epoch)
     w_tx, a_tx = optim.weight_optimizer(cfg.optim, schedule), optim.alpha_optimizer(cfg.optim)
     graphdef, state = B.init_state(model, w_tx, a_tx)
-    step = parallel.jit_data_parallel(B.make_search_step(graphdef, w_tx, a_tx, schedule, args.order, cfg.optim),
-                                      mesh, 2)
+    step = parallel.jit_data_parallel(B.make_search_step(graphdef, w_tx, a_tx, schedule, args.order, cfg.optim,
+                                                         dtype=DTYPES[args.dtype]), mesh, 2)
     state = parallel.put_replicated(state, mesh)
 
     def batches(i):
@@ -74,7 +77,7 @@ def main() -> None:
     jax.block_until_ready(m)
     wall = time.perf_counter() - t
     per_step = wall / steps
-    print(json.dumps({"what": "search_epoch", "order": args.order, "batch": args.batch, "layers": args.layers,
+    print(json.dumps({"what": "search_epoch", "order": args.order, "dtype": args.dtype, "batch": args.batch, "layers": args.layers,
                       "devices": mesh.devices.size, "device_kind": jax.devices()[0].device_kind,
                       "jax": jax.__version__, "compile_s": round(compile_s, 1), "steps": steps,
                       "wall_s": round(wall, 2), "step_ms": round(per_step * 1e3, 2),

@@ -215,3 +215,26 @@ def test_finite_differences_need_float32():
 
     with pytest.raises(JaxnasError, match="second_fd needs search.dtype=float32"):
         B.make_hypergradient(None, "second_fd", tiny_cfg().optim, jnp.bfloat16)
+
+
+@pytest.mark.parametrize("space", ["darts", "nb201"])
+def test_every_method_supernet_computes_in_bfloat16(space):
+    """With bfloat16 weights and images every method's supernet stays in bfloat16 to its logits: no
+    float32 relaxed weight, edge scale or skip factor promotes the activations back to float32."""
+    from jaxnas import methods
+    from jaxnas.methods import METHODS
+    from jaxnas.targets import steps
+
+    for m in METHODS:
+        cfg = steps.search_config(space, "" if m == "darts" else m, "test")
+        model = nnx.eval_shape(lambda: build_supernet(cfg.space, (8, 8, 3), 10, nnx.Rngs(0), kernels="dense"))
+        graphdef, params, alphas, stats = nnx.split(model, nnx.Param, ArchParam, nnx.BatchStat)
+        parts = methods.parts(cfg.method, cfg.search.epochs, 10)
+
+        def logits(params, alphas, stats, x):
+            p16 = jax.tree.map(lambda v: v.astype(jnp.bfloat16), params)
+            net = nnx.merge(graphdef, p16, alphas, stats, copy=True)
+            return B._call(net, x, jax.random.key(0), parts.hyper(jnp.zeros((), jnp.int32)), None)
+
+        out = jax.eval_shape(logits, params, alphas, stats, jax.ShapeDtypeStruct((4, 8, 8, 3), jnp.bfloat16))
+        assert out.dtype == jnp.bfloat16, m

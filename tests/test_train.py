@@ -87,6 +87,12 @@ def test_bf16_compute_keeps_f32_weights():
     p2, s2, _, m = step(params, stats, tx.init(params), batch, jax.random.key(0), jnp.float32(0.0))
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(p2))
     assert np.isfinite(float(m["loss"]))
+    # the network computes in bfloat16 throughout, with drop path on (a float32 drop probability once
+    # promoted every cell after the first to float32)
+    p16 = jax.tree.map(lambda v: v.astype(jnp.bfloat16), params)
+    net16 = nnx.merge(graphdef, p16, stats, copy=True)
+    logits, _ = net16(jnp.asarray(batch["x"], jnp.bfloat16), jnp.float32(0.2), jax.random.key(1))
+    assert logits.dtype == jnp.bfloat16
 
 
 def test_a_damaged_newest_checkpoint_is_set_aside_and_retraining_resumes_to_the_same_weights(tmp_path):

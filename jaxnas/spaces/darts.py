@@ -142,10 +142,11 @@ class DartsSupernet(CellSupernet):
 
 
 def drop_path(x: jax.Array, drop_prob, key: jax.Array) -> jax.Array:
-    """Per-sample drop of a whole path, kept samples scaled by 1/keep (DARTS utils.drop_path)."""
+    """Per-sample drop of a whole path, kept samples scaled by 1/keep (DARTS utils.drop_path), in x's
+    dtype (a float32 ``drop_prob`` would otherwise promote a bfloat16 network to float32 from here on)."""
     keep = 1.0 - drop_prob
     mask = jax.random.bernoulli(key, keep, (x.shape[0], 1, 1, 1))
-    return jnp.where(mask, x / keep, 0.0)
+    return jnp.where(mask, x / keep, 0.0).astype(x.dtype)
 
 
 class EvalCell(nnx.Module):
