@@ -48,7 +48,7 @@ def search_defaults() -> ml_collections.ConfigDict:
     c.search = ml_collections.ConfigDict(dict(
         strategy="darts", order="first", epochs=50, batch_size=64, max_steps_per_epoch=0, eval_batch_size=256,
         eval_examples=0,  # search-val images evaluated at each epoch end (0: all of them)
-        dtype="float32"))  # the supernet's compute dtype: float32, or bfloat16 (mixed precision; GPUs and TPUs)
+        dtype="float32"))  # strategy=darts: the supernet's compute dtype, float32 or bfloat16 (mixed precision)
     c.optim = ml_collections.ConfigDict(dict(
         lr=0.025, lr_min=0.001, momentum=0.9, nesterov=False, weight_decay=3e-4, grad_clip=5.0,
         arch_lr=3e-4, arch_beta1=0.5, arch_beta2=0.999, arch_weight_decay=1e-3))
@@ -386,10 +386,14 @@ def check_ranges(cfg) -> None:
                 raise JaxnasError(f"config field {key!r} must be in ({lo}, {hi}), got {value!r}")
     if "method" in cfg and "search" in cfg and cfg.search.get("strategy") == "darts":
         check_method(cfg.method, cfg.search.epochs)
-    if "search" in cfg and cfg.search.get("dtype") == "bfloat16" and cfg.search.get("order") == "second_fd":
-        raise JaxnasError("search.order=second_fd needs search.dtype=float32: its finite-difference step "
-                          "(0.01 / ||grad_w||, ~1e-5 a weight) is below bfloat16's resolution; use search.order="
-                          "second (exact) or first with bfloat16")
+    if "search" in cfg and cfg.search.get("dtype", "float32") != "float32":
+        if cfg.search.get("strategy") != "darts":
+            raise JaxnasError(f"search.dtype={cfg.search.dtype} is for the differentiable search (search.strategy="
+                              f"darts); search.strategy={cfg.search.get('strategy')!r} trains in float32")
+        from jaxnas.nn import DTYPES
+        from jaxnas.search.bilevel import check_dtype
+
+        check_dtype(cfg.search.order, DTYPES[cfg.search.dtype])
     if "optimize" in cfg and (cfg.run.num_processes > 1 or cfg.run.coordinator):
         raise JaxnasError(f"jaxnas optimize runs in one process (each fit is split over that process's devices, "
                           f"run.devices); run.num_processes={cfg.run.num_processes} and run.coordinator="

@@ -15,6 +15,8 @@ from jaxnas.cli import main
      "config field 'search.dtype': unknown value 'float16'; allowed: float32, bfloat16"),
     (["search", "--config.search.dtype=bfloat16", "--config.search.order=second_fd"],
      "search.order=second_fd needs search.dtype=float32"),
+    (["search", "--config.search.dtype=bfloat16", "--config.search.strategy=random"],
+     "search.dtype=bfloat16 is for the differentiable search"),
     (["search", "--config.run.kernels=im2col"],
      "config field 'run.kernels': unknown value 'im2col'; allowed: auto, native, dense, shift, grouped"),
     (["search", "--config.search.epochz=1"], "unknown config field 'search.epochz'"),
