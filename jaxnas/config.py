@@ -184,7 +184,7 @@ def optimize_defaults() -> ml_collections.ConfigDict:
         method="mwnet",              # l2rw, mwnet, hypergrad; oracle (a known corruption's ceiling)
         learn="example_weights",     # hypergrad: example_weights, class_weights, weight_decay, label_smoothing,
                                      # learning_rate (a multiplier of the schedule; estimator=unrolled),
-                                     # augment_noise, augment_translate, augment_brightness, augment_contrast (jaxnas/hyper/augments)
+                                     # augment_noise, _translate, _rotate, _scale, _brightness, _contrast (jaxnas/hyper/augments)
         estimator="unrolled", steps=1,  # hypergrad: unrolled over `steps` batches, or implicit
         solver="neumann", iters=20, alpha=0.01,  # implicit: the inverse-Hessian-vector product
         lr=0.1, every=1,             # hypergrad: Adam's learning rate for the hyperparameters, update period

@@ -59,6 +59,27 @@ def test_brightness_and_contrast_move_each_image_by_its_own_draw():
                                rtol=1e-6)
 
 
+def test_rotate_by_90_degrees_is_a_quarter_turn_and_by_0_the_image():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 8, 8, 3)).astype(np.float32)
+    r = augments.AUGMENTS["rotate"]
+    out = np.asarray(r.apply(jnp.asarray(x), jnp.float32(90.0), jnp.asarray([1.0, -1.0])))
+    np.testing.assert_allclose(out[0], np.rot90(x[0], 1), atol=1e-5)   # counter-clockwise as displayed
+    np.testing.assert_allclose(out[1], np.rot90(x[1], -1), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(r.apply(jnp.asarray(x), jnp.float32(0.0), jnp.ones(2))), x, atol=1e-6)
+
+
+def test_scale_reads_each_pixel_at_its_offset_over_the_factor():
+    # a ramp over the columns (value = column) zoomed by 2 about the centre 3.5: out[:, j] = 3.5 + (j - 3.5) / 2;
+    # zoomed by 0.5 the outer columns read outside the image, where zeros come in
+    x = jnp.broadcast_to(jnp.arange(8.0)[None, None, :, None], (2, 8, 8, 1))
+    sc = augments.AUGMENTS["scale"]
+    out = np.asarray(sc.apply(x, jnp.float32(1.0), jnp.asarray([1.0, -0.5])))
+    np.testing.assert_allclose(out[0, 3, :, 0], 3.5 + (np.arange(8) - 3.5) / 2, atol=1e-5)
+    np.testing.assert_allclose(out[1, 3, 2:6, 0], 3.5 + (np.arange(2, 6) - 3.5) * 2, atol=1e-5)
+    assert (out[1, :, 0, 0] == 0).all() and (out[1, 0, :, 0] == 0).all()
+
+
 def test_magnitudes_start_at_their_fraction_of_the_bound_in_the_images_units():
     steps = _steps("augment_noise,augment_translate")
     values = steps.values(steps.init())

@@ -27,7 +27,7 @@ weighting is 1, for the logs:
   one-step hypergradient is -lr (grad L_meta(w')) . (grad L_train(w)), the signal of hypergradient
   descent (Baydin et al. 2018, Eq. 2 for SGD). ``augment_<name>`` learns the magnitude of a
   differentiable augmentation of the training images (``jaxnas/hyper/augments``: ``noise``,
-  ``translate``, ``brightness``, ``contrast``) applied in the training loss, the lookahead's included; the meta loss sees the
+  ``translate``, ``rotate``, ``scale``, ``brightness``, ``contrast``) applied in the training loss, the lookahead's included; the meta loss sees the
   validation images without them. What is not learned keeps the trainer's fixed value.
 * ``oracle``, not a method but its ceiling, for demonstrations on a known corruption
   (``data.corrupt`` with label noise): each training example weighted 1 if its label is still the
