@@ -19,7 +19,8 @@ The public API (everything below is documented where it is defined):
   ``register_perturbation``, ``register_method``;
 * hypergradients (``jaxnas.hyper``): unrolled and implicit estimators of the derivative of a
   validation loss through training, and the reweighting methods of ``optimize.tune=gradient``;
-  ``register_augment`` adds a differentiable augmentation whose magnitude it can learn;
+  ``register_augment`` adds a differentiable augmentation whose magnitude it can learn,
+  ``register_hyper_method`` a method of ``optimize.hyper.method`` (``jaxnas/hyper/methods``);
 * accelerators without the device (``jaxnas.targets``): compile any step for an H100/H200, A100 or
   TPU v5e on a CPU and read XLA's memory plan, FLOPs and program (``targets.steps`` builds jaxnas's).
 """
@@ -37,6 +38,7 @@ from jaxnas.evaluators import register_evaluator
 from jaxnas.genotype import Genotype, derive_from_alphas, derive_from_weights
 from jaxnas.genotype import load as load_genotype
 from jaxnas.hyper.augments import register_augment
+from jaxnas.hyper.methods import register_hyper_method
 from jaxnas.methods import register_method, register_perturbation, register_regularizer
 from jaxnas.nn import ArchParam, count_params, split_model
 from jaxnas.ops import register_op
@@ -53,7 +55,7 @@ __all__ = ["ArchParam", "DartsNetwork", "DiscreteSpace", "Genotype", "JaxnasErro
            "Strategy", "alpha_optimizer", "check_optimize", "check_search", "check_train", "build_supernet", "count_params", "derive_from_alphas", "derive_from_weights",
            "epoch_cosine_lr", "evaluate_run", "hyper", "init_state", "kernels", "load_config", "load_dataset", "load_genotype",
            "make_eval_step", "make_search_step", "method_config", "methods", "optimize", "register_discrete_strategy",
-           "register_augment", "register_evaluator", "register_method", "register_model", "register_op", "register_perturbation", "register_regularizer",
+           "register_augment", "register_evaluator", "register_hyper_method", "register_method", "register_model", "register_op", "register_perturbation", "register_regularizer",
            "register_relaxation", "register_space", "register_strategy", "relaxations", "run_optimize", "run_search",
            "run_train", "targets",
            "split_model", "weight_optimizer"]

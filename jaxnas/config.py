@@ -283,7 +283,6 @@ CHOICES = {
     "compare.refit": ("train+val", "train"),
     "data.corrupt.kind": ("none", "symmetric", "uniform_mix", "longtail"),
     "optimize.tune": ("study", "gradient", "both"),
-    "optimize.hyper.method": ("l2rw", "mwnet", "hypergrad", "oracle"),
     "optimize.hyper.estimator": ("unrolled", "implicit"),
     "optimize.hyper.solver": ("neumann", "cg"),
     "optimize.hyper.lookahead": ("sgd", "optimizer"),
@@ -390,8 +389,7 @@ def check_ranges(cfg) -> None:
         if cfg.search.get("strategy") != "darts":
             raise JaxnasError(f"search.dtype={cfg.search.dtype} is for the differentiable search (search.strategy="
                               f"darts); search.strategy={cfg.search.get('strategy')!r} trains in float32")
-        from jaxnas.nn import DTYPES
-        from jaxnas.search.bilevel import check_dtype
+        from jaxnas.nn import DTYPES, check_dtype
 
         check_dtype(cfg.search.order, DTYPES[cfg.search.dtype])
     if "optimize" in cfg and (cfg.run.num_processes > 1 or cfg.run.coordinator):

@@ -1,5 +1,6 @@
 """Building blocks every space and method shares: the architecture-parameter variable type,
-PyTorch's default initialisation (for parity with the reference codes), and parameter counting.
+PyTorch's default initialisation (for parity with the reference codes), parameter counting, and the
+compute dtypes a step may run in.
 """
 
 from __future__ import annotations
@@ -10,11 +11,22 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxnas.errors import JaxnasError
 from jaxnas.kernels import reference
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 """The compute dtypes a step may run in (``search.dtype``, ``train.dtype``): parameters, optimizer
 states and BN running statistics stay float32 either way."""
+
+
+def check_dtype(order: str, dtype) -> None:
+    """DARTS's finite differences (``second_fd``) perturb the weights by 0.01 / ||grad||, about 1e-5 a
+    weight at DARTS's size: below bfloat16's resolution (2^-8 relative), so w+ and w- would round to
+    w and the difference to zero. That order needs float32."""
+    if order == "second_fd" and jnp.dtype(dtype) != jnp.float32:
+        raise JaxnasError(f"search.order=second_fd needs search.dtype=float32, got {jnp.dtype(dtype).name}: its "
+                          f"finite-difference step (0.01 / ||grad_w||, ~1e-5 a weight) is below bfloat16's "
+                          f"resolution; use order=second (exact) or first with bfloat16")
 
 
 class ArchParam(nnx.Variable):

@@ -215,6 +215,7 @@ def test_finite_differences_need_float32():
 
     with pytest.raises(JaxnasError, match="second_fd needs search.dtype=float32"):
         B.make_hypergradient(None, "second_fd", tiny_cfg().optim, jnp.bfloat16)
+    B.make_hypergradient(None, "second_fd", tiny_cfg().optim, jnp.float32)  # float32 is fine
 
 
 @pytest.mark.parametrize("space", ["darts", "nb201"])

@@ -10,6 +10,7 @@ from flax import nnx
 
 from jaxnas import config as config_lib
 from jaxnas.hyper import augments, estimators, reweight
+from jaxnas.hyper.methods import hypergrad
 from jaxnas.optimize import models
 
 
@@ -133,8 +134,8 @@ def test_a_users_augmentation_is_one_registration_and_then_learnable(monkeypatch
     augments.register_augment("user_shift", augments.Augment(
         apply=lambda x, m, u: x + m * u[:, None, None, None], draw=lambda rng, shape: rng.uniform(-1, 1, shape[:1]),
         bound=lambda image_shape: 2.0, start=0.5, unit="std"))
-    assert "augment_user_shift" in reweight.parse_learn("augment_user_shift")
+    assert "augment_user_shift" in hypergrad.parse_learn("augment_user_shift")
     steps = _steps("augment_user_shift")
     assert steps.values(steps.init()) == {"augment_user_shift": pytest.approx(1.0)}
     with pytest.raises(Exception, match="augment_nope.*unknown.*augment_user_shift"):
-        reweight.parse_learn("augment_nope")
+        hypergrad.parse_learn("augment_nope")

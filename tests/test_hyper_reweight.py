@@ -12,6 +12,7 @@ from flax import nnx
 from jaxnas import config as config_lib
 from jaxnas.errors import JaxnasError
 from jaxnas.hyper import reweight
+from jaxnas.hyper.methods import Hyper, mwnet
 from jaxnas.optimize import corrupt, models
 from jaxnas.optimize import split as split_lib
 from jaxnas.optimize import trainer
@@ -80,7 +81,7 @@ def test_mwnet_step_follows_the_official_algorithm():
     def meta_after_virtual(phi_):
         def inner(p):
             ell = _ce(graphdef, p, stats, batch["x"], batch["y"])
-            return jnp.mean(ell * reweight.vnet(phi_, jax.lax.stop_gradient(ell)))
+            return jnp.mean(ell * mwnet.vnet(phi_, jax.lax.stop_gradient(ell)))
         p2 = jax.tree.map(lambda a, g: a - lr * g, params, jax.grad(inner)(params))
         return _ce(graphdef, p2, stats, meta["x"], meta["y"]).mean()
 
@@ -88,7 +89,7 @@ def test_mwnet_step_follows_the_official_algorithm():
     # Adam's first step (bias-corrected): -lr * g' / (|g'| + eps), g' = g + wd * phi
     phi_new = jax.tree.map(lambda p, gg: p - 1e-3 * (gg + 1e-4 * p) / (jnp.abs(gg + 1e-4 * p) + 1e-8), phi, g)
     ell = _ce(graphdef, params, stats, batch["x"], batch["y"])
-    w = reweight.vnet(phi_new, ell)
+    w = mwnet.vnet(phi_new, ell)
     grad = jax.grad(lambda p: jnp.mean(_ce(graphdef, p, stats, batch["x"], batch["y"]) * w))(params)
     new_params, _, _, new_state, _, got_w = steps.step(params, stats, tx.init(params), state, batch, meta, lr)
     np.testing.assert_allclose(_flat(new_state.params), _flat(phi_new), rtol=1e-4, atol=1e-6)
@@ -115,6 +116,36 @@ def test_the_oracle_step_is_sgd_on_the_mean_loss_of_the_correctly_labelled_examp
                                           meta, 0.1)
     assert float(loss0) == 0.0 and not np.asarray(w0).any()
     np.testing.assert_array_equal(_flat(same), _flat(params))
+
+
+def test_a_users_method_is_one_registration_and_then_checked_and_built(monkeypatch):
+    # "halve": every example weighted 1/2, from the shared real step; its check refuses an optimizer lookahead
+    from jaxnas.hyper.methods import METHODS, Built, Method, register_hyper_method
+
+    def build(c):
+        def step(params, stats, opt, rstate, batch, meta, lr):
+            params, stats, opt, loss = c.real_step(params, stats, opt, batch, lambda ell: 0.5 * jnp.mean(ell))
+            return params, stats, opt, rstate, loss, jnp.full(batch["y"].shape, 0.5)
+        return Built(step, lambda: Hyper(None, None))
+
+    def check(cfg):
+        if cfg.lookahead != "sgd":
+            raise JaxnasError("halve takes no lookahead")
+
+    monkeypatch.setitem(METHODS, "halve", None)  # so that the registration is undone after the test
+    del METHODS["halve"]
+    register_hyper_method("halve", Method(build, check))
+    reweight.check(_hyper(method="halve"))
+    with pytest.raises(JaxnasError, match="halve takes no lookahead"):
+        reweight.check(_hyper(method="halve", lookahead="optimizer"))
+    graphdef, params, stats, batch, meta = _tiny(5)
+    tx = optax.sgd(0.1)
+    steps = reweight.Steps(graphdef, tx, HP, 3, 6, _hyper(method="halve"), 0)
+    assert steps.hyper_update is None and not steps.updates_hyper(0) and steps.lookahead == 1
+    new_params, _, _, _, _, w = steps.step(params, stats, tx.init(params), steps.init(), batch, meta, 0.1)
+    grad = jax.grad(lambda p: 0.5 * _ce(graphdef, p, stats, batch["x"], batch["y"]).mean())(params)
+    np.testing.assert_allclose(_flat(new_params), _flat(params) - 0.1 * _flat(grad), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(w), 0.5)
 
 
 def test_hypergrad_updates_each_declared_hyperparameter_by_its_meta_gradient():
@@ -161,7 +192,7 @@ def test_learned_learning_rate_follows_the_hypergradient_descent_signal_and_scal
     assert float(mloss) == pytest.approx(float(_ce(graphdef, ahead, stats, meta["x"], meta["y"]).mean()), rel=1e-5)
     assert float(new_state.params["log_lr"]) == pytest.approx(-0.01 * np.sign(signal), rel=1e-3)
     # the real step's update is the optimizer's times e^s
-    doubled = reweight.Hyper({"log_lr": jnp.log(2.0)}, state.opt)
+    doubled = Hyper({"log_lr": jnp.log(2.0)}, state.opt)
     p1 = steps.step(params, stats, tx.init(params), state, batch, meta, 0.2)[0]
     p2 = steps.step(params, stats, tx.init(params), doubled, batch, meta, 0.2)[0]
     np.testing.assert_allclose(_flat(p2) - _flat(params), 2 * (_flat(p1) - _flat(params)), rtol=1e-4, atol=1e-7)

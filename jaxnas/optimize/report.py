@@ -132,17 +132,17 @@ def _learned_lines(report: dict) -> list[str]:
         return []
     w = h["weights"]
     parts = []
-    if h["method"] != "hypergrad" or w.get("weight_std", 0) > 0:  # else no example or class weight was learned
+    if w.get("weight_std", 0) > 0:  # the example weights differ (else none was learned)
         parts.append(f"example weights mean {w.get('weight_mean', 0):.3f}, std {w.get('weight_std', 0):.3f}, "
                      f"{w.get('weight_zero_fraction', 0):.1%} zero")
     if "auroc_clean" in w:
         parts.append(f"AUROC of weight vs correct label {w['auroc_clean']:.3f} (last epoch)")
     if h.get("values"):
         parts.append(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in h["values"].items()))
-    if h["method"] == "oracle":
-        return ["weighted by the known corruption (oracle: correct labels 1, changed labels 0; not learned): "
-                + "; ".join(parts)]
-    return [f"learned by {h['method']} on val meta batches: " + "; ".join(parts)]
+    from jaxnas.hyper.methods import METHODS
+
+    summary = METHODS[h["method"]].summary if h["method"] in METHODS else "learned by {name}"
+    return [summary.format(name=h["method"]) + ": " + "; ".join(parts)]
 
 
 def markdown(report: dict) -> str:

@@ -29,6 +29,7 @@ from jaxnas import driver, parallel, rundir, writers
 from jaxnas.errors import JaxnasError
 from jaxnas.evaluators.train import make_classifier_steps
 from jaxnas.hyper import reweight
+from jaxnas.hyper.methods import METHODS
 from jaxnas.nn import count_params
 from jaxnas.optimize import model_spec, models
 
@@ -181,7 +182,7 @@ class Fit(driver.Loop):
         self.batches = data_lib.Batcher(x, y, train_idx, batch_size, mean, std, crop, seed, 11, cutout=cut, pad=pad)
         self.epochs, self.steps = epochs, self.batches.steps_per_epoch
         self.log_every = self.steps  # nothing is logged per step: the epoch's record is the log
-        learned = hyper is not None and hyper.method == "hypergrad" and "weight_decay" in hyper.learn
+        learned = hyper is not None and METHODS.lookup(hyper.method).owns_weight_decay(hyper)
         tx, self.schedule = optimizer({**hp, "weight_decay": 0.0} if learned else hp, epochs * self.steps,
                                       schedule=True)
         autotune = bool(cfg.run.fusion_autotune)
@@ -193,10 +194,10 @@ class Fit(driver.Loop):
                              eval_batch=-(-256 // n_dev) * n_dev)
         self.meta = self.rstate = self.last_weight = self.seen = None
         if hyper is not None:
-            if hyper.method == "oracle" and clean is None:
-                raise JaxnasError("optimize.hyper.method=oracle weights the examples by whether their label is "
-                                  "correct: it needs a known label corruption (data.corrupt.kind=symmetric or "
-                                  "uniform_mix)")
+            if METHODS.lookup(hyper.method).needs_clean and clean is None:
+                raise JaxnasError(f"optimize.hyper.method={hyper.method} weights the examples by whether their "
+                                  f"label is correct: it needs a known label corruption (data.corrupt.kind="
+                                  f"symmetric or uniform_mix)")
             if val_idx is None or len(val_idx) == 0:
                 raise JaxnasError("optimize.hyper needs a validation split of at least one example: its meta data")
             mb = parallel.round_to_devices(min(int(hyper.meta_batch), len(val_idx)), mesh)
@@ -278,7 +279,7 @@ class Fit(driver.Loop):
         batch with its examples' positions in the training split (per-example weights), the learned
         augmentations' randomness, and for ``oracle`` which of its labels are correct."""
         rows, batch = self.batches.rows(epoch, i), self.batches.batch(epoch, i)
-        if self.learner.method == "oracle":
+        if self.learner.needs_clean:
             batch["clean"] = self.clean[rows].astype(np.float32)
         return rows, dict(batch, pos=self.position[rows], **self.learner.draws(epoch, i, batch["x"].shape))
 
@@ -288,7 +289,7 @@ class Fit(driver.Loop):
             for rows, w in jax.device_get(self.weights):
                 self.last_weight[rows], self.seen[rows] = w, True
             record["weights"] = reweight.weight_summary(self.last_weight, self.seen, self.clean)
-            if self.hyper.method == "hypergrad":
+            if self.learner.values is not None:
                 record["hyper"] = self.learner.values(self.rstate)
         fitted = self.fitted
         fitted.params, fitted.stats = self.params, self.stats

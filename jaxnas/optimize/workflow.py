@@ -35,6 +35,7 @@ from jaxnas.errors import JaxnasError
 from jaxnas.optimize import report as report_lib
 from jaxnas.optimize import split as split_lib
 from jaxnas.hyper import reweight
+from jaxnas.hyper.methods import METHODS
 from jaxnas.optimize import corrupt, model_spec, models, stats, study, trainer
 from jaxnas.search import get_strategy
 from jaxnas.search.check import check_search
@@ -268,9 +269,9 @@ def setup(cfg, pool: data_lib.Dataset | None = None) -> Plan:
     corrupt.check(d.corrupt)
     if o.tune != "study":
         reweight.check(o.hyper)
-        if o.hyper.method == "oracle" and d.corrupt.kind not in ("symmetric", "uniform_mix"):
-            raise JaxnasError(f"optimize.hyper.method=oracle weights each training example by whether its label "
-                              f"is still correct, so it needs label noise: data.corrupt.kind=symmetric or "
+        if METHODS[o.hyper.method].needs_clean and d.corrupt.kind not in ("symmetric", "uniform_mix"):
+            raise JaxnasError(f"optimize.hyper.method={o.hyper.method} weights each training example by whether its "
+                              f"label is still correct, so it needs label noise: data.corrupt.kind=symmetric or "
                               f"uniform_mix, got {d.corrupt.kind!r}")
         if cfg.compare.refit != "train":
             raise JaxnasError(f"optimize.tune={o.tune} learns on meta batches of the validation split, so it "

@@ -33,10 +33,10 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxnas.errors import JaxnasError, unknown
+from jaxnas.errors import unknown
 from jaxnas.losses import accuracy, cross_entropy
 from jaxnas.methods import Parts, op_alphas
-from jaxnas.nn import split_model
+from jaxnas.nn import check_dtype, split_model
 
 ORDERS = ("first", "second", "second_fd", "single")
 
@@ -94,16 +94,6 @@ def make_loss_fn(graphdef, dtype=jnp.float32) -> Callable:
         return cross_entropy(logits, batch["y"]), (logits, new_stats)
 
     return loss_fn
-
-
-def check_dtype(order: str, dtype) -> None:
-    """DARTS's finite differences (``second_fd``) perturb the weights by 0.01 / ||grad||, about 1e-5 a
-    weight at DARTS's size: below bfloat16's resolution (2^-8 relative), so w+ and w- would round to
-    w and the difference to zero. That order needs float32."""
-    if order == "second_fd" and jnp.dtype(dtype) != jnp.float32:
-        raise JaxnasError(f"search.order=second_fd needs search.dtype=float32, got {jnp.dtype(dtype).name}: its "
-                          f"finite-difference step (0.01 / ||grad_w||, ~1e-5 a weight) is below bfloat16's "
-                          f"resolution; use order=second (exact) or first with bfloat16")
 
 
 def _tree_norm(tree) -> jax.Array:
