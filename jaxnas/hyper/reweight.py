@@ -84,7 +84,6 @@ class Steps:
 
     def __init__(self, graphdef, tx, hp: dict, num_classes: int, n_train: int, cfg, seed: int, mesh=None,
                  fusion_autotune: bool = False, image_shape: tuple | None = None):
-        self.cfg, self.method, self.k = cfg, cfg.method, num_classes
         method = METHODS.lookup(cfg.method)
         self.needs_clean = method.needs_clean
         self.image_shape, self.seed = (tuple(image_shape) if image_shape is not None else None), seed

@@ -182,7 +182,8 @@ class Fit(driver.Loop):
         self.batches = data_lib.Batcher(x, y, train_idx, batch_size, mean, std, crop, seed, 11, cutout=cut, pad=pad)
         self.epochs, self.steps = epochs, self.batches.steps_per_epoch
         self.log_every = self.steps  # nothing is logged per step: the epoch's record is the log
-        learned = hyper is not None and METHODS.lookup(hyper.method).owns_weight_decay(hyper)
+        method = METHODS.lookup(hyper.method) if hyper is not None else None
+        learned = method is not None and method.owns_weight_decay(hyper)
         tx, self.schedule = optimizer({**hp, "weight_decay": 0.0} if learned else hp, epochs * self.steps,
                                       schedule=True)
         autotune = bool(cfg.run.fusion_autotune)
@@ -194,7 +195,7 @@ class Fit(driver.Loop):
                              eval_batch=-(-256 // n_dev) * n_dev)
         self.meta = self.rstate = self.last_weight = self.seen = None
         if hyper is not None:
-            if METHODS.lookup(hyper.method).needs_clean and clean is None:
+            if method.needs_clean and clean is None:
                 raise JaxnasError(f"optimize.hyper.method={hyper.method} weights the examples by whether their "
                                   f"label is correct: it needs a known label corruption (data.corrupt.kind="
                                   f"symmetric or uniform_mix)")

@@ -71,6 +71,13 @@ def _call(model, x, key, hyper, weights):
     return model(x, key, **extra)
 
 
+def _in_dtype(params, x, dtype):
+    """The weights and images cast to the compute dtype (unchanged for float32: no op is traced)."""
+    if jnp.dtype(dtype) == jnp.float32:
+        return params, x
+    return jax.tree.map(lambda v: v.astype(dtype), params), x.astype(dtype)
+
+
 def make_loss_fn(graphdef, dtype=jnp.float32) -> Callable:
     """loss(params, alphas, stats, batch, key=None, hyper=None, weights=None) -> (loss, (logits, new_stats)),
     training-mode BN; ``key`` feeds the relaxation, ``hyper`` holds the scheduled values, ``weights``
@@ -83,9 +90,7 @@ def make_loss_fn(graphdef, dtype=jnp.float32) -> Callable:
     low = jnp.dtype(dtype) != jnp.float32
 
     def loss_fn(params, alphas, stats, batch, key=None, hyper=None, weights=None):
-        x = batch["x"]
-        if low:
-            params, x = jax.tree.map(lambda v: v.astype(dtype), params), x.astype(dtype)
+        params, x = _in_dtype(params, batch["x"], dtype)
         model = nnx.merge(graphdef, params, alphas, stats, copy=True)
         logits = _call(model, x, key, hyper, weights)
         new_stats = nnx.state(model, nnx.BatchStat)
@@ -248,9 +253,7 @@ def make_eval_step(graphdef_eval, parts: Parts | None = None, dtype=jnp.float32)
     low = jnp.dtype(dtype) != jnp.float32
 
     def eval_step(state: SearchState, batch: dict):
-        params, x = state.params, batch["x"]
-        if low:
-            params, x = jax.tree.map(lambda v: v.astype(dtype), params), x.astype(dtype)
+        params, x = _in_dtype(state.params, batch["x"], dtype)
         model = nnx.merge(graphdef_eval, params, state.alphas, state.batch_stats)
         logits = _call(model, x, None, parts.hyper(state.step), None)
         if low:

@@ -4,11 +4,11 @@
 
 from __future__ import annotations
 
-from jaxnas.hyper.augments.registry import Augment, register_augment
+from jaxnas.hyper.augments.registry import Augment, register_augment, uniform_per_image
 
 register_augment("brightness", Augment(
     apply=lambda x, m, u: x + m * u[:, None, None, None].astype(x.dtype),
-    draw=lambda rng, shape: rng.uniform(-1.0, 1.0, shape[:1]).astype("float32"),
+    draw=uniform_per_image,
     bound=lambda image_shape: 1.0,
     start=0.25,
     unit="std"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import jax
 
-from jaxnas.hyper.augments.registry import Augment, register_augment
+from jaxnas.hyper.augments.registry import Augment, register_augment, uniform_per_image
 
 
 def contrast(x: jax.Array, m: jax.Array, u: jax.Array) -> jax.Array:
@@ -17,7 +17,7 @@ def contrast(x: jax.Array, m: jax.Array, u: jax.Array) -> jax.Array:
 
 register_augment("contrast", Augment(
     apply=contrast,
-    draw=lambda rng, shape: rng.uniform(-1.0, 1.0, shape[:1]).astype("float32"),
+    draw=uniform_per_image,
     bound=lambda image_shape: 1.0,
     start=0.5,
     unit="factor"))

@@ -33,6 +33,11 @@ class Augment(NamedTuple):
     unit: str
 
 
+def uniform_per_image(rng: np.random.Generator, batch_shape: tuple) -> np.ndarray:
+    """The draw of an augmentation with one ``u ~ U[-1, 1]`` per image: shape (N,)."""
+    return rng.uniform(-1.0, 1.0, batch_shape[:1]).astype("float32")
+
+
 AUGMENTS: Registry = Registry("learned augmentation")
 
 

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxnas.hyper.augments._warp import about_centre
-from jaxnas.hyper.augments.registry import Augment, register_augment
+from jaxnas.hyper.augments.registry import Augment, register_augment, uniform_per_image
 
 
 def rotate(x: jax.Array, m: jax.Array, u: jax.Array) -> jax.Array:
@@ -23,7 +23,7 @@ def rotate(x: jax.Array, m: jax.Array, u: jax.Array) -> jax.Array:
 
 register_augment("rotate", Augment(
     apply=rotate,
-    draw=lambda rng, shape: rng.uniform(-1.0, 1.0, shape[0]).astype("float32"),
+    draw=uniform_per_image,
     bound=lambda image_shape: 30.0,
     start=0.25,
     unit="degrees"))

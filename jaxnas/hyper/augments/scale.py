@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxnas.hyper.augments._warp import about_centre
-from jaxnas.hyper.augments.registry import Augment, register_augment
+from jaxnas.hyper.augments.registry import Augment, register_augment, uniform_per_image
 
 
 def scale(x: jax.Array, m: jax.Array, u: jax.Array) -> jax.Array:
@@ -21,7 +21,7 @@ def scale(x: jax.Array, m: jax.Array, u: jax.Array) -> jax.Array:
 
 register_augment("scale", Augment(
     apply=scale,
-    draw=lambda rng, shape: rng.uniform(-1.0, 1.0, shape[0]).astype("float32"),
+    draw=uniform_per_image,
     bound=lambda image_shape: 0.5,
     start=0.25,
     unit="zoom factor - 1"))
