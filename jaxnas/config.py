@@ -36,6 +36,7 @@ def run_defaults(log_every: int, checkpoint_every: int) -> ml_collections.Config
         fusion_autotune=False,  # GPU: XLA's fusion autotuner (off: half the compile time; parallel.compiler_options)
         checkpoint_every=checkpoint_every,  # steps between checkpoints (0: epoch ends only); always at epoch ends
         keep_checkpoints=3, tensorboard=True, progress=True,
+        profile_step=0, profile_steps=3,  # a profiler trace of these global steps into <run>/profile (0: none; jaxnas/tracing.py)
         coordinator="", num_processes=0, process_id=-1, init_timeout=120))  # see jaxnas/distributed.py
 
 
@@ -230,6 +231,7 @@ RANGES = {
     "seed": (0, 2 ** 32 - 1),
     "run.devices": (0, None), "run.log_every": (1, None), "run.checkpoint_every": (0, None),
     "run.keep_checkpoints": (1, None), "run.num_processes": (0, None), "run.init_timeout": (1, None),
+    "run.profile_step": (0, None), "run.profile_steps": (1, None),
     "data.cutout": (0, None),
     "search.epochs": (1, None), "search.batch_size": (1, None), "search.eval_batch_size": (1, None),
     "search.max_steps_per_epoch": (0, None), "search.eval_examples": (0, None),
@@ -392,6 +394,11 @@ def check_ranges(cfg) -> None:
         from jaxnas.nn import DTYPES, check_dtype
 
         check_dtype(cfg.search.order, DTYPES[cfg.search.dtype])
+    if cfg.get("run", {}).get("profile_step", 0) and ("optimize" in cfg or cfg.get("search", {}).get("strategy",
+                                                                                                  "darts") != "darts"):
+        what = "jaxnas optimize" if "optimize" in cfg else f"search.strategy={cfg.search.strategy!r}"
+        raise JaxnasError(f"run.profile_step={cfg.run.profile_step}: a profiler trace is for the differentiable search "
+                          f"(search.strategy=darts) and jaxnas train, not {what}")
     if "optimize" in cfg and (cfg.run.num_processes > 1 or cfg.run.coordinator):
         raise JaxnasError(f"jaxnas optimize runs in one process (each fit is split over that process's devices, "
                           f"run.devices); run.num_processes={cfg.run.num_processes} and run.coordinator="
@@ -640,6 +647,7 @@ def to_json(cfg: ml_collections.ConfigDict) -> str:
 # Fields that may change when a run resumes: they affect logging, checkpointing and
 # process placement, never the numbers computed.
 RESUME_FREE = ("run.workdir", "run.name", "run.log_every", "run.compile_cache", "run.checkpoint_every",
+               "run.profile_step", "run.profile_steps",
                "run.keep_checkpoints", "run.tensorboard", "run.progress", "run.coordinator",
                "run.num_processes", "run.process_id", "run.init_timeout",
                "optimize.trials", "optimize.seconds")  # an optimize run's budget may grow on resume

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import jax
 
-from jaxnas import checkpoint, rundir, writers
+from jaxnas import checkpoint, rundir, tracing, writers
 from jaxnas.errors import JaxnasError
 
 
@@ -267,7 +267,7 @@ def run_epochs(*, epochs: int, steps: int, start: int, log_every: int, checkpoin
                log_step: Callable[[int, int, int, dict], None], end_epoch: Callable[[int, int, float], None],
                save: Callable[[int], None], begin_epoch: Callable[[int, int], None] | None = None,
                catch_signals: bool = True, nonfinite: Callable[[int, list[str]], Exception] | None = None,
-               finished: Callable[[], bool] | None = None) -> None:
+               finished: Callable[[], bool] | None = None, trace: tracing.StepTrace | None = None) -> None:
     """The loop of every run, from global step ``start`` to ``epochs * steps``.
 
     Per epoch: ``begin_epoch(epoch, first_step)``; per step i: ``step(epoch, i) -> metrics``
@@ -278,9 +278,11 @@ def run_epochs(*, epochs: int, steps: int, start: int, log_every: int, checkpoin
     Whatever happens, the progress bar and the writer are closed and pending checkpoint
     writes finish. ``catch_signals=False`` leaves SIGTERM and SIGINT to the caller;
     ``nonfinite(step, bad)`` gives the error a NaN/Inf raises. ``finished()`` true after a step
-    (a budget spent early) ends the run there, as if that step ended its epoch.
+    (a budget spent early) ends the run there, as if that step ended its epoch. ``trace`` records a
+    profiler trace of its window of steps.
     """
     guard = FiniteGuard(nonfinite)
+    trace = trace or tracing.StepTrace(0, 1, run_dir)
     try:
         with (StopOnSignal() if catch_signals else contextlib.nullcontext(StopOnSignal())) as stop:
             for epoch in range(start // steps, epochs):
@@ -290,7 +292,10 @@ def run_epochs(*, epochs: int, steps: int, start: int, log_every: int, checkpoin
                 t_epoch, done, gstep = time.time(), False, epoch * steps + first
                 for i in range(first, steps):
                     gstep = epoch * steps + i + 1
-                    guard.push(gstep, step(epoch, i))
+                    trace.before(gstep)
+                    out = step(epoch, i)
+                    trace.after(gstep, out)
+                    guard.push(gstep, out)
                     progress.update()
                     done = finished is not None and finished()
                     if (i + 1) % log_every == 0 or i + 1 == steps or done:
@@ -308,6 +313,7 @@ def run_epochs(*, epochs: int, steps: int, start: int, log_every: int, checkpoin
                 if done:
                     return
     finally:  # pending checkpoint writes finish even when the run stops with an error
+        trace.close()
         close_run(progress, writer, ckpt)
 
 
@@ -316,7 +322,8 @@ class Loop(abc.ABC):
     then restoring any checkpoint) sets:
 
     * ``epochs``, ``steps`` (per epoch), ``start`` (the global step it continues from);
-    * ``log_every``, ``checkpoint_every``; ``catch_signals`` (False: SIGTERM and SIGINT are the caller's);
+    * ``log_every``, ``checkpoint_every``; ``profile_step``, ``profile_steps`` (a profiler trace of those
+      global steps, ``jaxnas.tracing``; 0: none); ``catch_signals`` (False: SIGTERM and SIGINT are the caller's);
     * ``progress`` (a ``Progress``, ``start_progress``), ``ckpt`` (a ``Checkpointer`` or None), ``run_dir``,
       ``writer``, ``log``.
 
@@ -329,6 +336,8 @@ class Loop(abc.ABC):
     start: int = 0
     log_every: int = 1
     checkpoint_every: int = 0
+    profile_step: int = 0
+    profile_steps: int = 1
     catch_signals: bool = True
     run_dir: str | None = None
     ckpt = None
@@ -404,4 +413,5 @@ def run(loop: Loop) -> None:
                checkpoint_every=loop.checkpoint_every, progress=loop.progress, ckpt=loop.ckpt, run_dir=loop.run_dir,
                writer=loop.writer, step=loop.step, log_step=loop.log_step, end_epoch=loop.end_epoch, save=loop.save,
                begin_epoch=loop.begin_epoch, catch_signals=loop.catch_signals,
-               nonfinite=loop.nonfinite, finished=loop.finished)
+               nonfinite=loop.nonfinite, finished=loop.finished,
+               trace=tracing.StepTrace(loop.profile_step, loop.profile_steps, loop.run_dir, loop.log))

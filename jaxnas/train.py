@@ -142,6 +142,7 @@ class Retrain(driver.Loop):
         self.epochs = t.epochs
         self.steps = min(self.batches.steps_per_epoch, t.max_steps_per_epoch or self.batches.steps_per_epoch)
         self.log_every, self.checkpoint_every = cfg.run.log_every, cfg.run.checkpoint_every
+        self.profile_step, self.profile_steps = cfg.run.profile_step, cfg.run.profile_steps
 
         # optimizer and the jitted train step
         self.schedule = epoch_cosine_lr(cfg.optim.lr, cfg.optim.lr_min, t.epochs, self.steps)

@@ -125,6 +125,7 @@ class DartsSearch(driver.Loop):
         self.epochs = s.epochs
         self.steps = min(self.train_b.steps_per_epoch, s.max_steps_per_epoch or self.train_b.steps_per_epoch)
         self.log_every, self.checkpoint_every = cfg.run.log_every, cfg.run.checkpoint_every
+        self.profile_step, self.profile_steps = cfg.run.profile_step, cfg.run.profile_steps
 
         # mesh: every device, the batch split over them
         self.mesh = parallel.make_mesh(cfg.run.devices)
