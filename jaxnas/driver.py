@@ -339,6 +339,7 @@ class Loop(abc.ABC):
     profile_step: int = 0
     profile_steps: int = 1
     catch_signals: bool = True
+    log: Callable[[str], None] = staticmethod(print)
     run_dir: str | None = None
     ckpt = None
     progress: Progress
