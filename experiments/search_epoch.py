@@ -8,7 +8,8 @@
 step reads a train and a val batch from ``jaxnas.data.Batcher`` (the search's own shuffling, crop,
 flip and normalisation) and places them on the mesh, as ``jaxnas search`` does; the search step is
 ``jaxnas.search.bilevel``'s at DARTS's size (8 cells, C=16). Prints one JSON line: compile time, the
-epoch's wall time and images/s, and the 50-epoch search this implies. Checkpoints and logs are
+epoch's wall time and images/s, the host's time building a step's batches (``input_ms``; the
+device waits on it only when it exceeds ``step_ms``), and the 50-epoch search this implies. Checkpoints and logs are
 left out (the search writes them every 100 steps and at epoch ends).
 """
 
@@ -61,8 +62,13 @@ def main() -> None:
                                                          dtype=DTYPES[args.dtype]), mesh, 2)
     state = parallel.put_replicated(state, mesh)
 
+    host = [0.0]  # seconds spent building batches on the host
+
     def batches(i):
-        return parallel.put_batch(train.batch(0, i), mesh), parallel.put_batch(val.batch(0, i), mesh)
+        t0 = time.perf_counter()
+        out = parallel.put_batch(train.batch(0, i), mesh), parallel.put_batch(val.batch(0, i), mesh)
+        host[0] += time.perf_counter() - t0
+        return out
 
     t = time.perf_counter()
     tb, vb = batches(0)
@@ -70,7 +76,7 @@ def main() -> None:
     compile_s = time.perf_counter() - t
     state, m = compiled(state, tb, vb)  # warm-up
     jax.block_until_ready(m)
-    t = time.perf_counter()
+    t, host[0] = time.perf_counter(), 0.0
     for i in range(1, steps + 1):
         tb, vb = batches(i)
         state, m = compiled(state, tb, vb)
@@ -81,6 +87,7 @@ def main() -> None:
                       "devices": mesh.devices.size, "device_kind": jax.devices()[0].device_kind,
                       "jax": jax.__version__, "compile_s": round(compile_s, 1), "steps": steps,
                       "wall_s": round(wall, 2), "step_ms": round(per_step * 1e3, 2),
+                      "input_ms": round(host[0] / steps * 1e3, 2),  # the host's batches (and their transfer) a step
                       "images_per_s": round(2 * args.batch / per_step, 1),
                       "search_50_epochs_min": round(per_step * train.steps_per_epoch * 50 / 60, 1),
                       "train_loss": float(m["train_loss"])}), flush=True)

@@ -56,6 +56,16 @@ def to_unit(x: np.ndarray) -> np.ndarray:
     return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
 
 
+def normalize(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """``(to_unit(x) - mean) / std`` in float32, in place on one new array (the same numbers)."""
+    out = x.astype(np.float32)
+    if x.dtype == np.uint8:
+        out /= 255.0
+    out -= mean
+    out /= std
+    return out
+
+
 def _holdout(x, y, fraction: float = 0.2, seed: int = 0):
     """A fixed, seeded train/test split for sources that ship only one set."""
     perm = np.random.default_rng(seed).permutation(len(x))
@@ -298,9 +308,9 @@ def augment_batch(x: np.ndarray, kind: str, rng: np.random.Generator, pad: int =
     padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
     dy = rng.integers(0, 2 * pad + 1, total)[part]
     dx = rng.integers(0, 2 * pad + 1, total)[part]
-    rows = dy[:, None] + np.arange(h)[None, :]
-    cols = dx[:, None] + np.arange(w)[None, :]
-    out = padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    # image k's h x w window at (dy[k], dx[k]): a view of every window, then one gather of n of them
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (h, w), axis=(1, 2))  # (n, 2p+1, 2p+1, c, h, w)
+    out = np.ascontiguousarray(windows[np.arange(n), dy, dx].transpose(0, 2, 3, 1))
     if kind == "crop_flip":
         flip = rng.random(total)[part] < 0.5
         out[flip] = out[flip, :, ::-1]
@@ -315,11 +325,10 @@ def cutout(x: np.ndarray, length: int, rng: np.random.Generator, total: int | No
     n, h, w, _ = x.shape
     total = total or n
     cy, cx = rng.integers(0, h, total)[part], rng.integers(0, w, total)[part]
-    rows, cols = np.arange(h)[None, :], np.arange(w)[None, :]
-    in_y = (rows >= (cy - length // 2)[:, None]) & (rows < (cy + length // 2)[:, None])
-    in_x = (cols >= (cx - length // 2)[:, None]) & (cols < (cx + length // 2)[:, None])
-    mask = ~(in_y[:, :, None] & in_x[:, None, :])
-    return x * mask[..., None].astype(x.dtype)
+    out = x.copy()
+    for k, (y0, x0) in enumerate(zip(np.clip(cy - length // 2, 0, h), np.clip(cx - length // 2, 0, w))):
+        out[k, y0:cy[k] + length // 2, x0:cx[k] + length // 2] = 0
+    return out
 
 
 class Batcher:
@@ -354,7 +363,7 @@ class Batcher:
         cycle, step = divmod(step, self.steps_per_epoch)
         rng = np.random.default_rng([self.seed, self.stream, epoch, cycle, step, 1])
         x = augment_batch(self.x[idx], self.augment, rng, pad=self.pad, total=self.batch_size, part=rows)
-        x = cutout((to_unit(x) - self.mean) / self.std, self.cutout, rng, total=self.batch_size, part=rows)
+        x = cutout(normalize(x, self.mean, self.std), self.cutout, rng, total=self.batch_size, part=rows)
         return {"x": x, "y": self.y[idx]}
 
     def rows(self, epoch: int, step: int) -> np.ndarray:
@@ -378,4 +387,4 @@ def eval_batches(x: np.ndarray, y: np.ndarray, batch_size: int, mean: np.ndarray
         if n < batch_size:
             xb = np.concatenate([xb, np.zeros((batch_size - n,) + xb.shape[1:], xb.dtype)])
             yb = np.concatenate([yb, np.zeros(batch_size - n, yb.dtype)])
-        yield {"x": (to_unit(xb) - mean.astype(np.float32)) / std.astype(np.float32), "y": yb, "mask": mask}
+        yield {"x": normalize(xb, mean.astype(np.float32), std.astype(np.float32)), "y": yb, "mask": mask}

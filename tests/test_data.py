@@ -56,6 +56,34 @@ def test_crop_flip_augmentation():
     assert 10 < n_flipped < 54
 
 
+def test_crop_flip_is_each_image_window_at_its_drawn_offset_then_its_flip():
+    # against the per-image definition (torchvision's RandomCrop(padding) then RandomHorizontalFlip),
+    # with the draws replayed: offsets dy for the whole batch, then dx, then the flips
+    x = np.random.default_rng(3).integers(0, 256, (6, 5, 7, 3), dtype=np.uint8)
+    out = data.augment_batch(x, "crop_flip", np.random.default_rng(9), pad=3, total=8, part=slice(2, 8))
+    rng = np.random.default_rng(9)
+    dy, dx, flip = rng.integers(0, 7, 8)[2:], rng.integers(0, 7, 8)[2:], (rng.random(8) < 0.5)[2:]
+    for k in range(6):
+        window = np.pad(x[k], ((3, 3), (3, 3), (0, 0)))[dy[k]:dy[k] + 5, dx[k]:dx[k] + 7]
+        np.testing.assert_array_equal(out[k], window[:, ::-1] if flip[k] else window)
+    assert out.dtype == np.uint8 and out.flags.c_contiguous and 0 < flip.sum() < 6
+
+
+def test_cutout_zeroes_the_square_about_each_drawn_centre_clipped_at_the_borders():
+    # DARTS's Cutout: rows [cy - L/2, cy + L/2) and columns [cx - L/2, cx + L/2), centres drawn for the
+    # whole batch (cy for all, then cx), the rows ``part`` of it kept
+    x = np.random.default_rng(4).normal(size=(40, 9, 7, 2)).astype(np.float32)
+    out = data.cutout(x, 4, np.random.default_rng(5), total=50, part=slice(10, 50))
+    rng = np.random.default_rng(5)
+    cy, cx = rng.integers(0, 9, 50)[10:], rng.integers(0, 7, 50)[10:]
+    for k in range(40):
+        r, c = np.arange(9)[:, None], np.arange(7)[None, :]
+        square = (r >= cy[k] - 2) & (r < cy[k] + 2) & (c >= cx[k] - 2) & (c < cx[k] + 2)
+        np.testing.assert_array_equal(out[k], np.where(square[..., None], 0.0, x[k]))
+    assert {int(v) for v in cy} >= {0, 8} and np.array_equal(x, np.random.default_rng(4).normal(size=x.shape)
+                                                             .astype(np.float32))  # borders drawn; x untouched
+
+
 def test_batches_are_a_pure_function_of_seed_epoch_step():
     ds = data.load_digits()
     mean, std = ds.mean_std()
