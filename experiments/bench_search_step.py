@@ -75,7 +75,7 @@ def bench(args) -> dict:
     model.eval()
     graphdef_eval = nnx.split(model)[0]  # SDARTS-ADV attacks in evaluation mode
     step = parallel.jit_data_parallel(B.make_search_step(graphdef, w_tx, a_tx, schedule, order, cfg.optim, parts,
-                                                         graphdef_eval, DTYPES[args.dtype]), mesh, 2,
+                                                         graphdef_eval, DTYPES[args.dtype], args.passes), mesh, 2,
                                         fusion_autotune=args.fusion_autotune)
     state = parallel.put_replicated(state, mesh)
     rng = np.random.default_rng(0)
@@ -112,7 +112,7 @@ def bench(args) -> dict:
     busy = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (sum(times) * (os.cpu_count() or 1))
     median = statistics.median(times)
     return {
-        "method": args.method or "darts", "space": args.space, "order": order, "dtype": args.dtype, "batch": args.batch, "C": args.C, "layers": args.layers, "image": args.image,
+        "method": args.method or "darts", "space": args.space, "order": order, "dtype": args.dtype, "passes": args.passes, "batch": args.batch, "C": args.C, "layers": args.layers, "image": args.image,
         "devices": mesh.devices.size, "device_kind": jax.devices()[0].device_kind,
         "compile_s": round(compile_s, 1), "median_step_s": round(median, 3),
         "images_per_s": round(2 * args.batch / median, 1),
@@ -143,6 +143,7 @@ def main() -> None:
     p.add_argument("--fusion-autotune", action="store_true",
                    help="GPU: keep XLA's fusion autotuner on (run.fusion_autotune; jaxnas turns it off)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="search.dtype")
+    p.add_argument("--passes", default="unrolled", choices=["unrolled", "loop"], help="search.passes (first order)")
     p.add_argument("--cache", default="", help="persistent compilation cache directory")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--method", default="", help="a DARTS-family method (jaxnas.methods), or all")

@@ -28,6 +28,7 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--devices", type=int, default=0)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="search.dtype")
+    p.add_argument("--passes", default="unrolled", choices=["unrolled", "loop"], help="search.passes (first order)")
     args = p.parse_args()
 
     import jax
@@ -59,7 +60,7 @@ def main() -> None:
     w_tx, a_tx = optim.weight_optimizer(cfg.optim, schedule), optim.alpha_optimizer(cfg.optim)
     graphdef, state = B.init_state(model, w_tx, a_tx)
     step = parallel.jit_data_parallel(B.make_search_step(graphdef, w_tx, a_tx, schedule, args.order, cfg.optim,
-                                                         dtype=DTYPES[args.dtype]), mesh, 2)
+                                                         dtype=DTYPES[args.dtype], passes=args.passes), mesh, 2)
     state = parallel.put_replicated(state, mesh)
 
     host = [0.0]  # seconds spent building batches on the host
@@ -83,7 +84,7 @@ def main() -> None:
     jax.block_until_ready(m)
     wall = time.perf_counter() - t
     per_step = wall / steps
-    print(json.dumps({"what": "search_epoch", "order": args.order, "dtype": args.dtype, "batch": args.batch, "layers": args.layers,
+    print(json.dumps({"what": "search_epoch", "order": args.order, "dtype": args.dtype, "passes": args.passes, "batch": args.batch, "layers": args.layers,
                       "devices": mesh.devices.size, "device_kind": jax.devices()[0].device_kind,
                       "jax": jax.__version__, "compile_s": round(compile_s, 1), "steps": steps,
                       "wall_s": round(wall, 2), "step_ms": round(per_step * 1e3, 2),

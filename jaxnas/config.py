@@ -49,7 +49,8 @@ def search_defaults() -> ml_collections.ConfigDict:
     c.search = ml_collections.ConfigDict(dict(
         strategy="darts", order="first", epochs=50, batch_size=64, max_steps_per_epoch=0, eval_batch_size=256,
         eval_examples=0,  # search-val images evaluated at each epoch end (0: all of them)
-        dtype="float32"))  # strategy=darts: the supernet's compute dtype, float32 or bfloat16 (mixed precision)
+        dtype="float32",  # strategy=darts: the supernet's compute dtype, float32 or bfloat16 (mixed precision)
+        passes="unrolled"))  # first order: unrolled, or loop (both passes one compiled body: less compile, more bytes)
     c.optim = ml_collections.ConfigDict(dict(
         lr=0.025, lr_min=0.001, momentum=0.9, nesterov=False, weight_decay=3e-4, grad_clip=5.0,
         arch_lr=3e-4, arch_beta1=0.5, arch_beta2=0.999, arch_weight_decay=1e-3))
@@ -274,6 +275,7 @@ OPEN_RANGES = {"data.train_portion": (0.0, 1.0), "data.val_fraction": (0.0, 1.0)
 CHOICES = {
     "search.order": ("first", "second", "second_fd", "single"),
     "search.dtype": ("float32", "bfloat16"),
+    "search.passes": ("unrolled", "loop"),
     "run.kernels": kernels.IMPLS,
     "data.augment": ("auto", "none", "crop", "crop_flip"),
     "train.dtype": ("float32", "bfloat16"),
@@ -394,6 +396,13 @@ def check_ranges(cfg) -> None:
         from jaxnas.nn import DTYPES, check_dtype
 
         check_dtype(cfg.search.order, DTYPES[cfg.search.dtype])
+    if "search" in cfg and cfg.search.get("passes", "unrolled") != "unrolled":
+        if cfg.search.get("strategy") != "darts":
+            raise JaxnasError(f"search.passes={cfg.search.passes} is for the differentiable search (search.strategy="
+                              f"darts), not search.strategy={cfg.search.get('strategy')!r}")
+        from jaxnas.search.bilevel import check_passes
+
+        check_passes(cfg.search.passes, cfg.search.order, cfg.method.perturbation != "none")
     if cfg.get("run", {}).get("profile_step", 0) and ("optimize" in cfg or cfg.get("search", {}).get("strategy",
                                                                                                   "darts") != "darts"):
         what = "jaxnas optimize" if "optimize" in cfg else f"search.strategy={cfg.search.strategy!r}"

@@ -1,3 +1,5 @@
+import re
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -239,3 +241,58 @@ def test_every_method_supernet_computes_in_bfloat16(space):
 
         out = jax.eval_shape(logits, params, alphas, stats, jax.ShapeDtypeStruct((4, 8, 8, 3), jnp.bfloat16))
         assert out.dtype == jnp.bfloat16, m
+
+
+@pytest.mark.parametrize("part", ["darts", "sampling", "regularizer_and_warm_up", "four_devices"])
+def test_the_first_order_passes_as_one_loop_are_the_unrolled_step(part):
+    """search.passes=loop runs the val pass and the train pass through one compiled body; the states and
+    metrics of several steps equal the two-pass step's: the alphas updated on the val batch before the
+    weight pass, the sampling keys of each pass, a regularizer, a warm-up before the first alpha update,
+    and a batch split over 4 devices."""
+    from jaxnas import methods, parallel
+
+    cfg, graphdef, state, w_tx, a_tx, schedule, batches = _setup("first", n=16)
+    if part == "sampling":
+        cfg.space.relaxation = "gumbel_hard"
+        cfg.method.tau = methods.schedule(10.0, 0.1, "epochs-1")
+        model = build_supernet(cfg.space, (8, 8, 1), 10, nnx.Rngs(0))
+        graphdef, state = B.init_state(model, w_tx, a_tx)
+    if part == "regularizer_and_warm_up":
+        cfg.method.regularizer, cfg.method.reg = "beta_decay", methods.schedule(0.5, 2.0, "epochs")
+        cfg.method.arch_start_epoch = 1  # 5 steps an epoch: the first alpha update at step 6
+    parts = methods.parts(cfg.method, 4, 5)
+    mesh = parallel.make_mesh(4 if part == "four_devices" else 1)
+    state, run = jax.device_get(state), {}  # host copies: the steps donate their state
+    for passes in B.PASSES:
+        step = parallel.jit_data_parallel(B.make_search_step(graphdef, w_tx, a_tx, schedule, "first", cfg.optim, parts,
+                                                             passes=passes), mesh, 2)
+        s, history = parallel.put_replicated(state, mesh), []
+        for i in range(7):
+            s, m = step(s, parallel.put_batch(batches[i % 4], mesh), parallel.put_batch(batches[(i + 1) % 4], mesh))
+            history.append(jax.device_get(m))
+        run[passes] = jax.device_get(s), history
+    (s_u, h_u), (s_l, h_l) = run["unrolled"], run["loop"]
+    for a, b in zip(jax.tree.leaves(s_u), jax.tree.leaves(s_l)):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=2e-5, atol=1e-6)
+    for mu, ml in zip(h_u, h_l):
+        assert mu.keys() == ml.keys()
+        for k in mu:
+            np.testing.assert_allclose(ml[k], mu[k], rtol=2e-5, atol=1e-6, err_msg=k)
+    a0, a7 = (np.asarray(t.alphas["alphas_reduce"][...]) for t in (state, s_l))
+    assert not np.allclose(a0, a7)  # the alphas did move
+    if part == "regularizer_and_warm_up":
+        assert [float(m["alpha_grad_norm"]) == 0.0 for m in h_l] == [True] * 5 + [False] * 2
+
+
+def test_looped_passes_need_the_first_order_without_a_perturbation():
+    from jaxnas import config as config_lib
+    from jaxnas.errors import JaxnasError
+
+    for cfg, why in ((tiny_cfg(order="second"), "search.order=second has no two like passes"),
+                     (config_lib.method_config("sdarts_rs"), "a perturbation of the weight pass (SDARTS)")):
+        with pytest.raises(JaxnasError, match=re.escape(why)):
+            config_lib.apply_overrides(cfg, ["search.passes=loop"])
+    with pytest.raises(JaxnasError, match="unknown value 'twice'; allowed: unrolled, loop"):
+        config_lib.apply_overrides(tiny_cfg(), ["search.passes=twice"])
+    with pytest.raises(JaxnasError, match="search.passes=loop is for the differentiable search"):
+        config_lib.apply_overrides(tiny_cfg(strategy="random"), ["search.passes=loop"])

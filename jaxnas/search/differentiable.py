@@ -167,7 +167,8 @@ class DartsSearch(driver.Loop):
         gdef_eval = nnx.split(net)[0]
         dtype = DTYPES[s.dtype]
         step = parallel.jit_data_parallel(make_search_step(gdef, self.w_tx, self.a_tx, self.schedule, s.order,
-                                                           cfg.optim, self.parts, gdef_eval, dtype), mesh, n_batches=2,
+                                                           cfg.optim, self.parts, gdef_eval, dtype,
+                                                           s.get("passes", "unrolled")), mesh, n_batches=2,
                                             fusion_autotune=cfg.run.get("fusion_autotune", False))
         evaluate_step = jax.jit(make_eval_step(gdef_eval, self.parts, dtype),
                                 in_shardings=(parallel.replicated(mesh), parallel.batch_sharded(mesh)),

@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="cnn", help="optimize: the model spec, e.g. cnn, resnet:32, wrn:28-10")
     p.add_argument("--optimizer", default="adamw", help="optimize: sgd or adamw")
     p.add_argument("--dtype", default="float32", help="search and retrain: float32 or bfloat16 (search.dtype, train.dtype)")
+    p.add_argument("--passes", default="unrolled", help="search, first order: unrolled or loop (search.passes)")
     p.add_argument("--fusion-autotune", action="store_true",
                    help="GPU: keep XLA's fusion autotuner on (run.fusion_autotune; jaxnas turns it off)")
     p.add_argument("--hlo", default="", help="write the compiled HLO here")
@@ -54,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"jaxnas: target {args.target}: {missing}", file=sys.stderr)
             return 3
         kw = {"search": dict(space=args.space, order=args.order, method=args.method, layers=args.layers, C=args.C,
-                                ops=args.ops, fusion_autotune=args.fusion_autotune, dtype=args.dtype),
+                                ops=args.ops, fusion_autotune=args.fusion_autotune, dtype=args.dtype,
+                                passes=args.passes),
               "retrain": dict(dtype=args.dtype, fusion_autotune=args.fusion_autotune),
               "optimize": dict(reweight=args.reweight, model=args.model, optimizer=args.optimizer,
                                fusion_autotune=args.fusion_autotune)}.get(args.kind, {})

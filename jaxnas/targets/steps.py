@@ -92,9 +92,9 @@ def search_config(space: str = "darts", method: str = "", size: str = "test", ba
 
 def search(target: str, devices: int = 1, space: str = "darts", order: str = "", method: str = "",
            size: str = "test", batch: int = 0, layers: int = 0, C: int = 0, ops: str = "", kernels: str = "auto",
-           mesh=None, fusion_autotune: bool = False, dtype: str = "float32") -> Built:
+           mesh=None, fusion_autotune: bool = False, dtype: str = "float32", passes: str = "unrolled") -> Built:
     """The bilevel search step (``jaxnas search``) of ``order`` (default: the method's) for ``target``,
-    computed in ``dtype`` (``search.dtype``)."""
+    computed in ``dtype`` (``search.dtype``), its passes ``passes`` (``search.passes``)."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -127,10 +127,12 @@ def search(target: str, devices: int = 1, space: str = "darts", order: str = "",
     parts = methods.parts(cfg.method, cfg.search.epochs, 100)
     model.eval()
     graphdef_eval = nnx.split(model)[0]
-    step = B.make_search_step(graphdef, w_tx, a_tx, schedule, order, cfg.optim, parts, graphdef_eval, DTYPES[dtype])
+    step = B.make_search_step(graphdef, w_tx, a_tx, schedule, order, cfg.optim, parts, graphdef_eval, DTYPES[dtype],
+                              passes)
     jitted = parallel.jit_data_parallel(step, mesh, 2, fusion_autotune=fusion_autotune)
     tb = _batch(cfg.search.batch_size, image, 3, mesh)
-    name = f"search-{space}-{method or 'darts'}-{order}-{size}" + ("" if dtype == "float32" else f"-{dtype}")
+    name = f"search-{space}-{method or 'darts'}-{order}-{size}" + ("" if dtype == "float32" else f"-{dtype}") + \
+        ("" if passes == "unrolled" else f"-{passes}")
     return Built(name, jitted, (_abstract_state(state, mesh), tb, dict(tb)), form)
 
 
@@ -261,6 +263,7 @@ def build(kind: str, target: str, devices: int = 1, **kwargs: Any) -> Built:
 def every_step(spaces=("darts", "nb201")) -> list[dict]:
     """The steps CI compiles for every target: each order of DARTS and each method preset in both
     spaces, the DARTS search of both orders and the retraining step in bfloat16 (mixed precision), the
+    first order's passes as one loop (``search.passes=loop``), the
     retraining step and the optimize trainer's, at test size."""
     from jaxnas.methods import METHODS
     from jaxnas.search.bilevel import ORDERS
@@ -268,6 +271,7 @@ def every_step(spaces=("darts", "nb201")) -> list[dict]:
     out = [dict(kind="search", space=s, order=o) for s in spaces for o in ORDERS]
     out += [dict(kind="search", space=s, method=m) for s in spaces for m in METHODS if m != "darts"]
     out += [dict(kind="search", space="darts", order=o, dtype="bfloat16") for o in ("first", "second")]
+    out += [dict(kind="search", space="darts", order="first", passes="loop")]
     out += [dict(kind="retrain"), dict(kind="retrain", dtype="bfloat16"), dict(kind="optimize")]
     out += [dict(kind="optimize", reweight=r) for r in ("l2rw", "mwnet", "hypergrad")]
     return out
