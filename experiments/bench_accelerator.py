@@ -13,7 +13,8 @@ CIFAR-10 search: DARTS searches on 25,000 train + 25,000 val images at batch 64,
 (retraining: 50,000 images at batch 96, 521 steps). These are bounds from the compiled program,
 not timings: no device ran them.
 
-Steps: darts-first, darts-second (DARTS's 8-cell supernet, C=16, batch 64), nb201-first (N=5,
+Steps: darts-first, darts-first-loop (its passes as one loop, ``search.passes=loop``), darts-second
+(DARTS's 8-cell supernet, C=16, batch 64), nb201-first (N=5,
 C=16), method-<name> for each DARTS-family preset (its own order), retrain (DARTS_V2, C=36, 20
 cells, batch 96).
 """
@@ -35,6 +36,7 @@ def step_args() -> dict[str, list[str]]:
     from jaxnas.methods import METHODS
 
     out = {"darts-first": ["--kind", "search", "--order", "first"],
+           "darts-first-loop": ["--kind", "search", "--order", "first", "--passes", "loop"],
            "darts-second": ["--kind", "search", "--order", "second"],
            "nb201-first": ["--kind", "search", "--space", "nb201", "--order", "first"]}
     out.update({f"method-{m}": ["--kind", "search", "--method", m] for m in METHODS if m != "darts"})

@@ -127,3 +127,15 @@ ENTRY %main.1 (a: f32[4,8], w: f32[8,2]) -> f32[4,2] {
     call = 4 * 8 * 4 + 8 * 2 * 4 + (4 * 2 * 4 + 16)
     loop = 3 * (2 * 10 * 2)
     assert targets.bytes_accessed(_Compiled(hlo)) == fusion + call + loop
+    # a backend that does not annotate the trip count (TPU): read from the condition, counter < 3
+    cond = """%cond (q: (s32[], bf16[10])) -> pred[] {
+  %q = (s32[], bf16[10]{0}) parameter(0)
+  %n = s32[]{:T(128)} constant(3)
+  %i = s32[] get-tuple-element(%q), index=0
+  ROOT %lt = pred[] compare(%i, %n), direction=LT
+}
+
+"""
+    bare = hlo.replace(', backend_config={"known_trip_count":{"n":"3"}}', "")
+    assert targets.bytes_accessed(_Compiled(bare.replace("ENTRY", cond + "ENTRY"))) == fusion + call + loop
+    assert targets.bytes_accessed(_Compiled(bare)) == fusion + call + loop // 3  # no condition to read: once

@@ -153,6 +153,7 @@ class Report:
     flops: float             # per device: XLA's cost analysis of the program before backend passes
     bytes_accessed: float    # per device: operands and results of each kernel of the compiled program
     hlo: str = dataclasses.field(repr=False, default="")
+    loops: int = 0           # while loops in the compiled program: ``flops`` counts each body once
 
     @property
     def memory_bytes(self) -> int:
@@ -172,6 +173,7 @@ class Report:
                 "memory_gb": round(self.memory_bytes / 1e9, 4), "gflops": round(self.flops / 1e9, 3),
                 "gbytes_accessed": round(self.bytes_accessed / 1e9, 3),
                 "roofline_ms": round(self.roofline_s() * 1e3, 4),
+                **({"gflops_counts_loop_bodies_once": True} if self.loops else {}),
                 "library_calls": library_calls(self.hlo)}
 
 
@@ -183,7 +185,9 @@ def _cpu_client():
 
 def flops(lowered, devices: int) -> float:
     """FLOPs per device of a lowered program: XLA's HloCostAnalysis of the whole (unpartitioned)
-    program on the host, divided by the devices it is split over. Backend passes do not change
+    program on the host, divided by the devices it is split over. It counts a loop's body once,
+    whatever its trip count (``Report.loops`` says when there is one); ``bytes_accessed`` counts it
+    once a trip. Backend passes do not change
     the arithmetic, and GPU executables compiled without a device report no cost of their own."""
     from jax._src.lib import xla_client
     from jaxlib import _hlo
@@ -246,6 +250,16 @@ def bytes_accessed(compiled) -> float:
     return _bytes_of_text(compiled.as_text())
 
 
+def _trips_of_condition(instructions: list) -> int:
+    """The trip count of a loop whose condition is ``counter < constant`` (how jax lowers ``scan`` and
+    ``fori_loop``, the counter from 0), for backends that do not annotate it (TPU); else 1."""
+    constants = {n: ops[0] for n, sh, op, ops, _ in instructions if op == "constant" and sh.startswith("s32[]")}
+    for _, _, op, ops, rest in instructions:
+        if op == "compare" and "direction=LT" in rest and len(ops) == 2 and ops[1] in constants:
+            return int(constants[ops[1]])
+    return 1
+
+
 def _bytes_of_text(hlo: str) -> float:
     comps: dict[str, list] = {}
     entry, current = "", None
@@ -274,8 +288,10 @@ def _bytes_of_text(hlo: str) -> float:
             if opcode == "while":
                 body = re.search(r"body=%?([\w.\-]+)", rest)
                 trips = re.search(r'"known_trip_count":\{"n":"(\d+)"', rest)
+                cond = re.search(r"condition=%?([\w.\-]+)", rest)
+                n = int(trips.group(1)) if trips else _trips_of_condition(comps.get(cond.group(1), []) if cond else [])
                 if body:
-                    total += (int(trips.group(1)) if trips else 1) * cost(body.group(1), seen + (name,))
+                    total += n * cost(body.group(1), seen + (name,))
                 continue
             if opcode in _FREE:
                 continue
@@ -314,4 +330,5 @@ def compile(jitted, args: tuple, target: str, devices: int = 1) -> Report:
                   output_bytes=int(getattr(mem, "output_size_in_bytes", 0)),
                   alias_bytes=int(getattr(mem, "alias_size_in_bytes", 0)),
                   temp_bytes=int(getattr(mem, "temp_size_in_bytes", 0)),
-                  flops=flops(lowered, devices), bytes_accessed=_bytes_of_text(hlo), hlo=hlo)
+                  flops=flops(lowered, devices), bytes_accessed=_bytes_of_text(hlo), hlo=hlo,
+                  loops=len(re.findall(r"\swhile\(", hlo)))
