@@ -24,12 +24,13 @@ TIMEOUT = 900
 # Every step for sm_90; for sm_80 and TPU the steps that differ in their programs' structure: each order
 # in both spaces' first order, the methods that change the mixed op itself (partial channels, hard
 # sampling), retraining, the optimize trainer, L2RW's step and a hypergradient update, and the
-# first-order search and retraining in bfloat16.
+# first-order search and retraining in bfloat16, and the first order's passes as one loop.
 # JAXNAS_ACCEL_FULL=1 compiles every step for each.
 FULL = os.environ.get("JAXNAS_ACCEL_FULL", "") not in ("", "0")
 SUBSET = {"search-darts-first", "search-darts-second", "search-darts-second_fd", "search-darts-single",
           "search-nb201-first", "search-darts-pcdarts", "search-darts-gdas", "retrain", "optimize",
-          "optimize-l2rw", "optimize-hypergrad", "search-darts-first-bfloat16", "retrain-bfloat16"}
+          "optimize-l2rw", "optimize-hypergrad", "search-darts-first-bfloat16", "retrain-bfloat16",
+          "search-darts-first-loop"}
 
 
 def cases():
