@@ -5,8 +5,9 @@
 #   1. the device and versions;
 #   2. correctness on the device: several devices agree, exact second order, the XLA kernel forms;
 #   3. the search step of each order at DARTS's GPU size (8 cells, C=16, batch 64), the first order
-#      also in bfloat16 (search.dtype) and with XLA's fusion autotuner on (run.fusion_autotune), its
-#      compile and step times beside;
+#      also in bfloat16 (search.dtype), with XLA's fusion autotuner on (run.fusion_autotune) and with
+#      its passes as one loop (search.passes=loop), its compile and step times beside; a profiler
+#      trace of 3 first-order steps, summarised, the trace left in $OUT/trace-first;
 #   4. one epoch of the first-order search on CIFAR-sized synthetic data through the real input
 #      pipeline (experiments/search_epoch.py): the 50-epoch search time it implies;
 #   5. the retraining step at DARTS's size; the reweighting steps and hypergradients
@@ -37,6 +38,16 @@ done
 # the same first-order step with XLA's fusion autotuner on (jaxnas turns it off: half the compile time)
 [ "$(left)" -gt 150 ] && timeout $(($(left) - 90)) python experiments/bench_search_step.py --order first --batch 64 \
   --steps 10 --fusion-autotune 2>/dev/null | grep -v machine | sed 's/^{/{"fusion_autotune": true, /'
+# the first order's two passes as one compiled body (search.passes=loop: less compile, a sixth more bytes)
+[ "$(left)" -gt 150 ] && timeout $(($(left) - 90)) python experiments/bench_search_step.py --order first --batch 64 \
+  --steps 10 --passes loop --cache $CACHE 2>/dev/null | grep -v machine
+# a profiler trace of 3 first-order steps (compiled above, from the cache): the top kernels, and the trace in $OUT
+if [ -n "${OUT:-}" ] && [ "$(left)" -gt 120 ]; then
+  timeout $(($(left) - 60)) python experiments/bench_search_step.py --order first --batch 64 --steps 3 --cache $CACHE \
+    --profile "$OUT/trace-first" 2>/dev/null | grep -v machine
+  python experiments/profile_summary.py "$OUT/trace-first" --top 15 2>&1 | sed 's/^/# profile: /'
+  gzip -f "$OUT/trace-first/step.hlo.txt" 2>/dev/null
+fi
 [ "$(left)" -gt 90 ] && timeout $(($(left) - 30)) python experiments/search_epoch.py --order first --batch 64
 [ "$(left)" -gt 120 ] && timeout $(($(left) - 60)) python experiments/search_epoch.py --order first --batch 64 \
   --dtype bfloat16

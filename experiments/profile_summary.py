@@ -55,7 +55,7 @@ def main() -> None:
     args = p.parse_args()
     events = load_events(args.path)
     targets = ffi_targets(args.path)
-    steps = [e for e in events if e["name"].startswith(("jit_step", "PjitFunction(step)"))]
+    steps = [e for e in events if e["name"].startswith("jit_step") or re.fullmatch(r"\S*Execute \(jit_step\)", e["name"])]
     total, calls = collections.Counter(), collections.Counter()
     for e in events:
         name = e["name"]
