@@ -8,7 +8,7 @@ events of XLA's CPU executable (thunks: fusions, custom calls, library calls), s
 instance numbers from their names (``fusion.123`` -> ``fusion``), and prints the
 thread time per kind over all threads, largest first, with call counts. The FFI calls are
 told apart by target (``ffi_call:jaxnas_sep_bwd``) from the compiled HLO that the benchmark
-saves beside the trace (``step.hlo.txt``).
+saves beside the trace (``step.hlo.txt``, or gzipped).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ def load_events(path: str) -> list[dict]:
 def ffi_targets(path: str) -> dict[str, str]:
     """HLO op name -> custom-call target, from ``step.hlo.txt`` under ``path`` (empty if absent)."""
     targets = {}
-    for file in glob.glob(os.path.join(path, "**", "step.hlo.txt"), recursive=True):
-        with open(file) as f:
+    for file in glob.glob(os.path.join(path, "**", "step.hlo.txt*"), recursive=True):
+        with (gzip.open(file, "rt") if file.endswith(".gz") else open(file)) as f:
             for line in f:
                 m = re.search(r"%?([\w.-]+) = .*custom-call\(.*custom_call_target=\"([\w.-]+)\"", line)
                 if m:
@@ -55,7 +55,7 @@ def main() -> None:
     args = p.parse_args()
     events = load_events(args.path)
     targets = ffi_targets(args.path)
-    steps = [e for e in events if e["name"].startswith("jit_step") or re.fullmatch(r"\S*Execute \(jit_step\)", e["name"])]
+    steps = [e for e in events if e["name"].startswith(("jit_step", "PjitFunction(step)", "PjitFunction(jit(step))"))]
     total, calls = collections.Counter(), collections.Counter()
     for e in events:
         name = e["name"]
