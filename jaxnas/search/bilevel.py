@@ -21,7 +21,7 @@ so a resumed or multi-device run draws the same architectures.
 ``passes="loop"`` (first order) runs the two passes as one ``lax.scan`` over one compiled
 body: forward and backward in (w, alpha) on the search-val batch, then on the search-train batch,
 the body keeping the alpha update of the first and the weight gradient of the second. The numbers
-are the same; XLA compiles the network's forward and backward once instead of twice (a third less
+are the same; XLA compiles the network's forward and backward once instead of twice (about 40% less
 compile time for DARTS's 8 cells on a GPU), and each pass computes the gradient it discards (as
 DARTS's PyTorch ``architect`` does: its ``loss.backward()`` fills the weights' gradients too), which
 moves about a sixth more bytes a step (docs/accelerators.md).
