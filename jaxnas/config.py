@@ -400,7 +400,7 @@ def check_ranges(cfg) -> None:
         if cfg.search.get("strategy") != "darts":
             raise JaxnasError(f"search.passes={cfg.search.passes} is for the differentiable search (search.strategy="
                               f"darts), not search.strategy={cfg.search.get('strategy')!r}")
-        from jaxnas.search.bilevel import check_passes
+        from jaxnas.nn import check_passes
 
         check_passes(cfg.search.passes, cfg.search.order, cfg.method.perturbation != "none")
     if cfg.get("run", {}).get("profile_step", 0) and ("optimize" in cfg or cfg.get("search", {}).get("strategy",

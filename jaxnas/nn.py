@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxnas.errors import JaxnasError
+from jaxnas.errors import JaxnasError, unknown
 from jaxnas.kernels import reference
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -27,6 +27,20 @@ def check_dtype(order: str, dtype) -> None:
         raise JaxnasError(f"search.order=second_fd needs search.dtype=float32, got {jnp.dtype(dtype).name}: its "
                           f"finite-difference step (0.01 / ||grad_w||, ~1e-5 a weight) is below bfloat16's "
                           f"resolution; use order=second (exact) or first with bfloat16")
+
+
+PASSES = ("unrolled", "loop")
+
+
+def check_passes(passes: str, order: str, perturbation: bool = False) -> None:
+    """``passes="loop"`` needs the first order's two like passes; a perturbation (SDARTS) changes the
+    weight pass only, so it cannot share the body."""
+    if passes not in PASSES:
+        raise unknown("search.passes", passes, PASSES)
+    if passes == "loop" and (order != "first" or perturbation):
+        why = f"search.order={order}" if order != "first" else "a perturbation of the weight pass (SDARTS)"
+        raise JaxnasError(f"search.passes=loop runs the first order's val and train passes as one loop; "
+                          f"{why} has no two like passes (allowed there: unrolled)")
 
 
 class ArchParam(nnx.Variable):

@@ -41,24 +41,12 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from jaxnas.errors import JaxnasError, unknown
+from jaxnas.errors import unknown
 from jaxnas.losses import accuracy, cross_entropy
 from jaxnas.methods import Parts, op_alphas
-from jaxnas.nn import check_dtype, split_model
+from jaxnas.nn import check_dtype, check_passes, split_model
 
 ORDERS = ("first", "second", "second_fd", "single")
-PASSES = ("unrolled", "loop")
-
-
-def check_passes(passes: str, order: str, perturbation: bool = False) -> None:
-    """``passes="loop"`` needs the first order's two like passes; a perturbation (SDARTS) changes the
-    weight pass only, so it cannot share the body."""
-    if passes not in PASSES:
-        raise unknown("search.passes", passes, PASSES)
-    if passes == "loop" and (order != "first" or perturbation):
-        why = f"search.order={order}" if order != "first" else "a perturbation of the weight pass (SDARTS)"
-        raise JaxnasError(f"search.passes=loop runs the first order's val and train passes as one loop; "
-                          f"{why} has no two like passes (allowed there: unrolled)")
 
 
 class SearchState(NamedTuple):
