@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+from collections.abc import Iterable
 from typing import Any
 
 from jaxnas.errors import unknown
+
+
+def import_registrations(package: str, path: Iterable[str]) -> None:
+    """Import every module of ``package`` (its ``__path__``) except ``registry`` and those starting with
+    ``_``: a package whose files each register one extension, so a new one is one new file."""
+    for name in sorted(m.name for m in pkgutil.iter_modules(path)):
+        if not name.startswith("_") and name != "registry":
+            importlib.import_module(f"{package}.{name}")
 
 
 class Registry(dict):

@@ -32,7 +32,6 @@ from jaxnas import parallel
 from jaxnas.errors import JaxnasError
 from jaxnas.hyper import estimators
 from jaxnas.hyper.methods import METHODS, Context
-from jaxnas.hyper.methods.hypergrad import lr_scale
 
 R, S = parallel.REPLICATED, parallel.SPLIT
 
@@ -110,16 +109,17 @@ class Steps:
             updates, opt = tx.update(g, opt, params)
             return optax.apply_updates(params, updates), new_stats, opt, loss
 
-        def ahead(inner, opt):
+        def ahead(inner, opt, lr_scale=lambda h: 1.0):
             """The lookahead's update ``w -> w'`` (``optimize.hyper.lookahead``): None, plain SGD at the
             current learning rate (the estimators' own, as the official codes); or one step of the
-            trainer's optimizer from its current state, times the learned learning-rate multiplier."""
+            trainer's optimizer from its current state, times ``lr_scale(h)`` (a method's learned
+            learning-rate multiplier)."""
             if cfg.lookahead == "sgd":
                 return None
 
             def step(w, h, b):
                 updates = _finite_vjp(lambda g: tx.update(g, opt, w)[0])(jax.grad(inner)(w, h, b))
-                scale = lr_scale(h)  # h: MW-Net's network or the hyperparameters, both dicts
+                scale = lr_scale(h)
                 return jax.tree.map(lambda p, u: p + scale * u, w, updates)
             return step
 

@@ -30,6 +30,7 @@ from jaxnas.errors import JaxnasError
 from jaxnas.evaluators.train import make_classifier_steps
 from jaxnas.hyper import reweight
 from jaxnas.hyper.methods import METHODS
+from jaxnas.hyper.methods.registry import needs_label_noise
 from jaxnas.nn import count_params
 from jaxnas.optimize import model_spec, models
 
@@ -196,9 +197,7 @@ class Fit(driver.Loop):
         self.meta = self.rstate = self.last_weight = self.seen = None
         if hyper is not None:
             if method.needs_clean and clean is None:
-                raise JaxnasError(f"optimize.hyper.method={hyper.method} weights the examples by whether their "
-                                  f"label is correct: it needs a known label corruption (data.corrupt.kind="
-                                  f"symmetric or uniform_mix)")
+                raise needs_label_noise(hyper.method, "no record of one (clean=None)")
             if val_idx is None or len(val_idx) == 0:
                 raise JaxnasError("optimize.hyper needs a validation split of at least one example: its meta data")
             mb = parallel.round_to_devices(min(int(hyper.meta_batch), len(val_idx)), mesh)

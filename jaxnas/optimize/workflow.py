@@ -36,6 +36,7 @@ from jaxnas.optimize import report as report_lib
 from jaxnas.optimize import split as split_lib
 from jaxnas.hyper import reweight
 from jaxnas.hyper.methods import METHODS
+from jaxnas.hyper.methods.registry import needs_label_noise
 from jaxnas.optimize import corrupt, model_spec, models, stats, study, trainer
 from jaxnas.search import get_strategy
 from jaxnas.search.check import check_search
@@ -270,9 +271,7 @@ def setup(cfg, pool: data_lib.Dataset | None = None) -> Plan:
     if o.tune != "study":
         reweight.check(o.hyper)
         if METHODS[o.hyper.method].needs_clean and d.corrupt.kind not in ("symmetric", "uniform_mix"):
-            raise JaxnasError(f"optimize.hyper.method={o.hyper.method} weights each training example by whether its "
-                              f"label is still correct, so it needs label noise: data.corrupt.kind=symmetric or "
-                              f"uniform_mix, got {d.corrupt.kind!r}")
+            raise needs_label_noise(o.hyper.method, repr(d.corrupt.kind))
         if cfg.compare.refit != "train":
             raise JaxnasError(f"optimize.tune={o.tune} learns on meta batches of the validation split, so it "
                               f"cannot be refit on train+val: set compare.refit=train (both models then stop "

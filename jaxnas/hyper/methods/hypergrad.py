@@ -141,7 +141,7 @@ def build(c: Context) -> Built:
         outer = lambda w, h, m: c.meta_loss(w, stats, m)  # noqa: E731
         est = estimators.make(cfg.estimator, inner, outer, lr=lambda h: lr * lr_scale(h), steps=int(cfg.steps),
                               solver=cfg.solver, iters=int(cfg.iters), alpha=float(cfg.alpha),
-                              step=c.ahead(inner, opt))
+                              step=c.ahead(inner, opt, lr_scale))
         first = jax.tree.map(lambda a: a[0], batches)
         mloss, g, _ = est(params, rstate.params, batches if int(cfg.steps) > 1 and cfg.estimator == "unrolled"
                           else first, meta)

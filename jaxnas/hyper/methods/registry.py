@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from jaxnas.errors import JaxnasError
 from jaxnas.registry import Registry
 
 
@@ -24,7 +25,7 @@ class Context(NamedTuple):
     ``losses(params, stats, batch, smoothing) -> (per-example cross-entropy, new BN stats)``;
     ``meta_loss(params, stats, meta)``: mean plain cross-entropy on a meta batch;
     ``real_step(params, stats, opt, batch, weigh) -> (params, stats, opt, loss)``: the trainer's
-    update on ``weigh(per-example losses)``; ``ahead(inner, opt)``: the lookahead's update
+    update on ``weigh(per-example losses)``; ``ahead(inner, opt[, lr_scale])``: the lookahead's update
     (``optimize.hyper.lookahead``) for ``jaxnas.hyper.estimators``, or None for plain SGD."""
 
     cfg: Any             # optimize.hyper
@@ -91,3 +92,11 @@ def register_hyper_method(name: str, method: Method) -> Method:
     if not isinstance(method, Method):
         raise TypeError(f"register_hyper_method({name!r}, ...) takes a jaxnas.hyper.methods.Method, got {type(method).__name__}")
     return METHODS.add(name, method)
+
+
+def needs_label_noise(name: str, got: str) -> JaxnasError:
+    """The error for a method that reads which labels a known corruption left correct (``needs_clean``)
+    where there is no such record; ``got``: what there was instead."""
+    return JaxnasError(f"optimize.hyper.method={name} weights each training example by whether its label is still "
+                       f"correct, so it needs a known label corruption: data.corrupt.kind=symmetric or uniform_mix, "
+                       f"got {got}")
